@@ -1,0 +1,142 @@
+//! Commands that work on files directly, without the services.
+
+use anyhow::Context;
+use clap::Args;
+use crs_core::evaluation::{Evaluation, HOLDOUT_FRACTION, train_and_evaluate};
+use crs_core::models::lookup;
+use crs_core::sample_data::{SampleSizes, write_sample_data};
+use crs_core::storage::{Bucket, BucketKey};
+use crs_core::training::{InputKeys, Inputs, default_config_key};
+use serde_json::json;
+
+#[derive(Debug, Args)]
+pub struct GenDataArgs {
+    /// Bucket to write into: a folder, file://, s3://bucket/prefix or memory://.
+    #[arg(long, env = "BUCKET_URL", default_value = "./bucket")]
+    bucket: String,
+    /// Keywords in the training file.
+    #[arg(long, default_value_t = SampleSizes::default().train_keywords)]
+    train_keywords: usize,
+    /// Keywords in the evaluation file.
+    #[arg(long, default_value_t = SampleSizes::default().eval_keywords)]
+    eval_keywords: usize,
+    /// Keywords in the prediction-input file.
+    #[arg(long, default_value_t = SampleSizes::default().predict_keywords)]
+    predict_keywords: usize,
+    /// Seed of the generator; the same seed gives the same files.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+pub async fn gen_data(args: GenDataArgs) -> anyhow::Result<()> {
+    let bucket = Bucket::open(&args.bucket)?;
+    let sizes = SampleSizes {
+        train_keywords: args.train_keywords,
+        eval_keywords: args.eval_keywords,
+        predict_keywords: args.predict_keywords,
+    };
+    for file in write_sample_data(&bucket, sizes, args.seed).await? {
+        println!("wrote {} ({} rows, {} bytes)", file.key, file.rows, file.bytes);
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// Training data: a local path or a bucket URL (s3://bucket/key, file://...).
+    #[arg(long)]
+    train: String,
+    /// Evaluation data; without it, 20% of the training keywords are held out.
+    #[arg(long)]
+    eval: Option<String>,
+    /// Model version to train.
+    #[arg(long, env = "MODEL_VER", default_value = "v1")]
+    model_ver: String,
+    /// Hyperparameter YAML; without it, the version's defaults.
+    #[arg(long)]
+    config: Option<String>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+async fn fetch(location: &str) -> anyhow::Result<(BucketKey, bytes::Bytes)> {
+    let (bucket, key) = Bucket::open_file(location)?;
+    let bytes = bucket.get(&key).await.with_context(|| format!("reading {location}"))?;
+    Ok((key, bytes))
+}
+
+pub async fn evaluate(args: EvaluateArgs) -> anyhow::Result<()> {
+    let version = lookup(&args.model_ver)?;
+    let (train_key, train) = fetch(&args.train).await?;
+    let (eval_key, eval) = match &args.eval {
+        Some(location) => fetch(location).await.map(|(k, b)| (Some(k), Some(b)))?,
+        None => (None, None),
+    };
+    let (config_key, config) = match &args.config {
+        Some(location) => fetch(location).await.map(|(k, b)| (k, Some(b)))?,
+        None => (default_config_key(version.name())?, None),
+    };
+    let inputs = Inputs {
+        keys: InputKeys { train: train_key, eval: eval_key, config: config_key, config_required: args.config.is_some() },
+        train,
+        eval,
+        config,
+    };
+    let (params, _) = inputs.params(version)?;
+    let run = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let data = inputs.prepare()?;
+        let run = train_and_evaluate(version, &params, &data.train, &data.eval, |_| {})?;
+        Ok((data, run, params))
+    })
+    .await??;
+    let (data, run, params) = run;
+
+    let metrics = |e: &Evaluation| json!({"model": e.model, "zero": e.zero, "global": e.global, "device": e.device});
+    if args.json {
+        let report = json!({
+            "model_ver": version.name(),
+            "params": params,
+            "eval_source": data.eval_source(),
+            "rows": {
+                "train": run.train.rows,
+                "eval": run.eval.rows,
+                "train_file": data.train_record.rows,
+                "eval_file": data.eval_record.as_ref().and_then(|r| r.rows.clone()),
+            },
+            "metrics": metrics(&run.eval),
+            "train_metrics": metrics(&run.train),
+            "seconds": run.seconds.iter().map(|(stage, s)| (format!("{stage:?}").to_lowercase(), *s)).collect::<std::collections::BTreeMap<_, _>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+
+    let counts = data.train_record.rows.clone().unwrap_or_default();
+    println!("model {} ({})", version.name(), version.summary());
+    println!("params {params}");
+    println!(
+        "train {}: {} rows read, {} duplicates dropped, {} conversions clipped, {} zero-click rows dropped, {} observations",
+        args.train, counts.read, counts.duplicates_dropped, counts.conversions_clipped, counts.zero_clicks_dropped, counts.observations
+    );
+    match &args.eval {
+        Some(path) => println!("eval  {path}: {} observations", run.eval.rows),
+        None => println!(
+            "eval  holdout of {:.0}% of the training keywords: {} observations ({} left to train on)",
+            HOLDOUT_FRACTION * 100.0,
+            run.eval.rows,
+            run.train.rows
+        ),
+    }
+    println!();
+    println!("{:<18}{:>10}{:>10}{:>10}{:>10}", "eval rows", "wmae", "wmse", "logloss", "mae");
+    let e = &run.eval;
+    for (name, m) in [("model", e.model), ("baseline: device", e.device), ("baseline: global", e.global), ("baseline: zero", e.zero)] {
+        println!("{name:<18}{:>10.5}{:>10.5}{:>10.4}{:>10.5}", m.wmae, m.wmse, m.logloss, m.mae);
+    }
+    println!();
+    for (stage, seconds) in &run.seconds {
+        println!("{stage:?}: {seconds:.2} s");
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! Errors of the data contract. Each one says which file, and where it can, which
+//! data row (1 is the first line after the header) and which column.
+
+use std::fmt;
+
+use super::schema::Device;
+
+#[derive(Debug)]
+pub struct DataError {
+    pub file: String,
+    pub row: Option<u64>,
+    pub column: Option<String>,
+    pub problem: Problem,
+}
+
+impl DataError {
+    pub fn new(file: &str, problem: Problem) -> Self {
+        DataError { file: file.to_owned(), row: None, column: None, problem }
+    }
+
+    pub fn at(file: &str, row: u64, column: &str, problem: Problem) -> Self {
+        DataError {
+            file: file.to_owned(),
+            row: Some(row),
+            column: Some(column.to_owned()),
+            problem,
+        }
+    }
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        match (&self.row, &self.column) {
+            (Some(row), Some(column)) => write!(f, ": row {row}, column '{column}'")?,
+            (Some(row), None) => write!(f, ": row {row}")?,
+            (None, Some(column)) => write!(f, ": column '{column}'")?,
+            (None, None) => {}
+        }
+        write!(f, ": {}", self.problem)
+    }
+}
+
+impl std::error::Error for DataError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.problem {
+            Problem::Unreadable(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    #[error("the file is empty")]
+    Empty,
+    #[error("the file has a header but no data rows")]
+    NoRows,
+    #[error("missing required column(s): {}", .0.join(", "))]
+    MissingColumns(Vec<String>),
+    #[error("no attribute columns (att1, att2, ...)")]
+    NoAttributes,
+    #[error("column appears twice in the header (positions {first} and {second})")]
+    DuplicateColumn { first: usize, second: usize },
+    #[error("value is missing")]
+    MissingValue,
+    #[error("expected an integer, found {0:?}")]
+    NotAnInteger(String),
+    #[error("expected 0 or 1, found {0}")]
+    NotBinary(i64),
+    #[error("unknown device {0:?} (expected {expected})", expected = Device::expected_names())]
+    UnknownDevice(String),
+    #[error("must not be negative, found {0}")]
+    Negative(i64),
+    #[error("has {found} fields but the header has {expected}")]
+    RaggedRow { found: usize, expected: usize },
+    #[error("invalid CSV at or after row {first_row}: {message}")]
+    Csv { first_row: u64, message: String },
+    #[error("could not be read: {0}")]
+    Unreadable(#[source] std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_names_file_row_and_column() {
+        let e = DataError::at("data/train.csv", 17, "Clicks", Problem::Negative(-3));
+        assert_eq!(
+            e.to_string(),
+            "data/train.csv: row 17, column 'Clicks': must not be negative, found -3"
+        );
+        let e = DataError::new("in.csv", Problem::MissingColumns(vec!["week".into(), "Clicks".into()]));
+        assert_eq!(e.to_string(), "in.csv: missing required column(s): week, Clicks");
+    }
+}

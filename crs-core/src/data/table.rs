@@ -1,0 +1,427 @@
+//! Reads CSV or gzip CSV in the raw schema, chunk by chunk, into validated polars
+//! frames. Memory is bounded by the chunk size, whatever the file size.
+//!
+//! polars parses each chunk with a typed schema (the fast path). When it refuses a
+//! chunk, the chunk is read again as text to say which row and column are wrong.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Cursor, Read};
+use std::sync::Arc;
+
+use flate2::bufread::MultiGzDecoder;
+use polars::prelude::*;
+
+use super::error::{DataError, Problem};
+use super::rows::KeywordRows;
+use super::schema::{
+    ATTRIBUTE_PREFIX, CLICKS, CONVERSIONS, DEVICE, Device, ENTITY_ID, TableKind, WEEK, attribute_name,
+    attribute_number,
+};
+
+/// Decompressed bytes per chunk. Large enough for polars to parse in parallel,
+/// small enough that a chunk's frame stays in the tens of megabytes.
+pub const DEFAULT_CHUNK_BYTES: usize = 8 << 20;
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Which attribute columns to read.
+#[derive(Clone, Debug)]
+pub enum Attributes {
+    /// Every `attN` column in the header, which must run from `att1` without gaps.
+    All,
+    /// Exactly these (the ones a model needs); others are skipped unparsed.
+    Only(Arc<[String]>),
+}
+
+/// One validated chunk: typed columns `entity_id`, `device`, the attributes in
+/// [`TableReader::attribute_names`] order, then `week`, `Clicks`, `Conversions`
+/// where the file kind has them.
+#[derive(Debug)]
+pub struct Chunk {
+    pub frame: DataFrame,
+    /// Data row number of the frame's first row (1 is the line after the header).
+    pub first_row: u64,
+    pub devices: Vec<Device>,
+}
+
+#[derive(Debug)]
+struct Column {
+    name: String,
+    dtype: DataType,
+    check: Check,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Check {
+    AnyInteger,
+    Binary,
+    NonNegative,
+    Device,
+    Ignored,
+}
+
+pub struct TableReader {
+    file: String,
+    input: Box<dyn BufRead + Send>,
+    header: Vec<Column>,
+    schema: SchemaRef,
+    projection: Arc<[PlSmallStr]>,
+    attribute_names: Arc<[String]>,
+    ignored_columns: Vec<String>,
+    carry: Vec<u8>,
+    next_row: u64,
+    chunk_bytes: usize,
+    at_eof: bool,
+}
+
+impl std::fmt::Debug for TableReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableReader").field("file", &self.file).field("next_row", &self.next_row).finish()
+    }
+}
+
+impl TableReader {
+    /// Opens `input` (CSV, or gzip CSV recognised by its magic bytes whatever the
+    /// file is called) and checks its header against the contract for `kind`.
+    /// `file` names the source in every error.
+    pub fn open(
+        file: &str,
+        input: impl Read + Send + 'static,
+        kind: TableKind,
+        attributes: Attributes,
+    ) -> Result<Self, DataError> {
+        let unreadable = |e| DataError::new(file, Problem::Unreadable(e));
+        let mut raw = BufReader::with_capacity(256 << 10, input);
+        let is_gzip = raw.fill_buf().map_err(unreadable)?.starts_with(&GZIP_MAGIC);
+        let mut input: Box<dyn BufRead + Send> = if is_gzip {
+            Box::new(BufReader::with_capacity(256 << 10, MultiGzDecoder::new(raw)))
+        } else {
+            Box::new(raw)
+        };
+
+        let mut line = Vec::new();
+        input.read_until(b'\n', &mut line).map_err(unreadable)?;
+        let names = parse_header(&line);
+        if names.iter().all(String::is_empty) {
+            return Err(DataError::new(file, Problem::Empty));
+        }
+        let (header, attribute_names) = plan_columns(file, &names, kind, &attributes)?;
+
+        let schema: Schema = header.iter().map(|c| Field::new(c.name.as_str().into(), c.dtype.clone())).collect();
+        let mut projection: Vec<PlSmallStr> = vec![ENTITY_ID.into(), DEVICE.into()];
+        projection.extend(attribute_names.iter().map(|a| PlSmallStr::from(a.as_str())));
+        for name in [WEEK, CLICKS, CONVERSIONS] {
+            if header.iter().any(|c| c.name == name && c.check != Check::Ignored) {
+                projection.push(name.into());
+            }
+        }
+        let ignored_columns =
+            header.iter().filter(|c| c.check == Check::Ignored).map(|c| c.name.clone()).collect();
+
+        Ok(TableReader {
+            file: file.to_owned(),
+            input,
+            header,
+            schema: Arc::new(schema),
+            projection: projection.into(),
+            attribute_names,
+            ignored_columns,
+            carry: Vec::new(),
+            next_row: 1,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            at_eof: false,
+        })
+    }
+
+    pub fn with_chunk_bytes(mut self, chunk_bytes: usize) -> Self {
+        self.chunk_bytes = chunk_bytes.max(1);
+        self
+    }
+
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// The attribute columns each chunk carries, in order.
+    pub fn attribute_names(&self) -> &Arc<[String]> {
+        &self.attribute_names
+    }
+
+    /// Header columns outside the contract; they are not read.
+    pub fn ignored_columns(&self) -> &[String] {
+        &self.ignored_columns
+    }
+
+    /// Data rows returned so far.
+    pub fn rows_read(&self) -> u64 {
+        self.next_row - 1
+    }
+
+    /// The next chunk of validated rows, or `None` at the end of the file. A
+    /// file with a header and no rows is an error.
+    pub fn next_chunk(&mut self) -> Result<Option<Chunk>, DataError> {
+        let Some(bytes) = self.next_chunk_bytes()? else {
+            return if self.next_row == 1 { Err(DataError::new(&self.file, Problem::NoRows)) } else { Ok(None) };
+        };
+        let first_row = self.next_row;
+        let frame = match self.parse(&bytes, &self.schema) {
+            Ok(frame) => frame,
+            Err(error) => return Err(self.diagnose(&bytes, first_row, error)),
+        };
+        if frame.height() == 0 {
+            return self.next_chunk();
+        }
+        let devices = self.validate(&frame, first_row)?;
+        self.next_row += frame.height() as u64;
+        Ok(Some(Chunk { frame, first_row, devices }))
+    }
+
+    /// Reads every remaining chunk into one frame (for files that fit in memory).
+    pub fn read_all(mut self) -> Result<(DataFrame, Vec<Device>, TableReader), DataError> {
+        let mut frame: Option<DataFrame> = None;
+        let mut devices = Vec::new();
+        while let Some(chunk) = self.next_chunk()? {
+            devices.extend(chunk.devices);
+            match frame.as_mut() {
+                None => frame = Some(chunk.frame),
+                Some(all) => {
+                    all.vstack_mut_owned(chunk.frame).map_err(|e| self.polars_error(chunk.first_row, e))?;
+                }
+            }
+        }
+        let mut frame = frame.ok_or_else(|| DataError::new(&self.file, Problem::NoRows))?;
+        frame.rechunk_mut();
+        Ok((frame, devices, self))
+    }
+
+    /// Whole lines up to about `chunk_bytes`, or `None` once the input is used up.
+    fn next_chunk_bytes(&mut self) -> Result<Option<Vec<u8>>, DataError> {
+        let mut buf = std::mem::take(&mut self.carry);
+        let mut searched = 0;
+        loop {
+            if !self.at_eof && buf.len() < self.chunk_bytes {
+                let want = (self.chunk_bytes - buf.len()) as u64;
+                let got = (&mut self.input)
+                    .take(want)
+                    .read_to_end(&mut buf)
+                    .map_err(|e| DataError::new(&self.file, Problem::Unreadable(e)))?;
+                self.at_eof = got == 0;
+                if !self.at_eof {
+                    continue;
+                }
+            }
+            if self.at_eof {
+                return Ok(if buf.iter().all(u8::is_ascii_whitespace) { None } else { Some(buf) });
+            }
+            // A full buffer: cut after its last line end; a line longer than the
+            // buffer makes it grow until the line ends.
+            match buf[searched..].iter().rposition(|&b| b == b'\n') {
+                Some(pos) => {
+                    self.carry = buf.split_off(searched + pos + 1);
+                    return Ok(Some(buf));
+                }
+                None => {
+                    searched = buf.len();
+                    self.chunk_bytes *= 2;
+                }
+            }
+        }
+    }
+
+    fn parse(&self, bytes: &[u8], schema: &SchemaRef) -> PolarsResult<DataFrame> {
+        CsvReadOptions::default()
+            .with_has_header(false)
+            .with_schema(Some(schema.clone()))
+            .with_columns(Some(self.projection.clone()))
+            .with_raise_if_empty(false)
+            .with_rechunk(false)
+            .into_reader_with_file_handle(Cursor::new(bytes))
+            .finish()
+    }
+
+    /// polars refused a chunk: find the first cell (or line) that explains why.
+    fn diagnose(&self, bytes: &[u8], first_row: u64, error: PolarsError) -> DataError {
+        let text_schema: Schema =
+            self.header.iter().map(|c| Field::new(c.name.as_str().into(), DataType::String)).collect();
+        if let Ok(text) = self.parse(bytes, &Arc::new(text_schema)) {
+            let integer_columns = self.header.iter().filter(|c| c.dtype == DataType::Int64);
+            let first_bad = integer_columns
+                .filter_map(|c| {
+                    let values = text.column(&c.name).ok()?.str().ok()?;
+                    let (row, value) = values
+                        .iter()
+                        .enumerate()
+                        .find_map(|(i, v)| v.filter(|v| v.parse::<i64>().is_err()).map(|v| (i, v)))?;
+                    Some((row, c.name.as_str(), value.to_owned()))
+                })
+                .min_by_key(|(row, _, _)| *row);
+            if let Some((row, column, value)) = first_bad {
+                return DataError::at(&self.file, first_row + row as u64, column, Problem::NotAnInteger(value));
+            }
+        }
+        let expected = self.header.len();
+        for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            let found = line.split(|&b| b == b',').count();
+            if found > expected {
+                let mut e = DataError::new(&self.file, Problem::RaggedRow { found, expected });
+                e.row = Some(first_row + i as u64);
+                return e;
+            }
+        }
+        self.polars_error(first_row, error)
+    }
+
+    fn polars_error(&self, first_row: u64, error: PolarsError) -> DataError {
+        DataError::new(&self.file, Problem::Csv { first_row, message: error.to_string() })
+    }
+
+    /// Checks every cell against its column's domain and returns the parsed
+    /// devices. The error is the first offending row; within it, the first column.
+    fn validate(&self, frame: &DataFrame, first_row: u64) -> Result<Vec<Device>, DataError> {
+        let mut devices = Vec::with_capacity(frame.height());
+        let mut worst: Option<(usize, usize, Problem)> = None;
+        for (position, column) in self.header.iter().enumerate() {
+            if column.check == Check::Ignored {
+                continue;
+            }
+            let Ok(values) = frame.column(&column.name) else { continue };
+            let found = match column.check {
+                Check::Device => first_bad_device(values, &mut devices),
+                check => first_bad_integer(values, check),
+            };
+            if let Some((row, problem)) = found
+                && worst.as_ref().is_none_or(|(r, p, _)| (row, position) < (*r, *p))
+            {
+                worst = Some((row, position, problem));
+            }
+        }
+        match worst {
+            None => Ok(devices),
+            Some((row, position, problem)) => {
+                Err(DataError::at(&self.file, first_row + row as u64, &self.header[position].name, problem))
+            }
+        }
+    }
+}
+
+fn first_bad_integer(values: &polars::prelude::Column, check: Check) -> Option<(usize, Problem)> {
+    let values = values.i64().ok()?;
+    values.iter().enumerate().find_map(|(i, v)| {
+        let problem = match (v, check) {
+            (None, _) => Problem::MissingValue,
+            (Some(v), Check::Binary) if v != 0 && v != 1 => Problem::NotBinary(v),
+            (Some(v), Check::NonNegative) if v < 0 => Problem::Negative(v),
+            _ => return None,
+        };
+        Some((i, problem))
+    })
+}
+
+fn first_bad_device(values: &polars::prelude::Column, devices: &mut Vec<Device>) -> Option<(usize, Problem)> {
+    let Ok(values) = values.str() else {
+        return Some((0, Problem::MissingValue));
+    };
+    for (i, v) in values.iter().enumerate() {
+        match v.map(|name| (name, Device::parse(name))) {
+            None => return Some((i, Problem::MissingValue)),
+            Some((name, None)) => return Some((i, Problem::UnknownDevice(name.to_owned()))),
+            Some((_, Some(device))) => devices.push(device),
+        }
+    }
+    None
+}
+
+fn parse_header(line: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_start_matches('\u{feff}').trim_end_matches(['\n', '\r']);
+    text.split(',').map(|name| name.trim().trim_matches('"').to_owned()).collect()
+}
+
+/// Matches the header to the contract: every column's type and check, and the
+/// attribute columns to read, in order.
+fn plan_columns(
+    file: &str,
+    names: &[String],
+    kind: TableKind,
+    attributes: &Attributes,
+) -> Result<(Vec<Column>, Arc<[String]>), DataError> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, name) in names.iter().enumerate() {
+        if let Some(first) = seen.insert(name, i) {
+            return Err(DataError {
+                file: file.to_owned(),
+                row: None,
+                column: Some(name.clone()),
+                problem: Problem::DuplicateColumn { first: first + 1, second: i + 1 },
+            });
+        }
+    }
+
+    let required: &[&str] = match kind {
+        TableKind::Training => &[ENTITY_ID, DEVICE, WEEK, CLICKS, CONVERSIONS],
+        TableKind::PredictionInput => &[ENTITY_ID, DEVICE],
+    };
+    let mut missing: Vec<String> =
+        required.iter().filter(|name| !seen.contains_key(**name)).map(|name| name.to_string()).collect();
+
+    let attribute_names: Arc<[String]> = match attributes {
+        Attributes::Only(wanted) => {
+            missing.extend(wanted.iter().filter(|a| !seen.contains_key(a.as_str())).cloned());
+            wanted.clone()
+        }
+        Attributes::All => {
+            let mut numbers: Vec<u32> = names.iter().filter_map(|n| attribute_number(n)).collect();
+            numbers.sort_unstable();
+            let Some(&max) = numbers.last() else {
+                return Err(DataError::new(file, Problem::NoAttributes));
+            };
+            missing.extend((1..=max).filter(|n| numbers.binary_search(n).is_err()).map(attribute_name));
+            (1..=max).map(attribute_name).collect()
+        }
+    };
+    if !missing.is_empty() {
+        return Err(DataError::new(file, Problem::MissingColumns(missing)));
+    }
+
+    let outcomes_checked = kind == TableKind::Training;
+    let wanted: std::collections::HashSet<&str> = attribute_names.iter().map(String::as_str).collect();
+    let header = names
+        .iter()
+        .map(|name| {
+            let check = match name.as_str() {
+                ENTITY_ID | WEEK => Check::AnyInteger,
+                DEVICE => Check::Device,
+                CLICKS | CONVERSIONS if outcomes_checked => Check::NonNegative,
+                n if n.starts_with(ATTRIBUTE_PREFIX) && wanted.contains(n) => Check::Binary,
+                _ => Check::Ignored,
+            };
+            let dtype = match check {
+                Check::Device | Check::Ignored => DataType::String,
+                _ => DataType::Int64,
+            };
+            Column { name: name.clone(), dtype, check }
+        })
+        .collect();
+    Ok((header, attribute_names))
+}
+
+/// Builds model input rows from a validated chunk.
+pub fn keyword_rows(chunk: &Chunk, attribute_names: &Arc<[String]>) -> PolarsResult<KeywordRows> {
+    let frame = &chunk.frame;
+    let entity_id = frame.column(ENTITY_ID)?.i64()?;
+    let width = attribute_names.len();
+    let height = frame.height();
+    let mut values = vec![0u8; height * width];
+    for (j, name) in attribute_names.iter().enumerate() {
+        let column = frame.column(name)?.i64()?;
+        for (i, v) in column.into_no_null_iter().enumerate() {
+            values[i * width + j] = v as u8;
+        }
+    }
+    Ok(KeywordRows::from_valid_parts(
+        entity_id.into_no_null_iter().collect(),
+        chunk.devices.clone(),
+        attribute_names.clone(),
+        values,
+    ))
+}

@@ -1,0 +1,163 @@
+//! Model versions behind one template.
+//!
+//! A version is a module implementing [`ModelVersion`]: typed hyperparameters
+//! read from YAML, a `fit` on a [`TrainingSet`], and a fitted model that is plain
+//! serde data and predicts a rate in [0, 1] per row. Adding `v3` means writing
+//! `v3.rs` and adding one line to [`REGISTRY`]; the services only see the
+//! registry.
+
+mod artifact;
+mod tree;
+pub mod v0;
+pub mod v1;
+
+use std::fmt::Debug;
+use std::marker::PhantomData;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use artifact::{ARTIFACT_FORMAT_VERSION, ArtifactError, TrainedModel, sha256_hex};
+
+use crate::features::Features;
+
+/// Every registered version, in order. The one place a new version is added.
+pub static REGISTRY: &[&dyn RegisteredVersion] = &[&Registered::<v0::V0>(PhantomData), &Registered::<v1::V1>(PhantomData)];
+
+/// What a model version learns from: one row per (keyword, device).
+#[derive(Clone, Debug)]
+pub struct TrainingSet {
+    pub features: Features,
+    pub clicks: Vec<f64>,
+    pub conversions: Vec<f64>,
+}
+
+/// The template a model version fills in.
+pub trait ModelVersion: 'static {
+    /// Registry name, e.g. `v1`.
+    const NAME: &'static str;
+    /// One line for listings and the README.
+    const SUMMARY: &'static str;
+    /// Hyperparameters. `Default` is the documented defaults; mark the struct
+    /// `#[serde(default, deny_unknown_fields)]` so unknown keys are errors.
+    type Params: Serialize + DeserializeOwned + Default + Debug;
+    /// The fitted model, saved as plain serde data inside the artifact.
+    type Fitted: Predictor + Serialize + DeserializeOwned + Send + Sync + 'static;
+
+    /// Range checks, naming the offending key.
+    fn check(params: &Self::Params) -> Result<(), ParamError>;
+
+    fn fit(params: &Self::Params, data: &TrainingSet) -> Result<Self::Fitted, FitError>;
+}
+
+pub trait Predictor {
+    /// One rate in [0, 1] per row of `features`.
+    fn predict(&self, features: &Features) -> Vec<f64>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParamError {
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+    #[error("'{key}' must be {expected}, got {value}")]
+    OutOfRange { key: &'static str, expected: &'static str, value: String },
+}
+
+impl ParamError {
+    pub fn out_of_range(key: &'static str, expected: &'static str, value: impl ToString) -> Self {
+        ParamError::OutOfRange { key, expected, value: value.to_string() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FitError {
+    #[error("no training rows with clicks")]
+    NoData,
+    #[error("training failed: {0}")]
+    Library(String),
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("unknown model version {name:?} (known: {})", known_versions().join(", "))]
+pub struct UnknownVersion {
+    pub name: String,
+}
+
+pub fn known_versions() -> Vec<&'static str> {
+    REGISTRY.iter().map(|v| v.name()).collect()
+}
+
+pub fn lookup(name: &str) -> Result<&'static dyn RegisteredVersion, UnknownVersion> {
+    REGISTRY.iter().copied().find(|v| v.name() == name).ok_or_else(|| UnknownVersion { name: name.to_owned() })
+}
+
+/// A fitted model of any version.
+pub trait FittedModel: Send + Sync + Debug {
+    fn predict(&self, features: &Features) -> Vec<f64>;
+    fn to_json(&self) -> serde_json::Value;
+}
+
+/// A version as the registry and the services see it, with its types erased.
+pub trait RegisteredVersion: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn summary(&self) -> &'static str;
+    /// Reads and checks hyperparameters from YAML (`None`: the defaults);
+    /// returns them complete, defaults filled in, as recorded in the artifact.
+    fn params(&self, file: &str, yaml: Option<&str>) -> Result<serde_json::Value, ParamError>;
+    fn fit(&self, params: &serde_json::Value, data: &TrainingSet) -> Result<Box<dyn FittedModel>, FitError>;
+    fn load(&self, model: serde_json::Value) -> Result<Box<dyn FittedModel>, serde_json::Error>;
+}
+
+// `fn() -> V` keeps the marker Send and Sync whatever V is.
+struct Registered<V>(PhantomData<fn() -> V>);
+
+struct Fitted<V: ModelVersion>(V::Fitted);
+
+impl<V: ModelVersion> Debug for Fitted<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fitted({})", V::NAME)
+    }
+}
+
+impl<V: ModelVersion> FittedModel for Fitted<V> {
+    fn predict(&self, features: &Features) -> Vec<f64> {
+        self.0.predict(features)
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.0).expect("fitted models are plain serde data")
+    }
+}
+
+impl<V: ModelVersion> RegisteredVersion for Registered<V> {
+    fn name(&self) -> &'static str {
+        V::NAME
+    }
+
+    fn summary(&self) -> &'static str {
+        V::SUMMARY
+    }
+
+    fn params(&self, file: &str, yaml: Option<&str>) -> Result<serde_json::Value, ParamError> {
+        let invalid = |message: String| ParamError::Invalid { file: file.to_owned(), message };
+        let params: V::Params = match yaml.map(str::trim) {
+            None | Some("") => V::Params::default(),
+            Some(text) => serde_norway::from_str(text).map_err(|e| invalid(e.to_string()))?,
+        };
+        V::check(&params).map_err(|e| invalid(e.to_string()))?;
+        Ok(serde_json::to_value(&params).expect("hyperparameters are plain serde data"))
+    }
+
+    fn fit(&self, params: &serde_json::Value, data: &TrainingSet) -> Result<Box<dyn FittedModel>, FitError> {
+        let params: V::Params =
+            serde_json::from_value(params.clone()).map_err(|e| FitError::Library(format!("hyperparameters: {e}")))?;
+        if data.features.is_empty() {
+            return Err(FitError::NoData);
+        }
+        Ok(Box::new(Fitted::<V>(V::fit(&params, data)?)))
+    }
+
+    fn load(&self, model: serde_json::Value) -> Result<Box<dyn FittedModel>, serde_json::Error> {
+        Ok(Box::new(Fitted::<V>(serde_json::from_value(model)?)))
+    }
+}
