@@ -15,3 +15,5 @@ pub mod evaluation;
 pub mod storage;
 pub mod training;
 pub mod sample_data;
+pub mod webhook;
+pub mod runtime;
