@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "crctl", version, about = "Conversion-rate models: data, offline evaluation, and the train/serve services")]
+#[command(
+    name = "crctl",
+    version,
+    about = "Conversion-rate models: data, offline evaluation, and the train/serve services"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

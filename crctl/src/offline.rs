@@ -78,7 +78,12 @@ pub async fn evaluate(args: EvaluateArgs) -> anyhow::Result<()> {
         None => (default_config_key(version.name())?, None),
     };
     let inputs = Inputs {
-        keys: InputKeys { train: train_key, eval: eval_key, config: config_key, config_required: args.config.is_some() },
+        keys: InputKeys {
+            train: train_key,
+            eval: eval_key,
+            config: config_key,
+            config_required: args.config.is_some(),
+        },
         train,
         eval,
         config,
@@ -117,7 +122,12 @@ pub async fn evaluate(args: EvaluateArgs) -> anyhow::Result<()> {
     println!("params {params}");
     println!(
         "train {}: {} rows read, {} duplicates dropped, {} conversions clipped, {} zero-click rows dropped, {} observations",
-        args.train, counts.read, counts.duplicates_dropped, counts.conversions_clipped, counts.zero_clicks_dropped, counts.observations
+        args.train,
+        counts.read,
+        counts.duplicates_dropped,
+        counts.conversions_clipped,
+        counts.zero_clicks_dropped,
+        counts.observations
     );
     match &args.eval {
         Some(path) => println!("eval  {path}: {} observations", run.eval.rows),
@@ -131,7 +141,9 @@ pub async fn evaluate(args: EvaluateArgs) -> anyhow::Result<()> {
     println!();
     println!("{:<18}{:>10}{:>10}{:>10}{:>10}", "eval rows", "wmae", "wmse", "logloss", "mae");
     let e = &run.eval;
-    for (name, m) in [("model", e.model), ("baseline: device", e.device), ("baseline: global", e.global), ("baseline: zero", e.zero)] {
+    for (name, m) in
+        [("model", e.model), ("baseline: device", e.device), ("baseline: global", e.global), ("baseline: zero", e.zero)]
+    {
         println!("{name:<18}{:>10.5}{:>10.5}{:>10.4}{:>10.5}", m.wmae, m.wmse, m.logloss, m.mae);
     }
     println!();

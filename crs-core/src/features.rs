@@ -115,10 +115,7 @@ mod tests {
 
     #[test]
     fn fit_drops_constant_attributes_and_unseen_devices() {
-        let train = rows(
-            &["att1", "att2", "att3"],
-            &[(Device::Tablet, &[1, 0, 1]), (Device::Computer, &[1, 1, 0])],
-        );
+        let train = rows(&["att1", "att2", "att3"], &[(Device::Tablet, &[1, 0, 1]), (Device::Computer, &[1, 1, 0])]);
         let pipeline = FeaturePipeline::fit(&train);
         assert_eq!(pipeline.devices, vec![Device::Computer, Device::Tablet]);
         assert_eq!(pipeline.attributes, vec!["att2", "att3"]);
@@ -127,8 +124,10 @@ mod tests {
 
     #[test]
     fn transform_reorders_columns_by_name() {
-        let pipeline = FeaturePipeline { devices: vec![Device::Computer], attributes: vec!["att2".into(), "att1".into()] };
-        let input = rows(&["att1", "att9", "att2"], &[(Device::Computer, &[1, 0, 0]), (Device::Smartphone, &[0, 1, 1])]);
+        let pipeline =
+            FeaturePipeline { devices: vec![Device::Computer], attributes: vec!["att2".into(), "att1".into()] };
+        let input =
+            rows(&["att1", "att9", "att2"], &[(Device::Computer, &[1, 0, 0]), (Device::Smartphone, &[0, 1, 1])]);
         let features = pipeline.transform(&input).unwrap();
         assert_eq!(features.matrix.row(0).to_vec(), vec![1.0, 0.0, 1.0]);
         assert_eq!(features.matrix.row(1).to_vec(), vec![0.0, 1.0, 0.0]);
@@ -136,7 +135,8 @@ mod tests {
 
     #[test]
     fn transform_rejects_missing_attributes_by_name() {
-        let pipeline = FeaturePipeline { devices: vec![], attributes: vec!["att1".into(), "att5".into(), "att7".into()] };
+        let pipeline =
+            FeaturePipeline { devices: vec![], attributes: vec!["att1".into(), "att5".into(), "att7".into()] };
         let input = rows(&["att1"], &[(Device::Computer, &[1])]);
         let err = pipeline.transform(&input).unwrap_err();
         assert_eq!(err.to_string(), "missing attribute column(s) the model needs: att5, att7");

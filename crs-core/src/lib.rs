@@ -7,13 +7,13 @@
 //! predictions out. Nothing here knows about gRPC.
 
 pub mod data;
-mod rng;
+pub mod evaluation;
 pub mod features;
 pub mod metrics;
 pub mod models;
-pub mod evaluation;
+mod rng;
+pub mod runtime;
+pub mod sample_data;
 pub mod storage;
 pub mod training;
-pub mod sample_data;
 pub mod webhook;
-pub mod runtime;

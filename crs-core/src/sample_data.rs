@@ -51,7 +51,8 @@ pub async fn write_sample_data(bucket: &Bucket, sizes: SampleSizes, seed: u64) -
     let mut written = Vec::new();
     for (key, spec, training) in files {
         let key = BucketKey::parse(key)?;
-        let (rows, bytes) = gzip(|out| if training { write_training(&spec, out) } else { write_prediction_input(&spec, out) });
+        let (rows, bytes) =
+            gzip(|out| if training { write_training(&spec, out) } else { write_prediction_input(&spec, out) });
         written.push(Written { key: key.clone(), rows, bytes: bytes.len() as u64 });
         bucket.put(&key, bytes).await?;
     }

@@ -78,7 +78,11 @@ impl WebhookReceiver {
     }
 
     /// Waits until a body matches, or `within` passes.
-    pub async fn wait_for(&self, within: Duration, matches: impl Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
+    pub async fn wait_for(
+        &self,
+        within: Duration,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             if let Some(found) = self.requests().into_iter().find(&matches) {

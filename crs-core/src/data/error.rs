@@ -19,12 +19,7 @@ impl DataError {
     }
 
     pub fn at(file: &str, row: u64, column: &str, problem: Problem) -> Self {
-        DataError {
-            file: file.to_owned(),
-            row: Some(row),
-            column: Some(column.to_owned()),
-            problem,
-        }
+        DataError { file: file.to_owned(), row: Some(row), column: Some(column.to_owned()), problem }
     }
 }
 
@@ -87,10 +82,7 @@ mod tests {
     #[test]
     fn message_names_file_row_and_column() {
         let e = DataError::at("data/train.csv", 17, "Clicks", Problem::Negative(-3));
-        assert_eq!(
-            e.to_string(),
-            "data/train.csv: row 17, column 'Clicks': must not be negative, found -3"
-        );
+        assert_eq!(e.to_string(), "data/train.csv: row 17, column 'Clicks': must not be negative, found -3");
         let e = DataError::new("in.csv", Problem::MissingColumns(vec!["week".into(), "Clicks".into()]));
         assert_eq!(e.to_string(), "in.csv: missing required column(s): week, Clicks");
     }

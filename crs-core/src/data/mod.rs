@@ -10,8 +10,7 @@ mod training;
 pub use error::{DataError, Problem};
 pub use rows::{KeywordRows, Observations, RowProblem};
 pub use schema::{
-    ATTRIBUTE_PREFIX, CLICKS, CONVERSIONS, DEVICE, Device, ENTITY_ID, TableKind, WEEK, attribute_name,
-    attribute_number,
+    ATTRIBUTE_PREFIX, CLICKS, CONVERSIONS, DEVICE, Device, ENTITY_ID, TableKind, WEEK, attribute_name, attribute_number,
 };
 pub use table::{Attributes, Chunk, DEFAULT_CHUNK_BYTES, TableReader, keyword_rows};
 pub use training::{ColumnProfile, RowCounts, TrainingTable};

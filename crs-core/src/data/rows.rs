@@ -163,14 +163,8 @@ mod tests {
     fn push_checked_names_the_problem() {
         let mut rows = KeywordRows::new(names(3));
         assert_eq!(rows.push_checked(1, "Computer", &[0, 1, 0]), Ok(()));
-        assert_eq!(
-            rows.push_checked(2, "Phone", &[0, 1, 0]),
-            Err(RowProblem::UnknownDevice("Phone".into()))
-        );
-        assert_eq!(
-            rows.push_checked(2, "Tablet", &[0, 1]),
-            Err(RowProblem::WrongLength { found: 2, expected: 3 })
-        );
+        assert_eq!(rows.push_checked(2, "Phone", &[0, 1, 0]), Err(RowProblem::UnknownDevice("Phone".into())));
+        assert_eq!(rows.push_checked(2, "Tablet", &[0, 1]), Err(RowProblem::WrongLength { found: 2, expected: 3 }));
         let err = rows.push_checked(2, "Tablet", &[0, 1, 2]).unwrap_err();
         assert_eq!(err.to_string(), "attribute 'att3' must be 0 or 1, found 2");
         assert_eq!(rows.len(), 1);

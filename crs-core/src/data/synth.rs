@@ -56,11 +56,13 @@ impl Keyword {
     fn new(spec: &SynthSpec, entity: i64) -> Self {
         let mut rng = SplitMix64::new(spec.seed ^ (entity as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         // Prevalences fall from 0.5 for att1 to about 0.02, like the real data's sparse attributes.
-        let attributes = (0..spec.attributes)
-            .map(|j| u8::from(rng.next_f64() < 0.5 / (1.0 + j as f64 / 8.0)))
+        let attributes =
+            (0..spec.attributes).map(|j| u8::from(rng.next_f64() < 0.5 / (1.0 + j as f64 / 8.0))).collect();
+        let devices = Device::ALL
+            .into_iter()
+            .zip([0.95, 0.7, 0.4])
+            .filter_map(|(d, p)| (rng.next_f64() < p).then_some(d))
             .collect();
-        let devices =
-            Device::ALL.into_iter().zip([0.95, 0.7, 0.4]).filter_map(|(d, p)| (rng.next_f64() < p).then_some(d)).collect();
         Keyword { entity, attributes, devices, rng }
     }
 

@@ -14,8 +14,7 @@ use polars::prelude::*;
 use super::error::{DataError, Problem};
 use super::rows::KeywordRows;
 use super::schema::{
-    ATTRIBUTE_PREFIX, CLICKS, CONVERSIONS, DEVICE, Device, ENTITY_ID, TableKind, WEEK, attribute_name,
-    attribute_number,
+    ATTRIBUTE_PREFIX, CLICKS, CONVERSIONS, DEVICE, Device, ENTITY_ID, TableKind, WEEK, attribute_name, attribute_number,
 };
 
 /// Decompressed bytes per chunk. Large enough for polars to parse in parallel,
@@ -115,8 +114,7 @@ impl TableReader {
                 projection.push(name.into());
             }
         }
-        let ignored_columns =
-            header.iter().filter(|c| c.check == Check::Ignored).map(|c| c.name.clone()).collect();
+        let ignored_columns = header.iter().filter(|c| c.check == Check::Ignored).map(|c| c.name.clone()).collect();
 
         Ok(TableReader {
             file: file.to_owned(),

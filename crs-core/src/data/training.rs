@@ -95,9 +95,8 @@ impl TrainingTable {
             .iter()
             .filter(|c| c.dtype().is_integer() && c.name() != ENTITY_ID)
             .map(|c| {
-                let stat = |s: PolarsResult<Scalar>| {
-                    s.ok().and_then(|s| s.value().extract::<f64>()).unwrap_or(f64::NAN)
-                };
+                let stat =
+                    |s: PolarsResult<Scalar>| s.ok().and_then(|s| s.value().extract::<f64>()).unwrap_or(f64::NAN);
                 ColumnProfile {
                     column: c.name().to_string(),
                     mean: stat(c.mean_reduce()),
@@ -114,7 +113,8 @@ impl TrainingTable {
     /// Rows with zero clicks are left out.
     pub fn observations(&mut self) -> Result<Observations, DataError> {
         let file = self.file.clone();
-        let polars_error = |e: PolarsError| DataError::new(&file, Problem::Csv { first_row: 1, message: e.to_string() });
+        let polars_error =
+            |e: PolarsError| DataError::new(&file, Problem::Csv { first_row: 1, message: e.to_string() });
         let frame = &self.frame;
         let entity = frame.column(ENTITY_ID).and_then(|c| c.i64()).map_err(polars_error)?;
         let device = frame.column(DEVICE).and_then(|c| c.str()).map_err(polars_error)?;
@@ -134,7 +134,10 @@ impl TrainingTable {
         let mut rows = KeywordRows::new(self.attribute_names.clone());
         let (mut sum_clicks, mut sum_conversions) = (Vec::new(), Vec::new());
         let mut counts = self.counts.clone();
-        let iter = entity.into_no_null_iter().zip(device.iter().map(Option::unwrap_or_default)).zip(clicks.into_no_null_iter());
+        let iter = entity
+            .into_no_null_iter()
+            .zip(device.iter().map(Option::unwrap_or_default))
+            .zip(clicks.into_no_null_iter());
         for (i, ((entity, device), clicks_i)) in iter.enumerate() {
             if clicks_i == 0 {
                 counts.zero_clicks_dropped += 1;
@@ -142,11 +145,7 @@ impl TrainingTable {
             }
             let device = Device::parse(device).expect("devices were validated when read");
             let slot = *index.entry((entity, device)).or_insert_with(|| {
-                rows.push_valid(
-                    entity,
-                    device,
-                    attributes.iter().map(|column| column[i]),
-                );
+                rows.push_valid(entity, device, attributes.iter().map(|column| column[i]));
                 sum_clicks.push(0.0);
                 sum_conversions.push(0.0);
                 sum_clicks.len() - 1

@@ -22,7 +22,8 @@ pub use artifact::{ARTIFACT_FORMAT_VERSION, ArtifactError, TrainedModel, sha256_
 use crate::features::Features;
 
 /// Every registered version, in order. The one place a new version is added.
-pub static REGISTRY: &[&dyn RegisteredVersion] = &[&Registered::<v0::V0>(PhantomData), &Registered::<v1::V1>(PhantomData)];
+pub static REGISTRY: &[&dyn RegisteredVersion] =
+    &[&Registered::<v0::V0>(PhantomData), &Registered::<v1::V1>(PhantomData)];
 
 /// What a model version learns from: one row per (keyword, device).
 #[derive(Clone, Debug)]

@@ -171,9 +171,8 @@ fn best_split(sample: Sample<'_>, rows: &[usize], min_leaf_clicks: f64) -> Resul
     // Only features that vary within the node can split it; skipping the rest
     // makes deep nodes cheap.
     let first = rows[0];
-    let features: Vec<usize> = (0..sample.x.ncols())
-        .filter(|&j| rows.iter().any(|&i| sample.x[[i, j]] != sample.x[[first, j]]))
-        .collect();
+    let features: Vec<usize> =
+        (0..sample.x.ncols()).filter(|&j| rows.iter().any(|&i| sample.x[[i, j]] != sample.x[[first, j]])).collect();
     if features.is_empty() {
         return Ok(None);
     }

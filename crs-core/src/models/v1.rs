@@ -106,8 +106,7 @@ impl ModelVersion for V1 {
                 draws[rng.below(n)] += 1;
             }
             let clicks: Vec<f64> = data.clicks.iter().zip(&draws).map(|(c, &d)| c * f64::from(d)).collect();
-            let conversions: Vec<f64> =
-                data.conversions.iter().zip(&draws).map(|(c, &d)| c * f64::from(d)).collect();
+            let conversions: Vec<f64> = data.conversions.iter().zip(&draws).map(|(c, &d)| c * f64::from(d)).collect();
             trees.push(grow_one(&clicks, &conversions)?);
         }
         Ok(Forest { trees })

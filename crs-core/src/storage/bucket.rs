@@ -223,7 +223,6 @@ impl Bucket {
         keys.sort();
         Ok(keys)
     }
-
 }
 
 #[cfg(test)]

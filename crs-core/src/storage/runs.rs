@@ -86,12 +86,7 @@ pub struct DataRecord {
 
 impl DataRecord {
     pub fn of(key: &BucketKey, bytes: &[u8], rows: Option<RowCounts>) -> Self {
-        DataRecord {
-            key: key.to_string(),
-            sha256: Some(sha256_hex(bytes)),
-            size_bytes: Some(bytes.len() as u64),
-            rows,
-        }
+        DataRecord { key: key.to_string(), sha256: Some(sha256_hex(bytes)), size_bytes: Some(bytes.len() as u64), rows }
     }
 }
 
