@@ -17,3 +17,4 @@ pub mod sample_data;
 pub mod storage;
 pub mod training;
 pub mod webhook;
+pub mod batch;

@@ -1,1 +1,99 @@
+//! serve-service: loads the selected model run from the bucket and answers
+//! online (`Predict`) and batch (`PredictBatch`) predictions over gRPC.
 
+mod config;
+mod convert;
+mod model;
+mod service;
+mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use crs_core::storage::{Bucket, ModelStore};
+use crs_core::webhook::Notifier;
+use crs_proto::serve::serve_service_server::ServeServiceServer;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+
+pub use config::Config;
+use model::{ModelSlot, Selection};
+use service::Service;
+
+/// Runs the service on `listener` until `shutdown` resolves, then drains
+/// in-flight requests for up to the configured grace period.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    crs_core::models::lookup(&config.model_ver)?;
+    let selection = Selection::parse(&config.model_run).context("MODEL_RUN")?;
+    let bucket = Bucket::open(&config.bucket_url)?;
+    let notifier = Notifier::new(config.webhook_url.as_deref(), "serve-service")?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    // Not serving until a model has loaded.
+    health.set_not_serving::<ServeServiceServer<Service>>().await;
+    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crs_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let slot = Arc::new(ModelSlot::new(
+        ModelStore::new(bucket),
+        config.model_ver.clone(),
+        selection,
+        health.clone(),
+        notifier.clone(),
+    ));
+    slot.refresh().await;
+    let poller = tokio::spawn({
+        let slot = slot.clone();
+        let interval = config.poll_interval();
+        async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                slot.refresh().await;
+            }
+        }
+    });
+
+    let serve = ServeServiceServer::new(Service::new(slot, config.max_predict_rows))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
+    tracing::info!(addr = %listener.local_addr()?, model_ver = %config.model_ver, run = %config.model_run, bucket = %config.bucket_url, "serve-service listening");
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(serve)
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+
+    tokio::select! {
+        result = &mut server => {
+            poller.abort();
+            return result.context("gRPC server failed");
+        }
+        () = shutdown => {}
+    }
+    tracing::info!("shutting down: no new connections, draining requests in flight");
+    poller.abort();
+    health.set_not_serving::<ServeServiceServer<Service>>().await;
+    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    let _ = stop_tx.send(());
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(result) => result.context("gRPC server failed")?,
+        Err(_) => tracing::warn!(?grace, "grace period over; exiting with requests still in flight"),
+    }
+    notifier.flush(Duration::from_secs(3)).await;
+    tracing::info!("serve-service stopped");
+    Ok(())
+}

@@ -148,7 +148,8 @@ pub struct RunMetadata {
 /// A run loaded and checked, ready to predict.
 #[derive(Debug)]
 pub struct LoadedRun {
-    pub model: TrainedModel,
+    /// Shared so that long work (a batch) can hold it while the run is swapped out.
+    pub model: Arc<TrainedModel>,
     pub metadata: RunMetadata,
 }
 
@@ -245,7 +246,7 @@ impl ModelStore {
         let bytes = self.bucket.get(&artifact_key).await?;
         let model = TrainedModel::from_artifact(&bytes, &expected, model_ver)
             .map_err(|source| LoadError::Artifact { key: artifact_key.to_string(), source })?;
-        Ok(LoadedRun { model, metadata })
+        Ok(LoadedRun { model: Arc::new(model), metadata })
     }
 
     /// Loads whatever LATEST points at.

@@ -1,0 +1,55 @@
+//! Wire types to domain types and back.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use crs_core::data::{KeywordRows, RowProblem};
+use crs_proto::serve::{ModelInfo, PredictRequest};
+
+use crate::model::Serving;
+use crate::status::ServeError;
+
+/// Checks a Predict request against the data contract and the row limit.
+pub fn keyword_rows(request: &PredictRequest, max_rows: usize) -> Result<KeywordRows, ServeError> {
+    let invalid = |message: String| ServeError::InvalidRequest(message);
+    if request.rows.len() > max_rows {
+        return Err(invalid(format!("request has {} rows; the limit is {max_rows}", request.rows.len())));
+    }
+    let mut seen = HashSet::new();
+    if let Some(twice) = request.attribute_names.iter().find(|name| !seen.insert(name.as_str())) {
+        return Err(invalid(format!("attribute_names: '{twice}' appears twice")));
+    }
+    let names: Arc<[String]> = request.attribute_names.iter().cloned().collect();
+    let mut rows = KeywordRows::with_capacity(names, request.rows.len());
+    for (i, row) in request.rows.iter().enumerate() {
+        rows.push_checked(row.entity_id, &row.device, &row.attribute_values).map_err(|problem| {
+            let field = match &problem {
+                RowProblem::UnknownDevice(_) => "device",
+                RowProblem::WrongLength { .. } | RowProblem::NotBinary { .. } => "attribute_values",
+            };
+            invalid(format!("rows[{i}].{field}: {problem}"))
+        })?;
+    }
+    Ok(rows)
+}
+
+pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: at.timestamp(), nanos: at.timestamp_subsec_nanos() as i32 }
+}
+
+pub fn model_info(serving: &Serving) -> ModelInfo {
+    let metadata = &serving.run.metadata;
+    ModelInfo {
+        model_ver: metadata.model_ver.clone(),
+        run_id: metadata.run_id.to_string(),
+        selection: serving.selection.describe(),
+        loaded_at: Some(timestamp(serving.loaded_at)),
+        trained_at: Some(timestamp(metadata.finished_at)),
+        job_id: metadata.job_id.clone(),
+        artifact_sha256: metadata.artifact.sha256.clone(),
+        attribute_names: serving.run.model.features.attributes.clone(),
+        eval_wmae: metadata.metrics.eval.model.wmae,
+        eval_baseline_wmae: metadata.metrics.eval.device.wmae,
+    }
+}

@@ -1,0 +1,191 @@
+//! The model being served, and how it changes: loaded at start, swapped when
+//! LATEST moves or `LoadModel` asks, never replaced by a run that fails to load.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::{DateTime, Utc};
+use crs_core::models::lookup;
+use crs_core::storage::{LoadError, LoadedRun, ModelStore, RunId, StorageError};
+use crs_core::webhook::{Notice, Notifier, Outcome};
+use crs_proto::serve::serve_service_server::ServeServiceServer;
+use tonic_health::server::HealthReporter;
+
+use crate::service::Service;
+use crate::status::ServeError;
+
+/// Which run of a version to serve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// Follow model/<version>/LATEST.
+    Latest,
+    Run(RunId),
+}
+
+impl Selection {
+    pub fn parse(run: &str) -> Result<Self, ServeError> {
+        match run.trim() {
+            "" | "latest" => Ok(Selection::Latest),
+            id => Ok(Selection::Run(RunId::parse(id)?)),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Selection::Latest => "latest".to_owned(),
+            Selection::Run(id) => id.to_string(),
+        }
+    }
+}
+
+/// A loaded run and how it was selected.
+#[derive(Debug)]
+pub struct Serving {
+    pub run: LoadedRun,
+    pub selection: Selection,
+    pub loaded_at: DateTime<Utc>,
+}
+
+impl Serving {
+    pub fn model_ver(&self) -> &str {
+        &self.run.metadata.model_ver
+    }
+
+    pub fn run_id(&self) -> &RunId {
+        &self.run.metadata.run_id
+    }
+}
+
+#[derive(Debug)]
+pub struct ModelSlot {
+    store: ModelStore,
+    /// Swapped whole: a request holds its own `Arc` and finishes on the model it started with.
+    current: RwLock<Option<Arc<Serving>>>,
+    /// What the poller follows.
+    wanted: Mutex<(String, Selection)>,
+    /// Runs that failed to load, reported once and not retried.
+    refused: Mutex<HashSet<(String, RunId)>>,
+    health: HealthReporter,
+    notifier: Notifier,
+}
+
+impl ModelSlot {
+    pub fn new(
+        store: ModelStore,
+        model_ver: String,
+        selection: Selection,
+        health: HealthReporter,
+        notifier: Notifier,
+    ) -> Self {
+        ModelSlot {
+            store,
+            current: RwLock::new(None),
+            wanted: Mutex::new((model_ver, selection)),
+            refused: Mutex::default(),
+            health,
+            notifier,
+        }
+    }
+
+    pub fn store(&self) -> &ModelStore {
+        &self.store
+    }
+
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    pub fn current(&self) -> Option<Arc<Serving>> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The model requests should use, or why there is none.
+    pub fn require(&self) -> Result<Arc<Serving>, ServeError> {
+        self.current().ok_or_else(|| {
+            let (ver, selection) = self.wanted.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            ServeError::NoModel(match selection {
+                Selection::Latest => format!("waiting for model/{ver}/LATEST to appear in the bucket"),
+                Selection::Run(id) => format!("waiting for run {id} of model {ver} to appear in the bucket"),
+            })
+        })
+    }
+
+    /// Loads a version and run on request and, once it has loaded, serves it and
+    /// follows that selection from then on.
+    pub async fn select(&self, model_ver: &str, selection: Selection) -> Result<Arc<Serving>, ServeError> {
+        lookup(model_ver)?;
+        let run = match &selection {
+            Selection::Latest => self.store.load_latest(model_ver).await?,
+            Selection::Run(id) => self.store.load(model_ver, id).await?,
+        };
+        *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = (model_ver.to_owned(), selection.clone());
+        Ok(self.swap_in(run, selection).await)
+    }
+
+    /// One poll: loads the wanted run if it is not the one being served.
+    pub async fn refresh(&self) {
+        let (model_ver, selection) = self.wanted.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let target = match &selection {
+            Selection::Run(id) => Ok(Some(id.clone())),
+            Selection::Latest => self.store.latest(&model_ver).await,
+        };
+        let target = match target {
+            Ok(Some(run)) => run,
+            Ok(None) => {
+                if self.current().is_none() {
+                    tracing::info!(%model_ver, "no model yet: model/{model_ver}/LATEST does not exist; still looking");
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the bucket to look for a new model");
+                return;
+            }
+        };
+        let unchanged = self
+            .current()
+            .is_some_and(|s| s.model_ver() == model_ver && *s.run_id() == target && s.selection == selection);
+        let key = (model_ver.clone(), target.clone());
+        if unchanged || self.refused.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
+            return;
+        }
+        match self.store.load(&model_ver, &target).await {
+            Ok(run) => {
+                self.swap_in(run, selection).await;
+            }
+            // Not there (yet): a pinned run may still be on its way; look again next poll.
+            Err(e @ LoadError::Storage(StorageError::NotFound { .. })) => {
+                tracing::info!(error = %e, "wanted model run not in the bucket yet");
+            }
+            // Present but unusable (checksum, format, metadata): refuse it for good.
+            Err(e) => self.refuse(key, &e),
+        }
+    }
+
+    async fn swap_in(&self, run: LoadedRun, selection: Selection) -> Arc<Serving> {
+        let serving = Arc::new(Serving { run, selection, loaded_at: Utc::now() });
+        let previous = self.current.write().unwrap_or_else(|e| e.into_inner()).replace(serving.clone());
+        tracing::info!(
+            model_ver = serving.model_ver(),
+            run_id = %serving.run_id(),
+            previous = previous.as_ref().map(|p| p.run_id().to_string()).unwrap_or_default(),
+            "serving model"
+        );
+        self.health.set_serving::<ServeServiceServer<Service>>().await;
+        self.health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        serving
+    }
+
+    fn refuse(&self, key: (String, RunId), error: &LoadError) {
+        let keeps = match self.current() {
+            Some(s) => format!("still serving {} run {}", s.model_ver(), s.run_id()),
+            None => "no model is being served".to_owned(),
+        };
+        tracing::error!(model_ver = %key.0, run_id = %key.1, error = %error, "refused a model run; {keeps}");
+        self.notifier.notify(
+            Notice::new(Outcome::Failed, format!("serve-service refused model {} run {}: {keeps}", key.0, key.1))
+                .field("reason", error),
+        );
+        self.refused.lock().unwrap_or_else(|e| e.into_inner()).insert(key);
+    }
+}

@@ -1,0 +1,112 @@
+//! The ServeService gRPC methods: thin wrappers over the model slot and the
+//! domain library.
+
+use std::sync::Arc;
+
+use crs_core::batch::{BatchOptions, predict_batch};
+use crs_core::storage::BucketKey;
+use crs_core::webhook::{Notice, Outcome};
+use crs_proto::serve::serve_service_server::ServeService;
+use crs_proto::serve::{
+    GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictBatchResponse, PredictRequest,
+    PredictResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::convert::{keyword_rows, model_info};
+use crate::model::{ModelSlot, Selection};
+use crate::status::ServeError;
+
+#[derive(Clone, Debug)]
+pub struct Service {
+    slot: Arc<ModelSlot>,
+    max_predict_rows: usize,
+}
+
+impl Service {
+    pub fn new(slot: Arc<ModelSlot>, max_predict_rows: usize) -> Self {
+        Service { slot, max_predict_rows }
+    }
+
+    async fn batch(&self, request: PredictBatchRequest) -> Result<PredictBatchResponse, ServeError> {
+        let input = BucketKey::parse(&request.input_key)?;
+        let serving = self.slot.require()?;
+        let output = match &request.output_key {
+            Some(key) => BucketKey::parse(key)?,
+            None => BucketKey::parse(&format!(
+                "data/predict/output/{}/{}/prediction_output.csv.gz",
+                serving.model_ver(),
+                serving.run_id()
+            ))?,
+        };
+        let model = serving.run.model.clone();
+        let report = predict_batch(self.slot.store().bucket(), model, &input, &output, BatchOptions::default()).await?;
+        Ok(PredictBatchResponse {
+            output_key: output.to_string(),
+            rows_read: report.rows_read,
+            rows_written: report.rows_written,
+            seconds: report.seconds,
+            model_ver: serving.model_ver().to_owned(),
+            run_id: serving.run_id().to_string(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl ServeService for Service {
+    async fn predict(&self, request: Request<PredictRequest>) -> Result<Response<PredictResponse>, Status> {
+        let request = request.into_inner();
+        let rows = keyword_rows(&request, self.max_predict_rows)?;
+        let serving = self.slot.require()?;
+        let cr = serving
+            .run
+            .model
+            .predict(&rows)
+            .map_err(|e| ServeError::InvalidRequest(format!("attribute_names: {e}")))?;
+        Ok(Response::new(PredictResponse {
+            cr,
+            model_ver: serving.model_ver().to_owned(),
+            run_id: serving.run_id().to_string(),
+        }))
+    }
+
+    async fn predict_batch(
+        &self,
+        request: Request<PredictBatchRequest>,
+    ) -> Result<Response<PredictBatchResponse>, Status> {
+        let request = request.into_inner();
+        let input_key = request.input_key.clone();
+        match self.batch(request).await {
+            Ok(response) => {
+                tracing::info!(input = %input_key, output = %response.output_key, rows = response.rows_written, seconds = response.seconds, "batch done");
+                self.slot.notifier().notify(
+                    Notice::new(Outcome::Succeeded, format!("batch prediction of {input_key} succeeded"))
+                        .field("output", &response.output_key)
+                        .field("rows", response.rows_written)
+                        .field("model", format!("{} run {}", response.model_ver, response.run_id))
+                        .field("seconds", format!("{:.2}", response.seconds)),
+                );
+                Ok(Response::new(response))
+            }
+            Err(e) => {
+                tracing::warn!(input = %input_key, error = %e, "batch failed");
+                self.slot.notifier().notify(
+                    Notice::new(Outcome::Failed, format!("batch prediction of {input_key} failed")).field("reason", &e),
+                );
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn get_model(&self, _: Request<GetModelRequest>) -> Result<Response<ModelInfo>, Status> {
+        let serving = self.slot.require()?;
+        Ok(Response::new(model_info(&serving)))
+    }
+
+    async fn load_model(&self, request: Request<LoadModelRequest>) -> Result<Response<ModelInfo>, Status> {
+        let request = request.into_inner();
+        let selection = Selection::parse(&request.run)?;
+        let serving = self.slot.select(&request.model_ver, selection).await?;
+        Ok(Response::new(model_info(&serving)))
+    }
+}

@@ -1,0 +1,113 @@
+//! Online and batch predictions from a run trained by train-service.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{Stack, gunzip, predict_request, wait_until_serving};
+use crs_core::sample_data::PREDICTION_INPUT_KEY;
+use crs_proto::serve::{GetModelRequest, PredictBatchRequest};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_output_matches_online_predictions() {
+    let mut stack = Stack::new().await;
+    let run_id = stack.train("v1").await;
+    let mut serve = stack.serve(stack.serve_config()).await;
+    wait_until_serving(&serve).await;
+
+    let model = serve.client.get_model(GetModelRequest {}).await.expect("get model").into_inner();
+    assert_eq!(
+        (model.model_ver.as_str(), model.run_id.as_str(), model.selection.as_str()),
+        ("v1", run_id.as_str(), "latest")
+    );
+
+    let response = serve
+        .client
+        .predict_batch(PredictBatchRequest { input_key: PREDICTION_INPUT_KEY.into(), output_key: None })
+        .await
+        .expect("batch")
+        .into_inner();
+    let expected_key = format!("data/predict/output/v1/{run_id}/prediction_output.csv.gz");
+    assert_eq!(response.output_key, expected_key);
+    assert_eq!(response.run_id, run_id);
+
+    let input = stack.get(PREDICTION_INPUT_KEY).await.expect("input exists");
+    let request = predict_request(&input);
+    let output = gunzip(&stack.get(&expected_key).await.expect("output exists"));
+    let mut lines = output.lines();
+    assert_eq!(lines.next(), Some("entity_id,device,cr"));
+    let written: Vec<(i64, String, f64)> = lines
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            assert_eq!(fields.len(), 3, "{line}");
+            (fields[0].parse().expect("id"), fields[1].to_owned(), fields[2].parse().expect("cr"))
+        })
+        .collect();
+    let keys: HashSet<(i64, &str)> = request.rows.iter().map(|r| (r.entity_id, r.device.as_str())).collect();
+    assert_eq!(written.len(), keys.len(), "one line per (entity_id, device)");
+    assert_eq!(response.rows_written, keys.len() as u64);
+    assert_eq!(response.rows_read, request.rows.len() as u64);
+    assert!(written.iter().all(|(_, d, _)| ["Computer", "Smartphone", "Tablet"].contains(&d.as_str())));
+    assert!(written.iter().all(|(_, _, cr)| (0.0..=1.0).contains(cr)));
+
+    let online = serve.client.predict(request.clone()).await.expect("predict").into_inner();
+    assert_eq!(online.run_id, run_id);
+    for ((row, cr), (entity, device, batch_cr)) in request.rows.iter().zip(&online.cr).zip(&written) {
+        assert_eq!((row.entity_id, row.device.as_str()), (*entity, device.as_str()));
+        assert_eq!(cr, batch_cr, "online and batch disagree for {entity} {device}");
+    }
+    let distinct: HashSet<u64> = online.cr.iter().map(|c| c.to_bits()).collect();
+    assert!(distinct.len() > 1, "a trained tree gives different rates to different keywords");
+
+    let notice = stack
+        .webhooks
+        .wait_for(Duration::from_secs(5), |b| b["text"].as_str().is_some_and(|t| t.contains("succeeded")))
+        .await
+        .expect("batch success webhook");
+    assert!(notice.to_string().contains(&expected_key), "{notice}");
+    serve.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_follows_latest_without_failing_requests() {
+    let mut stack = Stack::new().await;
+    let first = stack.train("v1").await;
+    let serve = stack.serve(stack.serve_config()).await;
+    wait_until_serving(&serve).await;
+
+    let input = stack.get(PREDICTION_INPUT_KEY).await.expect("input exists");
+    let mut request = predict_request(&input);
+    request.rows.truncate(20);
+    let mut client = serve.client.clone();
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let looping = tokio::spawn(async move {
+        let (mut answered, mut runs, mut failures) = (0, HashSet::new(), Vec::new());
+        while !*stop_rx.borrow_and_update() {
+            match client.predict(request.clone()).await {
+                Ok(r) => {
+                    answered += 1;
+                    runs.insert(r.into_inner().run_id);
+                }
+                Err(status) => failures.push(status),
+            }
+        }
+        (answered, runs, failures)
+    });
+
+    let second = stack.train("v1").await;
+    assert!(second > first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut client = serve.client.clone();
+    while client.get_model(GetModelRequest {}).await.expect("model").into_inner().run_id != second {
+        assert!(tokio::time::Instant::now() < deadline, "serve-service never switched to the new run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop_tx.send(true).expect("stop loop");
+    let (answered, runs, failures) = looping.await.expect("loop");
+    assert!(failures.is_empty(), "requests failed during the switch: {failures:?}");
+    assert!(answered > 10, "only {answered} requests answered");
+    assert_eq!(runs, HashSet::from([first, second]));
+    serve.stop().await.expect("clean stop");
+}
