@@ -1,6 +1,8 @@
 //! `crctl`: the command-line tool of the conversion-rate platform. Offline
-//! commands (`gen-data`, `evaluate`) work on files directly.
+//! commands (`gen-data`, `evaluate`) work on files directly; the others are the
+//! gRPC client of train-service and serve-service.
 
+mod client;
 mod offline;
 
 use std::process::ExitCode;
@@ -16,6 +18,8 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    addresses: client::Addresses,
 }
 
 #[derive(Debug, Subcommand)]
@@ -24,6 +28,24 @@ enum Command {
     GenData(offline::GenDataArgs),
     /// Train a model version in process and print its metrics next to the baselines'.
     Evaluate(offline::EvaluateArgs),
+    /// List the model versions this build knows.
+    Versions,
+    /// Start a training job on train-service (with --wait, follow it to the end).
+    Train(client::TrainArgs),
+    /// List train-service's jobs.
+    Jobs,
+    /// List the stored runs of each model version, and which one LATEST points at.
+    Models(client::ModelsArgs),
+    /// Show what serve-service has loaded.
+    Model,
+    /// Make serve-service load a model version at a run (or latest).
+    LoadModel(client::LoadModelArgs),
+    /// Predict the rows of a local CSV file online, printing entity_id,device,cr.
+    Predict(client::PredictArgs),
+    /// Batch-predict a file in the bucket into a gzip CSV in the bucket.
+    PredictBatch(client::PredictBatchArgs),
+    /// Exit 0 only when the service reports SERVING (for container health checks).
+    Health(client::HealthArgs),
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -38,7 +60,16 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::GenData(args) => offline::gen_data(args).await,
-            Command::Evaluate(args) => offline::evaluate(args).await,
+            Command::Evaluate(args) => offline::evaluate(args, cli.addresses.json).await,
+            Command::Versions => offline::versions(cli.addresses.json),
+            Command::Train(args) => client::train(args, &cli.addresses).await,
+            Command::Jobs => client::jobs(&cli.addresses).await,
+            Command::Models(args) => client::models(args, &cli.addresses).await,
+            Command::Model => client::model(&cli.addresses).await,
+            Command::LoadModel(args) => client::load_model(args, &cli.addresses).await,
+            Command::Predict(args) => client::predict(args, &cli.addresses).await,
+            Command::PredictBatch(args) => client::predict_batch(args, &cli.addresses).await,
+            Command::Health(args) => client::health(args, &cli.addresses).await,
         }
     });
     match result {

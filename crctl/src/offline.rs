@@ -26,10 +26,18 @@ pub struct GenDataArgs {
     /// Seed of the generator; the same seed gives the same files.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Do nothing when the bucket already has training data.
+    #[arg(long)]
+    if_missing: bool,
 }
 
 pub async fn gen_data(args: GenDataArgs) -> anyhow::Result<()> {
     let bucket = Bucket::open(&args.bucket)?;
+    let train_key = BucketKey::parse(crs_core::sample_data::TRAIN_KEY)?;
+    if args.if_missing && bucket.exists(&train_key).await? {
+        println!("{train_key} exists in {}; not generating data", args.bucket);
+        return Ok(());
+    }
     let sizes = SampleSizes {
         train_keywords: args.train_keywords,
         eval_keywords: args.eval_keywords,
@@ -55,9 +63,6 @@ pub struct EvaluateArgs {
     /// Hyperparameter YAML; without it, the version's defaults.
     #[arg(long)]
     config: Option<String>,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    json: bool,
 }
 
 async fn fetch(location: &str) -> anyhow::Result<(BucketKey, bytes::Bytes)> {
@@ -66,7 +71,7 @@ async fn fetch(location: &str) -> anyhow::Result<(BucketKey, bytes::Bytes)> {
     Ok((key, bytes))
 }
 
-pub async fn evaluate(args: EvaluateArgs) -> anyhow::Result<()> {
+pub async fn evaluate(args: EvaluateArgs, json: bool) -> anyhow::Result<()> {
     let version = lookup(&args.model_ver)?;
     let (train_key, train) = fetch(&args.train).await?;
     let (eval_key, eval) = match &args.eval {
@@ -98,7 +103,7 @@ pub async fn evaluate(args: EvaluateArgs) -> anyhow::Result<()> {
     let (data, run, params) = run;
 
     let metrics = |e: &Evaluation| json!({"model": e.model, "zero": e.zero, "global": e.global, "device": e.device});
-    if args.json {
+    if json {
         let report = json!({
             "model_ver": version.name(),
             "params": params,
@@ -149,6 +154,20 @@ pub async fn evaluate(args: EvaluateArgs) -> anyhow::Result<()> {
     println!();
     for (stage, seconds) in &run.seconds {
         println!("{stage:?}: {seconds:.2} s");
+    }
+    Ok(())
+}
+
+/// Prints the registered model versions.
+pub fn versions(json: bool) -> anyhow::Result<()> {
+    if json {
+        let versions: Vec<_> =
+            crs_core::models::REGISTRY.iter().map(|v| json!({"name": v.name(), "summary": v.summary()})).collect();
+        println!("{}", serde_json::to_string_pretty(&json!({ "versions": versions }))?);
+    } else {
+        for version in crs_core::models::REGISTRY {
+            println!("{}\t{}", version.name(), version.summary());
+        }
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! They meet at small types: [`data::Observations`] in, a fitted model out,
 //! predictions out. Nothing here knows about gRPC.
 
+pub mod batch;
 pub mod data;
 pub mod evaluation;
 pub mod features;
@@ -17,4 +18,3 @@ pub mod sample_data;
 pub mod storage;
 pub mod training;
 pub mod webhook;
-pub mod batch;

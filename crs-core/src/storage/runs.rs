@@ -291,6 +291,10 @@ impl ModelStore {
     /// Points LATEST at `run` unless it already points at a later run. Returns
     /// whether it moved.
     pub async fn promote(&self, model_ver: &str, run: &RunId) -> Result<bool, StorageError> {
+        let metadata = Self::run_key(model_ver, run, METADATA_FILE)?;
+        if !self.bucket.exists(&metadata).await? {
+            return Err(StorageError::NotFound { key: metadata.to_string() });
+        }
         let _guard = self.latest_lock.lock().await;
         if self.latest(model_ver).await?.is_some_and(|current| current >= *run) {
             return Ok(false);

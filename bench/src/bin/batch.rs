@@ -1,0 +1,214 @@
+//! Batch prediction throughput and peak memory, next to the Python pipeline a
+//! user would otherwise write, on the same generated files in the same run.
+//!
+//! ```text
+//! cargo run --release -p crs-bench --bin batch -- --rows 1000000,10000000
+//! ```
+//!
+//! Each measurement runs in a fresh child process so that its peak resident
+//! memory is its own. Generated files are kept in `--data-dir` between runs.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use crs_core::batch::{BatchOptions, predict_batch};
+use crs_core::data::synth::{ATTRIBUTES, SynthSpec, write_prediction_input, write_training};
+use crs_core::evaluation::train_and_evaluate;
+use crs_core::models::{TrainedModel, lookup, sha256_hex};
+use crs_core::storage::{Bucket, BucketKey};
+use crs_core::training::{InputKeys, Inputs, default_config_key};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde_json::{Value, json};
+
+/// Keywords in the training file the model is fitted on.
+const TRAIN_KEYWORDS: usize = 20_000;
+/// Devices per keyword in the generated data, on average (0.95 + 0.7 + 0.4).
+const ROWS_PER_KEYWORD: f64 = 2.05;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Input sizes in rows, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
+    rows: Vec<usize>,
+    /// Runs of the Rust batch per size; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Runs of the Python pipeline per size (0 skips it).
+    #[arg(long, default_value_t = 1)]
+    python_repeats: usize,
+    /// Where generated files and the model are kept between runs.
+    #[arg(long, default_value = "target/bench-data")]
+    data_dir: PathBuf,
+    /// Internal: run one batch on this input and print its figures as JSON.
+    #[arg(long, hide = true)]
+    worker: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.data_dir)?;
+    if let Some(input) = &args.worker {
+        return worker(&args.data_dir, input);
+    }
+    let train = args.data_dir.join("train.csv.gz");
+    if !train.exists() {
+        eprintln!("generating {}", train.display());
+        write_gzip(&train, |out| write_training(&spec(1, TRAIN_KEYWORDS), out))?;
+    }
+    fit_model(&args.data_dir)?;
+
+    let mut table = Vec::new();
+    for &rows in &args.rows {
+        let name = format!("input_{rows}.csv.gz");
+        let input = args.data_dir.join(&name);
+        if !input.exists() {
+            eprintln!("generating {} (about {rows} rows)", input.display());
+            let keywords = (rows as f64 / ROWS_PER_KEYWORD).ceil() as usize;
+            write_gzip(&input, |out| write_prediction_input(&spec(1_000_000, keywords), out))?;
+        }
+        let rust: Vec<Value> = (0..args.repeats).map(|_| run_rust(&args.data_dir, &name)).collect::<Result<_, _>>()?;
+        let python: Vec<Value> =
+            (0..args.python_repeats).map(|_| run_python(&train, &input, &args.data_dir)).collect::<Result<_, _>>()?;
+        table.push((rows, rust, python));
+    }
+    report(&table);
+    Ok(())
+}
+
+fn spec(first_entity: i64, keywords: usize) -> SynthSpec {
+    SynthSpec { first_entity, keywords, attributes: ATTRIBUTES, seed: 11 }
+}
+
+fn write_gzip(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<u64>) -> anyhow::Result<()> {
+    let partial = path.with_extension("partial");
+    let mut out = GzEncoder::new(BufWriter::new(std::fs::File::create(&partial)?), Compression::default());
+    write(&mut out)?;
+    out.finish()?.flush()?;
+    std::fs::rename(partial, path)?;
+    Ok(())
+}
+
+/// Fits v1 (defaults) on the training file and keeps its artifact beside the data.
+fn fit_model(dir: &Path) -> anyhow::Result<()> {
+    if dir.join("model.json").exists() {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let bucket = Bucket::open(&dir.to_string_lossy())?;
+    let keys = InputKeys {
+        train: BucketKey::parse("train.csv.gz")?,
+        eval: None,
+        config: default_config_key("v1")?,
+        config_required: false,
+    };
+    let inputs = runtime.block_on(Inputs::fetch(&bucket, keys))?;
+    let version = lookup("v1")?;
+    let (params, _) = inputs.params(version)?;
+    let data = inputs.prepare()?;
+    let run = train_and_evaluate(version, &params, &data.train, &data.eval, |_| {})?;
+    let artifact = run.model.to_artifact();
+    std::fs::write(dir.join("model.json.sha256"), sha256_hex(&artifact))?;
+    std::fs::write(dir.join("model.json"), artifact)?;
+    Ok(())
+}
+
+fn worker(dir: &Path, input: &str) -> anyhow::Result<()> {
+    let artifact = std::fs::read(dir.join("model.json"))?;
+    let sha = std::fs::read_to_string(dir.join("model.json.sha256"))?;
+    let model = Arc::new(TrainedModel::from_artifact(&artifact, &sha, "v1")?);
+    let bucket = Bucket::open(&dir.to_string_lossy())?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(predict_batch(
+        &bucket,
+        model,
+        &BucketKey::parse(input)?,
+        &BucketKey::parse("out/rust_output.csv.gz")?,
+        BatchOptions::default(),
+    ))?;
+    let peak_mb = peak_rss_kb()? as f64 / 1024.0;
+    let figures = json!({"seconds": report.seconds, "rows": report.rows_read, "written": report.rows_written, "peak_mb": peak_mb});
+    println!("{figures}");
+    Ok(())
+}
+
+fn peak_rss_kb() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM in /proc/self/status")?;
+    Ok(line.split_whitespace().nth(1).context("VmHWM value")?.parse()?)
+}
+
+fn json_line(mut command: Command) -> anyhow::Result<Value> {
+    let output = command.output()?;
+    if !output.status.success() {
+        bail!("{command:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let text = String::from_utf8(output.stdout)?;
+    let line = text.lines().last().context("no output")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn run_rust(dir: &Path, input: &str) -> anyhow::Result<Value> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args(["--data-dir", &dir.to_string_lossy(), "--worker", input]);
+    json_line(command)
+}
+
+fn run_python(train: &Path, input: &Path, dir: &Path) -> anyhow::Result<Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("batch_baseline.py");
+    let mut command = Command::new("python3");
+    command
+        .arg(script)
+        .arg("--train")
+        .arg(train)
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(dir.join("out/python_output.csv.gz"));
+    std::fs::create_dir_all(dir.join("out"))?;
+    json_line(command)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn summary(runs: &[Value]) -> Option<(f64, f64, f64)> {
+    if runs.is_empty() {
+        return None;
+    }
+    let mut seconds: Vec<f64> = runs.iter().filter_map(|r| r["seconds"].as_f64()).collect();
+    let mut peak: Vec<f64> = runs.iter().filter_map(|r| r["peak_mb"].as_f64()).collect();
+    let rows = runs[0]["rows"].as_f64().unwrap_or(f64::NAN);
+    let seconds = median(&mut seconds);
+    Some((seconds, rows / seconds, median(&mut peak)))
+}
+
+fn report(table: &[(usize, Vec<Value>, Vec<Value>)]) {
+    println!(
+        "{:>10} | {:>9} {:>12} {:>9} | {:>9} {:>12} {:>9} | {:>10} {:>8}",
+        "rows", "rust s", "rust rows/s", "rust MB", "python s", "python rows/s", "python MB", "throughput", "memory"
+    );
+    for (_, rust, python) in table {
+        let Some((rs, rrate, rpeak)) = summary(rust) else { continue };
+        let rows = rust[0]["rows"].as_u64().unwrap_or_default();
+        match summary(python) {
+            Some((ps, prate, ppeak)) => println!(
+                "{rows:>10} | {rs:>9.2} {rrate:>12.0} {rpeak:>9.0} | {ps:>9.2} {prate:>12.0} {ppeak:>9.0} | {:>9.1}x {:>7.1}x",
+                rrate / prate,
+                ppeak / rpeak
+            ),
+            None => println!("{rows:>10} | {rs:>9.2} {rrate:>12.0} {rpeak:>9.0} | {:>9} {:>12} {:>9} |", "-", "-", "-"),
+        }
+    }
+    println!("medians over repeats; throughput = Rust rows/s over Python rows/s, memory = Python peak over Rust peak");
+}

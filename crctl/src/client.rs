@@ -1,0 +1,460 @@
+//! Commands that talk to the services over gRPC.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use crs_core::data::{Attributes, TableKind, TableReader, keyword_rows};
+use crs_proto::serve::serve_service_client::ServeServiceClient;
+use crs_proto::serve::{GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictRequest, Row};
+use crs_proto::train::train_service_client::TrainServiceClient;
+use crs_proto::train::{
+    Evaluation, JobState, ListModelsRequest, ListTrainingJobsRequest, Metrics, Stage, StartTrainingRequest,
+    TrainingJob, WatchTrainingJobRequest,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Where the services are; the same variables the services listen on.
+#[derive(Debug, Args)]
+pub struct Addresses {
+    /// train-service address, host:port.
+    #[arg(long, env = "TRAIN_ADDR", default_value = "127.0.0.1:50051", global = true)]
+    train_addr: String,
+    /// serve-service address, host:port.
+    #[arg(long, env = "SERVE_ADDR", default_value = "127.0.0.1:50052", global = true)]
+    serve_addr: String,
+    /// Print one JSON object instead of text meant for people.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl Addresses {
+    async fn channel(addr: &str) -> anyhow::Result<Channel> {
+        let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+        Channel::from_shared(uri.clone())
+            .with_context(|| format!("bad address {addr}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach {uri}"))
+    }
+
+    async fn train(&self) -> anyhow::Result<TrainServiceClient<Channel>> {
+        Ok(TrainServiceClient::new(Self::channel(&self.train_addr).await?))
+    }
+
+    async fn serve(&self) -> anyhow::Result<ServeServiceClient<Channel>> {
+        Ok(ServeServiceClient::new(Self::channel(&self.serve_addr).await?)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20))
+    }
+}
+
+/// A gRPC error as the user should read it: the code, then the server's message.
+fn status(e: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", e.code(), e.message())
+}
+
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Model version to train; empty means train-service's MODEL_VER.
+    #[arg(long, env = "MODEL_VER", default_value = "")]
+    model_ver: String,
+    /// Bucket key of the training data.
+    #[arg(long = "train", default_value = crs_core::sample_data::TRAIN_KEY)]
+    train_key: String,
+    /// Bucket key of the evaluation data; without it, a holdout of the training keywords.
+    #[arg(long = "eval")]
+    eval_key: Option<String>,
+    /// Bucket key of the hyperparameter YAML; without it, config/<model_ver>/params.yaml.
+    #[arg(long = "config")]
+    config_key: Option<String>,
+    /// Label recorded with the run, key=value; repeatable.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Follow the job to its end with a progress bar; exit non-zero if it fails.
+    #[arg(long)]
+    wait: bool,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    text.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{text:?} is not key=value"))
+}
+
+pub async fn train(args: TrainArgs, addrs: &Addresses) -> anyhow::Result<()> {
+    let mut client = addrs.train().await?;
+    let job = client
+        .start_training(StartTrainingRequest {
+            model_ver: args.model_ver,
+            train_key: args.train_key,
+            eval_key: args.eval_key,
+            config_key: args.config_key,
+            labels: args.labels.into_iter().collect(),
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if !args.wait {
+        return if addrs.json {
+            print_json(&job_json(&job))
+        } else {
+            println!("job {} queued: model {} on {}", job.job_id, job.model_ver, job.train_key);
+            Ok(())
+        };
+    }
+
+    let mut updates = client
+        .watch_training_job(WatchTrainingJobRequest { job_id: job.job_id.clone() })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let bar = if addrs.json { ProgressBar::hidden() } else { ProgressBar::new(100) };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos:>3}% {msg} ({elapsed})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let mut last = job;
+    while let Some(update) = updates.message().await.map_err(status)? {
+        bar.set_position((update.progress * 100.0).round() as u64);
+        bar.set_message(format!("job {} {}", update.job_id, stage_name(update.stage())));
+        last = update;
+    }
+    bar.finish_and_clear();
+    if addrs.json {
+        print_json(&job_json(&last))?;
+    }
+    match last.state() {
+        JobState::Succeeded => {
+            if !addrs.json {
+                println!("job {} succeeded: model {} run {}", last.job_id, last.model_ver, last.run_id);
+                if let Some(e) = &last.evaluation {
+                    print_evaluation("eval", e);
+                }
+            }
+            Ok(())
+        }
+        JobState::Failed => bail!("job {} failed: {}", last.job_id, last.error),
+        other => bail!("job {} stream ended while {}", last.job_id, other.as_str_name()),
+    }
+}
+
+fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Unspecified => "queued",
+        Stage::LoadingData => "loading data",
+        Stage::Preparing => "preparing",
+        Stage::Training => "training",
+        Stage::Evaluating => "evaluating",
+        Stage::Saving => "saving",
+    }
+}
+
+fn print_evaluation(name: &str, e: &Evaluation) {
+    println!("{name}: {} rows, {} clicks", e.rows, e.clicks);
+    println!("  {:<18}{:>10}{:>10}{:>10}{:>10}", "", "wmae", "wmse", "logloss", "mae");
+    for (label, m) in [
+        ("model", &e.model),
+        ("baseline: device", &e.device),
+        ("baseline: global", &e.global),
+        ("baseline: zero", &e.zero),
+    ] {
+        if let Some(m) = m {
+            println!("  {label:<18}{:>10.5}{:>10.5}{:>10.4}{:>10.5}", m.wmae, m.wmse, m.logloss, m.mae);
+        }
+    }
+}
+
+fn metrics_json(m: &Option<Metrics>) -> Value {
+    m.as_ref().map_or(Value::Null, |m| json!({"wmae": m.wmae, "wmse": m.wmse, "logloss": m.logloss, "mae": m.mae}))
+}
+
+fn evaluation_json(e: &Option<Evaluation>) -> Value {
+    e.as_ref().map_or(Value::Null, |e| {
+        json!({
+            "rows": e.rows, "clicks": e.clicks,
+            "model": metrics_json(&e.model), "zero": metrics_json(&e.zero),
+            "global": metrics_json(&e.global), "device": metrics_json(&e.device),
+        })
+    })
+}
+
+fn time_json(t: &Option<prost_types::Timestamp>) -> Value {
+    t.as_ref()
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .map_or(Value::Null, |t| json!(t.to_rfc3339()))
+}
+
+fn job_json(job: &TrainingJob) -> Value {
+    json!({
+        "job_id": job.job_id, "model_ver": job.model_ver, "state": job.state().as_str_name(),
+        "stage": job.stage().as_str_name(), "progress": job.progress, "train_key": job.train_key,
+        "eval_key": job.eval_key, "config_key": job.config_key, "labels": job.labels,
+        "created_at": time_json(&job.created_at), "started_at": time_json(&job.started_at),
+        "finished_at": time_json(&job.finished_at), "run_id": job.run_id, "error": job.error,
+        "evaluation": evaluation_json(&job.evaluation),
+    })
+}
+
+pub async fn jobs(addrs: &Addresses) -> anyhow::Result<()> {
+    let jobs =
+        addrs.train().await?.list_training_jobs(ListTrainingJobsRequest {}).await.map_err(status)?.into_inner().jobs;
+    if addrs.json {
+        return print_json(&json!({"jobs": jobs.iter().map(job_json).collect::<Vec<_>>()}));
+    }
+    println!("{:<22}{:<6}{:<11}{:<14}{:<28}ERROR", "JOB", "MODEL", "STATE", "STAGE", "RUN");
+    for job in &jobs {
+        println!(
+            "{:<22}{:<6}{:<11}{:<14}{:<28}{}",
+            job.job_id,
+            job.model_ver,
+            job.state().as_str_name().trim_start_matches("JOB_STATE_"),
+            stage_name(job.stage()),
+            job.run_id,
+            job.error
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// Only this model version.
+    #[arg(long, default_value = "")]
+    model_ver: String,
+}
+
+pub async fn models(args: ModelsArgs, addrs: &Addresses) -> anyhow::Result<()> {
+    let versions = addrs
+        .train()
+        .await?
+        .list_models(ListModelsRequest { model_ver: args.model_ver })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .versions;
+    if addrs.json {
+        let versions: Vec<Value> = versions
+            .iter()
+            .map(|v| {
+                let runs: Vec<Value> = v
+                    .runs
+                    .iter()
+                    .map(|r| {
+                        json!({
+                            "run_id": r.run_id, "job_id": r.job_id, "created_at": time_json(&r.created_at),
+                            "latest": r.run_id == v.latest_run_id, "artifact_sha256": r.artifact_sha256,
+                            "labels": r.labels, "train": evaluation_json(&r.train), "eval": evaluation_json(&r.eval),
+                        })
+                    })
+                    .collect();
+                json!({"model_ver": v.model_ver, "latest_run_id": v.latest_run_id, "runs": runs})
+            })
+            .collect();
+        return print_json(&json!({"versions": versions}));
+    }
+    for v in &versions {
+        println!(
+            "model {} (LATEST: {})",
+            v.model_ver,
+            if v.latest_run_id.is_empty() { "none" } else { &v.latest_run_id }
+        );
+        println!("  {:<30}{:>10}{:>12}{:>10}", "RUN", "eval wmae", "device wmae", "logloss");
+        for r in &v.runs {
+            let model = r.eval.as_ref().and_then(|e| e.model);
+            let device = r.eval.as_ref().and_then(|e| e.device);
+            let marker = if r.run_id == v.latest_run_id { " <- LATEST" } else { "" };
+            println!(
+                "  {:<30}{:>10.5}{:>12.5}{:>10.4}{marker}",
+                r.run_id,
+                model.map_or(f64::NAN, |m| m.wmae),
+                device.map_or(f64::NAN, |m| m.wmae),
+                model.map_or(f64::NAN, |m| m.logloss),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn model_json(info: &ModelInfo) -> Value {
+    json!({
+        "model_ver": info.model_ver, "run_id": info.run_id, "selection": info.selection,
+        "loaded_at": time_json(&info.loaded_at), "trained_at": time_json(&info.trained_at),
+        "job_id": info.job_id, "artifact_sha256": info.artifact_sha256,
+        "attribute_names": info.attribute_names, "eval_wmae": info.eval_wmae,
+        "eval_baseline_wmae": info.eval_baseline_wmae,
+    })
+}
+
+fn print_model(info: &ModelInfo, addrs: &Addresses) -> anyhow::Result<()> {
+    if addrs.json {
+        return print_json(&model_json(info));
+    }
+    println!("serving model {} run {} (selection: {})", info.model_ver, info.run_id, info.selection);
+    println!("  trained by job {}, artifact sha256 {}", info.job_id, info.artifact_sha256);
+    println!("  eval wmae {:.5} (device baseline {:.5})", info.eval_wmae, info.eval_baseline_wmae);
+    println!("  needs {} attribute columns", info.attribute_names.len());
+    Ok(())
+}
+
+pub async fn model(addrs: &Addresses) -> anyhow::Result<()> {
+    let info = addrs.serve().await?.get_model(GetModelRequest {}).await.map_err(status)?.into_inner();
+    print_model(&info, addrs)
+}
+
+#[derive(Debug, Args)]
+pub struct LoadModelArgs {
+    /// Model version to serve.
+    #[arg(long)]
+    model_ver: String,
+    /// A run id, or latest to follow model/<model_ver>/LATEST.
+    #[arg(long, default_value = "latest")]
+    run: String,
+}
+
+pub async fn load_model(args: LoadModelArgs, addrs: &Addresses) -> anyhow::Result<()> {
+    let info = addrs
+        .serve()
+        .await?
+        .load_model(LoadModelRequest { model_ver: args.model_ver, run: args.run })
+        .await
+        .map_err(status)?
+        .into_inner();
+    print_model(&info, addrs)
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Local CSV or gzip CSV in the prediction-input schema.
+    #[arg(long)]
+    input: String,
+    /// Rows per request; keep it under serve-service's MAX_PREDICT_ROWS.
+    #[arg(long, default_value_t = 5000)]
+    batch_rows: usize,
+}
+
+pub async fn predict(args: PredictArgs, addrs: &Addresses) -> anyhow::Result<()> {
+    let file = std::fs::File::open(&args.input).with_context(|| format!("cannot open {}", args.input))?;
+    let mut reader = TableReader::open(&args.input, file, TableKind::PredictionInput, Attributes::All)?
+        .with_chunk_bytes(args.batch_rows.max(1) * 512);
+    let names = reader.attribute_names().clone();
+    let mut client = addrs.serve().await?;
+    let mut out = Vec::new();
+    let mut answered_by = None;
+    while let Some(chunk) = reader.next_chunk()? {
+        let rows = keyword_rows(&chunk, &names)?;
+        let request = PredictRequest {
+            attribute_names: names.to_vec(),
+            rows: (0..rows.len())
+                .map(|i| Row {
+                    entity_id: rows.entity_id[i],
+                    device: rows.device[i].as_str().to_owned(),
+                    attribute_values: rows.attributes(i).iter().map(|&v| u32::from(v)).collect(),
+                })
+                .collect(),
+        };
+        let response = client.predict(request.clone()).await.map_err(status)?.into_inner();
+        answered_by = Some((response.model_ver, response.run_id));
+        out.extend(request.rows.into_iter().zip(response.cr).map(|(row, cr)| (row.entity_id, row.device, cr)));
+    }
+    let (model_ver, run_id) = answered_by.unwrap_or_default();
+    if addrs.json {
+        let predictions: Vec<Value> =
+            out.iter().map(|(e, d, cr)| json!({"entity_id": e, "device": d, "cr": cr})).collect();
+        return print_json(&json!({"model_ver": model_ver, "run_id": run_id, "predictions": predictions}));
+    }
+    println!("entity_id,device,cr");
+    for (entity, device, cr) in &out {
+        println!("{entity},{device},{cr}");
+    }
+    eprintln!("{} rows predicted by model {model_ver} run {run_id}", out.len());
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct PredictBatchArgs {
+    /// Bucket key of the input file.
+    #[arg(long, default_value = crs_core::sample_data::PREDICTION_INPUT_KEY)]
+    input: String,
+    /// Bucket key of the output; default data/predict/output/<model_ver>/<run_id>/prediction_output.csv.gz.
+    #[arg(long)]
+    output: Option<String>,
+}
+
+pub async fn predict_batch(args: PredictBatchArgs, addrs: &Addresses) -> anyhow::Result<()> {
+    let response = addrs
+        .serve()
+        .await?
+        .predict_batch(PredictBatchRequest { input_key: args.input.clone(), output_key: args.output })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if addrs.json {
+        return print_json(&json!({
+            "input_key": args.input, "output_key": response.output_key, "rows_read": response.rows_read,
+            "rows_written": response.rows_written, "seconds": response.seconds,
+            "model_ver": response.model_ver, "run_id": response.run_id,
+        }));
+    }
+    println!(
+        "wrote {} ({} rows from {} input rows) with model {} run {} in {:.2} s",
+        response.output_key,
+        response.rows_written,
+        response.rows_read,
+        response.model_ver,
+        response.run_id,
+        response.seconds
+    );
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ServiceName {
+    Train,
+    Serve,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Which service to ask.
+    #[arg(long, value_enum)]
+    service: ServiceName,
+}
+
+/// Exit code 0 only when the service reports SERVING, for container health checks.
+pub async fn health(args: HealthArgs, addrs: &Addresses) -> anyhow::Result<()> {
+    let addr = match args.service {
+        ServiceName::Train => &addrs.train_addr,
+        ServiceName::Serve => &addrs.serve_addr,
+    };
+    let mut client = HealthClient::new(Addresses::channel(addr).await?);
+    let answer =
+        tokio::time::timeout(Duration::from_secs(5), client.check(HealthCheckRequest { service: String::new() }))
+            .await
+            .context("no health answer within 5 s")?
+            .map_err(status)?
+            .into_inner();
+    let serving = answer.status();
+    if addrs.json {
+        print_json(
+            &json!({"service": format!("{:?}", args.service).to_lowercase(), "addr": addr, "status": serving.as_str_name()}),
+        )?;
+    } else {
+        println!("{addr}: {}", serving.as_str_name());
+    }
+    if serving != ServingStatus::Serving {
+        bail!("{addr} is not serving");
+    }
+    Ok(())
+}
