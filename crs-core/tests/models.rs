@@ -407,3 +407,23 @@ async fn model_store_reports_missing_runs_by_key() {
     assert!(matches!(err, LoadError::Storage(StorageError::NotFound { .. })), "{err:?}");
     assert_eq!(err.to_string(), format!("model/v1/{id}/metadata.json: not found in the bucket"));
 }
+
+#[test]
+fn a_config_of_only_comments_means_the_defaults() {
+    for name in ["v0", "v1"] {
+        let version = lookup(name).unwrap();
+        let defaults = version.params("params.yaml", None).unwrap();
+        assert_eq!(version.params("params.yaml", Some("# nothing set\n\n")).unwrap(), defaults);
+        assert_eq!(version.params("params.yaml", Some("")).unwrap(), defaults);
+    }
+}
+
+#[test]
+fn the_committed_configs_are_valid() {
+    for name in ["v0", "v1"] {
+        let path = format!("{}/../bucket/config/{name}/params.yaml", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let params = lookup(name).unwrap().params(&path, Some(&text)).unwrap();
+        assert_eq!(params, lookup(name).unwrap().params(&path, None).unwrap(), "{path} should spell out the defaults");
+    }
+}

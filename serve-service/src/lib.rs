@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use crs_core::storage::{Bucket, ModelStore};
 use crs_core::webhook::Notifier;
-use crs_proto::serve::serve_service_server::ServeServiceServer;
+use crs_proto::serve::serve_service_server::{SERVICE_NAME as SERVE_SERVICE, ServeServiceServer};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
@@ -38,8 +38,13 @@ pub async fn run(
     // Not serving until a model has loaded.
     health.set_not_serving::<ServeServiceServer<Service>>().await;
     health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    // Advertise only what this server serves: the descriptor set also holds the train service.
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crs_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(SERVE_SERVICE)
+        .with_service_name(tonic_health::pb::health_server::SERVICE_NAME)
+        .with_service_name(tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME)
         .build_v1()?;
 
     let slot = Arc::new(ModelSlot::new(

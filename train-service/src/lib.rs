@@ -1,1 +1,113 @@
+//! train-service: a gRPC server that runs training jobs in the background. A job
+//! reads data and a hyperparameter config from the bucket, trains one model
+//! version, evaluates it against the baselines and writes a versioned run to
+//! `model/<model_ver>/<run_id>/`, then moves `model/<model_ver>/LATEST` to it.
+//!
+//! [`config`] is the settings, [`jobs`] the queue and the job runner, [`service`]
+//! the gRPC methods, [`convert`] and [`status`] the wire types and error codes.
 
+pub mod config;
+pub mod convert;
+pub mod jobs;
+pub mod service;
+pub mod status;
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context;
+use crs_core::storage::{Bucket, ModelStore};
+use crs_core::webhook::{self, Notifier};
+use crs_proto::train::train_service_server::{SERVICE_NAME as TRAIN_SERVICE, TrainServiceServer};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+
+pub use config::Config;
+use jobs::Jobs;
+use service::TrainApi;
+
+/// Long enough for a notice posted just before shutdown to go through all its attempts.
+const WEBHOOK_FLUSH: Duration =
+    webhook::ATTEMPT_TIMEOUT.saturating_mul(webhook::ATTEMPTS).saturating_add(Duration::from_secs(1));
+
+/// How long open calls get to finish once the jobs are done. Watch streams end
+/// with their jobs, so only a stuck client or bucket call waits this long.
+const SERVER_DRAIN: Duration = Duration::from_secs(5);
+
+/// Serves on `listener` until `shutdown` resolves, then stops taking jobs, lets
+/// running ones finish within the grace period, and returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let version = crs_core::models::lookup(&config.model_ver).context("MODEL_VER")?;
+    let bucket = Bucket::open(&config.bucket_url).context("BUCKET_URL")?;
+    let notifier = Notifier::new(config.webhook_url.as_deref(), jobs::SERVICE_NAME).context("WEBHOOK_URL")?;
+    let store = ModelStore::new(bucket);
+    let max_jobs = usize::try_from(config.max_concurrent_jobs).unwrap_or(usize::MAX);
+    let jobs = Jobs::new(store.clone(), notifier.clone(), version.name(), max_jobs);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status(TRAIN_SERVICE, ServingStatus::Serving).await;
+    // Advertise only what this server serves: the descriptor set also holds the serve service.
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crs_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(TRAIN_SERVICE)
+        .with_service_name(tonic_health::pb::health_server::SERVICE_NAME)
+        .with_service_name(tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME)
+        .build_v1()
+        .context("building the reflection service")?;
+
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        bucket = store.bucket().url(),
+        model_ver = version.name(),
+        max_concurrent_jobs = max_jobs,
+        webhook = notifier.is_enabled(),
+        "train-service listening"
+    );
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(TrainServiceServer::new(TrainApi::new(jobs.clone(), store)))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = server_stopped.await;
+            }),
+    );
+
+    tokio::select! {
+        () = shutdown => {}
+        ended = &mut server => {
+            ended.context("server task")?.context("gRPC server")?;
+            anyhow::bail!("gRPC server stopped on its own");
+        }
+    }
+
+    // The server keeps answering while jobs drain, so that clients can watch them
+    // end and are told UNAVAILABLE rather than left without an answer.
+    let grace = config.shutdown_grace();
+    tracing::info!(grace_secs = grace.as_secs(), "shutting down: no new jobs, waiting for running ones");
+    // Refuse jobs before reporting NOT_SERVING, so a client that sees the status is refused too.
+    jobs.stop_accepting();
+    health.set_service_status("", ServingStatus::NotServing).await;
+    health.set_service_status(TRAIN_SERVICE, ServingStatus::NotServing).await;
+    jobs.drain(grace).await;
+    notifier.flush(WEBHOOK_FLUSH).await;
+
+    let _ = stop_server.send(());
+    let abort = server.abort_handle();
+    match tokio::time::timeout(SERVER_DRAIN, server).await {
+        Ok(ended) => ended.context("server task")?.context("gRPC server")?,
+        Err(_) => {
+            tracing::warn!("calls still open after the drain period; closing them");
+            abort.abort();
+        }
+    }
+    tracing::info!("train-service stopped");
+    Ok(())
+}

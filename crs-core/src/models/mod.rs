@@ -141,9 +141,14 @@ impl<V: ModelVersion> RegisteredVersion for Registered<V> {
 
     fn params(&self, file: &str, yaml: Option<&str>) -> Result<serde_json::Value, ParamError> {
         let invalid = |message: String| ParamError::Invalid { file: file.to_owned(), message };
-        let params: V::Params = match yaml.map(str::trim) {
-            None | Some("") => V::Params::default(),
-            Some(text) => serde_norway::from_str(text).map_err(|e| invalid(e.to_string()))?,
+        let text = yaml.unwrap_or_default();
+        // A file of only comments is an empty document: the defaults.
+        let document: serde_norway::Value = serde_norway::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let params: V::Params = if document.is_null() {
+            V::Params::default()
+        } else {
+            // Parsed again from the text, not the value, so errors keep the key and line.
+            serde_norway::from_str(text).map_err(|e| invalid(e.to_string()))?
         };
         V::check(&params).map_err(|e| invalid(e.to_string()))?;
         Ok(serde_json::to_value(&params).expect("hyperparameters are plain serde data"))

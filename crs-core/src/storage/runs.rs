@@ -223,7 +223,10 @@ impl ModelStore {
             let Ok(run) = RunId::parse(&folder) else { continue };
             match self.metadata(model_ver, &run).await {
                 Ok(metadata) => runs.push(metadata),
+                // Not complete (no metadata yet): not a run.
                 Err(LoadError::Storage(StorageError::NotFound { .. })) => continue,
+                // One unreadable run must not hide the others.
+                Err(e @ LoadError::Metadata { .. }) => tracing::warn!(error = %e, "skipping a run with bad metadata"),
                 Err(e) => return Err(e),
             }
         }

@@ -1,0 +1,68 @@
+//! The service's settings: command-line flags, each with an environment variable
+//! as fallback, which is how a container sets them.
+
+use std::fmt;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Clone, Parser)]
+#[command(name = "train-service", version, about = "gRPC training jobs for conversion-rate models")]
+pub struct Config {
+    /// Address to listen on, host:port.
+    #[arg(long, env = "TRAIN_ADDR", default_value = "127.0.0.1:50051")]
+    pub addr: String,
+    /// Bucket holding data, config and models: a folder, file://, s3://bucket/prefix or memory://.
+    #[arg(long, env = "BUCKET_URL", default_value = "./bucket")]
+    pub bucket_url: String,
+    /// Model version trained when a request names none (v0, v1, ...).
+    #[arg(long, env = "MODEL_VER", default_value = "v1")]
+    pub model_ver: String,
+    /// Slack incoming-webhook URL for job notices; unset means no notices. It is a secret and never logged.
+    #[arg(long, env = "WEBHOOK_URL", hide_env_values = true)]
+    pub webhook_url: Option<String>,
+    /// Jobs that train at the same time; further jobs wait in a queue.
+    #[arg(long, env = "MAX_CONCURRENT_JOBS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_jobs: u32,
+    /// Seconds running jobs get to finish after SIGTERM or Ctrl+C before they are cut off.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Config {
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+// Written by hand so that logging the config cannot leak the webhook URL.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("bucket_url", &self.bucket_url)
+            .field("model_ver", &self.model_ver)
+            .field("webhook_url", &self.webhook_url.as_ref().map(|_| "<secret>"))
+            .field("max_concurrent_jobs", &self.max_concurrent_jobs)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_webhook_url() {
+        let config =
+            Config::try_parse_from(["train-service", "--webhook-url", "https://hooks.example/T0/B0/xyzzy"]).unwrap();
+        assert_eq!(config.webhook_url.as_deref(), Some("https://hooks.example/T0/B0/xyzzy"));
+        assert!(!format!("{config:?}").contains("xyzzy"), "{config:?}");
+    }
+
+    #[test]
+    fn at_least_one_job_must_be_allowed_to_run() {
+        assert!(Config::try_parse_from(["train-service", "--max-concurrent-jobs", "0"]).is_err());
+    }
+}

@@ -1,0 +1,77 @@
+//! Domain types to their wire form.
+
+use chrono::{DateTime, Utc};
+use crs_core::evaluation::Evaluation;
+use crs_core::metrics::Metrics;
+use crs_core::storage::RunMetadata;
+use crs_proto::train as proto;
+
+use crate::jobs::{Job, JobStage, JobState};
+
+pub fn job(job: &Job) -> proto::TrainingJob {
+    let state = match job.state {
+        JobState::Queued => proto::JobState::Queued,
+        JobState::Running => proto::JobState::Running,
+        JobState::Succeeded => proto::JobState::Succeeded,
+        JobState::Failed => proto::JobState::Failed,
+    };
+    let stage = match job.stage {
+        None => proto::Stage::Unspecified,
+        Some(JobStage::LoadingData) => proto::Stage::LoadingData,
+        Some(JobStage::Preparing) => proto::Stage::Preparing,
+        Some(JobStage::Training) => proto::Stage::Training,
+        Some(JobStage::Evaluating) => proto::Stage::Evaluating,
+        Some(JobStage::Saving) => proto::Stage::Saving,
+    };
+    proto::TrainingJob {
+        job_id: job.id.clone(),
+        model_ver: job.model_ver.clone(),
+        state: state.into(),
+        stage: stage.into(),
+        progress: job.progress,
+        train_key: job.keys.train.to_string(),
+        eval_key: job.keys.eval.as_ref().map(ToString::to_string),
+        config_key: job.keys.config.to_string(),
+        labels: job.labels.clone().into_iter().collect(),
+        created_at: Some(timestamp(job.created_at)),
+        started_at: job.started_at.map(timestamp),
+        finished_at: job.finished_at.map(timestamp),
+        run_id: job.run_id.as_ref().map(ToString::to_string).unwrap_or_default(),
+        error: job.error.clone().unwrap_or_default(),
+        evaluation: job.evaluation.as_ref().map(evaluation),
+    }
+}
+
+pub fn evaluation(e: &Evaluation) -> proto::Evaluation {
+    proto::Evaluation {
+        rows: e.rows,
+        // Clicks are counts; the domain sums them as floats.
+        clicks: e.clicks.round() as u64,
+        model: Some(metrics(&e.model)),
+        zero: Some(metrics(&e.zero)),
+        global: Some(metrics(&e.global)),
+        device: Some(metrics(&e.device)),
+    }
+}
+
+fn metrics(m: &Metrics) -> proto::Metrics {
+    proto::Metrics { wmae: m.wmae, wmse: m.wmse, logloss: m.logloss, mae: m.mae }
+}
+
+pub fn model_run(run: &RunMetadata) -> proto::ModelRun {
+    proto::ModelRun {
+        model_ver: run.model_ver.clone(),
+        run_id: run.run_id.to_string(),
+        job_id: run.job_id.clone(),
+        created_at: Some(timestamp(run.created_at)),
+        train: Some(evaluation(&run.metrics.train)),
+        eval: Some(evaluation(&run.metrics.eval)),
+        artifact_sha256: run.artifact.sha256.clone(),
+        labels: run.labels.clone().into_iter().collect(),
+    }
+}
+
+// A leap second shows as nanos above 1e9 in chrono; the wire format does not allow that.
+fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos().min(999_999_999) as i32 }
+}

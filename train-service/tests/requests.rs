@@ -1,0 +1,129 @@
+//! Requests refused at once with the right status, and the standard services.
+
+mod common;
+
+use common::TestServer;
+use crs_proto::train::train_service_client::TrainServiceClient;
+use crs_proto::train::{
+    GetTrainingJobRequest, ListModelsRequest, ListTrainingJobsRequest, StartTrainingRequest, WatchTrainingJobRequest,
+};
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+async fn refused(client: &mut TrainServiceClient<Channel>, request: StartTrainingRequest) -> tonic::Status {
+    client.start_training(request.clone()).await.expect_err(&format!("{request:?} is refused"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_start_requests_are_refused_at_once_and_queue_nothing() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+
+    let status = refused(&mut client, StartTrainingRequest { model_ver: "v9".into(), ..Default::default() }).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("unknown model version \"v9\""), "{status:?}");
+    assert!(status.message().contains("v0, v1"), "lists the known versions: {status:?}");
+
+    let unsafe_keys = [
+        StartTrainingRequest { train_key: "../etc/passwd".into(), ..Default::default() },
+        StartTrainingRequest { train_key: "/etc/passwd".into(), ..Default::default() },
+        StartTrainingRequest { eval_key: Some("data/../../x.csv".into()), ..Default::default() },
+        StartTrainingRequest { config_key: Some("config//params.yaml".into()), ..Default::default() },
+    ];
+    for request in unsafe_keys {
+        let status = refused(&mut client, request).await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().starts_with("unsafe key"), "{status:?}");
+    }
+
+    let missing = [
+        (StartTrainingRequest { train_key: "data/train/nope.csv".into(), ..Default::default() }, "data/train/nope.csv"),
+        (
+            StartTrainingRequest { eval_key: Some("data/eval/nope.csv".into()), ..Default::default() },
+            "data/eval/nope.csv",
+        ),
+        (
+            StartTrainingRequest { config_key: Some("config/v1/nope.yaml".into()), ..Default::default() },
+            "config/v1/nope.yaml",
+        ),
+    ];
+    for (request, key) in missing {
+        let status = refused(&mut client, request).await;
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+        assert!(status.message().contains(key), "names the key: {status:?}");
+    }
+
+    let jobs = client.list_training_jobs(ListTrainingJobsRequest {}).await.expect("list").into_inner();
+    assert!(jobs.jobs.is_empty(), "refused requests queue no job: {jobs:?}");
+    assert!(server.run_dirs("v1").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_jobs_and_versions_are_reported() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+
+    let status = client.get_training_job(GetTrainingJobRequest { job_id: "job-nope".into() }).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(status.message().contains("job-nope"), "{status:?}");
+    let status = client.watch_training_job(WatchTrainingJobRequest { job_id: "job-nope".into() }).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+
+    let status = client.list_models(ListModelsRequest { model_ver: "../v1".into() }).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let models = client.list_models(ListModelsRequest { model_ver: "v0".into() }).await.expect("list").into_inner();
+    assert_eq!(models.versions.len(), 1);
+    assert_eq!(models.versions[0].model_ver, "v0");
+    assert!(models.versions[0].runs.is_empty() && models.versions[0].latest_run_id.is_empty());
+    let models = client.list_models(ListModelsRequest::default()).await.expect("list").into_inner();
+    assert!(models.versions.is_empty(), "nothing trained yet: {models:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_refuses_an_unknown_default_model_version() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = train_service::Config {
+        addr: "127.0.0.1:0".into(),
+        bucket_url: dir.path().to_string_lossy().into_owned(),
+        model_ver: "v7".into(),
+        webhook_url: None,
+        max_concurrent_jobs: 1,
+        shutdown_grace_secs: 1,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let error = train_service::run(config, listener, std::future::pending()).await.expect_err("refused");
+    let message = format!("{error:#}");
+    assert!(message.contains("MODEL_VER") && message.contains("unknown model version \"v7\""), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_serving_and_reflection_lists_the_service() {
+    let server = TestServer::start().await;
+    let mut health = HealthClient::new(server.channel().await);
+    for service in ["", "crs.train.v1.TrainService"] {
+        let response = health.check(HealthCheckRequest { service: service.into() }).await.expect("check");
+        assert_eq!(response.into_inner().status(), ServingStatus::Serving, "{service:?}");
+    }
+
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(server.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses =
+        reflection.server_reflection_info(futures::stream::iter([request])).await.expect("reflection").into_inner();
+    let response = responses.message().await.expect("reflection message").expect("a response");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("not a service list: {response:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(names, ["crs.train.v1.TrainService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]);
+}
