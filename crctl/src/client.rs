@@ -61,7 +61,7 @@ fn status(e: tonic::Status) -> anyhow::Error {
 }
 
 fn print_json(value: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    out!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -108,7 +108,7 @@ pub async fn train(args: TrainArgs, addrs: &Addresses) -> anyhow::Result<()> {
         return if addrs.json {
             print_json(&job_json(&job))
         } else {
-            println!("job {} queued: model {} on {}", job.job_id, job.model_ver, job.train_key);
+            out!("job {} queued: model {} on {}", job.job_id, job.model_ver, job.train_key);
             Ok(())
         };
     }
@@ -138,7 +138,7 @@ pub async fn train(args: TrainArgs, addrs: &Addresses) -> anyhow::Result<()> {
     match last.state() {
         JobState::Succeeded => {
             if !addrs.json {
-                println!("job {} succeeded: model {} run {}", last.job_id, last.model_ver, last.run_id);
+                out!("job {} succeeded: model {} run {}", last.job_id, last.model_ver, last.run_id);
                 if let Some(e) = &last.evaluation {
                     print_evaluation("eval", e);
                 }
@@ -162,8 +162,8 @@ fn stage_name(stage: Stage) -> &'static str {
 }
 
 fn print_evaluation(name: &str, e: &Evaluation) {
-    println!("{name}: {} rows, {} clicks", e.rows, e.clicks);
-    println!("  {:<18}{:>10}{:>10}{:>10}{:>10}", "", "wmae", "wmse", "logloss", "mae");
+    out!("{name}: {} rows, {} clicks", e.rows, e.clicks);
+    out!("  {:<18}{:>10}{:>10}{:>10}{:>10}", "", "wmae", "wmse", "logloss", "mae");
     for (label, m) in [
         ("model", &e.model),
         ("baseline: device", &e.device),
@@ -171,7 +171,7 @@ fn print_evaluation(name: &str, e: &Evaluation) {
         ("baseline: zero", &e.zero),
     ] {
         if let Some(m) = m {
-            println!("  {label:<18}{:>10.5}{:>10.5}{:>10.4}{:>10.5}", m.wmae, m.wmse, m.logloss, m.mae);
+            out!("  {label:<18}{:>10.5}{:>10.5}{:>10.4}{:>10.5}", m.wmae, m.wmse, m.logloss, m.mae);
         }
     }
 }
@@ -213,9 +213,9 @@ pub async fn jobs(addrs: &Addresses) -> anyhow::Result<()> {
     if addrs.json {
         return print_json(&json!({"jobs": jobs.iter().map(job_json).collect::<Vec<_>>()}));
     }
-    println!("{:<22}{:<6}{:<11}{:<14}{:<28}ERROR", "JOB", "MODEL", "STATE", "STAGE", "RUN");
+    out!("{:<22}{:<6}{:<11}{:<14}{:<28}ERROR", "JOB", "MODEL", "STATE", "STAGE", "RUN");
     for job in &jobs {
-        println!(
+        out!(
             "{:<22}{:<6}{:<11}{:<14}{:<28}{}",
             job.job_id,
             job.model_ver,
@@ -265,17 +265,13 @@ pub async fn models(args: ModelsArgs, addrs: &Addresses) -> anyhow::Result<()> {
         return print_json(&json!({"versions": versions}));
     }
     for v in &versions {
-        println!(
-            "model {} (LATEST: {})",
-            v.model_ver,
-            if v.latest_run_id.is_empty() { "none" } else { &v.latest_run_id }
-        );
-        println!("  {:<30}{:>10}{:>12}{:>10}", "RUN", "eval wmae", "device wmae", "logloss");
+        out!("model {} (LATEST: {})", v.model_ver, if v.latest_run_id.is_empty() { "none" } else { &v.latest_run_id });
+        out!("  {:<30}{:>10}{:>12}{:>10}", "RUN", "eval wmae", "device wmae", "logloss");
         for r in &v.runs {
             let model = r.eval.as_ref().and_then(|e| e.model);
             let device = r.eval.as_ref().and_then(|e| e.device);
             let marker = if r.run_id == v.latest_run_id { " <- LATEST" } else { "" };
-            println!(
+            out!(
                 "  {:<30}{:>10.5}{:>12.5}{:>10.4}{marker}",
                 r.run_id,
                 model.map_or(f64::NAN, |m| m.wmae),
@@ -301,10 +297,10 @@ fn print_model(info: &ModelInfo, addrs: &Addresses) -> anyhow::Result<()> {
     if addrs.json {
         return print_json(&model_json(info));
     }
-    println!("serving model {} run {} (selection: {})", info.model_ver, info.run_id, info.selection);
-    println!("  trained by job {}, artifact sha256 {}", info.job_id, info.artifact_sha256);
-    println!("  eval wmae {:.5} (device baseline {:.5})", info.eval_wmae, info.eval_baseline_wmae);
-    println!("  needs {} attribute columns", info.attribute_names.len());
+    out!("serving model {} run {} (selection: {})", info.model_ver, info.run_id, info.selection);
+    out!("  trained by job {}, artifact sha256 {}", info.job_id, info.artifact_sha256);
+    out!("  eval wmae {:.5} (device baseline {:.5})", info.eval_wmae, info.eval_baseline_wmae);
+    out!("  needs {} attribute columns", info.attribute_names.len());
     Ok(())
 }
 
@@ -374,9 +370,9 @@ pub async fn predict(args: PredictArgs, addrs: &Addresses) -> anyhow::Result<()>
             out.iter().map(|(e, d, cr)| json!({"entity_id": e, "device": d, "cr": cr})).collect();
         return print_json(&json!({"model_ver": model_ver, "run_id": run_id, "predictions": predictions}));
     }
-    println!("entity_id,device,cr");
+    out!("entity_id,device,cr");
     for (entity, device, cr) in &out {
-        println!("{entity},{device},{cr}");
+        out!("{entity},{device},{cr}");
     }
     eprintln!("{} rows predicted by model {model_ver} run {run_id}", out.len());
     Ok(())
@@ -407,7 +403,7 @@ pub async fn predict_batch(args: PredictBatchArgs, addrs: &Addresses) -> anyhow:
             "model_ver": response.model_ver, "run_id": response.run_id,
         }));
     }
-    println!(
+    out!(
         "wrote {} ({} rows from {} input rows) with model {} run {} in {:.2} s",
         response.output_key,
         response.rows_written,
@@ -451,7 +447,7 @@ pub async fn health(args: HealthArgs, addrs: &Addresses) -> anyhow::Result<()> {
             &json!({"service": format!("{:?}", args.service).to_lowercase(), "addr": addr, "status": serving.as_str_name()}),
         )?;
     } else {
-        println!("{addr}: {}", serving.as_str_name());
+        out!("{addr}: {}", serving.as_str_name());
     }
     if serving != ServingStatus::Serving {
         bail!("{addr} is not serving");

@@ -2,6 +2,20 @@
 //! commands (`gen-data`, `evaluate`) work on files directly; the others are the
 //! gRPC client of train-service and serve-service.
 
+/// `println!` that ends the process quietly when stdout is closed, as in
+/// `crctl models | head`, instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            panic!("cannot write to stdout: {e}");
+        }
+    }};
+}
+
 mod client;
 mod offline;
 

@@ -35,7 +35,7 @@ pub async fn gen_data(args: GenDataArgs) -> anyhow::Result<()> {
     let bucket = Bucket::open(&args.bucket)?;
     let train_key = BucketKey::parse(crs_core::sample_data::TRAIN_KEY)?;
     if args.if_missing && bucket.exists(&train_key).await? {
-        println!("{train_key} exists in {}; not generating data", args.bucket);
+        out!("{train_key} exists in {}; not generating data", args.bucket);
         return Ok(());
     }
     let sizes = SampleSizes {
@@ -44,7 +44,7 @@ pub async fn gen_data(args: GenDataArgs) -> anyhow::Result<()> {
         predict_keywords: args.predict_keywords,
     };
     for file in write_sample_data(&bucket, sizes, args.seed).await? {
-        println!("wrote {} ({} rows, {} bytes)", file.key, file.rows, file.bytes);
+        out!("wrote {} ({} rows, {} bytes)", file.key, file.rows, file.bytes);
     }
     Ok(())
 }
@@ -118,14 +118,14 @@ pub async fn evaluate(args: EvaluateArgs, json: bool) -> anyhow::Result<()> {
             "train_metrics": metrics(&run.train),
             "seconds": run.seconds.iter().map(|(stage, s)| (format!("{stage:?}").to_lowercase(), *s)).collect::<std::collections::BTreeMap<_, _>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
 
     let counts = data.train_record.rows.clone().unwrap_or_default();
-    println!("model {} ({})", version.name(), version.summary());
-    println!("params {params}");
-    println!(
+    out!("model {} ({})", version.name(), version.summary());
+    out!("params {params}");
+    out!(
         "train {}: {} rows read, {} duplicates dropped, {} conversions clipped, {} zero-click rows dropped, {} observations",
         args.train,
         counts.read,
@@ -135,25 +135,25 @@ pub async fn evaluate(args: EvaluateArgs, json: bool) -> anyhow::Result<()> {
         counts.observations
     );
     match &args.eval {
-        Some(path) => println!("eval  {path}: {} observations", run.eval.rows),
-        None => println!(
+        Some(path) => out!("eval  {path}: {} observations", run.eval.rows),
+        None => out!(
             "eval  holdout of {:.0}% of the training keywords: {} observations ({} left to train on)",
             HOLDOUT_FRACTION * 100.0,
             run.eval.rows,
             run.train.rows
         ),
     }
-    println!();
-    println!("{:<18}{:>10}{:>10}{:>10}{:>10}", "eval rows", "wmae", "wmse", "logloss", "mae");
+    out!();
+    out!("{:<18}{:>10}{:>10}{:>10}{:>10}", "eval rows", "wmae", "wmse", "logloss", "mae");
     let e = &run.eval;
     for (name, m) in
         [("model", e.model), ("baseline: device", e.device), ("baseline: global", e.global), ("baseline: zero", e.zero)]
     {
-        println!("{name:<18}{:>10.5}{:>10.5}{:>10.4}{:>10.5}", m.wmae, m.wmse, m.logloss, m.mae);
+        out!("{name:<18}{:>10.5}{:>10.5}{:>10.4}{:>10.5}", m.wmae, m.wmse, m.logloss, m.mae);
     }
-    println!();
+    out!();
     for (stage, seconds) in &run.seconds {
-        println!("{stage:?}: {seconds:.2} s");
+        out!("{stage:?}: {seconds:.2} s");
     }
     Ok(())
 }
@@ -163,10 +163,10 @@ pub fn versions(json: bool) -> anyhow::Result<()> {
     if json {
         let versions: Vec<_> =
             crs_core::models::REGISTRY.iter().map(|v| json!({"name": v.name(), "summary": v.summary()})).collect();
-        println!("{}", serde_json::to_string_pretty(&json!({ "versions": versions }))?);
+        out!("{}", serde_json::to_string_pretty(&json!({ "versions": versions }))?);
     } else {
         for version in crs_core::models::REGISTRY {
-            println!("{}\t{}", version.name(), version.summary());
+            out!("{}\t{}", version.name(), version.summary());
         }
     }
     Ok(())

@@ -20,7 +20,7 @@ use polars::prelude::*;
 use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use crate::data::{Attributes, DEFAULT_CHUNK_BYTES, DataError, TableKind, TableReader, keyword_rows};
+use crate::data::{Attributes, Chunk, DEFAULT_CHUNK_BYTES, DataError, TableKind, TableReader, keyword_rows};
 use crate::features::FeatureError;
 use crate::models::TrainedModel;
 use crate::storage::{Bucket, BucketKey, StorageError};
@@ -105,7 +105,7 @@ pub async fn predict_batch(
             &input_name,
             SyncIoBridge::new(download),
             TableKind::PredictionInput,
-            Attributes::Only(model.features.attributes.iter().cloned().collect()),
+            Attributes::Only(model.required_attributes().iter().cloned().collect()),
         )?
         .with_chunk_bytes(options.chunk_bytes);
         predict_stream(reader, &model, ChannelWriter::new(tx, options.handoff_bytes))
@@ -144,11 +144,39 @@ pub async fn predict_batch(
 }
 
 /// Reads, predicts and writes gzip CSV into `out`; returns (rows read, rows written).
+///
+/// Two stages on two threads: one decompresses, parses and validates the next
+/// chunk while the other predicts, formats and compresses the current one.
 fn predict_stream(mut reader: TableReader, model: &TrainedModel, out: impl Write) -> Result<(u64, u64), BatchError> {
     let attribute_names = reader.attribute_names().clone();
-    let mut seen: [HashSet<i64>; 3] = Default::default();
-    let output_error = |e: PolarsError| BatchError::Output(e.to_string());
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, DataError>>(1);
+        let parser = scope.spawn(move || {
+            while let Some(next) = reader.next_chunk().transpose() {
+                let failed = next.is_err();
+                // A closed channel means the writing stage failed and has its error.
+                if tx.send(next).is_err() || failed {
+                    break;
+                }
+            }
+            reader.rows_read()
+        });
+        let written = write_predictions(rx, &attribute_names, model, out);
+        let rows_read = parser.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        Ok((rows_read, written?))
+    })
+}
 
+/// Predicts each chunk and writes one gzip CSV line per (entity_id, device) not
+/// seen before; returns the lines written.
+fn write_predictions(
+    chunks: std::sync::mpsc::Receiver<Result<Chunk, DataError>>,
+    attribute_names: &Arc<[String]>,
+    model: &TrainedModel,
+    out: impl Write,
+) -> Result<u64, BatchError> {
+    let output_error = |e: PolarsError| BatchError::Output(e.to_string());
+    let mut seen: [HashSet<i64>; 3] = Default::default();
     let mut gzip = GzEncoder::new(out, Compression::fast());
     gzip.write_all(OUTPUT_HEADER.as_bytes()).and_then(|()| gzip.write_all(b"\n")).map_err(io_error)?;
     let schema = Schema::from_iter([
@@ -158,8 +186,8 @@ fn predict_stream(mut reader: TableReader, model: &TrainedModel, out: impl Write
     ]);
     let mut csv = CsvWriter::new(&mut gzip).include_header(false).batched(&schema).map_err(output_error)?;
     let mut rows_written = 0u64;
-    while let Some(chunk) = reader.next_chunk()? {
-        let rows = keyword_rows(&chunk, &attribute_names).map_err(output_error)?;
+    for chunk in chunks {
+        let rows = keyword_rows(&chunk?, attribute_names).map_err(output_error)?;
         let rates = model.predict(&rows)?;
         let mut entity = Vec::with_capacity(rows.len());
         let mut device = Vec::with_capacity(rows.len());
@@ -183,7 +211,7 @@ fn predict_stream(mut reader: TableReader, model: &TrainedModel, out: impl Write
     csv.finish().map_err(output_error)?;
     drop(csv);
     gzip.finish().and_then(|mut out| out.flush()).map_err(io_error)?;
-    Ok((reader.rows_read(), rows_written))
+    Ok(rows_written)
 }
 
 fn io_error(e: io::Error) -> BatchError {

@@ -107,7 +107,7 @@ pub fn train_and_evaluate(
     let started = Instant::now();
     let features = FeaturePipeline::fit(&train.rows);
     let set = TrainingSet {
-        features: features.transform(&train.rows)?,
+        features: features.transform(&train.rows, &features.attributes)?,
         clicks: train.clicks.clone(),
         conversions: train.conversions.clone(),
     };
@@ -116,7 +116,7 @@ pub fn train_and_evaluate(
     on_stage(Stage::Training);
     let started = Instant::now();
     let fitted = version.fit(params, &set)?;
-    let model = TrainedModel { model_ver: version.name().to_owned(), features, params: params.clone(), model: fitted };
+    let model = TrainedModel::new(version.name(), features, params.clone(), fitted);
     timed(Stage::Training, started);
 
     on_stage(Stage::Evaluating);

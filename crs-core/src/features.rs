@@ -74,15 +74,24 @@ impl FeaturePipeline {
         self.devices.len() + self.attributes.len()
     }
 
-    pub fn transform(&self, rows: &KeywordRows) -> Result<Features, FeatureError> {
+    /// The model's matrix for `rows`. Every attribute in `required` must be in
+    /// `rows`; other pipeline attributes the rows lack are left at 0, which is
+    /// safe only for columns the model never reads (see
+    /// [`crate::models::TrainedModel::required_attributes`]).
+    pub fn transform(&self, rows: &KeywordRows, required: &[String]) -> Result<Features, FeatureError> {
         let positions: HashMap<&str, usize> =
             rows.attribute_names().iter().enumerate().map(|(i, name)| (name.as_str(), i)).collect();
-        let missing: Vec<String> =
-            self.attributes.iter().filter(|a| !positions.contains_key(a.as_str())).cloned().collect();
+        let missing: Vec<String> = required.iter().filter(|a| !positions.contains_key(a.as_str())).cloned().collect();
         if !missing.is_empty() {
             return Err(FeatureError::MissingAttributes(missing));
         }
-        let sources: Vec<usize> = self.attributes.iter().map(|a| positions[a.as_str()]).collect();
+        // (matrix column, column in rows) of every attribute the rows carry.
+        let sources: Vec<(usize, usize)> = self
+            .attributes
+            .iter()
+            .enumerate()
+            .filter_map(|(j, a)| positions.get(a.as_str()).map(|&source| (self.devices.len() + j, source)))
+            .collect();
 
         let mut matrix = Array2::<f32>::zeros((rows.len(), self.width()));
         for (i, mut out) in matrix.rows_mut().into_iter().enumerate() {
@@ -90,8 +99,8 @@ impl FeaturePipeline {
                 out[slot] = 1.0;
             }
             let values = rows.attributes(i);
-            for (j, &source) in sources.iter().enumerate() {
-                out[self.devices.len() + j] = f32::from(values[source]);
+            for &(column, source) in &sources {
+                out[column] = f32::from(values[source]);
             }
         }
         Ok(Features { matrix, devices: rows.device.clone() })
@@ -128,7 +137,7 @@ mod tests {
             FeaturePipeline { devices: vec![Device::Computer], attributes: vec!["att2".into(), "att1".into()] };
         let input =
             rows(&["att1", "att9", "att2"], &[(Device::Computer, &[1, 0, 0]), (Device::Smartphone, &[0, 1, 1])]);
-        let features = pipeline.transform(&input).unwrap();
+        let features = pipeline.transform(&input, &pipeline.attributes).unwrap();
         assert_eq!(features.matrix.row(0).to_vec(), vec![1.0, 0.0, 1.0]);
         assert_eq!(features.matrix.row(1).to_vec(), vec![0.0, 1.0, 0.0]);
     }
@@ -138,7 +147,7 @@ mod tests {
         let pipeline =
             FeaturePipeline { devices: vec![], attributes: vec!["att1".into(), "att5".into(), "att7".into()] };
         let input = rows(&["att1"], &[(Device::Computer, &[1])]);
-        let err = pipeline.transform(&input).unwrap_err();
+        let err = pipeline.transform(&input, &pipeline.attributes).unwrap_err();
         assert_eq!(err.to_string(), "missing attribute column(s) the model needs: att5, att7");
     }
 }

@@ -474,6 +474,6 @@ fn feature_pipeline_rejects_missing_attributes_by_name() {
 
     let mut input = KeywordRows::new(names(&["att2"]));
     input.push_checked(3, "Computer", &[1]).unwrap();
-    let err = pipeline.transform(&input).unwrap_err();
+    let err = pipeline.transform(&input, &pipeline.attributes).unwrap_err();
     assert_eq!(err.to_string(), "missing attribute column(s) the model needs: att1, att3");
 }

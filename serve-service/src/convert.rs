@@ -48,7 +48,7 @@ pub fn model_info(serving: &Serving) -> ModelInfo {
         trained_at: Some(timestamp(metadata.finished_at)),
         job_id: metadata.job_id.clone(),
         artifact_sha256: metadata.artifact.sha256.clone(),
-        attribute_names: serving.run.model.features.attributes.clone(),
+        attribute_names: serving.run.model.required_attributes().to_vec(),
         eval_wmae: metadata.metrics.eval.model.wmae,
         eval_baseline_wmae: metadata.metrics.eval.device.wmae,
     }

@@ -44,6 +44,9 @@ struct Args {
     /// Where generated files and the model are kept between runs.
     #[arg(long, default_value = "target/bench-data")]
     data_dir: PathBuf,
+    /// Decompressed input bytes parsed at a time (the batch's memory knob).
+    #[arg(long, default_value_t = BatchOptions::default().chunk_bytes)]
+    chunk_bytes: usize,
     /// Internal: run one batch on this input and print its figures as JSON.
     #[arg(long, hide = true)]
     worker: Option<String>,
@@ -53,7 +56,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.data_dir)?;
     if let Some(input) = &args.worker {
-        return worker(&args.data_dir, input);
+        return worker(&args.data_dir, input, args.chunk_bytes);
     }
     let train = args.data_dir.join("train.csv.gz");
     if !train.exists() {
@@ -71,7 +74,8 @@ fn main() -> anyhow::Result<()> {
             let keywords = (rows as f64 / ROWS_PER_KEYWORD).ceil() as usize;
             write_gzip(&input, |out| write_prediction_input(&spec(1_000_000, keywords), out))?;
         }
-        let rust: Vec<Value> = (0..args.repeats).map(|_| run_rust(&args.data_dir, &name)).collect::<Result<_, _>>()?;
+        let rust: Vec<Value> =
+            (0..args.repeats).map(|_| run_rust(&args.data_dir, &name, args.chunk_bytes)).collect::<Result<_, _>>()?;
         let python: Vec<Value> =
             (0..args.python_repeats).map(|_| run_python(&train, &input, &args.data_dir)).collect::<Result<_, _>>()?;
         table.push((rows, rust, python));
@@ -117,7 +121,7 @@ fn fit_model(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn worker(dir: &Path, input: &str) -> anyhow::Result<()> {
+fn worker(dir: &Path, input: &str, chunk_bytes: usize) -> anyhow::Result<()> {
     let artifact = std::fs::read(dir.join("model.json"))?;
     let sha = std::fs::read_to_string(dir.join("model.json.sha256"))?;
     let model = Arc::new(TrainedModel::from_artifact(&artifact, &sha, "v1")?);
@@ -128,7 +132,7 @@ fn worker(dir: &Path, input: &str) -> anyhow::Result<()> {
         model,
         &BucketKey::parse(input)?,
         &BucketKey::parse("out/rust_output.csv.gz")?,
-        BatchOptions::default(),
+        BatchOptions { chunk_bytes, ..BatchOptions::default() },
     ))?;
     let peak_mb = peak_rss_kb()? as f64 / 1024.0;
     let figures = json!({"seconds": report.seconds, "rows": report.rows_read, "written": report.rows_written, "peak_mb": peak_mb});
@@ -152,9 +156,9 @@ fn json_line(mut command: Command) -> anyhow::Result<Value> {
     Ok(serde_json::from_str(line)?)
 }
 
-fn run_rust(dir: &Path, input: &str) -> anyhow::Result<Value> {
+fn run_rust(dir: &Path, input: &str, chunk_bytes: usize) -> anyhow::Result<Value> {
     let mut command = Command::new(std::env::current_exe()?);
-    command.args(["--data-dir", &dir.to_string_lossy(), "--worker", input]);
+    command.args(["--data-dir", &dir.to_string_lossy(), "--worker", input, "--chunk-bytes", &chunk_bytes.to_string()]);
     json_line(command)
 }
 

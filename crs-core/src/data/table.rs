@@ -304,15 +304,22 @@ impl TableReader {
 
 fn first_bad_integer(values: &polars::prelude::Column, check: Check) -> Option<(usize, Problem)> {
     let values = values.i64().ok()?;
-    values.iter().enumerate().find_map(|(i, v)| {
-        let problem = match (v, check) {
-            (None, _) => Problem::MissingValue,
-            (Some(v), Check::Binary) if v != 0 && v != 1 => Problem::NotBinary(v),
-            (Some(v), Check::NonNegative) if v < 0 => Problem::Negative(v),
-            _ => return None,
-        };
-        Some((i, problem))
-    })
+    let missing = (values.null_count() > 0)
+        .then(|| values.iter().position(|v| v.is_none()).map(|i| (i, Problem::MissingValue)))
+        .flatten();
+    // The common case, no nulls, runs as a tight loop over the values.
+    // Null slots hold arbitrary values: a hit there is not a bad value (the null is reported).
+    let bad = match check {
+        Check::Binary => values.into_no_null_iter().position(|v| v as u64 > 1),
+        Check::NonNegative => values.into_no_null_iter().position(|v| v < 0),
+        _ => None,
+    }
+    .and_then(|i| values.get(i).map(|v| (i, v)))
+    .map(|(i, v)| (i, if check == Check::Binary { Problem::NotBinary(v) } else { Problem::Negative(v) }));
+    match (missing, bad) {
+        (Some(m), Some(b)) => Some(if m.0 < b.0 { m } else { b }),
+        (m, b) => m.or(b),
+    }
 }
 
 fn first_bad_device(values: &polars::prelude::Column, devices: &mut Vec<Device>) -> Option<(usize, Problem)> {
@@ -409,12 +416,15 @@ pub fn keyword_rows(chunk: &Chunk, attribute_names: &Arc<[String]>) -> PolarsRes
     let entity_id = frame.column(ENTITY_ID)?.i64()?;
     let width = attribute_names.len();
     let height = frame.height();
-    let mut values = vec![0u8; height * width];
-    for (j, name) in attribute_names.iter().enumerate() {
-        let column = frame.column(name)?.i64()?;
-        for (i, v) in column.into_no_null_iter().enumerate() {
-            values[i * width + j] = v as u8;
-        }
+    let columns = attribute_names
+        .iter()
+        .map(|name| frame.column(name)?.i64().map(|c| c.rechunk()))
+        .collect::<PolarsResult<Vec<_>>>()?;
+    let slices = columns.iter().map(|c| c.cont_slice()).collect::<PolarsResult<Vec<&[i64]>>>()?;
+    // Written row by row, reading every column in step: sequential on both sides.
+    let mut values = Vec::with_capacity(height * width);
+    for i in 0..height {
+        values.extend(slices.iter().map(|column| column[i] as u8));
     }
     Ok(KeywordRows::from_valid_parts(
         entity_id.into_no_null_iter().collect(),

@@ -29,6 +29,7 @@ pub struct TrainedModel {
     pub features: FeaturePipeline,
     pub params: serde_json::Value,
     pub model: Box<dyn FittedModel>,
+    required_attributes: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +47,29 @@ pub enum ArtifactError {
 }
 
 impl TrainedModel {
+    pub fn new(
+        model_ver: &str,
+        features: FeaturePipeline,
+        params: serde_json::Value,
+        model: Box<dyn FittedModel>,
+    ) -> Self {
+        let devices = features.devices.len();
+        let required_attributes = model
+            .used_features()
+            .into_iter()
+            .filter_map(|column| column.checked_sub(devices).and_then(|j| features.attributes.get(j).cloned()))
+            .collect();
+        TrainedModel { model_ver: model_ver.to_owned(), features, params, model, required_attributes }
+    }
+
+    /// The attribute columns predictions read, in pipeline order: what every
+    /// prediction input must have. Often far fewer than the pipeline's.
+    pub fn required_attributes(&self) -> &[String] {
+        &self.required_attributes
+    }
+
     pub fn predict(&self, rows: &KeywordRows) -> Result<Vec<f64>, FeatureError> {
-        let features = self.features.transform(rows)?;
+        let features = self.features.transform(rows, &self.required_attributes)?;
         Ok(self.model.predict(&features))
     }
 
@@ -80,7 +102,7 @@ impl TrainedModel {
             return Err(ArtifactError::WrongVersion { found: artifact.model_ver, expected: model_ver.to_owned() });
         }
         let model = lookup(&artifact.model_ver)?.load(artifact.model).map_err(malformed)?;
-        Ok(TrainedModel { model_ver: artifact.model_ver, features: artifact.features, params: artifact.params, model })
+        Ok(TrainedModel::new(&artifact.model_ver, artifact.features, artifact.params, model))
     }
 }
 

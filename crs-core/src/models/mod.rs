@@ -54,6 +54,10 @@ pub trait ModelVersion: 'static {
 pub trait Predictor {
     /// One rate in [0, 1] per row of `features`.
     fn predict(&self, features: &Features) -> Vec<f64>;
+
+    /// The matrix columns `predict` reads. Prediction inputs need only the
+    /// attributes among them, and readers skip the rest.
+    fn used_features(&self) -> Vec<usize>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +99,7 @@ pub fn lookup(name: &str) -> Result<&'static dyn RegisteredVersion, UnknownVersi
 /// A fitted model of any version.
 pub trait FittedModel: Send + Sync + Debug {
     fn predict(&self, features: &Features) -> Vec<f64>;
+    fn used_features(&self) -> Vec<usize>;
     fn to_json(&self) -> serde_json::Value;
 }
 
@@ -123,6 +128,10 @@ impl<V: ModelVersion> Debug for Fitted<V> {
 impl<V: ModelVersion> FittedModel for Fitted<V> {
     fn predict(&self, features: &Features) -> Vec<f64> {
         self.0.predict(features)
+    }
+
+    fn used_features(&self) -> Vec<usize> {
+        self.0.used_features()
     }
 
     fn to_json(&self) -> serde_json::Value {

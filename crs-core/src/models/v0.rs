@@ -48,6 +48,11 @@ impl Predictor for DeviceRates {
     fn predict(&self, features: &Features) -> Vec<f64> {
         features.devices.iter().map(|&d| self.rate(d)).collect()
     }
+
+    /// Only the device, which is not a matrix column.
+    fn used_features(&self) -> Vec<usize> {
+        Vec::new()
+    }
 }
 
 impl ModelVersion for V0 {

@@ -60,6 +60,15 @@ impl Predictor for Forest {
             .map(|row| self.trees.iter().map(|t| t.predict_row(row)).sum::<f64>() * scale)
             .collect()
     }
+
+    fn used_features(&self) -> Vec<usize> {
+        let used: std::collections::BTreeSet<usize> = self
+            .trees
+            .iter()
+            .flat_map(|t| t.nodes.iter().filter_map(|n| n.split.as_ref().map(|s| s.feature)))
+            .collect();
+        used.into_iter().collect()
+    }
 }
 
 impl ModelVersion for V1 {

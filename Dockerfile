@@ -1,0 +1,25 @@
+# Both services and crctl in one image. Build: docker build -t crs .
+# The build stage compiles in release mode; the runtime stage is a slim Debian
+# with the three binaries, the default hyperparameter configs and a non-root user.
+
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p train-service -p serve-service -p crctl
+
+FROM debian:bookworm-slim
+# CA certificates for S3 and Slack over TLS.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --create-home --home-dir /app crs
+COPY --from=build /src/target/release/train-service /src/target/release/serve-service /src/target/release/crctl /usr/local/bin/
+COPY --chown=crs:crs bucket/config /app/bucket/config
+WORKDIR /app
+USER crs
+ENV BUCKET_URL=/app/bucket \
+    TRAIN_ADDR=0.0.0.0:50051 \
+    SERVE_ADDR=0.0.0.0:50052 \
+    RUST_LOG=info
+EXPOSE 50051 50052
+CMD ["train-service"]
