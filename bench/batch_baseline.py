@@ -30,6 +30,10 @@ def main():
     parser.add_argument("--train", required=True)
     parser.add_argument("--input", required=True)
     parser.add_argument("--output", required=True)
+    parser.add_argument(
+        "--chunksize", type=int, default=0,
+        help="rows per read_csv chunk; 0 reads the whole file at once (needs ~6 GB per million rows)",
+    )
     args = parser.parse_args()
 
     train = pd.read_csv(args.train)
@@ -46,14 +50,19 @@ def main():
     )
 
     started = time.perf_counter()
-    frame = pd.read_csv(args.input)
-    rates = model.predict(features(frame, attributes))
-    out = frame[["entity_id", "device"]].assign(cr=rates).drop_duplicates(["entity_id", "device"])
+    chunks = [pd.read_csv(args.input)] if args.chunksize == 0 else pd.read_csv(args.input, chunksize=args.chunksize)
+    rows, parts = 0, []
+    for frame in chunks:
+        rates = model.predict(features(frame, attributes))
+        parts.append(frame[["entity_id", "device"]].assign(cr=rates))
+        rows += len(frame)
+    out = pd.concat(parts).drop_duplicates(["entity_id", "device"])
     out.to_csv(args.output, index=False, compression="gzip")
     seconds = time.perf_counter() - started
 
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "rows": len(frame), "written": len(out), "peak_mb": peak_mb}))
+    print(json.dumps({"seconds": seconds, "rows": rows, "written": len(out), "peak_mb": peak_mb,
+                      "chunksize": args.chunksize}))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use crs_core::data::{Attributes, TableKind, TableReader, keyword_rows};
+use crs_core::data::{Attributes, KeywordRows, TableKind, TableReader, keyword_rows};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::serve::{GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictRequest, Row};
 use crs_proto::train::train_service_client::TrainServiceClient;
@@ -191,9 +191,7 @@ fn evaluation_json(e: &Option<Evaluation>) -> Value {
 }
 
 fn time_json(t: &Option<prost_types::Timestamp>) -> Value {
-    t.as_ref()
-        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
-        .map_or(Value::Null, |t| json!(t.to_rfc3339()))
+    t.as_ref().and_then(crs_proto::datetime).map_or(Value::Null, |t| json!(t.to_rfc3339()))
 }
 
 fn job_json(job: &TrainingJob) -> Value {
@@ -349,17 +347,7 @@ pub async fn predict(args: PredictArgs, addrs: &Addresses) -> anyhow::Result<()>
     let mut out = Vec::new();
     let mut answered_by = None;
     while let Some(chunk) = reader.next_chunk()? {
-        let rows = keyword_rows(&chunk, &names)?;
-        let request = PredictRequest {
-            attribute_names: names.to_vec(),
-            rows: (0..rows.len())
-                .map(|i| Row {
-                    entity_id: rows.entity_id[i],
-                    device: rows.device[i].as_str().to_owned(),
-                    attribute_values: rows.attributes(i).iter().map(|&v| u32::from(v)).collect(),
-                })
-                .collect(),
-        };
+        let request = predict_request(&keyword_rows(&chunk, &names)?);
         let response = client.predict(request.clone()).await.map_err(status)?.into_inner();
         answered_by = Some((response.model_ver, response.run_id));
         out.extend(request.rows.into_iter().zip(response.cr).map(|(row, cr)| (row.entity_id, row.device, cr)));
@@ -376,6 +364,20 @@ pub async fn predict(args: PredictArgs, addrs: &Addresses) -> anyhow::Result<()>
     }
     eprintln!("{} rows predicted by model {model_ver} run {run_id}", out.len());
     Ok(())
+}
+
+/// Keyword rows as a `Predict` request.
+pub fn predict_request(rows: &KeywordRows) -> PredictRequest {
+    PredictRequest {
+        attribute_names: rows.attribute_names().to_vec(),
+        rows: (0..rows.len())
+            .map(|i| Row {
+                entity_id: rows.entity_id[i],
+                device: rows.device[i].as_str().to_owned(),
+                attribute_values: rows.attributes(i).iter().map(|&v| u32::from(v)).collect(),
+            })
+            .collect(),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -22,6 +22,7 @@ mod offline;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+pub use client::predict_request;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -6,7 +6,6 @@
 //! by the file size. The output is a multipart upload completed only after the
 //! last row: a failed or interrupted batch never leaves a partial object.
 
-use std::collections::HashSet;
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::Instant;
@@ -151,7 +150,7 @@ fn predict_stream(mut reader: TableReader, model: &TrainedModel, out: impl Write
     let attribute_names = reader.attribute_names().clone();
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, DataError>>(1);
-        let parser = scope.spawn(move || {
+        let parser = std::thread::Builder::new().name("crs-parse".into()).spawn_scoped(scope, move || {
             while let Some(next) = reader.next_chunk().transpose() {
                 let failed = next.is_err();
                 // A closed channel means the writing stage failed and has its error.
@@ -161,6 +160,9 @@ fn predict_stream(mut reader: TableReader, model: &TrainedModel, out: impl Write
             }
             reader.rows_read()
         });
+        let Ok(parser) = parser else {
+            return Err(BatchError::Output("cannot start the parsing thread".into()));
+        };
         let written = write_predictions(rx, &attribute_names, model, out);
         let rows_read = parser.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         Ok((rows_read, written?))
@@ -176,7 +178,7 @@ fn write_predictions(
     out: impl Write,
 ) -> Result<u64, BatchError> {
     let output_error = |e: PolarsError| BatchError::Output(e.to_string());
-    let mut seen: [HashSet<i64>; 3] = Default::default();
+    let mut seen: [PlHashSet<i64>; 3] = Default::default();
     let mut gzip = GzEncoder::new(out, Compression::fast());
     gzip.write_all(OUTPUT_HEADER.as_bytes()).and_then(|()| gzip.write_all(b"\n")).map_err(io_error)?;
     let schema = Schema::from_iter([

@@ -3,9 +3,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use crs_core::data::{KeywordRows, RowProblem};
 use crs_proto::serve::{ModelInfo, PredictRequest};
+use crs_proto::timestamp;
 
 use crate::model::Serving;
 use crate::status::ServeError;
@@ -32,10 +32,6 @@ pub fn keyword_rows(request: &PredictRequest, max_rows: usize) -> Result<Keyword
         })?;
     }
     Ok(rows)
-}
-
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: at.timestamp(), nanos: at.timestamp_subsec_nanos() as i32 }
 }
 
 pub fn model_info(serving: &Serving) -> ModelInfo {

@@ -38,14 +38,7 @@ pub async fn run(
     // Not serving until a model has loaded.
     health.set_not_serving::<ServeServiceServer<Service>>().await;
     health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-    // Advertise only what this server serves: the descriptor set also holds the train service.
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crs_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name(SERVE_SERVICE)
-        .with_service_name(tonic_health::pb::health_server::SERVICE_NAME)
-        .with_service_name(tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME)
-        .build_v1()?;
+    let reflection = crs_proto::reflection_service(SERVE_SERVICE)?;
 
     let slot = Arc::new(ModelSlot::new(
         ModelStore::new(bucket),

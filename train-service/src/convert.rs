@@ -1,10 +1,9 @@
 //! Domain types to their wire form.
 
-use chrono::{DateTime, Utc};
 use crs_core::evaluation::Evaluation;
 use crs_core::metrics::Metrics;
 use crs_core::storage::RunMetadata;
-use crs_proto::train as proto;
+use crs_proto::{timestamp, train as proto};
 
 use crate::jobs::{Job, JobStage, JobState};
 
@@ -69,9 +68,4 @@ pub fn model_run(run: &RunMetadata) -> proto::ModelRun {
         artifact_sha256: run.artifact.sha256.clone(),
         labels: run.labels.clone().into_iter().collect(),
     }
-}
-
-// A leap second shows as nanos above 1e9 in chrono; the wire format does not allow that.
-fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos().min(999_999_999) as i32 }
 }

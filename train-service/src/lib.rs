@@ -51,15 +51,7 @@ pub async fn run(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status(TRAIN_SERVICE, ServingStatus::Serving).await;
-    // Advertise only what this server serves: the descriptor set also holds the serve service.
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crs_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name(TRAIN_SERVICE)
-        .with_service_name(tonic_health::pb::health_server::SERVICE_NAME)
-        .with_service_name(tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME)
-        .build_v1()
-        .context("building the reflection service")?;
+    let reflection = crs_proto::reflection_service(TRAIN_SERVICE).context("building the reflection service")?;
 
     tracing::info!(
         addr = %listener.local_addr()?,

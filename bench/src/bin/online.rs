@@ -22,8 +22,8 @@ use clap::Parser;
 use crs_core::data::{Attributes, TableKind, TableReader, keyword_rows};
 use crs_core::sample_data::{PREDICTION_INPUT_KEY, SampleSizes, write_sample_data};
 use crs_core::storage::{Bucket, BucketKey};
+use crs_proto::serve::PredictRequest;
 use crs_proto::serve::serve_service_client::ServeServiceClient;
-use crs_proto::serve::{PredictRequest, Row};
 use crs_proto::train::train_service_client::TrainServiceClient;
 use crs_proto::train::{GetTrainingJobRequest, JobState, StartTrainingRequest};
 use tokio::net::TcpListener;
@@ -168,17 +168,7 @@ async fn request_rows(bucket: &Bucket) -> anyhow::Result<PredictRequest> {
     )?;
     let names = reader.attribute_names().clone();
     let chunk = reader.next_chunk()?.context("no rows")?;
-    let rows = keyword_rows(&chunk, &names)?;
-    Ok(PredictRequest {
-        attribute_names: names.to_vec(),
-        rows: (0..rows.len())
-            .map(|i| Row {
-                entity_id: rows.entity_id[i],
-                device: rows.device[i].as_str().to_owned(),
-                attribute_values: rows.attributes(i).iter().map(|&v| u32::from(v)).collect(),
-            })
-            .collect(),
-    })
+    Ok(crctl::predict_request(&keyword_rows(&chunk, &names)?))
 }
 
 /// Calls one at a time for `duration`; returns each call's latency in microseconds, sorted.

@@ -93,7 +93,7 @@ impl TableReader {
         let mut raw = BufReader::with_capacity(256 << 10, input);
         let is_gzip = raw.fill_buf().map_err(unreadable)?.starts_with(&GZIP_MAGIC);
         let mut input: Box<dyn BufRead + Send> = if is_gzip {
-            Box::new(BufReader::with_capacity(256 << 10, MultiGzDecoder::new(raw)))
+            Box::new(BufReader::with_capacity(256 << 10, ReadAhead::new(MultiGzDecoder::new(raw)).map_err(unreadable)?))
         } else {
             Box::new(raw)
         };
@@ -408,6 +408,58 @@ fn plan_columns(
         })
         .collect();
     Ok((header, attribute_names))
+}
+
+/// Reads `inner` on a thread of its own, a few blocks ahead of the caller, so
+/// that decompressing overlaps parsing. The thread ends when the reader is dropped.
+struct ReadAhead {
+    blocks: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    block: Vec<u8>,
+    position: usize,
+}
+
+impl ReadAhead {
+    const BLOCK_BYTES: usize = 1 << 20;
+    const BLOCKS_AHEAD: usize = 4;
+
+    fn new(mut inner: impl Read + Send + 'static) -> std::io::Result<Self> {
+        let (tx, blocks) = std::sync::mpsc::sync_channel(Self::BLOCKS_AHEAD);
+        let reading = move || {
+            loop {
+                let mut block = Vec::with_capacity(Self::BLOCK_BYTES);
+                match (&mut inner).take(Self::BLOCK_BYTES as u64).read_to_end(&mut block) {
+                    // The end of the input: the channel closes.
+                    Ok(0) => return,
+                    Ok(_) => {
+                        if tx.send(Ok(block)).is_err() {
+                            return; // the reader was dropped
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        };
+        std::thread::Builder::new().name("crs-read-ahead".into()).spawn(reading)?;
+        Ok(ReadAhead { blocks, block: Vec::new(), position: 0 })
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.position == self.block.len() {
+            match self.blocks.recv() {
+                Ok(block) => (self.block, self.position) = (block?, 0),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.block.len() - self.position);
+        buf[..n].copy_from_slice(&self.block[self.position..self.position + n]);
+        self.position += n;
+        Ok(n)
+    }
 }
 
 /// Builds model input rows from a validated chunk.

@@ -1,0 +1,51 @@
+//! docker-compose.yml only sets variables something in the containers reads:
+//! the services' own settings, tracing's RUST_LOG, or object_store's AWS_* keys.
+//! (CI also runs `docker-compose config -q` on the file.)
+
+use std::collections::BTreeSet;
+
+use clap::CommandFactory;
+
+fn service_settings() -> BTreeSet<String> {
+    [train_service::Config::command(), serve_service::Config::command()]
+        .iter()
+        .flat_map(|command| {
+            command.get_arguments().filter_map(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
+fn read_by_a_library(name: &str) -> bool {
+    name == "RUST_LOG"
+        || name
+            .strip_prefix("AWS_")
+            .is_some_and(|_| name.to_ascii_lowercase().parse::<object_store::aws::AmazonS3ConfigKey>().is_ok())
+}
+
+#[test]
+fn compose_sets_only_variables_the_services_read() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docker-compose.yml");
+    let text = std::fs::read_to_string(path).expect("docker-compose.yml");
+    let mut compose: serde_norway::Value = serde_norway::from_str(&text).expect("valid YAML");
+    compose.apply_merge().expect("merge keys resolve");
+    let settings = service_settings();
+    let services = compose["services"].as_mapping().expect("services");
+    assert_eq!(services.len(), 2, "services train and serve");
+    for (name, service) in services {
+        let name = name.as_str().expect("service name");
+        let environment = service["environment"].as_mapping().expect("environment is a mapping");
+        let mut checked = 0;
+        for key in environment.keys() {
+            let key = key.as_str().expect("variable name");
+            assert!(
+                settings.contains(key) || read_by_a_library(key),
+                "service {name} sets {key}, which neither service reads (their settings: {settings:?})"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 5, "service {name} sets only {checked} variables");
+    }
+    for required in ["TRAIN_ADDR", "SERVE_ADDR", "BUCKET_URL", "MODEL_VER", "MODEL_RUN", "WEBHOOK_URL"] {
+        assert!(settings.contains(required), "{required} is not a service setting");
+    }
+}
