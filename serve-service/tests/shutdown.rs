@@ -1,0 +1,43 @@
+//! SIGTERM or Ctrl+C: no new work, but requests in flight finish.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::{Stack, gunzip, wait_until_serving};
+use crs_core::data::synth::{ATTRIBUTES, SynthSpec, write_prediction_input};
+use crs_proto::serve::PredictBatchRequest;
+
+const BIG_INPUT: &str = "data/predict/input/big.csv.gz";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_a_batch_in_flight_finish() {
+    let mut stack = Stack::new().await;
+    stack.train("v1").await;
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let spec = SynthSpec { first_entity: 1_000_000, keywords: 20_000, attributes: ATTRIBUTES, seed: 9 };
+    let rows = write_prediction_input(&spec, &mut gzip).expect("generate");
+    gzip.flush().expect("flush");
+    stack.put(BIG_INPUT, gzip.finish().expect("gzip")).await;
+
+    let serve = stack.serve(stack.serve_config()).await;
+    wait_until_serving(&serve).await;
+    let mut client = serve.client.clone();
+    let batch = tokio::spawn(async move {
+        client
+            .predict_batch(PredictBatchRequest {
+                input_key: BIG_INPUT.into(),
+                output_key: Some("out/big.csv.gz".into()),
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(!batch.is_finished(), "the batch ended before shutdown began; make the input larger");
+
+    serve.stop().await.expect("the service stops cleanly");
+    let response = batch.await.expect("task").expect("the batch in flight completes").into_inner();
+    assert_eq!(response.rows_read, rows);
+    let output = gunzip(&stack.get("out/big.csv.gz").await.expect("the output is whole"));
+    assert_eq!(output.lines().count() as u64, response.rows_written + 1);
+}
