@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-#[derive(Clone, Debug, Parser)]
+#[derive(Clone, Parser)]
 #[command(
     name = "serve-service",
     version,
@@ -40,6 +40,23 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
 }
 
+// Written by hand so that logging the config cannot leak the webhook URL.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("bucket_url", &self.bucket_url)
+            .field("model_ver", &self.model_ver)
+            .field("model_run", &self.model_run)
+            .field("webhook_url", &self.webhook_url.as_ref().map(|_| "<secret>"))
+            .field("poll_interval_secs", &self.poll_interval_secs)
+            .field("max_predict_rows", &self.max_predict_rows)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .finish()
+    }
+}
+
 impl Config {
     /// Defaults for everything, with this bucket (for tests and embedding).
     pub fn with_bucket(bucket_url: &str) -> Self {
@@ -48,5 +65,21 @@ impl Config {
 
     pub fn poll_interval(&self) -> Duration {
         Duration::from_secs_f64(self.poll_interval_secs.max(0.01))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documentation_and_debug_hides_the_webhook() {
+        let config =
+            Config::try_parse_from(["serve-service", "--webhook-url", "https://hooks.example/T000/B000/XXXX"]).unwrap();
+        assert_eq!(config.addr, "127.0.0.1:50052");
+        assert_eq!((config.model_ver.as_str(), config.model_run.as_str()), ("v1", "latest"));
+        assert_eq!(config.poll_interval(), Duration::from_secs(5));
+        assert_eq!((config.max_predict_rows, config.max_message_bytes), (10_000, 16 << 20));
+        assert!(!format!("{config:?}").contains("hooks.example"), "{config:?}");
     }
 }
