@@ -347,7 +347,7 @@ pub async fn predict(args: PredictArgs, addrs: &Addresses) -> anyhow::Result<()>
     let mut out = Vec::new();
     let mut answered_by = None;
     while let Some(chunk) = reader.next_chunk()? {
-        let request = predict_request(&keyword_rows(&chunk, &names)?);
+        let request = predict_request(&keyword_rows(chunk, &names)?);
         let response = client.predict(request.clone()).await.map_err(status)?.into_inner();
         answered_by = Some((response.model_ver, response.run_id));
         out.extend(request.rows.into_iter().zip(response.cr).map(|(row, cr)| (row.entity_id, row.device, cr)));

@@ -189,7 +189,7 @@ fn write_predictions(
     let mut csv = CsvWriter::new(&mut gzip).include_header(false).batched(&schema).map_err(output_error)?;
     let mut rows_written = 0u64;
     for chunk in chunks {
-        let rows = keyword_rows(&chunk?, attribute_names).map_err(output_error)?;
+        let rows = keyword_rows(chunk?, attribute_names).map_err(output_error)?;
         let rates = model.predict(&rows)?;
         let mut entity = Vec::with_capacity(rows.len());
         let mut device = Vec::with_capacity(rows.len());

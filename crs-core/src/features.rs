@@ -29,10 +29,6 @@ pub struct Features {
 }
 
 impl Features {
-    pub fn len(&self) -> usize {
-        self.devices.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.devices.is_empty()
     }

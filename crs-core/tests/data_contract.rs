@@ -422,7 +422,7 @@ fn prediction_input_reads_only_the_attributes_asked_for() {
     // att2 is neither parsed nor checked.
     assert_eq!(reader.ignored_columns(), ["att2"]);
     let chunk = reader.next_chunk().unwrap().unwrap();
-    let rows = keyword_rows(&chunk, reader.attribute_names()).unwrap();
+    let rows = keyword_rows(chunk, reader.attribute_names()).unwrap();
     assert_eq!(rows.attribute_names(), ["att3", "att1"]);
     assert_eq!(rows.entity_id, vec![5, 6]);
     assert_eq!(rows.attributes(0), [1, 0]);

@@ -168,7 +168,7 @@ async fn request_rows(bucket: &Bucket) -> anyhow::Result<PredictRequest> {
     )?;
     let names = reader.attribute_names().clone();
     let chunk = reader.next_chunk()?.context("no rows")?;
-    Ok(crctl::predict_request(&keyword_rows(&chunk, &names)?))
+    Ok(crctl::predict_request(&keyword_rows(chunk, &names)?))
 }
 
 /// Calls one at a time for `duration`; returns each call's latency in microseconds, sorted.

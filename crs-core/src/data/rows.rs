@@ -126,10 +126,6 @@ impl Observations {
         self.clicks.iter().sum()
     }
 
-    pub fn total_conversions(&self) -> f64 {
-        self.conversions.iter().sum()
-    }
-
     pub fn select(&self, indices: &[usize]) -> Observations {
         Observations {
             rows: self.rows.select(indices),

@@ -136,10 +136,6 @@ impl TableReader {
         self
     }
 
-    pub fn file(&self) -> &str {
-        &self.file
-    }
-
     /// The attribute columns each chunk carries, in order.
     pub fn attribute_names(&self) -> &Arc<[String]> {
         &self.attribute_names
@@ -463,7 +459,7 @@ impl Read for ReadAhead {
 }
 
 /// Builds model input rows from a validated chunk.
-pub fn keyword_rows(chunk: &Chunk, attribute_names: &Arc<[String]>) -> PolarsResult<KeywordRows> {
+pub fn keyword_rows(chunk: Chunk, attribute_names: &Arc<[String]>) -> PolarsResult<KeywordRows> {
     let frame = &chunk.frame;
     let entity_id = frame.column(ENTITY_ID)?.i64()?;
     let width = attribute_names.len();
@@ -480,7 +476,7 @@ pub fn keyword_rows(chunk: &Chunk, attribute_names: &Arc<[String]>) -> PolarsRes
     }
     Ok(KeywordRows::from_valid_parts(
         entity_id.into_no_null_iter().collect(),
-        chunk.devices.clone(),
+        chunk.devices,
         attribute_names.clone(),
         values,
     ))

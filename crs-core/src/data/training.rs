@@ -64,17 +64,16 @@ impl TrainingTable {
 
         let clicks = frame.column(CLICKS).and_then(|c| c.i64().cloned()).map_err(polars_error)?;
         let conversions = frame.column(CONVERSIONS).and_then(|c| c.i64().cloned()).map_err(polars_error)?;
-        let conversions_clipped = conversions
+        let mut conversions_clipped = 0u64;
+        let clipped: Int64Chunked = conversions
             .into_no_null_iter()
             .zip(clicks.into_no_null_iter())
-            .filter(|(conv, click)| conv > click)
-            .count() as u64;
+            .map(|(conv, click)| {
+                conversions_clipped += u64::from(conv > click);
+                conv.min(click)
+            })
+            .collect_ca(CONVERSIONS.into());
         if conversions_clipped > 0 {
-            let clipped: Int64Chunked = conversions
-                .into_no_null_iter()
-                .zip(clicks.into_no_null_iter())
-                .map(|(conv, click)| conv.min(click))
-                .collect_ca(CONVERSIONS.into());
             frame.with_column(clipped.into_column()).map_err(polars_error)?;
         }
 

@@ -64,10 +64,6 @@ impl BucketKey {
     pub fn as_str(&self) -> &str {
         self.0.as_ref()
     }
-
-    pub fn file_name(&self) -> &str {
-        self.0.filename().unwrap_or_default()
-    }
 }
 
 impl fmt::Display for BucketKey {
