@@ -9,11 +9,13 @@ use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::serve::{GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictRequest, Row};
 use crs_proto::train::train_service_client::TrainServiceClient;
 use crs_proto::train::{
-    Evaluation, JobState, ListModelsRequest, ListTrainingJobsRequest, Metrics, Stage, StartTrainingRequest,
-    TrainingJob, WatchTrainingJobRequest,
+    Evaluation, JobState, ListModelsRequest, ListTrainingJobsRequest, Stage, StartTrainingRequest,
+    WatchTrainingJobRequest,
 };
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{Value, json};
+use serde_json::Value;
+
+use crate::render;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -106,7 +108,7 @@ pub async fn train(args: TrainArgs, addrs: &Addresses) -> anyhow::Result<()> {
         .into_inner();
     if !args.wait {
         return if addrs.json {
-            print_json(&job_json(&job))
+            print_json(&render::job(&job))
         } else {
             out!("job {} queued: model {} on {}", job.job_id, job.model_ver, job.train_key);
             Ok(())
@@ -133,7 +135,7 @@ pub async fn train(args: TrainArgs, addrs: &Addresses) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     if addrs.json {
-        print_json(&job_json(&last))?;
+        print_json(&render::job(&last))?;
     }
     match last.state() {
         JobState::Succeeded => {
@@ -176,40 +178,11 @@ fn print_evaluation(name: &str, e: &Evaluation) {
     }
 }
 
-fn metrics_json(m: &Option<Metrics>) -> Value {
-    m.as_ref().map_or(Value::Null, |m| json!({"wmae": m.wmae, "wmse": m.wmse, "logloss": m.logloss, "mae": m.mae}))
-}
-
-fn evaluation_json(e: &Option<Evaluation>) -> Value {
-    e.as_ref().map_or(Value::Null, |e| {
-        json!({
-            "rows": e.rows, "clicks": e.clicks,
-            "model": metrics_json(&e.model), "zero": metrics_json(&e.zero),
-            "global": metrics_json(&e.global), "device": metrics_json(&e.device),
-        })
-    })
-}
-
-fn time_json(t: &Option<prost_types::Timestamp>) -> Value {
-    t.as_ref().and_then(crs_proto::datetime).map_or(Value::Null, |t| json!(t.to_rfc3339()))
-}
-
-fn job_json(job: &TrainingJob) -> Value {
-    json!({
-        "job_id": job.job_id, "model_ver": job.model_ver, "state": job.state().as_str_name(),
-        "stage": job.stage().as_str_name(), "progress": job.progress, "train_key": job.train_key,
-        "eval_key": job.eval_key, "config_key": job.config_key, "labels": job.labels,
-        "created_at": time_json(&job.created_at), "started_at": time_json(&job.started_at),
-        "finished_at": time_json(&job.finished_at), "run_id": job.run_id, "error": job.error,
-        "evaluation": evaluation_json(&job.evaluation),
-    })
-}
-
 pub async fn jobs(addrs: &Addresses) -> anyhow::Result<()> {
     let jobs =
         addrs.train().await?.list_training_jobs(ListTrainingJobsRequest {}).await.map_err(status)?.into_inner().jobs;
     if addrs.json {
-        return print_json(&json!({"jobs": jobs.iter().map(job_json).collect::<Vec<_>>()}));
+        return print_json(&render::jobs(&jobs));
     }
     out!("{:<22}{:<6}{:<11}{:<14}{:<28}ERROR", "JOB", "MODEL", "STATE", "STAGE", "RUN");
     for job in &jobs {
@@ -234,34 +207,17 @@ pub struct ModelsArgs {
 }
 
 pub async fn models(args: ModelsArgs, addrs: &Addresses) -> anyhow::Result<()> {
-    let versions = addrs
+    let response = addrs
         .train()
         .await?
         .list_models(ListModelsRequest { model_ver: args.model_ver })
         .await
         .map_err(status)?
-        .into_inner()
-        .versions;
+        .into_inner();
     if addrs.json {
-        let versions: Vec<Value> = versions
-            .iter()
-            .map(|v| {
-                let runs: Vec<Value> = v
-                    .runs
-                    .iter()
-                    .map(|r| {
-                        json!({
-                            "run_id": r.run_id, "job_id": r.job_id, "created_at": time_json(&r.created_at),
-                            "latest": r.run_id == v.latest_run_id, "artifact_sha256": r.artifact_sha256,
-                            "labels": r.labels, "train": evaluation_json(&r.train), "eval": evaluation_json(&r.eval),
-                        })
-                    })
-                    .collect();
-                json!({"model_ver": v.model_ver, "latest_run_id": v.latest_run_id, "runs": runs})
-            })
-            .collect();
-        return print_json(&json!({"versions": versions}));
+        return print_json(&render::models(&response));
     }
+    let versions = response.versions;
     for v in &versions {
         out!("model {} (LATEST: {})", v.model_ver, if v.latest_run_id.is_empty() { "none" } else { &v.latest_run_id });
         out!("  {:<30}{:>10}{:>12}{:>10}", "RUN", "eval wmae", "device wmae", "logloss");
@@ -281,19 +237,9 @@ pub async fn models(args: ModelsArgs, addrs: &Addresses) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn model_json(info: &ModelInfo) -> Value {
-    json!({
-        "model_ver": info.model_ver, "run_id": info.run_id, "selection": info.selection,
-        "loaded_at": time_json(&info.loaded_at), "trained_at": time_json(&info.trained_at),
-        "job_id": info.job_id, "artifact_sha256": info.artifact_sha256,
-        "attribute_names": info.attribute_names, "eval_wmae": info.eval_wmae,
-        "eval_baseline_wmae": info.eval_baseline_wmae,
-    })
-}
-
 fn print_model(info: &ModelInfo, addrs: &Addresses) -> anyhow::Result<()> {
     if addrs.json {
-        return print_json(&model_json(info));
+        return print_json(&render::model(info));
     }
     out!("serving model {} run {} (selection: {})", info.model_ver, info.run_id, info.selection);
     out!("  trained by job {}, artifact sha256 {}", info.job_id, info.artifact_sha256);
@@ -354,9 +300,7 @@ pub async fn predict(args: PredictArgs, addrs: &Addresses) -> anyhow::Result<()>
     }
     let (model_ver, run_id) = answered_by.unwrap_or_default();
     if addrs.json {
-        let predictions: Vec<Value> =
-            out.iter().map(|(e, d, cr)| json!({"entity_id": e, "device": d, "cr": cr})).collect();
-        return print_json(&json!({"model_ver": model_ver, "run_id": run_id, "predictions": predictions}));
+        return print_json(&render::predictions(&model_ver, &run_id, &out));
     }
     out!("entity_id,device,cr");
     for (entity, device, cr) in &out {
@@ -399,11 +343,7 @@ pub async fn predict_batch(args: PredictBatchArgs, addrs: &Addresses) -> anyhow:
         .map_err(status)?
         .into_inner();
     if addrs.json {
-        return print_json(&json!({
-            "input_key": args.input, "output_key": response.output_key, "rows_read": response.rows_read,
-            "rows_written": response.rows_written, "seconds": response.seconds,
-            "model_ver": response.model_ver, "run_id": response.run_id,
-        }));
+        return print_json(&render::batch(&args.input, &response));
     }
     out!(
         "wrote {} ({} rows from {} input rows) with model {} run {} in {:.2} s",
@@ -445,9 +385,7 @@ pub async fn health(args: HealthArgs, addrs: &Addresses) -> anyhow::Result<()> {
             .into_inner();
     let serving = answer.status();
     if addrs.json {
-        print_json(
-            &json!({"service": format!("{:?}", args.service).to_lowercase(), "addr": addr, "status": serving.as_str_name()}),
-        )?;
+        print_json(&render::health(&format!("{:?}", args.service).to_lowercase(), addr, serving.as_str_name()))?;
     } else {
         out!("{addr}: {}", serving.as_str_name());
     }

@@ -18,6 +18,7 @@ macro_rules! out {
 
 mod client;
 mod offline;
+mod render;
 
 use std::process::ExitCode;
 

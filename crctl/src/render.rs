@@ -1,0 +1,226 @@
+//! `--json` output of the client commands: one JSON object per command.
+
+use crs_proto::serve::{ModelInfo, PredictBatchResponse};
+use crs_proto::train::{Evaluation, ListModelsResponse, Metrics, TrainingJob};
+use serde_json::{Value, json};
+
+fn metrics_json(m: &Option<Metrics>) -> Value {
+    m.as_ref().map_or(Value::Null, |m| json!({"wmae": m.wmae, "wmse": m.wmse, "logloss": m.logloss, "mae": m.mae}))
+}
+
+fn evaluation_json(e: &Option<Evaluation>) -> Value {
+    e.as_ref().map_or(Value::Null, |e| {
+        json!({
+            "rows": e.rows, "clicks": e.clicks,
+            "model": metrics_json(&e.model), "zero": metrics_json(&e.zero),
+            "global": metrics_json(&e.global), "device": metrics_json(&e.device),
+        })
+    })
+}
+
+fn time_json(t: &Option<prost_types::Timestamp>) -> Value {
+    t.as_ref().and_then(crs_proto::datetime).map_or(Value::Null, |t| json!(t.to_rfc3339()))
+}
+
+pub fn job(job: &TrainingJob) -> Value {
+    json!({
+        "job_id": job.job_id, "model_ver": job.model_ver, "state": job.state().as_str_name(),
+        "stage": job.stage().as_str_name(), "progress": job.progress, "train_key": job.train_key,
+        "eval_key": job.eval_key, "config_key": job.config_key, "labels": job.labels,
+        "created_at": time_json(&job.created_at), "started_at": time_json(&job.started_at),
+        "finished_at": time_json(&job.finished_at), "run_id": job.run_id, "error": job.error,
+        "evaluation": evaluation_json(&job.evaluation),
+    })
+}
+
+pub fn jobs(jobs: &[TrainingJob]) -> Value {
+    json!({"jobs": jobs.iter().map(job).collect::<Vec<_>>()})
+}
+
+pub fn models(response: &ListModelsResponse) -> Value {
+    let versions: Vec<Value> = response
+        .versions
+        .iter()
+        .map(|v| {
+            let runs: Vec<Value> = v
+                .runs
+                .iter()
+                .map(|r| {
+                    json!({
+                        "run_id": r.run_id, "job_id": r.job_id, "created_at": time_json(&r.created_at),
+                        "latest": r.run_id == v.latest_run_id, "artifact_sha256": r.artifact_sha256,
+                        "labels": r.labels, "train": evaluation_json(&r.train), "eval": evaluation_json(&r.eval),
+                    })
+                })
+                .collect();
+            json!({"model_ver": v.model_ver, "latest_run_id": v.latest_run_id, "runs": runs})
+        })
+        .collect();
+    json!({"versions": versions})
+}
+
+pub fn model(info: &ModelInfo) -> Value {
+    json!({
+        "model_ver": info.model_ver, "run_id": info.run_id, "selection": info.selection,
+        "loaded_at": time_json(&info.loaded_at), "trained_at": time_json(&info.trained_at),
+        "job_id": info.job_id, "artifact_sha256": info.artifact_sha256,
+        "attribute_names": info.attribute_names, "eval_wmae": info.eval_wmae,
+        "eval_baseline_wmae": info.eval_baseline_wmae,
+    })
+}
+
+/// `(entity_id, device, cr)` per row, with the run that answered.
+pub fn predictions(model_ver: &str, run_id: &str, rows: &[(i64, String, f64)]) -> Value {
+    let predictions: Vec<Value> =
+        rows.iter().map(|(e, d, cr)| json!({"entity_id": e, "device": d, "cr": cr})).collect();
+    json!({"model_ver": model_ver, "run_id": run_id, "predictions": predictions})
+}
+
+pub fn batch(input_key: &str, response: &PredictBatchResponse) -> Value {
+    json!({
+        "input_key": input_key, "output_key": response.output_key, "rows_read": response.rows_read,
+        "rows_written": response.rows_written, "seconds": response.seconds,
+        "model_ver": response.model_ver, "run_id": response.run_id,
+    })
+}
+
+pub fn health(service: &str, addr: &str, status: &str) -> Value {
+    json!({"service": service, "addr": addr, "status": status})
+}
+
+#[cfg(test)]
+mod tests {
+    //! Golden files captured from the output before it was derived with serde:
+    //! the JSON a script reads must not change.
+
+    use crs_proto::serve::PredictBatchResponse;
+    use crs_proto::train::{JobState, ModelRun, ModelVersionRuns, Stage};
+    use prost_types::Timestamp;
+
+    use super::*;
+
+    fn at(seconds: i64, nanos: i32) -> Option<Timestamp> {
+        Some(Timestamp { seconds, nanos })
+    }
+
+    fn metrics(base: f64) -> Option<Metrics> {
+        Some(Metrics { wmae: base, wmse: base / 7.0, logloss: 0.2 + base, mae: base * 1.5 })
+    }
+
+    fn evaluation(rows: u64) -> Option<Evaluation> {
+        Some(Evaluation {
+            rows,
+            clicks: rows * 46,
+            model: metrics(0.0353),
+            zero: metrics(0.0491),
+            global: metrics(0.0354),
+            device: None,
+        })
+    }
+
+    fn succeeded() -> TrainingJob {
+        TrainingJob {
+            job_id: "job-20261201T210556681Z-1".into(),
+            model_ver: "v1".into(),
+            state: JobState::Succeeded.into(),
+            stage: Stage::Saving.into(),
+            progress: 1.0,
+            train_key: "data/train/train.csv.gz".into(),
+            eval_key: Some("data/train/eval.csv.gz".into()),
+            config_key: "config/v1/params.yaml".into(),
+            labels: [("source".to_owned(), "fixture".to_owned()), ("a".to_owned(), "b=c".to_owned())].into(),
+            created_at: at(1_796_160_356, 681_449_857),
+            started_at: at(1_796_160_356, 681_600_000),
+            finished_at: at(1_796_160_357, 0),
+            run_id: "20261201T210556681Z-9626e2".into(),
+            error: String::new(),
+            evaluation: evaluation(201),
+        }
+    }
+
+    fn queued() -> TrainingJob {
+        TrainingJob {
+            job_id: "job-20261201T210600000Z-3".into(),
+            model_ver: "v0".into(),
+            state: JobState::Failed.into(),
+            stage: Stage::Training.into(),
+            progress: 0.3,
+            train_key: "data/train/train.csv.gz".into(),
+            eval_key: None,
+            config_key: "config/v0/params.yaml".into(),
+            created_at: at(1_796_160_360, 5),
+            error: "data/train/train.csv.gz: row 3, column 'Clicks': must not be negative, found -5".into(),
+            ..Default::default()
+        }
+    }
+
+    fn run(run_id: &str, seconds: i64) -> ModelRun {
+        ModelRun {
+            model_ver: "v1".into(),
+            run_id: run_id.into(),
+            job_id: format!("job-{run_id}"),
+            created_at: at(seconds, 123_000_000),
+            train: evaluation(1000),
+            eval: evaluation(200),
+            artifact_sha256: "ae30c92c8d9ab50ffa258e1a0b643d27764842e48698aafe9eb55434824a65e1".into(),
+            labels: [("k".to_owned(), "v".to_owned())].into(),
+        }
+    }
+
+    fn rendered() -> Vec<(&'static str, Value)> {
+        let models_response = ListModelsResponse {
+            versions: vec![
+                ModelVersionRuns {
+                    model_ver: "v1".into(),
+                    latest_run_id: "20261201T210559296Z-022c62".into(),
+                    runs: vec![
+                        run("20261201T210556681Z-9626e2", 1_796_160_356),
+                        run("20261201T210559296Z-022c62", 1_796_160_359),
+                    ],
+                },
+                ModelVersionRuns { model_ver: "v0".into(), latest_run_id: String::new(), runs: vec![] },
+            ],
+        };
+        let info = ModelInfo {
+            model_ver: "v1".into(),
+            run_id: "20261201T210556681Z-9626e2".into(),
+            selection: "latest".into(),
+            loaded_at: at(1_796_160_357, 60_043_426),
+            trained_at: None,
+            job_id: "job-20261201T210556681Z-1".into(),
+            artifact_sha256: "ae30".into(),
+            attribute_names: vec!["att1".into(), "att14".into()],
+            eval_wmae: 0.03531031839248789,
+            eval_baseline_wmae: 0.03338403909888491,
+        };
+        let batch_response = PredictBatchResponse {
+            output_key: "data/predict/output/v1/20261201T210556681Z-9626e2/prediction_output.csv.gz".into(),
+            rows_read: 104,
+            rows_written: 103,
+            seconds: 0.011145004,
+            model_ver: "v1".into(),
+            run_id: "20261201T210556681Z-9626e2".into(),
+        };
+        let rows = vec![(401, "Computer".to_owned(), 0.08678681985722583), (402, "Tablet".to_owned(), 0.0)];
+        vec![
+            ("train", job(&succeeded())),
+            ("jobs", jobs(&[succeeded(), queued()])),
+            ("models", models(&models_response)),
+            ("model", model(&info)),
+            ("predict", predictions("v1", "20261201T210556681Z-9626e2", &rows)),
+            ("predict_batch", batch("data/predict/input/prediction_input.csv.gz", &batch_response)),
+            ("health", health("serve", "127.0.0.1:50052", "SERVING")),
+        ]
+    }
+
+    #[test]
+    fn json_output_matches_the_golden_files() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+        for (command, value) in rendered() {
+            let text = serde_json::to_string_pretty(&value).expect("json") + "\n";
+            let path = dir.join(format!("{command}.json"));
+            let golden = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(text, golden, "crctl {command} --json changed; golden file {}", path.display());
+        }
+    }
+}
