@@ -5,7 +5,7 @@ Reads the train/eval observations the Rust bench wrote with `--dump-split DIR`
 (one row per keyword and device: entity_id, device, att1..attN, clicks,
 conversions), fits scikit-learn's DecisionTreeRegressor on the conversion rate
 with the clicks as sample weights, and prints the median fit time and the eval
-wmae / wmse / logloss, defined as in crs_core::metrics.
+wmae / wmse / logloss, defined as in crs_domain::metrics.
 
 With `--data RAW.csv[.gz]` it also aggregates the raw file as the data contract
 does (exact duplicate rows dropped, conversions clipped to clicks, zero-click
@@ -40,7 +40,7 @@ MIN_SAMPLES_LEAF = 20
 
 
 def score(predicted, clicks, conversions):
-    """wmae, wmse and logloss per click, as crs_core::metrics::score."""
+    """wmae, wmse and logloss per click, as crs_domain::metrics::score."""
     predicted = np.asarray(predicted, dtype=float)
     rate = conversions / clicks
     err = np.abs(predicted - rate)

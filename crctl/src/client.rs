@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use crs_core::data::{Attributes, KeywordRows, TableKind, TableReader, keyword_rows};
+use crs_domain::data::{Attributes, KeywordRows, TableKind, TableReader, keyword_rows};
+use crs_platform::layout::{PREDICTION_INPUT_KEY, TRAIN_KEY};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::serve::{GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictRequest, Row};
 use crs_proto::train::train_service_client::TrainServiceClient;
@@ -73,7 +74,7 @@ pub struct TrainArgs {
     #[arg(long, env = "MODEL_VER", default_value = "")]
     model_ver: String,
     /// Bucket key of the training data.
-    #[arg(long = "train", default_value = crs_core::sample_data::TRAIN_KEY)]
+    #[arg(long = "train", default_value = TRAIN_KEY)]
     train_key: String,
     /// Bucket key of the evaluation data; without it, a holdout of the training keywords.
     #[arg(long = "eval")]
@@ -279,24 +280,24 @@ pub struct PredictArgs {
     /// Local CSV or gzip CSV in the prediction-input schema.
     #[arg(long)]
     input: String,
-    /// Rows per request; keep it under serve-service's MAX_PREDICT_ROWS.
-    #[arg(long, default_value_t = 5000)]
-    batch_rows: usize,
+    /// Most rows per request; keep it at or under serve-service's MAX_PREDICT_ROWS.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_rows: u32,
 }
 
 pub async fn predict(args: PredictArgs, addrs: &Addresses) -> anyhow::Result<()> {
     let file = std::fs::File::open(&args.input).with_context(|| format!("cannot open {}", args.input))?;
-    let mut reader = TableReader::open(&args.input, file, TableKind::PredictionInput, Attributes::All)?
-        .with_chunk_bytes(args.batch_rows.max(1) * 512);
+    let mut reader = TableReader::open(&args.input, file, TableKind::PredictionInput, Attributes::All)?;
     let names = reader.attribute_names().clone();
     let mut client = addrs.serve().await?;
     let mut out = Vec::new();
     let mut answered_by = None;
     while let Some(chunk) = reader.next_chunk()? {
-        let request = predict_request(&keyword_rows(chunk, &names)?);
-        let response = client.predict(request.clone()).await.map_err(status)?.into_inner();
-        answered_by = Some((response.model_ver, response.run_id));
-        out.extend(request.rows.into_iter().zip(response.cr).map(|(row, cr)| (row.entity_id, row.device, cr)));
+        for request in predict_requests(&keyword_rows(chunk, &names)?, args.batch_rows as usize) {
+            let response = client.predict(request.clone()).await.map_err(status)?.into_inner();
+            answered_by = Some((response.model_ver, response.run_id));
+            out.extend(request.rows.into_iter().zip(response.cr).map(|(row, cr)| (row.entity_id, row.device, cr)));
+        }
     }
     let (model_ver, run_id) = answered_by.unwrap_or_default();
     if addrs.json {
@@ -308,6 +309,14 @@ pub async fn predict(args: PredictArgs, addrs: &Addresses) -> anyhow::Result<()>
     }
     eprintln!("{} rows predicted by model {model_ver} run {run_id}", out.len());
     Ok(())
+}
+
+/// Keyword rows as `Predict` requests of at most `max_rows` rows each (the
+/// server refuses requests over its `MAX_PREDICT_ROWS`).
+fn predict_requests(rows: &KeywordRows, max_rows: usize) -> impl Iterator<Item = PredictRequest> + '_ {
+    let indices: Vec<usize> = (0..rows.len()).collect();
+    let pieces: Vec<Vec<usize>> = indices.chunks(max_rows.max(1)).map(<[usize]>::to_vec).collect();
+    pieces.into_iter().map(|piece| predict_request(&rows.select(&piece)))
 }
 
 /// Keyword rows as a `Predict` request.
@@ -327,7 +336,7 @@ pub fn predict_request(rows: &KeywordRows) -> PredictRequest {
 #[derive(Debug, Args)]
 pub struct PredictBatchArgs {
     /// Bucket key of the input file.
-    #[arg(long, default_value = crs_core::sample_data::PREDICTION_INPUT_KEY)]
+    #[arg(long, default_value = PREDICTION_INPUT_KEY)]
     input: String,
     /// Bucket key of the output; default data/predict/output/<model_ver>/<run_id>/prediction_output.csv.gz.
     #[arg(long)]

@@ -65,7 +65,7 @@ enum Command {
 }
 
 pub fn run(cli: Cli) -> ExitCode {
-    crs_core::runtime::init_tracing("warn");
+    crs_platform::runtime::init_tracing("warn");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

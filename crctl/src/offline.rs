@@ -2,11 +2,13 @@
 
 use anyhow::Context;
 use clap::Args;
-use crs_core::evaluation::{Evaluation, HOLDOUT_FRACTION, train_and_evaluate};
-use crs_core::models::lookup;
-use crs_core::sample_data::{SampleSizes, write_sample_data};
-use crs_core::storage::{Bucket, BucketKey};
-use crs_core::training::{InputKeys, Inputs, default_config_key};
+use crs_domain::data::HOLDOUT_FRACTION;
+use crs_domain::evaluation::{Evaluation, train_and_evaluate};
+use crs_domain::models::{ModelVer, REGISTRY};
+use crs_platform::bucket::{Bucket, BucketKey};
+use crs_platform::inputs::{InputKeys, Inputs};
+use crs_platform::layout::TRAIN_KEY;
+use crs_platform::sample_data::{SampleSizes, write_sample_data};
 use serde_json::json;
 
 #[derive(Debug, Args)]
@@ -33,7 +35,7 @@ pub struct GenDataArgs {
 
 pub async fn gen_data(args: GenDataArgs) -> anyhow::Result<()> {
     let bucket = Bucket::open(&args.bucket)?;
-    let train_key = BucketKey::parse(crs_core::sample_data::TRAIN_KEY)?;
+    let train_key = BucketKey::parse(TRAIN_KEY)?;
     if args.if_missing && bucket.exists(&train_key).await? {
         out!("{train_key} exists in {}; not generating data", args.bucket);
         return Ok(());
@@ -59,7 +61,7 @@ pub struct EvaluateArgs {
     eval: Option<String>,
     /// Model version to train.
     #[arg(long, env = "MODEL_VER", default_value = "v1")]
-    model_ver: String,
+    model_ver: ModelVer,
     /// Hyperparameter YAML; without it, the version's defaults.
     #[arg(long)]
     config: Option<String>,
@@ -72,47 +74,39 @@ async fn fetch(location: &str) -> anyhow::Result<(BucketKey, bytes::Bytes)> {
 }
 
 pub async fn evaluate(args: EvaluateArgs, json: bool) -> anyhow::Result<()> {
-    let version = lookup(&args.model_ver)?;
+    let model_ver = args.model_ver;
     let (train_key, train) = fetch(&args.train).await?;
     let (eval_key, eval) = match &args.eval {
         Some(location) => fetch(location).await.map(|(k, b)| (Some(k), Some(b)))?,
         None => (None, None),
     };
     let (config_key, config) = match &args.config {
-        Some(location) => fetch(location).await.map(|(k, b)| (k, Some(b)))?,
-        None => (default_config_key(version.name())?, None),
+        Some(location) => fetch(location).await.map(|(k, b)| (Some(k), Some(b)))?,
+        None => (None, None),
     };
-    let inputs = Inputs {
-        keys: InputKeys {
-            train: train_key,
-            eval: eval_key,
-            config: config_key,
-            config_required: args.config.is_some(),
-        },
-        train,
-        eval,
-        config,
-    };
-    let (params, _) = inputs.params(version)?;
+    let inputs = Inputs { keys: InputKeys::new(model_ver, train_key, eval_key, config_key), train, eval, config };
+    let (params, _) = inputs.params(model_ver)?;
     let run = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let data = inputs.prepare()?;
-        let run = train_and_evaluate(version, &params, &data.train, &data.eval, |_| {})?;
-        Ok((data, run, params))
+        let prepared = inputs.prepare()?;
+        let data = &prepared.data;
+        let run = train_and_evaluate(model_ver, &params, &data.train, &data.eval, |_| {})?;
+        Ok((prepared, run, params))
     })
     .await??;
-    let (data, run, params) = run;
+    let (prepared, run, params) = run;
+    let version = model_ver.version();
 
     let metrics = |e: &Evaluation| json!({"model": e.model, "zero": e.zero, "global": e.global, "device": e.device});
     if json {
         let report = json!({
             "model_ver": version.name(),
             "params": params,
-            "eval_source": data.eval_source(),
+            "eval_source": prepared.data.eval_source.as_str(),
             "rows": {
                 "train": run.train.rows,
                 "eval": run.eval.rows,
-                "train_file": data.train_record.rows,
-                "eval_file": data.eval_record.as_ref().and_then(|r| r.rows.clone()),
+                "train_file": prepared.train_record.rows,
+                "eval_file": prepared.eval_record.as_ref().and_then(|r| r.rows.clone()),
             },
             "metrics": metrics(&run.eval),
             "train_metrics": metrics(&run.train),
@@ -122,7 +116,7 @@ pub async fn evaluate(args: EvaluateArgs, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let counts = data.train_record.rows.clone().unwrap_or_default();
+    let counts = prepared.data.train_counts;
     out!("model {} ({})", version.name(), version.summary());
     out!("params {params}");
     out!(
@@ -161,11 +155,10 @@ pub async fn evaluate(args: EvaluateArgs, json: bool) -> anyhow::Result<()> {
 /// Prints the registered model versions.
 pub fn versions(json: bool) -> anyhow::Result<()> {
     if json {
-        let versions: Vec<_> =
-            crs_core::models::REGISTRY.iter().map(|v| json!({"name": v.name(), "summary": v.summary()})).collect();
+        let versions: Vec<_> = REGISTRY.iter().map(|v| json!({"name": v.name(), "summary": v.summary()})).collect();
         out!("{}", serde_json::to_string_pretty(&json!({ "versions": versions }))?);
     } else {
-        for version in crs_core::models::REGISTRY {
+        for version in REGISTRY {
             out!("{}\t{}", version.name(), version.summary());
         }
     }

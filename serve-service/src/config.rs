@@ -3,6 +3,9 @@
 use std::time::Duration;
 
 use clap::Parser;
+use crs_domain::models::ModelVer;
+
+use crate::model::Selection;
 
 #[derive(Clone, Parser)]
 #[command(
@@ -19,15 +22,15 @@ pub struct Config {
     pub bucket_url: String,
     /// Model version to serve (v0, v1, ...).
     #[arg(long, env = "MODEL_VER", default_value = "v1")]
-    pub model_ver: String,
+    pub model_ver: ModelVer,
     /// Run to serve: a run id, or `latest` to follow model/<MODEL_VER>/LATEST.
     #[arg(long, env = "MODEL_RUN", default_value = "latest")]
-    pub model_run: String,
+    pub model_run: Selection,
     /// Slack incoming-webhook URL for batch and model notices; unset means no posts. Never logged.
     #[arg(long, env = "WEBHOOK_URL", hide_env_values = true)]
     pub webhook_url: Option<String>,
     /// Seconds between checks of the bucket for a new LATEST run (or a first model).
-    #[arg(long, env = "POLL_INTERVAL_SECS", default_value_t = 5.0)]
+    #[arg(long, env = "POLL_INTERVAL_SECS", default_value_t = 5.0, value_parser = parse_poll_interval)]
     pub poll_interval_secs: f64,
     /// Most rows one Predict request may carry.
     #[arg(long, env = "MAX_PREDICT_ROWS", default_value_t = 10_000)]
@@ -57,14 +60,22 @@ impl std::fmt::Debug for Config {
     }
 }
 
-impl Config {
-    /// Defaults for everything, with this bucket (for tests and embedding).
-    pub fn with_bucket(bucket_url: &str) -> Self {
-        Config::parse_from(["serve-service", "--bucket-url", bucket_url])
-    }
+/// Longest poll interval accepted: a day. Longer is a typo, and `inf` or a
+/// huge number cannot be a `Duration`.
+const MAX_POLL_INTERVAL_SECS: f64 = 86_400.0;
 
+fn parse_poll_interval(text: &str) -> Result<f64, String> {
+    let secs: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if (0.01..=MAX_POLL_INTERVAL_SECS).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err(format!("must be between 0.01 and {MAX_POLL_INTERVAL_SECS} seconds, got {text}"))
+    }
+}
+
+impl Config {
     pub fn poll_interval(&self) -> Duration {
-        Duration::from_secs_f64(self.poll_interval_secs.max(0.01))
+        Duration::from_secs_f64(self.poll_interval_secs.clamp(0.01, MAX_POLL_INTERVAL_SECS))
     }
 }
 
@@ -72,14 +83,35 @@ impl Config {
 mod tests {
     use super::*;
 
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        crs_platform::runtime::parse_without_env(args)
+    }
+
     #[test]
     fn defaults_match_the_documentation_and_debug_hides_the_webhook() {
-        let config =
-            Config::try_parse_from(["serve-service", "--webhook-url", "https://hooks.example/T000/B000/XXXX"]).unwrap();
+        let config = parse(&["--webhook-url", "https://hooks.example/T000/B000/XXXX"]).unwrap();
         assert_eq!(config.addr, "127.0.0.1:50052");
-        assert_eq!((config.model_ver.as_str(), config.model_run.as_str()), ("v1", "latest"));
+        assert_eq!((config.model_ver.name(), &config.model_run), ("v1", &Selection::Latest));
         assert_eq!(config.poll_interval(), Duration::from_secs(5));
         assert_eq!((config.max_predict_rows, config.max_message_bytes), (10_000, 16 << 20));
         assert!(!format!("{config:?}").contains("hooks.example"), "{config:?}");
+    }
+
+    #[test]
+    fn poll_intervals_that_are_not_a_sane_duration_are_refused_at_startup() {
+        for bad in ["inf", "NaN", "-1", "0", "1e300", "86401", "soon"] {
+            let err = parse(&[&format!("--poll-interval-secs={bad}")]).unwrap_err().to_string();
+            assert!(err.contains("poll-interval-secs"), "{bad}: {err}");
+        }
+        let config = parse(&["--poll-interval-secs", "0.25"]).unwrap();
+        assert_eq!(config.poll_interval(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn unknown_model_versions_and_unsafe_runs_are_refused_at_startup() {
+        let err = parse(&["--model-ver", "v7"]).unwrap_err().to_string();
+        assert!(err.contains("unknown model version \"v7\""), "{err}");
+        let err = parse(&["--model-run", "../x"]).unwrap_err().to_string();
+        assert!(err.contains("not a run id"), "{err}");
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crs_core::data::{KeywordRows, RowProblem};
+use crs_domain::data::{KeywordRows, RowProblem};
 use crs_proto::serve::{ModelInfo, PredictRequest};
 use crs_proto::timestamp;
 
@@ -37,7 +37,7 @@ pub fn keyword_rows(request: &PredictRequest, max_rows: usize) -> Result<Keyword
 pub fn model_info(serving: &Serving) -> ModelInfo {
     let metadata = &serving.run.metadata;
     ModelInfo {
-        model_ver: metadata.model_ver.clone(),
+        model_ver: metadata.model_ver.to_string(),
         run_id: metadata.run_id.to_string(),
         selection: serving.selection.describe(),
         loaded_at: Some(timestamp(serving.loaded_at)),

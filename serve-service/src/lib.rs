@@ -12,14 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use crs_core::storage::{Bucket, ModelStore};
-use crs_core::webhook::Notifier;
+use crs_platform::bucket::Bucket;
+use crs_platform::runs::ModelStore;
+use crs_platform::webhook::Notifier;
 use crs_proto::serve::serve_service_server::{SERVICE_NAME as SERVE_SERVICE, ServeServiceServer};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 pub use config::Config;
-use model::{ModelSlot, Selection};
+use model::ModelSlot;
 use service::Service;
 
 /// Runs the service on `listener` until `shutdown` resolves, then drains
@@ -29,10 +30,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    crs_core::models::lookup(&config.model_ver)?;
-    let selection = Selection::parse(&config.model_run).context("MODEL_RUN")?;
-    let bucket = Bucket::open(&config.bucket_url)?;
-    let notifier = Notifier::new(config.webhook_url.as_deref(), "serve-service")?;
+    let bucket = Bucket::open(&config.bucket_url).context("BUCKET_URL")?;
+    let notifier = Notifier::new(config.webhook_url.as_deref(), "serve-service").context("WEBHOOK_URL")?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     // Not serving until a model has loaded.
@@ -40,13 +39,18 @@ pub async fn run(
     health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     let reflection = crs_proto::reflection_service(SERVE_SERVICE)?;
 
-    let slot = Arc::new(ModelSlot::new(
-        ModelStore::new(bucket),
-        config.model_ver.clone(),
-        selection,
-        health.clone(),
-        notifier.clone(),
-    ));
+    let slot =
+        Arc::new(ModelSlot::new(ModelStore::new(bucket), config.model_ver, config.model_run.clone(), notifier.clone()));
+    let health_follows_slot = tokio::spawn({
+        let mut loaded = slot.loaded();
+        let health = health.clone();
+        async move {
+            if loaded.wait_for(|loaded| *loaded).await.is_ok() {
+                health.set_serving::<ServeServiceServer<Service>>().await;
+                health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+            }
+        }
+    });
     slot.refresh().await;
     let poller = tokio::spawn({
         let slot = slot.clone();
@@ -62,7 +66,7 @@ pub async fn run(
     let serve = ServeServiceServer::new(Service::new(slot, config.max_predict_rows))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
-    tracing::info!(addr = %listener.local_addr()?, model_ver = %config.model_ver, run = %config.model_run, bucket = %config.bucket_url, "serve-service listening");
+    tracing::info!(addr = %listener.local_addr()?, model_ver = %config.model_ver, run = %config.model_run.describe(), bucket = %config.bucket_url, "serve-service listening");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
@@ -77,12 +81,14 @@ pub async fn run(
     tokio::select! {
         result = &mut server => {
             poller.abort();
+            health_follows_slot.abort();
             return result.context("gRPC server failed");
         }
         () = shutdown => {}
     }
     tracing::info!("shutting down: no new connections, draining requests in flight");
     poller.abort();
+    health_follows_slot.abort();
     health.set_not_serving::<ServeServiceServer<Service>>().await;
     health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     let _ = stop_tx.send(());

@@ -2,16 +2,17 @@
 //! LATEST moves or `LoadModel` asks, never replaced by a run that fails to load.
 
 use std::collections::HashSet;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
-use crs_core::models::lookup;
-use crs_core::storage::{LoadError, LoadedRun, ModelStore, RunId, StorageError};
-use crs_core::webhook::{Notice, Notifier, Outcome};
-use crs_proto::serve::serve_service_server::ServeServiceServer;
-use tonic_health::server::HealthReporter;
+use crs_domain::models::ModelVer;
+use crs_platform::bucket::{KeyError, StorageError};
+use crs_platform::layout::RunId;
+use crs_platform::runs::{LoadError, LoadedRun, ModelStore};
+use crs_platform::webhook::{Notice, Notifier, Outcome};
+use tokio::sync::watch;
 
-use crate::service::Service;
 use crate::status::ServeError;
 
 /// Which run of a version to serve.
@@ -22,14 +23,19 @@ pub enum Selection {
     Run(RunId),
 }
 
-impl Selection {
-    pub fn parse(run: &str) -> Result<Self, ServeError> {
+impl FromStr for Selection {
+    type Err = KeyError;
+
+    /// `latest` (or empty), or a run id.
+    fn from_str(run: &str) -> Result<Self, KeyError> {
         match run.trim() {
             "" | "latest" => Ok(Selection::Latest),
             id => Ok(Selection::Run(RunId::parse(id)?)),
         }
     }
+}
 
+impl Selection {
     pub fn describe(&self) -> String {
         match self {
             Selection::Latest => "latest".to_owned(),
@@ -47,8 +53,8 @@ pub struct Serving {
 }
 
 impl Serving {
-    pub fn model_ver(&self) -> &str {
-        &self.run.metadata.model_ver
+    pub fn model_ver(&self) -> ModelVer {
+        self.run.metadata.model_ver
     }
 
     pub fn run_id(&self) -> &RunId {
@@ -62,27 +68,22 @@ pub struct ModelSlot {
     /// Swapped whole: a request holds its own `Arc` and finishes on the model it started with.
     current: RwLock<Option<Arc<Serving>>>,
     /// What the poller follows.
-    wanted: Mutex<(String, Selection)>,
+    wanted: Mutex<(ModelVer, Selection)>,
     /// Runs that failed to load, reported once and not retried.
-    refused: Mutex<HashSet<(String, RunId)>>,
-    health: HealthReporter,
+    refused: Mutex<HashSet<(ModelVer, RunId)>>,
+    /// Whether a model is in, for whoever reports health.
+    loaded: watch::Sender<bool>,
     notifier: Notifier,
 }
 
 impl ModelSlot {
-    pub fn new(
-        store: ModelStore,
-        model_ver: String,
-        selection: Selection,
-        health: HealthReporter,
-        notifier: Notifier,
-    ) -> Self {
+    pub fn new(store: ModelStore, model_ver: ModelVer, selection: Selection, notifier: Notifier) -> Self {
         ModelSlot {
             store,
             current: RwLock::new(None),
             wanted: Mutex::new((model_ver, selection)),
             refused: Mutex::default(),
-            health,
+            loaded: watch::Sender::new(false),
             notifier,
         }
     }
@@ -93,6 +94,11 @@ impl ModelSlot {
 
     pub fn notifier(&self) -> &Notifier {
         &self.notifier
+    }
+
+    /// Becomes `true` when the first model is swapped in, and stays so.
+    pub fn loaded(&self) -> watch::Receiver<bool> {
+        self.loaded.subscribe()
     }
 
     pub fn current(&self) -> Option<Arc<Serving>> {
@@ -112,14 +118,13 @@ impl ModelSlot {
 
     /// Loads a version and run on request and, once it has loaded, serves it and
     /// follows that selection from then on.
-    pub async fn select(&self, model_ver: &str, selection: Selection) -> Result<Arc<Serving>, ServeError> {
-        lookup(model_ver)?;
+    pub async fn select(&self, model_ver: ModelVer, selection: Selection) -> Result<Arc<Serving>, ServeError> {
         let run = match &selection {
             Selection::Latest => self.store.load_latest(model_ver).await?,
             Selection::Run(id) => self.store.load(model_ver, id).await?,
         };
-        *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = (model_ver.to_owned(), selection.clone());
-        Ok(self.swap_in(run, selection).await)
+        *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = (model_ver, selection.clone());
+        Ok(self.swap_in(run, selection))
     }
 
     /// One poll: loads the wanted run if it is not the one being served.
@@ -127,7 +132,7 @@ impl ModelSlot {
         let (model_ver, selection) = self.wanted.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let target = match &selection {
             Selection::Run(id) => Ok(Some(id.clone())),
-            Selection::Latest => self.store.latest(&model_ver).await,
+            Selection::Latest => self.store.latest(model_ver).await,
         };
         let target = match target {
             Ok(Some(run)) => run,
@@ -145,38 +150,37 @@ impl ModelSlot {
         let unchanged = self
             .current()
             .is_some_and(|s| s.model_ver() == model_ver && *s.run_id() == target && s.selection == selection);
-        let key = (model_ver.clone(), target.clone());
+        let key = (model_ver, target.clone());
         if unchanged || self.refused.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
             return;
         }
-        match self.store.load(&model_ver, &target).await {
+        match self.store.load(model_ver, &target).await {
             Ok(run) => {
-                self.swap_in(run, selection).await;
+                self.swap_in(run, selection);
             }
             // Not there (yet): a pinned run may still be on its way; look again next poll.
             Err(e @ LoadError::Storage(StorageError::NotFound { .. })) => {
                 tracing::info!(error = %e, "wanted model run not in the bucket yet");
             }
-            // Present but unusable (checksum, format, metadata): refuse it for good.
+            // Present but unusable (checksum, format, structure, metadata): refuse it for good.
             Err(e) => self.refuse(key, &e),
         }
     }
 
-    async fn swap_in(&self, run: LoadedRun, selection: Selection) -> Arc<Serving> {
+    fn swap_in(&self, run: LoadedRun, selection: Selection) -> Arc<Serving> {
         let serving = Arc::new(Serving { run, selection, loaded_at: Utc::now() });
         let previous = self.current.write().unwrap_or_else(|e| e.into_inner()).replace(serving.clone());
         tracing::info!(
-            model_ver = serving.model_ver(),
+            model_ver = %serving.model_ver(),
             run_id = %serving.run_id(),
             previous = previous.as_ref().map(|p| p.run_id().to_string()).unwrap_or_default(),
             "serving model"
         );
-        self.health.set_serving::<ServeServiceServer<Service>>().await;
-        self.health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        self.loaded.send_replace(true);
         serving
     }
 
-    fn refuse(&self, key: (String, RunId), error: &LoadError) {
+    fn refuse(&self, key: (ModelVer, RunId), error: &LoadError) {
         let keeps = match self.current() {
             Some(s) => format!("still serving {} run {}", s.model_ver(), s.run_id()),
             None => "no model is being served".to_owned(),

@@ -1,11 +1,13 @@
 //! The ServeService gRPC methods: thin wrappers over the model slot and the
-//! domain library.
+//! platform's batch engine.
 
 use std::sync::Arc;
 
-use crs_core::batch::{BatchOptions, predict_batch};
-use crs_core::storage::BucketKey;
-use crs_core::webhook::{Notice, Outcome};
+use crs_domain::models::ModelVer;
+use crs_platform::batch::{BatchOptions, predict_batch};
+use crs_platform::bucket::BucketKey;
+use crs_platform::layout;
+use crs_platform::webhook::{Notice, Outcome};
 use crs_proto::serve::serve_service_server::ServeService;
 use crs_proto::serve::{
     GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictBatchResponse, PredictRequest,
@@ -33,11 +35,7 @@ impl Service {
         let serving = self.slot.require()?;
         let output = match &request.output_key {
             Some(key) => BucketKey::parse(key)?,
-            None => BucketKey::parse(&format!(
-                "data/predict/output/{}/{}/prediction_output.csv.gz",
-                serving.model_ver(),
-                serving.run_id()
-            ))?,
+            None => layout::prediction_output_key(serving.model_ver(), serving.run_id()),
         };
         let model = serving.run.model.clone();
         let report = predict_batch(self.slot.store().bucket(), model, &input, &output, BatchOptions::default()).await?;
@@ -46,7 +44,7 @@ impl Service {
             rows_read: report.rows_read,
             rows_written: report.rows_written,
             seconds: report.seconds,
-            model_ver: serving.model_ver().to_owned(),
+            model_ver: serving.model_ver().to_string(),
             run_id: serving.run_id().to_string(),
         })
     }
@@ -58,14 +56,10 @@ impl ServeService for Service {
         let request = request.into_inner();
         let rows = keyword_rows(&request, self.max_predict_rows)?;
         let serving = self.slot.require()?;
-        let cr = serving
-            .run
-            .model
-            .predict(&rows)
-            .map_err(|e| ServeError::InvalidRequest(format!("attribute_names: {e}")))?;
+        let cr = serving.run.model.predict(&rows).map_err(ServeError::from)?;
         Ok(Response::new(PredictResponse {
             cr,
-            model_ver: serving.model_ver().to_owned(),
+            model_ver: serving.model_ver().to_string(),
             run_id: serving.run_id().to_string(),
         }))
     }
@@ -105,8 +99,9 @@ impl ServeService for Service {
 
     async fn load_model(&self, request: Request<LoadModelRequest>) -> Result<Response<ModelInfo>, Status> {
         let request = request.into_inner();
-        let selection = Selection::parse(&request.run)?;
-        let serving = self.slot.select(&request.model_ver, selection).await?;
+        let model_ver = ModelVer::parse(&request.model_ver).map_err(ServeError::from)?;
+        let selection: Selection = request.run.parse().map_err(ServeError::from)?;
+        let serving = self.slot.select(model_ver, selection).await?;
         Ok(Response::new(model_info(&serving)))
     }
 }

@@ -1,9 +1,13 @@
-//! Every error serve-service answers with, and the one table mapping each to a
-//! gRPC status code.
+//! Every error serve-service answers with, and its table from error kinds to
+//! gRPC status codes (the same table as train-service's; see
+//! `crs_platform::error`).
 
-use crs_core::batch::BatchError;
-use crs_core::models::UnknownVersion;
-use crs_core::storage::{KeyError, LoadError, StorageError};
+use crs_domain::features::FeatureError;
+use crs_domain::models::UnknownVersion;
+use crs_platform::batch::BatchError;
+use crs_platform::bucket::KeyError;
+use crs_platform::error::{Classify, ErrorKind};
+use crs_platform::runs::LoadError;
 use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +16,8 @@ pub enum ServeError {
     NoModel(String),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("attribute_names: {0}")]
+    Features(#[from] FeatureError),
     #[error(transparent)]
     UnknownVersion(#[from] UnknownVersion),
     #[error(transparent)]
@@ -22,33 +28,97 @@ pub enum ServeError {
     Batch(#[from] BatchError),
 }
 
-fn storage_code(e: &StorageError) -> Code {
-    match e {
-        StorageError::NotFound { .. } => Code::NotFound,
-        StorageError::Key(_) => Code::InvalidArgument,
-        StorageError::Backend { .. } | StorageError::Config { .. } => Code::Unavailable,
+impl Classify for ServeError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ServeError::NoModel(_) => ErrorKind::Precondition,
+            ServeError::InvalidRequest(_) => ErrorKind::InvalidInput,
+            ServeError::Features(e) => e.kind(),
+            ServeError::UnknownVersion(e) => e.kind(),
+            ServeError::Key(e) => e.kind(),
+            ServeError::Load(e) => e.kind(),
+            ServeError::Batch(e) => e.kind(),
+        }
     }
 }
 
-impl ServeError {
-    pub fn code(&self) -> Code {
-        match self {
-            ServeError::NoModel(_) => Code::FailedPrecondition,
-            ServeError::InvalidRequest(_) | ServeError::UnknownVersion(_) | ServeError::Key(_) => Code::InvalidArgument,
-            ServeError::Load(LoadError::Storage(e)) => storage_code(e),
-            ServeError::Load(LoadError::NoLatest { .. }) => Code::NotFound,
-            ServeError::Load(LoadError::Artifact { .. } | LoadError::Metadata { .. }) => Code::FailedPrecondition,
-            ServeError::Batch(BatchError::Data(_) | BatchError::Features(_) | BatchError::OutputIsInput(_)) => {
-                Code::InvalidArgument
-            }
-            ServeError::Batch(BatchError::Storage(e)) => storage_code(e),
-            ServeError::Batch(BatchError::Output(_)) => Code::Internal,
-        }
+/// The gRPC code of each kind of failure.
+pub fn code(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::InvalidInput => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::Precondition => Code::FailedPrecondition,
+        ErrorKind::Conflict => Code::Aborted,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::Internal => Code::Internal,
     }
 }
 
 impl From<ServeError> for Status {
     fn from(e: ServeError) -> Self {
-        Status::new(e.code(), e.to_string())
+        let code = code(e.kind());
+        // The bucket's and our own failures are the operator's problem; the rest are the caller's.
+        if matches!(code, Code::Internal | Code::Unavailable) {
+            tracing::error!(error = %e, "request failed");
+        }
+        Status::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crs_platform::bucket::{BucketKey, StorageError};
+
+    use super::*;
+
+    /// The table in `crs_platform::error`, which both services follow.
+    fn documented(kind: ErrorKind) -> Code {
+        match kind {
+            ErrorKind::InvalidInput => Code::InvalidArgument,
+            ErrorKind::NotFound => Code::NotFound,
+            ErrorKind::Precondition => Code::FailedPrecondition,
+            ErrorKind::Conflict => Code::Aborted,
+            ErrorKind::AlreadyExists => Code::AlreadyExists,
+            ErrorKind::Unauthenticated => Code::Unauthenticated,
+            ErrorKind::Unavailable => Code::Unavailable,
+            ErrorKind::Internal => Code::Internal,
+        }
+    }
+
+    #[test]
+    fn every_kind_gets_the_documented_code() {
+        for kind in ErrorKind::ALL {
+            assert_eq!(code(kind), documented(kind), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn serve_errors_of_each_kind_answer_with_its_code() {
+        let storage = |e: StorageError| ServeError::Load(LoadError::Storage(e));
+        let cases: Vec<(ServeError, Code)> = vec![
+            (ServeError::InvalidRequest("rows[0].device".into()), Code::InvalidArgument),
+            (ServeError::Key(BucketKey::parse("../x").unwrap_err()), Code::InvalidArgument),
+            (storage(StorageError::NotFound { key: "k".into() }), Code::NotFound),
+            (ServeError::NoModel("waiting".into()), Code::FailedPrecondition),
+            (storage(StorageError::Conflict { key: "k".into() }), Code::Aborted),
+            (storage(StorageError::AlreadyExists { key: "k".into() }), Code::AlreadyExists),
+            (storage(StorageError::Config { url: "s3://b".into(), message: "no region".into() }), Code::Internal),
+            (
+                storage(StorageError::Backend {
+                    key: "k".into(),
+                    source: object_store::Error::Generic { store: "S3", source: "connection refused".into() },
+                }),
+                Code::Unavailable,
+            ),
+            (ServeError::Batch(BatchError::Output("disk full".into())), Code::Internal),
+        ];
+        for (error, expected) in cases {
+            let message = error.to_string();
+            let status = Status::from(error);
+            assert_eq!(status.code(), expected, "{message}");
+            assert_eq!(status.message(), message);
+        }
     }
 }

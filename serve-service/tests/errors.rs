@@ -1,14 +1,12 @@
 //! Bad requests, bad files and bad runs: each answered with the right code and
 //! a message naming the problem, and nothing half-written left behind.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Stack, predict_request, serving_status, wait_until_serving};
-use crs_core::sample_data::PREDICTION_INPUT_KEY;
-use crs_core::storage::BucketKey;
+use crs_platform::bucket::BucketKey;
+use crs_platform::layout::PREDICTION_INPUT_KEY;
 use crs_proto::serve::{GetModelRequest, LoadModelRequest, PredictBatchRequest, PredictRequest, Row};
+use crs_testkit::{Stack, predict_request, serving_status, wait_until_serving};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -27,7 +25,7 @@ async fn sample_request(stack: &Stack) -> PredictRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_model_it_starts_not_serving_and_refuses_predictions() {
     let stack = Stack::new().await;
-    let mut serve = stack.serve(stack.serve_config()).await;
+    let mut serve = stack.start_serve(stack.serve_config()).await;
     let mut health = serve.health();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(serving_status(&mut health).await, ServingStatus::NotServing);
@@ -49,7 +47,7 @@ async fn without_a_model_it_starts_not_serving_and_refuses_predictions() {
 async fn bad_predict_requests_name_the_row_and_field() {
     let mut stack = Stack::new().await;
     stack.train("v1").await;
-    let mut serve = stack.serve(stack.serve_config()).await;
+    let mut serve = stack.start_serve(stack.serve_config()).await;
     wait_until_serving(&serve).await;
     let good = sample_request(&stack).await;
 
@@ -100,7 +98,7 @@ async fn bad_predict_requests_name_the_row_and_field() {
 async fn bad_batches_are_refused_and_leave_no_output() {
     let mut stack = Stack::new().await;
     stack.train("v1").await;
-    let mut serve = stack.serve(stack.serve_config()).await;
+    let mut serve = stack.start_serve(stack.serve_config()).await;
     wait_until_serving(&serve).await;
     let batch =
         |input: &str, output: &str| PredictBatchRequest { input_key: input.into(), output_key: Some(output.into()) };
@@ -122,7 +120,7 @@ async fn bad_batches_are_refused_and_leave_no_output() {
     );
 
     // A bad device deep in the file.
-    let input = common::gunzip(&stack.get(PREDICTION_INPUT_KEY).await.expect("input"));
+    let input = crs_testkit::gunzip(&stack.get(PREDICTION_INPUT_KEY).await.expect("input"));
     let mut lines: Vec<String> = input.lines().map(str::to_owned).collect();
     let last = lines.len() - 1;
     lines[last] = lines[last].replace("Computer", "Fridge").replace("Smartphone", "Fridge").replace("Tablet", "Fridge");
@@ -154,7 +152,7 @@ async fn bad_batches_are_refused_and_leave_no_output() {
     assert!(stack.get("out/narrow.csv.gz").await.is_none());
 
     let notice = stack
-        .webhooks
+        .webhooks()
         .wait_for(Duration::from_secs(5), |b| b["text"].as_str().is_some_and(|t| t.contains("bad.csv failed")))
         .await
         .expect("batch failure webhook");
@@ -166,7 +164,7 @@ async fn bad_batches_are_refused_and_leave_no_output() {
 async fn a_corrupted_run_is_refused_and_the_old_one_keeps_serving() {
     let mut stack = Stack::new().await;
     let good = stack.train("v1").await;
-    let mut serve = stack.serve(stack.serve_config()).await;
+    let mut serve = stack.start_serve(stack.serve_config()).await;
     wait_until_serving(&serve).await;
 
     let bad = format!("{}-corrupt", good);
@@ -181,7 +179,7 @@ async fn a_corrupted_run_is_refused_and_the_old_one_keeps_serving() {
     stack.put("model/v1/LATEST", format!("{bad}\n")).await;
 
     let notice = stack
-        .webhooks
+        .webhooks()
         .wait_for(Duration::from_secs(10), |b| b["text"].as_str().is_some_and(|t| t.contains("refused")))
         .await
         .expect("refusal webhook");
@@ -208,7 +206,7 @@ async fn load_model_switches_versions_and_refuses_unknown_ones() {
     let mut stack = Stack::new().await;
     stack.train("v1").await;
     let v0 = stack.train("v0").await;
-    let mut serve = stack.serve(stack.serve_config()).await;
+    let mut serve = stack.start_serve(stack.serve_config()).await;
     wait_until_serving(&serve).await;
 
     assert_status(

@@ -1,19 +1,17 @@
 //! Online and batch predictions from a run trained by train-service.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Stack, gunzip, predict_request, wait_until_serving};
-use crs_core::sample_data::PREDICTION_INPUT_KEY;
+use crs_platform::layout::PREDICTION_INPUT_KEY;
 use crs_proto::serve::{GetModelRequest, PredictBatchRequest};
+use crs_testkit::{Stack, gunzip, predict_request, wait_until_serving};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_output_matches_online_predictions() {
     let mut stack = Stack::new().await;
     let run_id = stack.train("v1").await;
-    let mut serve = stack.serve(stack.serve_config()).await;
+    let mut serve = stack.start_serve(stack.serve_config()).await;
     wait_until_serving(&serve).await;
 
     let model = serve.client.get_model(GetModelRequest {}).await.expect("get model").into_inner();
@@ -61,8 +59,10 @@ async fn batch_output_matches_online_predictions() {
     assert!(distinct.len() > 1, "a trained tree gives different rates to different keywords");
 
     let notice = stack
-        .webhooks
-        .wait_for(Duration::from_secs(5), |b| b["text"].as_str().is_some_and(|t| t.contains("succeeded")))
+        .webhooks()
+        .wait_for(Duration::from_secs(5), |b| {
+            b["text"].as_str().is_some_and(|t| t.starts_with("batch prediction") && t.contains("succeeded"))
+        })
         .await
         .expect("batch success webhook");
     assert!(notice.to_string().contains(&expected_key), "{notice}");
@@ -73,7 +73,7 @@ async fn batch_output_matches_online_predictions() {
 async fn serving_follows_latest_without_failing_requests() {
     let mut stack = Stack::new().await;
     let first = stack.train("v1").await;
-    let serve = stack.serve(stack.serve_config()).await;
+    let serve = stack.start_serve(stack.serve_config()).await;
     wait_until_serving(&serve).await;
 
     let input = stack.get(PREDICTION_INPUT_KEY).await.expect("input exists");

@@ -1,13 +1,11 @@
 //! SIGTERM or Ctrl+C: no new work, but requests in flight finish.
 
-mod common;
-
 use std::io::Write;
 use std::time::Duration;
 
-use common::{Stack, gunzip, wait_until_serving};
-use crs_core::data::synth::{ATTRIBUTES, SynthSpec, write_prediction_input};
+use crs_domain::data::synth::{ATTRIBUTES, SynthSpec, write_prediction_input};
 use crs_proto::serve::PredictBatchRequest;
+use crs_testkit::{Stack, gunzip, wait_until_serving};
 
 const BIG_INPUT: &str = "data/predict/input/big.csv.gz";
 
@@ -21,7 +19,7 @@ async fn shutdown_lets_a_batch_in_flight_finish() {
     gzip.flush().expect("flush");
     stack.put(BIG_INPUT, gzip.finish().expect("gzip")).await;
 
-    let serve = stack.serve(stack.serve_config()).await;
+    let serve = stack.start_serve(stack.serve_config()).await;
     wait_until_serving(&serve).await;
     let mut client = serve.client.clone();
     let batch = tokio::spawn(async move {

@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use clap::Parser;
+use crs_domain::models::ModelVer;
 
 #[derive(Clone, Parser)]
 #[command(name = "train-service", version, about = "gRPC training jobs for conversion-rate models")]
@@ -17,7 +18,7 @@ pub struct Config {
     pub bucket_url: String,
     /// Model version trained when a request names none (v0, v1, ...).
     #[arg(long, env = "MODEL_VER", default_value = "v1")]
-    pub model_ver: String,
+    pub model_ver: ModelVer,
     /// Slack incoming-webhook URL for job notices; unset means no notices. It is a secret and never logged.
     #[arg(long, env = "WEBHOOK_URL", hide_env_values = true)]
     pub webhook_url: Option<String>,
@@ -53,16 +54,25 @@ impl fmt::Debug for Config {
 mod tests {
     use super::*;
 
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        crs_platform::runtime::parse_without_env(args)
+    }
+
     #[test]
     fn debug_output_hides_the_webhook_url() {
-        let config =
-            Config::try_parse_from(["train-service", "--webhook-url", "https://hooks.example/T0/B0/xyzzy"]).unwrap();
+        let config = parse(&["--webhook-url", "https://hooks.example/T0/B0/xyzzy"]).unwrap();
         assert_eq!(config.webhook_url.as_deref(), Some("https://hooks.example/T0/B0/xyzzy"));
         assert!(!format!("{config:?}").contains("xyzzy"), "{config:?}");
     }
 
     #[test]
+    fn an_unknown_default_model_version_is_refused_at_startup() {
+        let err = parse(&["--model-ver", "v7"]).unwrap_err().to_string();
+        assert!(err.contains("--model-ver") && err.contains("unknown model version \"v7\""), "{err}");
+    }
+
+    #[test]
     fn at_least_one_job_must_be_allowed_to_run() {
-        assert!(Config::try_parse_from(["train-service", "--max-concurrent-jobs", "0"]).is_err());
+        assert!(parse(&["--max-concurrent-jobs", "0"]).is_err());
     }
 }

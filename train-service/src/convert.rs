@@ -1,11 +1,35 @@
-//! Domain types to their wire form.
+//! Wire types to domain types and back.
 
-use crs_core::evaluation::Evaluation;
-use crs_core::metrics::Metrics;
-use crs_core::storage::RunMetadata;
+use crs_domain::evaluation::Evaluation;
+use crs_domain::metrics::Metrics;
+use crs_domain::models::ModelVer;
+use crs_platform::bucket::BucketKey;
+use crs_platform::inputs::InputKeys;
+use crs_platform::layout;
+use crs_platform::runs::RunMetadata;
 use crs_proto::{timestamp, train as proto};
 
-use crate::jobs::{Job, JobStage, JobState};
+use crate::jobs::{Job, JobRequest, JobStage, JobState};
+use crate::status::ApiError;
+
+/// Checks a StartTraining request; empty fields take the server's defaults.
+pub fn job_request(request: proto::StartTrainingRequest, default_model_ver: ModelVer) -> Result<JobRequest, ApiError> {
+    let model_ver = match request.model_ver.as_str() {
+        "" => default_model_ver,
+        name => ModelVer::parse(name)?,
+    };
+    let train = match request.train_key.as_str() {
+        "" => layout::TRAIN_KEY,
+        key => key,
+    };
+    let keys = InputKeys::new(
+        model_ver,
+        BucketKey::parse(train)?,
+        request.eval_key.as_deref().map(BucketKey::parse).transpose()?,
+        request.config_key.as_deref().map(BucketKey::parse).transpose()?,
+    );
+    Ok(JobRequest { model_ver, keys, labels: request.labels.into_iter().collect() })
+}
 
 pub fn job(job: &Job) -> proto::TrainingJob {
     let state = match job.state {
@@ -24,7 +48,7 @@ pub fn job(job: &Job) -> proto::TrainingJob {
     };
     proto::TrainingJob {
         job_id: job.id.clone(),
-        model_ver: job.model_ver.clone(),
+        model_ver: job.model_ver.to_string(),
         state: state.into(),
         stage: stage.into(),
         progress: job.progress,
@@ -59,7 +83,7 @@ fn metrics(m: &Metrics) -> proto::Metrics {
 
 pub fn model_run(run: &RunMetadata) -> proto::ModelRun {
     proto::ModelRun {
-        model_ver: run.model_ver.clone(),
+        model_ver: run.model_ver.to_string(),
         run_id: run.run_id.to_string(),
         job_id: run.job_id.clone(),
         created_at: Some(timestamp(run.created_at)),

@@ -16,8 +16,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context;
-use crs_core::storage::{Bucket, ModelStore};
-use crs_core::webhook::{self, Notifier};
+use crs_platform::bucket::Bucket;
+use crs_platform::runs::ModelStore;
+use crs_platform::webhook::{self, Notifier};
 use crs_proto::train::train_service_server::{SERVICE_NAME as TRAIN_SERVICE, TrainServiceServer};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -42,12 +43,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let version = crs_core::models::lookup(&config.model_ver).context("MODEL_VER")?;
     let bucket = Bucket::open(&config.bucket_url).context("BUCKET_URL")?;
     let notifier = Notifier::new(config.webhook_url.as_deref(), jobs::SERVICE_NAME).context("WEBHOOK_URL")?;
     let store = ModelStore::new(bucket);
     let max_jobs = usize::try_from(config.max_concurrent_jobs).unwrap_or(usize::MAX);
-    let jobs = Jobs::new(store.clone(), notifier.clone(), version.name(), max_jobs);
+    let jobs = Jobs::new(store.clone(), notifier.clone(), max_jobs);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status(TRAIN_SERVICE, ServingStatus::Serving).await;
@@ -56,7 +56,7 @@ pub async fn run(
     tracing::info!(
         addr = %listener.local_addr()?,
         bucket = store.bucket().url(),
-        model_ver = version.name(),
+        model_ver = %config.model_ver,
         max_concurrent_jobs = max_jobs,
         webhook = notifier.is_enabled(),
         "train-service listening"
@@ -66,7 +66,7 @@ pub async fn run(
         tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(TrainServiceServer::new(TrainApi::new(jobs.clone(), store)))
+            .add_service(TrainServiceServer::new(TrainApi::new(jobs.clone(), store, config.model_ver)))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = server_stopped.await;
             }),

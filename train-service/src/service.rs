@@ -1,7 +1,7 @@
 //! The gRPC face of the jobs and the stored runs.
 
-use crs_core::models::lookup;
-use crs_core::storage::ModelStore;
+use crs_domain::models::ModelVer;
+use crs_platform::runs::ModelStore;
 use crs_proto::train as proto;
 use crs_proto::train::train_service_server::TrainService;
 use futures::StreamExt;
@@ -9,27 +9,29 @@ use futures::stream::BoxStream;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::jobs::{Jobs, StartRequest};
+use crate::jobs::Jobs;
 use crate::status::ApiError;
 
 #[derive(Clone, Debug)]
 pub struct TrainApi {
     jobs: Jobs,
     store: ModelStore,
+    /// Trained when a request names no version.
+    default_model_ver: ModelVer,
 }
 
 impl TrainApi {
-    pub fn new(jobs: Jobs, store: ModelStore) -> Self {
-        TrainApi { jobs, store }
+    pub fn new(jobs: Jobs, store: ModelStore, default_model_ver: ModelVer) -> Self {
+        TrainApi { jobs, store, default_model_ver }
     }
 
-    async fn version_runs(&self, model_ver: String) -> Result<proto::ModelVersionRuns, ApiError> {
-        let latest = self.store.latest(&model_ver).await?;
-        let runs = self.store.runs(&model_ver).await?;
+    async fn version_runs(&self, model_ver: ModelVer) -> Result<proto::ModelVersionRuns, ApiError> {
+        let latest = self.store.latest(model_ver).await?;
+        let runs = self.store.runs(model_ver).await?;
         Ok(proto::ModelVersionRuns {
             latest_run_id: latest.map(|run| run.to_string()).unwrap_or_default(),
             runs: runs.iter().map(convert::model_run).collect(),
-            model_ver,
+            model_ver: model_ver.to_string(),
         })
     }
 }
@@ -40,17 +42,8 @@ impl TrainService for TrainApi {
         &self,
         request: Request<proto::StartTrainingRequest>,
     ) -> Result<Response<proto::TrainingJob>, Status> {
-        let request = request.into_inner();
-        let job = self
-            .jobs
-            .start(StartRequest {
-                model_ver: request.model_ver,
-                train_key: request.train_key,
-                eval_key: request.eval_key,
-                config_key: request.config_key,
-                labels: request.labels.into_iter().collect(),
-            })
-            .await?;
+        let request = convert::job_request(request.into_inner(), self.default_model_ver)?;
+        let job = self.jobs.start(request).await?;
         Ok(Response::new(convert::job(&job)))
     }
 
@@ -88,8 +81,7 @@ impl TrainService for TrainApi {
         let model_vers = if model_ver.is_empty() {
             self.store.versions().await.map_err(ApiError::from)?
         } else {
-            // Only registered names reach the bucket as a key segment.
-            vec![lookup(&model_ver).map_err(ApiError::from)?.name().to_owned()]
+            vec![ModelVer::parse(&model_ver).map_err(ApiError::from)?]
         };
         let mut versions = Vec::with_capacity(model_vers.len());
         for model_ver in model_vers {

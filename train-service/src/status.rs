@@ -1,7 +1,11 @@
-//! The one table from request errors to gRPC status codes.
+//! Every error train-service answers with, and its table from error kinds to
+//! gRPC status codes (the same table as serve-service's; see
+//! `crs_platform::error`).
 
-use crs_core::models::UnknownVersion;
-use crs_core::storage::{KeyError, LoadError, StorageError};
+use crs_domain::models::UnknownVersion;
+use crs_platform::bucket::{KeyError, StorageError};
+use crs_platform::error::{Classify, ErrorKind};
+use crs_platform::runs::LoadError;
 use tonic::{Code, Status};
 
 /// Why a request was refused or could not be answered.
@@ -23,31 +27,93 @@ pub enum ApiError {
     Runs(#[from] LoadError),
 }
 
-impl ApiError {
-    pub fn code(&self) -> Code {
+impl Classify for ApiError {
+    fn kind(&self) -> ErrorKind {
         match self {
-            ApiError::UnknownVersion(_) | ApiError::UnsafeKey(_) => Code::InvalidArgument,
-            ApiError::MissingObject { .. } | ApiError::UnknownJob(_) => Code::NotFound,
-            ApiError::ShuttingDown => Code::Unavailable,
-            ApiError::Storage(e) | ApiError::Runs(LoadError::Storage(e)) => match e {
-                StorageError::Key(_) => Code::InvalidArgument,
-                StorageError::NotFound { .. } => Code::NotFound,
-                // Usually an object store that is down or throttling: worth a retry.
-                StorageError::Backend { .. } => Code::Unavailable,
-                StorageError::Config { .. } => Code::Internal,
-            },
-            ApiError::Runs(_) => Code::Internal,
+            ApiError::UnknownVersion(e) => e.kind(),
+            ApiError::UnsafeKey(e) => e.kind(),
+            ApiError::MissingObject { .. } | ApiError::UnknownJob(_) => ErrorKind::NotFound,
+            ApiError::ShuttingDown => ErrorKind::Unavailable,
+            ApiError::Storage(e) => e.kind(),
+            ApiError::Runs(e) => e.kind(),
         }
+    }
+}
+
+/// The gRPC code of each kind of failure.
+pub fn code(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::InvalidInput => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::Precondition => Code::FailedPrecondition,
+        ErrorKind::Conflict => Code::Aborted,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::Internal => Code::Internal,
     }
 }
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
-        let code = e.code();
+        let code = code(e.kind());
         // The bucket's failures are the operator's problem; the rest are the caller's.
         if matches!(e, ApiError::Storage(_) | ApiError::Runs(_)) && matches!(code, Code::Internal | Code::Unavailable) {
             tracing::error!(error = %e, "request failed");
         }
         Status::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crs_domain::models::ModelVer;
+    use crs_platform::bucket::BucketKey;
+
+    use super::*;
+
+    /// The table in `crs_platform::error`, which both services follow.
+    fn documented(kind: ErrorKind) -> Code {
+        match kind {
+            ErrorKind::InvalidInput => Code::InvalidArgument,
+            ErrorKind::NotFound => Code::NotFound,
+            ErrorKind::Precondition => Code::FailedPrecondition,
+            ErrorKind::Conflict => Code::Aborted,
+            ErrorKind::AlreadyExists => Code::AlreadyExists,
+            ErrorKind::Unauthenticated => Code::Unauthenticated,
+            ErrorKind::Unavailable => Code::Unavailable,
+            ErrorKind::Internal => Code::Internal,
+        }
+    }
+
+    #[test]
+    fn every_kind_gets_the_documented_code() {
+        for kind in ErrorKind::ALL {
+            assert_eq!(code(kind), documented(kind), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn api_errors_of_each_kind_answer_with_its_code() {
+        let cases: Vec<(ApiError, Code)> = vec![
+            (ModelVer::parse("v9").unwrap_err().into(), Code::InvalidArgument),
+            (BucketKey::parse("/etc").unwrap_err().into(), Code::InvalidArgument),
+            (ApiError::MissingObject { what: "training data", key: "data/x.csv".into() }, Code::NotFound),
+            (ApiError::UnknownJob("job-1".into()), Code::NotFound),
+            (
+                LoadError::Metadata { key: "model/v1/r/metadata.json".into(), message: "eof".into() }.into(),
+                Code::FailedPrecondition,
+            ),
+            (StorageError::Conflict { key: "k".into() }.into(), Code::Aborted),
+            (StorageError::AlreadyExists { key: "k".into() }.into(), Code::AlreadyExists),
+            (ApiError::ShuttingDown, Code::Unavailable),
+            (StorageError::Config { url: "s3://b".into(), message: "no region".into() }.into(), Code::Internal),
+        ];
+        for (error, expected) in cases {
+            let message = error.to_string();
+            let status = Status::from(error);
+            assert_eq!(status.code(), expected, "{message}");
+            assert_eq!(status.message(), message);
+        }
     }
 }

@@ -3,8 +3,9 @@
 
 mod common;
 
-use common::{TestServer, key, wait_for_webhook};
+use common::{TestServer, wait_for_webhook};
 use crs_proto::train::{JobState, StartTrainingRequest};
+use crs_testkit::key_of as key;
 
 const HEADER: &str = "entity_id,att1,att2,att3,device,week,Clicks,Conversions";
 

@@ -83,23 +83,6 @@ async fn unknown_jobs_and_versions_are_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn startup_refuses_an_unknown_default_model_version() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = train_service::Config {
-        addr: "127.0.0.1:0".into(),
-        bucket_url: dir.path().to_string_lossy().into_owned(),
-        model_ver: "v7".into(),
-        webhook_url: None,
-        max_concurrent_jobs: 1,
-        shutdown_grace_secs: 1,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let error = train_service::run(config, listener, std::future::pending()).await.expect_err("refused");
-    let message = format!("{error:#}");
-    assert!(message.contains("MODEL_VER") && message.contains("unknown model version \"v7\""), "{message}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_serving_and_reflection_lists_the_service() {
     let server = TestServer::start().await;
     let mut health = HealthClient::new(server.channel().await);

@@ -5,8 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{SLOW_CONFIG_KEY, Setup, TestServer, wait_for_end, wait_for_stage, wait_for_webhook, watch_to_end};
+use common::{SLOW_CONFIG_KEY, Setup, TestServer, wait_for_webhook};
 use crs_proto::train::{JobState, Stage, StartTrainingRequest};
+use crs_testkit::{wait_for_end, wait_for_stage, watch_to_end};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -70,8 +71,11 @@ async fn shutdown_lets_the_running_job_finish_fails_queued_ones_and_returns() {
     // Both finished runs are intact and LATEST is on the later one.
     let store = server.store();
     for run_id in [&earlier.run_id, &running.run_id] {
-        let run = crs_core::storage::RunId::parse(run_id).expect("run id");
-        store.load("v1", &run).await.expect("the run loads and its checksum verifies");
+        let run = crs_platform::layout::RunId::parse(run_id).expect("run id");
+        store
+            .load(crs_domain::models::ModelVer::parse("v1").unwrap(), &run)
+            .await
+            .expect("the run loads and its checksum verifies");
     }
     let mut runs = vec![earlier.run_id.clone(), running.run_id.clone()];
     runs.sort();

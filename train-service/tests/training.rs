@@ -5,14 +5,14 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{SLOW_CONFIG_KEY, Setup, TestServer, key, wait_for_end, wait_for_webhook, watch_to_end};
-use crs_core::models::sha256_hex;
-use crs_core::sample_data::TRAIN_KEY;
-use crs_core::storage::RunId;
+use common::{SLOW_CONFIG_KEY, Setup, TestServer, wait_for_webhook};
+use crs_domain::models::{ModelVer, sha256_hex};
+use crs_platform::layout::RunId;
+use crs_platform::layout::TRAIN_KEY;
 use crs_proto::train::{
     GetTrainingJobRequest, JobState, ListModelsRequest, ListTrainingJobsRequest, Stage, StartTrainingRequest,
 };
-use crs_testkit::Behaviour;
+use crs_testkit::{Behaviour, key_of as key, wait_for_end, watch_to_end};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trains_v1_and_writes_a_complete_run() {
@@ -50,7 +50,11 @@ async fn trains_v1_and_writes_a_complete_run() {
     assert_eq!(latest.trim(), run_id);
 
     // The metadata is the run's record, and its checksums match the files.
-    let metadata = server.store().metadata("v1", &RunId::parse(&run_id).expect("run id")).await.expect("metadata");
+    let metadata = server
+        .store()
+        .metadata(ModelVer::parse("v1").unwrap(), &RunId::parse(&run_id).expect("run id"))
+        .await
+        .expect("metadata");
     assert_eq!(sha256_hex(&artifact), metadata.artifact.sha256);
     assert_eq!(sidecar.split_whitespace().next(), Some(metadata.artifact.sha256.as_str()));
     assert_eq!(metadata.artifact.file, "model.json");
@@ -59,7 +63,7 @@ async fn trains_v1_and_writes_a_complete_run() {
     assert_eq!(metadata.train_data.sha256.as_deref(), Some(sha256_hex(&train_file).as_str()));
     assert_eq!(metadata.train_data.size_bytes, Some(train_file.len() as u64));
     assert!(metadata.train_data.rows.as_ref().is_some_and(|rows| rows.read > 0 && rows.observations > 0));
-    assert_eq!(metadata.model_ver, "v1");
+    assert_eq!(metadata.model_ver.name(), "v1");
     assert_eq!(metadata.run_id.as_str(), run_id);
     assert_eq!(metadata.job_id, queued.job_id);
     assert_eq!(metadata.state, "succeeded");
@@ -76,7 +80,11 @@ async fn trains_v1_and_writes_a_complete_run() {
     let stages: Vec<&str> = metadata.stage_seconds.iter().map(|s| s.stage.as_str()).collect();
     assert_eq!(stages, ["loading_data", "preparing", "training", "evaluating"]);
     assert_eq!(metadata.service.name, "train-service");
-    server.store().load("v1", &metadata.run_id).await.expect("the run loads and its checksum verifies");
+    server
+        .store()
+        .load(ModelVer::parse("v1").unwrap(), &metadata.run_id)
+        .await
+        .expect("the run loads and its checksum verifies");
 
     // Webhooks: started and succeeded, both naming the run.
     wait_for_webhook(&server, &["started", &run_id]).await;

@@ -15,12 +15,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use crs_core::batch::{BatchOptions, predict_batch};
-use crs_core::data::synth::{ATTRIBUTES, SynthSpec, write_prediction_input, write_training};
-use crs_core::evaluation::train_and_evaluate;
-use crs_core::models::{TrainedModel, lookup, sha256_hex};
-use crs_core::storage::{Bucket, BucketKey};
-use crs_core::training::{InputKeys, Inputs, default_config_key};
+use crs_domain::data::synth::{ATTRIBUTES, SynthSpec, write_prediction_input, write_training};
+use crs_domain::evaluation::train_and_evaluate;
+use crs_domain::models::{ModelVer, TrainedModel, sha256_hex};
+use crs_platform::batch::{BatchOptions, predict_batch};
+use crs_platform::bucket::{Bucket, BucketKey};
+use crs_platform::inputs::{InputKeys, Inputs};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde_json::{Value, json};
@@ -110,17 +110,12 @@ fn fit_model(dir: &Path) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Runtime::new()?;
     let bucket = Bucket::open(&dir.to_string_lossy())?;
-    let keys = InputKeys {
-        train: BucketKey::parse("train.csv.gz")?,
-        eval: None,
-        config: default_config_key("v1")?,
-        config_required: false,
-    };
+    let v1 = ModelVer::parse("v1")?;
+    let keys = InputKeys::new(v1, BucketKey::parse("train.csv.gz")?, None, None);
     let inputs = runtime.block_on(Inputs::fetch(&bucket, keys))?;
-    let version = lookup("v1")?;
-    let (params, _) = inputs.params(version)?;
-    let data = inputs.prepare()?;
-    let run = train_and_evaluate(version, &params, &data.train, &data.eval, |_| {})?;
+    let (params, _) = inputs.params(v1)?;
+    let data = inputs.prepare()?.data;
+    let run = train_and_evaluate(v1, &params, &data.train, &data.eval, |_| {})?;
     let artifact = run.model.to_artifact();
     std::fs::write(dir.join("model.json.sha256"), sha256_hex(&artifact))?;
     std::fs::write(dir.join("model.json"), artifact)?;
@@ -130,7 +125,7 @@ fn fit_model(dir: &Path) -> anyhow::Result<()> {
 fn worker(dir: &Path, input: &str, chunk_bytes: usize) -> anyhow::Result<()> {
     let artifact = std::fs::read(dir.join("model.json"))?;
     let sha = std::fs::read_to_string(dir.join("model.json.sha256"))?;
-    let model = Arc::new(TrainedModel::from_artifact(&artifact, &sha, "v1")?);
+    let model = Arc::new(TrainedModel::from_artifact(&artifact, &sha, ModelVer::parse("v1")?)?);
     let bucket = Bucket::open(&dir.to_string_lossy())?;
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(predict_batch(

@@ -13,12 +13,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use crs_core::data::Observations;
-use crs_core::evaluation::{Evaluation, HOLDOUT_FRACTION, Stage, train_and_evaluate};
-use crs_core::metrics::Metrics;
-use crs_core::models::lookup;
-use crs_core::storage::BucketKey;
-use crs_core::training::{InputKeys, Inputs, default_config_key};
+use crs_domain::data::{DataFile, HOLDOUT_FRACTION, Observations, prepare};
+use crs_domain::evaluation::{Evaluation, Stage, train_and_evaluate};
+use crs_domain::metrics::Metrics;
+use crs_domain::models::ModelVer;
 
 #[derive(Debug, Parser)]
 #[command(about = "Times model fits on one data file and scores them on its keyword holdout")]
@@ -59,24 +57,13 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.repeats >= 1, "--repeats must be at least 1");
 
-    // The same path as `crctl evaluate --train FILE`: Inputs::prepare, holdout split.
+    // The same path as `crctl evaluate --train FILE`: the data contract, then a keyword holdout.
     let started = Instant::now();
     let bytes = std::fs::read(&args.data).with_context(|| format!("reading {}", args.data.display()))?;
     let name = args.data.file_name().and_then(|n| n.to_str()).context("--data has no file name")?;
-    let inputs = Inputs {
-        keys: InputKeys {
-            train: BucketKey::parse(name)?,
-            eval: None,
-            config: default_config_key("v1")?,
-            config_required: false,
-        },
-        train: bytes.into(),
-        eval: None,
-        config: None,
-    };
-    let data = inputs.prepare()?;
+    let data = prepare(&DataFile { name: name.to_owned(), bytes: bytes.into() }, None)?;
     let load_seconds = started.elapsed().as_secs_f64();
-    let counts = data.train_record.rows.clone().unwrap_or_default();
+    let counts = &data.train_counts;
     println!("data {} loaded in {load_seconds:.2} s", args.data.display());
     println!(
         "  {} rows read, {} duplicates dropped, {} conversions clipped, {} zero-click rows dropped, {} observations",
@@ -106,12 +93,12 @@ fn main() -> anyhow::Result<()> {
 
     let mut timings = Vec::new();
     for config in &CONFIGS {
-        let version = lookup(config.version)?;
-        let params = version.params("bench", config.yaml)?;
+        let model_ver = ModelVer::parse(config.version)?;
+        let params = model_ver.version().params("bench", config.yaml)?;
         let mut seconds = Vec::with_capacity(args.repeats);
         let mut last = None;
         for _ in 0..args.repeats {
-            let run = train_and_evaluate(version, &params, &data.train, &data.eval, |_| {})?;
+            let run = train_and_evaluate(model_ver, &params, &data.train, &data.eval, |_| {})?;
             let fit = run.seconds.iter().find(|(stage, _)| *stage == Stage::Training).map_or(0.0, |(_, s)| *s);
             seconds.push(fit);
             last = Some(run.eval);

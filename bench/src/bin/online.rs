@@ -19,14 +19,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use crs_core::data::{Attributes, TableKind, TableReader, keyword_rows};
-use crs_core::sample_data::{PREDICTION_INPUT_KEY, SampleSizes, write_sample_data};
-use crs_core::storage::{Bucket, BucketKey};
+use crs_domain::data::{Attributes, TableKind, TableReader, keyword_rows};
+use crs_platform::bucket::{Bucket, BucketKey};
+use crs_platform::layout::PREDICTION_INPUT_KEY;
+use crs_platform::sample_data::SampleSizes;
 use crs_proto::serve::PredictRequest;
 use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::train::train_service_client::TrainServiceClient;
 use crs_proto::train::{GetTrainingJobRequest, JobState, StartTrainingRequest};
-use tokio::net::TcpListener;
+use crs_testkit::{Setup, Stack};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -52,11 +53,19 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let dir = tempfile::tempdir()?;
-    let bucket_url = dir.path().to_string_lossy().into_owned();
     let services =
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.server_threads).enable_all().build()?;
-    let (train_addr, serve_addr) = services.block_on(start_services(&bucket_url))?;
+    // The services run on their own runtime: the stack spawns them on the one it is started from.
+    let (stack, trainer, server) = services.block_on(async {
+        let stack = Stack::with(Setup { webhook: None, sizes: SampleSizes::default() }).await;
+        let train = stack.start_train(stack.train_config()).await;
+        let mut serve_config = stack.serve_config();
+        serve_config.poll_interval_secs = 0.2;
+        let serve = stack.start_serve(serve_config).await;
+        (stack, train, serve)
+    });
+    let (train_addr, serve_addr) = (trainer.addr.to_string(), server.addr.to_string());
+    let bucket_url = stack.bucket_url.clone();
 
     let client = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     client.block_on(async {
@@ -107,23 +116,9 @@ fn main() -> anyhow::Result<()> {
         println!("  per-call latency under load: p50 {:.0} us, p99 {:.0} us", pct(&per_call, 50.0), pct(&per_call, 99.0));
         anyhow::Ok(())
     })?;
+    drop((trainer, server, stack));
     drop(services);
     Ok(())
-}
-
-async fn start_services(bucket_url: &str) -> anyhow::Result<(String, String)> {
-    let bucket = Bucket::open(bucket_url)?;
-    write_sample_data(&bucket, SampleSizes::default(), 5).await?;
-    let train_listener = TcpListener::bind("127.0.0.1:0").await?;
-    let serve_listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addrs = (train_listener.local_addr()?.to_string(), serve_listener.local_addr()?.to_string());
-    let train_config =
-        <train_service::Config as Parser>::try_parse_from(["train-service", "--bucket-url", bucket_url])?;
-    let mut serve_config = serve_service::Config::with_bucket(bucket_url);
-    serve_config.poll_interval_secs = 0.2;
-    tokio::spawn(train_service::run(train_config, train_listener, std::future::pending()));
-    tokio::spawn(serve_service::run(serve_config, serve_listener, std::future::pending()));
-    Ok(addrs)
 }
 
 async fn connect(addr: &str) -> anyhow::Result<Channel> {

@@ -1,0 +1,19 @@
+//! The data contract: what raw files look like, how they are validated, and the
+//! in-memory types they become.
+
+mod error;
+mod prepare;
+mod rows;
+mod schema;
+mod table;
+mod training;
+
+pub use error::{DataError, Problem};
+pub use prepare::{DataFile, EvalSource, HOLDOUT_FRACTION, HOLDOUT_SEED, PreparedData, prepare};
+pub use rows::{KeywordRows, Observations, RowProblem};
+pub use schema::{
+    ATTRIBUTE_PREFIX, CLICKS, CONVERSIONS, DEVICE, Device, ENTITY_ID, TableKind, WEEK, attribute_name, attribute_number,
+};
+pub use table::{Attributes, Chunk, DEFAULT_CHUNK_BYTES, TableReader, keyword_rows};
+pub use training::{ColumnProfile, RowCounts, TrainingTable};
+pub mod synth;

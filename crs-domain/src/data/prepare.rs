@@ -1,0 +1,80 @@
+//! A training run's data files, validated and aggregated into the observations
+//! a model is fitted and scored on.
+
+use std::io::Cursor;
+
+use bytes::Bytes;
+
+use super::error::DataError;
+use super::rows::Observations;
+use super::training::{ColumnProfile, RowCounts, TrainingTable};
+
+/// Without an evaluation file, this share of the keywords is held out.
+pub const HOLDOUT_FRACTION: f64 = 0.2;
+/// Fixed so that the same data always gives the same holdout.
+pub const HOLDOUT_SEED: u64 = 20_190_101;
+
+/// A data file as read: the name errors cite, and its bytes (CSV or gzip CSV).
+#[derive(Clone, Debug)]
+pub struct DataFile {
+    pub name: String,
+    pub bytes: Bytes,
+}
+
+/// Where the evaluation rows came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvalSource {
+    /// An evaluation file of its own.
+    File,
+    /// [`HOLDOUT_FRACTION`] of the training keywords.
+    Holdout,
+}
+
+impl EvalSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvalSource::File => "file",
+            EvalSource::Holdout => "holdout",
+        }
+    }
+}
+
+/// Observations ready for [`crate::evaluation::train_and_evaluate`], with the
+/// row counts of each file and a profile of the training data.
+#[derive(Debug)]
+pub struct PreparedData {
+    pub train: Observations,
+    pub eval: Observations,
+    pub eval_source: EvalSource,
+    pub train_counts: RowCounts,
+    /// Counts of the evaluation file, when there is one.
+    pub eval_counts: Option<RowCounts>,
+    pub profile: Vec<ColumnProfile>,
+}
+
+/// Validates and aggregates the files: CPU work, to be run off an async runtime.
+/// Without an evaluation file, a fixed share of the training keywords is held out.
+pub fn prepare(train: &DataFile, eval: Option<&DataFile>) -> Result<PreparedData, DataError> {
+    let mut train_table = TrainingTable::read(&train.name, Cursor::new(train.bytes.clone()))?;
+    let profile = train_table.profile();
+    let all_train = train_table.observations()?;
+    let train_counts = train_table.counts;
+    match eval {
+        Some(file) => {
+            let mut eval_table = TrainingTable::read(&file.name, Cursor::new(file.bytes.clone()))?;
+            let eval = eval_table.observations()?;
+            Ok(PreparedData {
+                train: all_train,
+                eval,
+                eval_source: EvalSource::File,
+                train_counts,
+                eval_counts: Some(eval_table.counts),
+                profile,
+            })
+        }
+        None => {
+            let (train, eval) = all_train.split_by_entity(HOLDOUT_FRACTION, HOLDOUT_SEED);
+            Ok(PreparedData { train, eval, eval_source: EvalSource::Holdout, train_counts, eval_counts: None, profile })
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Training a model version and scoring it against the baselines on the same rows.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::Observations;
+use crate::features::{FeatureError, FeaturePipeline};
+use crate::metrics::{Metrics, score};
+use crate::models::v0::DeviceRates;
+use crate::models::{FitError, ModelVer, TrainedModel, TrainingSet};
+
+/// The model and the baselines scored on the same rows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub rows: u64,
+    pub clicks: f64,
+    pub model: Metrics,
+    /// Predicts 0.
+    pub zero: Metrics,
+    /// The training rate over all clicks.
+    pub global: Metrics,
+    /// The training rate per device (model v0).
+    pub device: Metrics,
+}
+
+/// The baselines every model is compared with, fitted on the training rows.
+#[derive(Clone, Debug)]
+pub struct Baselines {
+    pub device: DeviceRates,
+}
+
+impl Baselines {
+    pub fn fit(train: &Observations) -> Self {
+        Baselines { device: DeviceRates::fit(&train.rows.device, &train.clicks, &train.conversions) }
+    }
+
+    pub fn evaluate(&self, model: &TrainedModel, rows: &Observations) -> Result<Evaluation, FeatureError> {
+        let predicted = model.predict(&rows.rows)?;
+        let scored = |p: &[f64]| score(p, &rows.clicks, &rows.conversions);
+        let device: Vec<f64> = rows.rows.device.iter().map(|&d| self.device.rate(d)).collect();
+        Ok(Evaluation {
+            rows: rows.len() as u64,
+            clicks: rows.total_clicks(),
+            model: scored(&predicted),
+            zero: scored(&vec![0.0; rows.len()]),
+            global: scored(&vec![self.device.global; rows.len()]),
+            device: scored(&device),
+        })
+    }
+}
+
+/// What a training run does, in order, for progress reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Preparing,
+    Training,
+    Evaluating,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Fit(#[from] FitError),
+    #[error("evaluation data: {0}")]
+    Features(#[from] FeatureError),
+    #[error("no training rows with clicks")]
+    NoTrainingRows,
+    #[error("no evaluation rows with clicks")]
+    NoEvaluationRows,
+}
+
+#[derive(Debug)]
+pub struct TrainingRun {
+    pub model: TrainedModel,
+    pub train: Evaluation,
+    pub eval: Evaluation,
+    /// Seconds spent in each stage.
+    pub seconds: Vec<(Stage, f64)>,
+}
+
+/// Fits the feature pipeline and the model on `train`, then scores model and
+/// baselines on both sets. `on_stage` hears each stage as it starts.
+pub fn train_and_evaluate(
+    model_ver: ModelVer,
+    params: &serde_json::Value,
+    train: &Observations,
+    eval: &Observations,
+    mut on_stage: impl FnMut(Stage),
+) -> Result<TrainingRun, TrainError> {
+    if train.is_empty() {
+        return Err(TrainError::NoTrainingRows);
+    }
+    if eval.is_empty() {
+        return Err(TrainError::NoEvaluationRows);
+    }
+    let mut seconds = Vec::new();
+    let mut timed = |stage: Stage, started: Instant| seconds.push((stage, started.elapsed().as_secs_f64()));
+
+    on_stage(Stage::Preparing);
+    let started = Instant::now();
+    let features = FeaturePipeline::fit(&train.rows);
+    let set = TrainingSet {
+        features: features.transform(&train.rows, &features.attributes)?,
+        clicks: train.clicks.clone(),
+        conversions: train.conversions.clone(),
+    };
+    timed(Stage::Preparing, started);
+
+    on_stage(Stage::Training);
+    let started = Instant::now();
+    let fitted = model_ver.version().fit(params, &set)?;
+    let model = TrainedModel::new(model_ver, features, params.clone(), fitted);
+    timed(Stage::Training, started);
+
+    on_stage(Stage::Evaluating);
+    let started = Instant::now();
+    let baselines = Baselines::fit(train);
+    let train_eval = baselines.evaluate(&model, train)?;
+    let eval_eval = baselines.evaluate(&model, eval)?;
+    timed(Stage::Evaluating, started);
+
+    Ok(TrainingRun { model, train: train_eval, eval: eval_eval, seconds })
+}

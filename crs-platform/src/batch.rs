@@ -1,0 +1,401 @@
+//! Batch predictions: an input file in the bucket to a gzip CSV
+//! `entity_id,device,cr` in the bucket, streamed chunk by chunk.
+//!
+//! Memory is bounded by the chunk size and a small queue of compressed output,
+//! plus the set of (entity_id, device) already written (one line per key), not
+//! by the file size. The output is a multipart upload completed only after the
+//! last row: a failed or interrupted batch never leaves a partial object.
+
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use crs_domain::data::{Attributes, Chunk, DEFAULT_CHUNK_BYTES, DataError, TableKind, TableReader, keyword_rows};
+use crs_domain::features::FeatureError;
+use crs_domain::models::TrainedModel;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use polars::prelude::*;
+use tokio::sync::mpsc;
+use tokio_util::io::SyncIoBridge;
+
+use crate::bucket::{Bucket, BucketKey, StorageError};
+use crate::error::{Classify, ErrorKind};
+
+/// The exact header of every output file.
+pub const OUTPUT_HEADER: &str = "entity_id,device,cr";
+/// Handoffs queued between the predicting thread and the uploader.
+const HANDOFF_QUEUE: usize = 4;
+/// Parts uploaded at once.
+const UPLOAD_CONCURRENCY: usize = 2;
+
+/// Buffer sizes, which set the memory a batch uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchOptions {
+    /// Decompressed input bytes parsed at a time.
+    pub chunk_bytes: usize,
+    /// Compressed output handed from the predicting thread to the uploader at a time.
+    pub handoff_bytes: usize,
+    /// Multipart upload part size; S3 needs at least 5 MiB.
+    pub part_bytes: usize,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        BatchOptions { chunk_bytes: DEFAULT_CHUNK_BYTES, handoff_bytes: 1 << 20, part_bytes: 8 << 20 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchReport {
+    /// Data rows in the input.
+    pub rows_read: u64,
+    /// Output lines: one per distinct (entity_id, device).
+    pub rows_written: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("{0}")]
+    Features(#[from] FeatureError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("output key {0} is the input key")]
+    OutputIsInput(String),
+    #[error("writing the output failed: {0}")]
+    Output(String),
+}
+
+impl Classify for BatchError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            BatchError::Data(e) => e.kind(),
+            BatchError::Features(e) => e.kind(),
+            BatchError::Storage(e) => e.kind(),
+            BatchError::OutputIsInput(_) => ErrorKind::InvalidInput,
+            BatchError::Output(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Predicts every (entity_id, device) of `input` with `model` and writes the
+/// result to `output`.
+pub async fn predict_batch(
+    bucket: &Bucket,
+    model: Arc<TrainedModel>,
+    input: &BucketKey,
+    output: &BucketKey,
+    options: BatchOptions,
+) -> Result<BatchReport, BatchError> {
+    if input == output {
+        return Err(BatchError::OutputIsInput(output.to_string()));
+    }
+    let started = Instant::now();
+    let download = bucket.reader(input).await?;
+    let mut upload = bucket.upload(output, options.part_bytes).await?;
+
+    let (tx, mut rx) = mpsc::channel::<Bytes>(HANDOFF_QUEUE);
+    let input_name = input.to_string();
+    let worker = tokio::task::spawn_blocking(move || {
+        let reader = TableReader::open(
+            &input_name,
+            SyncIoBridge::new(download),
+            TableKind::PredictionInput,
+            Attributes::Only(model.required_attributes().iter().cloned().collect()),
+        )?
+        .with_chunk_bytes(options.chunk_bytes);
+        predict_stream(reader, &model, ChannelWriter::new(tx, options.handoff_bytes))
+    });
+
+    // Upload while the worker predicts; on any failure the upload is aborted, so
+    // nothing appears at the output key.
+    let mut upload_error = None;
+    while let Some(bytes) = rx.recv().await {
+        if let Err(e) = upload.wait_for_capacity(UPLOAD_CONCURRENCY).await {
+            upload_error = Some(e);
+            break;
+        }
+        upload.put(bytes);
+    }
+    drop(rx);
+    let outcome = match worker.await {
+        Ok(result) => result,
+        Err(e) => Err(BatchError::Output(format!("prediction worker stopped: {e}"))),
+    };
+    let result = match (outcome, upload_error) {
+        // The worker fails too once the uploader stops: the upload error is the cause.
+        (_, Some(e)) => Err(e.into()),
+        (outcome, None) => outcome,
+    };
+    match result {
+        Ok((rows_read, rows_written)) => {
+            upload.finish().await?;
+            Ok(BatchReport { rows_read, rows_written, seconds: started.elapsed().as_secs_f64() })
+        }
+        Err(e) => {
+            upload.abort().await;
+            Err(e)
+        }
+    }
+}
+
+/// Reads, predicts and writes gzip CSV into `out`; returns (rows read, rows written).
+///
+/// Two stages on two threads: one decompresses, parses and validates the next
+/// chunk while the other predicts, formats and compresses the current one.
+fn predict_stream(mut reader: TableReader, model: &TrainedModel, out: impl Write) -> Result<(u64, u64), BatchError> {
+    let attribute_names = reader.attribute_names().clone();
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, DataError>>(1);
+        let parser = std::thread::Builder::new().name("crs-parse".into()).spawn_scoped(scope, move || {
+            while let Some(next) = reader.next_chunk().transpose() {
+                let failed = next.is_err();
+                // A closed channel means the writing stage failed and has its error.
+                if tx.send(next).is_err() || failed {
+                    break;
+                }
+            }
+            reader.rows_read()
+        });
+        let Ok(parser) = parser else {
+            return Err(BatchError::Output("cannot start the parsing thread".into()));
+        };
+        let written = write_predictions(rx, &attribute_names, model, out);
+        let rows_read = parser.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        Ok((rows_read, written?))
+    })
+}
+
+/// Predicts each chunk and writes one gzip CSV line per (entity_id, device) not
+/// seen before; returns the lines written.
+fn write_predictions(
+    chunks: std::sync::mpsc::Receiver<Result<Chunk, DataError>>,
+    attribute_names: &Arc<[String]>,
+    model: &TrainedModel,
+    out: impl Write,
+) -> Result<u64, BatchError> {
+    let output_error = |e: PolarsError| BatchError::Output(e.to_string());
+    let mut seen: [PlHashSet<i64>; 3] = Default::default();
+    let mut gzip = GzEncoder::new(out, Compression::fast());
+    gzip.write_all(OUTPUT_HEADER.as_bytes()).and_then(|()| gzip.write_all(b"\n")).map_err(io_error)?;
+    let schema = Schema::from_iter([
+        Field::new("entity_id".into(), DataType::Int64),
+        Field::new("device".into(), DataType::String),
+        Field::new("cr".into(), DataType::Float64),
+    ]);
+    let mut csv = CsvWriter::new(&mut gzip).include_header(false).batched(&schema).map_err(output_error)?;
+    let mut rows_written = 0u64;
+    for chunk in chunks {
+        let rows = keyword_rows(chunk?, attribute_names).map_err(output_error)?;
+        let rates = model.predict(&rows)?;
+        let mut entity = Vec::with_capacity(rows.len());
+        let mut device = Vec::with_capacity(rows.len());
+        let mut cr = Vec::with_capacity(rows.len());
+        for ((&e, &d), &rate) in rows.entity_id.iter().zip(&rows.device).zip(&rates) {
+            if seen[d.index()].insert(e) {
+                entity.push(e);
+                device.push(d.as_str());
+                cr.push(rate);
+            }
+        }
+        rows_written += entity.len() as u64;
+        let frame = DataFrame::new_infer_height(vec![
+            Column::new("entity_id".into(), entity),
+            Column::new("device".into(), device),
+            Column::new("cr".into(), cr),
+        ])
+        .map_err(output_error)?;
+        csv.write_batch(&frame).map_err(output_error)?;
+    }
+    csv.finish().map_err(output_error)?;
+    drop(csv);
+    gzip.finish().and_then(|mut out| out.flush()).map_err(io_error)?;
+    Ok(rows_written)
+}
+
+fn io_error(e: io::Error) -> BatchError {
+    BatchError::Output(e.to_string())
+}
+
+/// Hands compressed output to the async uploader in pieces of about
+/// `handoff_bytes`; blocks when the uploader falls behind.
+struct ChannelWriter {
+    tx: mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+    handoff_bytes: usize,
+}
+
+impl ChannelWriter {
+    fn new(tx: mpsc::Sender<Bytes>, handoff_bytes: usize) -> Self {
+        ChannelWriter { tx, buf: Vec::with_capacity(handoff_bytes), handoff_bytes }
+    }
+
+    fn hand_off(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let bytes = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(self.handoff_bytes)));
+        self.tx.blocking_send(bytes).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "upload stopped"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= self.handoff_bytes {
+            self.hand_off()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.hand_off()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::time::Duration;
+
+    use crs_domain::data::TrainingTable;
+    use crs_domain::data::synth::{SynthSpec, write_prediction_input, write_training};
+    use crs_domain::evaluation::train_and_evaluate;
+    use crs_domain::models::ModelVer;
+
+    use super::*;
+
+    const ATTRIBUTES: usize = 12;
+
+    fn spec(first_entity: i64, keywords: usize) -> SynthSpec {
+        SynthSpec { first_entity, keywords, attributes: ATTRIBUTES, seed: 3 }
+    }
+
+    fn trained_model() -> Arc<TrainedModel> {
+        let mut csv = Vec::new();
+        write_training(&spec(1, 400), &mut csv).unwrap();
+        let mut table = TrainingTable::read("train.csv", io::Cursor::new(csv)).unwrap();
+        let observations = table.observations().unwrap();
+        let (train, eval) = observations.split_by_entity(0.2, 1);
+        let v1 = ModelVer::parse("v1").unwrap();
+        let params = v1.version().params("params.yaml", None).unwrap();
+        Arc::new(train_and_evaluate(v1, &params, &train, &eval, |_| {}).unwrap().model)
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        bucket: Bucket,
+        model: Arc<TrainedModel>,
+    }
+
+    impl Fixture {
+        async fn new(input: Vec<u8>) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let bucket = Bucket::open(&dir.path().to_string_lossy()).unwrap();
+            bucket.put(&key("in/input.csv"), input).await.unwrap();
+            Fixture { dir, bucket, model: trained_model() }
+        }
+
+        async fn run(&self, options: BatchOptions) -> Result<BatchReport, BatchError> {
+            predict_batch(&self.bucket, self.model.clone(), &key("in/input.csv"), &key("out/output.csv.gz"), options)
+                .await
+        }
+
+        /// Every file under the output folder, including upload staging files.
+        fn output_files(&self) -> Vec<std::path::PathBuf> {
+            match std::fs::read_dir(self.dir.path().join("out")) {
+                Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+                Err(_) => Vec::new(),
+            }
+        }
+    }
+
+    fn key(k: &str) -> BucketKey {
+        BucketKey::parse(k).unwrap()
+    }
+
+    fn input_csv(keywords: usize) -> Vec<u8> {
+        let mut csv = Vec::new();
+        write_prediction_input(&spec(10_000, keywords), &mut csv).unwrap();
+        csv
+    }
+
+    fn tiny_buffers() -> BatchOptions {
+        BatchOptions { chunk_bytes: 4 << 10, handoff_bytes: 256, part_bytes: 1 << 10 }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_one_line_per_key_in_input_order_whatever_the_buffer_sizes() {
+        let mut input = input_csv(300);
+        // Repeat the first data row: it must not be written twice.
+        let text = String::from_utf8(input.clone()).unwrap();
+        let first_row = text.lines().nth(1).unwrap().to_owned();
+        input.extend_from_slice(format!("{first_row}\n").as_bytes());
+        let fixture = Fixture::new(input.clone()).await;
+
+        let mut outputs = Vec::new();
+        for options in [BatchOptions::default(), tiny_buffers()] {
+            let report = fixture.run(options).await.unwrap();
+            let bytes = fixture.bucket.get(&key("out/output.csv.gz")).await.unwrap();
+            let mut text = String::new();
+            flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_string(&mut text).unwrap();
+            assert_eq!(report.rows_read, text.lines().count() as u64);
+            assert_eq!(report.rows_written + 1, report.rows_read);
+            outputs.push(text);
+        }
+        assert_eq!(outputs[0], outputs[1], "chunking must not change the output");
+        let lines: Vec<&str> = outputs[0].lines().collect();
+        assert_eq!(lines[0], OUTPUT_HEADER);
+        let first: Vec<&str> = first_row.split(',').collect();
+        assert!(lines[1].starts_with(&format!("{},{},", first[0], first[ATTRIBUTES + 1])), "{}", lines[1]);
+        assert!(
+            lines[1..].iter().all(|l| l
+                .split(',')
+                .nth(2)
+                .unwrap()
+                .parse::<f64>()
+                .is_ok_and(|cr| (0.0..=1.0).contains(&cr)))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bad_row_after_output_was_uploaded_leaves_nothing() {
+        let mut input = input_csv(400);
+        input.extend_from_slice(format!("77,{}Fridge,33\n", "1,".repeat(ATTRIBUTES)).as_bytes());
+        let fixture = Fixture::new(input).await;
+        let err = fixture.run(tiny_buffers()).await.unwrap_err();
+        assert!(err.to_string().contains("column 'device': unknown device \"Fridge\""), "{err}");
+        assert!(!fixture.bucket.exists(&key("out/output.csv.gz")).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(fixture.output_files(), Vec::<std::path::PathBuf>::new(), "staging files left behind");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_interrupted_batch_leaves_nothing() {
+        let fixture = Fixture::new(input_csv(20_000)).await;
+        let interrupted = tokio::time::timeout(Duration::from_millis(30), fixture.run(tiny_buffers())).await;
+        assert!(interrupted.is_err(), "the batch finished before it could be interrupted; make the input larger");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!fixture.bucket.exists(&key("out/output.csv.gz")).await.unwrap());
+        assert_eq!(fixture.output_files(), Vec::<std::path::PathBuf>::new(), "staging files left behind");
+    }
+
+    #[tokio::test]
+    async fn output_over_input_is_refused() {
+        let fixture = Fixture::new(input_csv(5)).await;
+        let err = predict_batch(
+            &fixture.bucket,
+            fixture.model.clone(),
+            &key("in/input.csv"),
+            &key("in/input.csv"),
+            BatchOptions::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, BatchError::OutputIsInput(_)), "{err}");
+    }
+}

@@ -1,0 +1,347 @@
+//! The bucket: one `object_store` location holding config, data and models.
+//! Keys are checked before anything touches storage, and every write is whole
+//! or nothing.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use tokio::io::AsyncRead;
+
+use crate::error::{Classify, ErrorKind};
+
+/// A checked, relative key inside the bucket, e.g. `data/train/train.csv.gz`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BucketKey(Path);
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KeyError {
+    #[error("unsafe key {0:?}: it is empty")]
+    Empty(String),
+    #[error("unsafe key {0:?}: keys are relative to the bucket, not absolute")]
+    Absolute(String),
+    #[error("unsafe key {0:?}: '.' and '..' segments are not allowed")]
+    DotSegment(String),
+    #[error("unsafe key {0:?}: empty path segment")]
+    EmptySegment(String),
+    #[error("unsafe key {0:?}: control characters are not allowed")]
+    ControlCharacter(String),
+    #[error("unsafe key {0:?}: {1}")]
+    Invalid(String, String),
+}
+
+impl BucketKey {
+    pub fn parse(key: &str) -> Result<Self, KeyError> {
+        let owned = || key.to_owned();
+        if key.is_empty() {
+            return Err(KeyError::Empty(owned()));
+        }
+        if key.chars().any(char::is_control) {
+            return Err(KeyError::ControlCharacter(owned()));
+        }
+        if key.starts_with('/') || key.starts_with('\\') || key.contains(":\\") {
+            return Err(KeyError::Absolute(owned()));
+        }
+        for segment in key.split(['/', '\\']) {
+            match segment {
+                "" => return Err(KeyError::EmptySegment(owned())),
+                "." | ".." => return Err(KeyError::DotSegment(owned())),
+                _ => {}
+            }
+        }
+        Path::parse(key).map(BucketKey).map_err(|e| KeyError::Invalid(owned(), e.to_string()))
+    }
+
+    /// `self/segment`; `segment` is one checked path segment.
+    pub fn join(&self, segment: &str) -> Result<Self, KeyError> {
+        BucketKey::parse(&format!("{}/{segment}", self.0))
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_ref()
+    }
+}
+
+impl fmt::Display for BucketKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_ref())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("{key}: not found in the bucket")]
+    NotFound { key: String },
+    #[error("{key}: {source}")]
+    Backend {
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("{key}: already exists in the bucket")]
+    AlreadyExists { key: String },
+    #[error("{key}: changed in the bucket since it was read")]
+    Conflict { key: String },
+    #[error("bucket {url:?}: {message}")]
+    Config { url: String, message: String },
+}
+
+impl Classify for KeyError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidInput
+    }
+}
+
+impl Classify for StorageError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            StorageError::Key(e) => e.kind(),
+            StorageError::NotFound { .. } => ErrorKind::NotFound,
+            StorageError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            StorageError::Conflict { .. } => ErrorKind::Conflict,
+            // Usually an object store that is down or throttling: worth a retry.
+            StorageError::Backend { .. } => ErrorKind::Unavailable,
+            // A bucket URL or credentials the operator must fix.
+            StorageError::Config { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+impl StorageError {
+    pub(crate) fn from_store(key: &BucketKey, source: object_store::Error) -> Self {
+        match source {
+            object_store::Error::NotFound { .. } => StorageError::NotFound { key: key.to_string() },
+            object_store::Error::AlreadyExists { .. } => StorageError::AlreadyExists { key: key.to_string() },
+            object_store::Error::Precondition { .. } => StorageError::Conflict { key: key.to_string() },
+            source => StorageError::Backend { key: key.to_string(), source },
+        }
+    }
+}
+
+/// Where config, data and models live: a local folder, S3 (or an S3-compatible
+/// service), or memory.
+#[derive(Clone)]
+pub struct Bucket {
+    store: Arc<dyn ObjectStore>,
+    url: String,
+}
+
+impl fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bucket").field("url", &self.url).finish()
+    }
+}
+
+impl Bucket {
+    /// Opens a bucket from `BUCKET_URL`: a plain path or `file://` URL (a local
+    /// folder, created if missing), `s3://bucket[/prefix]` (endpoint, region and
+    /// credentials from the usual `AWS_*` variables), or `memory://` (tests).
+    pub fn open(url: &str) -> Result<Self, StorageError> {
+        let config = |message: String| StorageError::Config { url: url.to_owned(), message };
+        let store: Arc<dyn ObjectStore> = if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(config("no bucket name".into()));
+            }
+            let s3 = AmazonS3Builder::from_env().with_bucket_name(bucket).build().map_err(|e| config(e.to_string()))?;
+            let prefix = prefix.trim_matches('/');
+            if prefix.is_empty() {
+                Arc::new(s3)
+            } else {
+                let prefix = BucketKey::parse(prefix)?;
+                Arc::new(PrefixStore::new(s3, prefix.0))
+            }
+        } else if url == "memory://" {
+            Arc::new(InMemory::new())
+        } else if url.contains("://") && !url.starts_with("file://") {
+            return Err(config("unsupported scheme (use a path, file://, s3:// or memory://)".into()));
+        } else {
+            let dir = url.strip_prefix("file://").unwrap_or(url);
+            let dir = if dir.is_empty() { "." } else { dir };
+            std::fs::create_dir_all(dir).map_err(|e| config(e.to_string()))?;
+            Arc::new(LocalFileSystem::new_with_prefix(dir).map_err(|e| config(e.to_string()))?)
+        };
+        Ok(Bucket { store, url: url.to_owned() })
+    }
+
+    /// A bucket and key for one file given as a path or URL, e.g.
+    /// `../data/train.csv.gz` or `s3://bucket/data/train.csv.gz`.
+    pub fn open_file(location: &str) -> Result<(Bucket, BucketKey), StorageError> {
+        if let Some(rest) = location.strip_prefix("s3://") {
+            let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+            return Ok((Bucket::open(&format!("s3://{bucket}"))?, BucketKey::parse(key)?));
+        }
+        let path = std::path::Path::new(location.strip_prefix("file://").unwrap_or(location));
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        Ok((Bucket::open(&dir.to_string_lossy())?, BucketKey::parse(name)?))
+    }
+
+    /// The URL the bucket was opened from.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub async fn get(&self, key: &BucketKey) -> Result<Bytes, StorageError> {
+        let result = self.store.get(&key.0).await.map_err(|e| StorageError::from_store(key, e))?;
+        result.bytes().await.map_err(|e| StorageError::from_store(key, e))
+    }
+
+    /// Streams an object, for files too large to hold in memory.
+    pub async fn reader(&self, key: &BucketKey) -> Result<impl AsyncRead + Send + Unpin + 'static, StorageError> {
+        let result = self.store.get(&key.0).await.map_err(|e| StorageError::from_store(key, e))?;
+        let owned = key.clone();
+        let stream = result.into_stream().map_err(move |e| std::io::Error::other(StorageError::from_store(&owned, e)));
+        Ok(tokio_util::io::StreamReader::new(stream))
+    }
+
+    /// Starts a multipart upload to `key` in parts of `part_bytes`. Nothing is
+    /// visible at `key` until [`Upload::finish`]; an aborted or dropped upload
+    /// leaves no object.
+    pub async fn upload(&self, key: &BucketKey, part_bytes: usize) -> Result<Upload, StorageError> {
+        let upload = self.store.put_multipart(&key.0).await.map_err(|e| StorageError::from_store(key, e))?;
+        Ok(Upload { key: key.clone(), writer: WriteMultipart::new_with_chunk_size(upload, part_bytes) })
+    }
+
+    /// Like [`Bucket::get`], with a missing object as `None`.
+    pub async fn get_if_exists(&self, key: &BucketKey) -> Result<Option<Bytes>, StorageError> {
+        match self.get(key).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn exists(&self, key: &BucketKey) -> Result<bool, StorageError> {
+        match self.store.head(&key.0).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(StorageError::from_store(key, e)),
+        }
+    }
+
+    /// Writes a whole object; readers see the old object or the new one, never a part.
+    pub async fn put(&self, key: &BucketKey, bytes: impl Into<Bytes>) -> Result<(), StorageError> {
+        let payload = PutPayload::from_bytes(bytes.into());
+        self.store.put(&key.0, payload).await.map_err(|e| StorageError::from_store(key, e))?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, key: &BucketKey) -> Result<(), StorageError> {
+        match self.store.delete(&key.0).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StorageError::from_store(key, e)),
+        }
+    }
+
+    /// The names of the "folders" directly under `prefix`.
+    pub async fn list_folders(&self, prefix: &BucketKey) -> Result<Vec<String>, StorageError> {
+        let listing =
+            self.store.list_with_delimiter(Some(&prefix.0)).await.map_err(|e| StorageError::from_store(prefix, e))?;
+        let mut names: Vec<String> =
+            listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_owned)).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Every key under `prefix`, at any depth.
+    pub async fn list(&self, prefix: &BucketKey) -> Result<Vec<BucketKey>, StorageError> {
+        let metas: Vec<_> =
+            self.store.list(Some(&prefix.0)).try_collect().await.map_err(|e| StorageError::from_store(prefix, e))?;
+        let mut keys: Vec<BucketKey> = metas.into_iter().map(|m| BucketKey(m.location)).collect();
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+/// A multipart upload in progress; see [`Bucket::upload`].
+pub struct Upload {
+    key: BucketKey,
+    writer: WriteMultipart,
+}
+
+impl fmt::Debug for Upload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upload").field("key", &self.key).finish()
+    }
+}
+
+impl Upload {
+    /// Waits until fewer than `parts` parts are being uploaded.
+    pub async fn wait_for_capacity(&mut self, parts: usize) -> Result<(), StorageError> {
+        self.writer.wait_for_capacity(parts).await.map_err(|e| StorageError::from_store(&self.key, e))
+    }
+
+    /// Buffers `bytes`, starting a part upload whenever a part is full.
+    pub fn put(&mut self, bytes: Bytes) {
+        self.writer.put(bytes);
+    }
+
+    /// Uploads the rest and completes the object, which then appears whole.
+    pub async fn finish(self) -> Result<(), StorageError> {
+        self.writer.finish().await.map(drop).map_err(|e| StorageError::from_store(&self.key, e))
+    }
+
+    /// Abandons the upload; nothing appears at the key.
+    pub async fn abort(self) {
+        if let Err(e) = self.writer.abort().await {
+            tracing::warn!(key = %self.key, error = %e, "could not abort a multipart upload");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_keys_are_refused_with_a_reason() {
+        for (key, reason) in [
+            ("", "empty"),
+            ("/etc/passwd", "absolute"),
+            ("data/../../etc", "'..'"),
+            ("./data", "'.'"),
+            ("data//train.csv", "empty path segment"),
+            ("data/train.csv/", "empty path segment"),
+            ("data/tr\u{7}ain.csv", "control characters"),
+            ("data/train\n.csv", "control characters"),
+        ] {
+            let err = BucketKey::parse(key).unwrap_err().to_string();
+            assert!(err.contains(reason), "{key:?}: {err}");
+            assert!(err.starts_with("unsafe key"), "{key:?}: {err}");
+        }
+        assert_eq!(BucketKey::parse("data/train/train.csv.gz").unwrap().as_str(), "data/train/train.csv.gz");
+    }
+
+    #[tokio::test]
+    async fn local_bucket_round_trips_and_reports_missing_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::open(&dir.path().join("bucket").to_string_lossy()).unwrap();
+        let key = BucketKey::parse("model/v1/LATEST").unwrap();
+        assert!(!bucket.exists(&key).await.unwrap());
+        assert!(matches!(bucket.get(&key).await, Err(StorageError::NotFound { .. })));
+        bucket.put(&key, Bytes::from_static(b"run-1")).await.unwrap();
+        assert_eq!(bucket.get(&key).await.unwrap(), Bytes::from_static(b"run-1"));
+        assert!(dir.path().join("bucket/model/v1/LATEST").is_file());
+        assert_eq!(bucket.list_folders(&BucketKey::parse("model").unwrap()).await.unwrap(), vec!["v1"]);
+    }
+
+    #[test]
+    fn open_file_splits_a_path_into_folder_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.csv.gz");
+        let (bucket, key) = Bucket::open_file(&path.to_string_lossy()).unwrap();
+        assert_eq!(key.as_str(), "train.csv.gz");
+        assert_eq!(bucket.url(), dir.path().to_string_lossy());
+        assert!(Bucket::open("ftp://example").is_err());
+    }
+}

@@ -1,0 +1,101 @@
+//! The kinds of failure both services answer with, one per kind of cause.
+//!
+//! Every error type of the domain and the platform says which kind it is
+//! ([`Classify`]); each service then maps kinds to gRPC codes with its own
+//! table, and both tables follow this one:
+//!
+//! | kind | gRPC code |
+//! |---|---|
+//! | [`ErrorKind::InvalidInput`] | `INVALID_ARGUMENT` |
+//! | [`ErrorKind::NotFound`] | `NOT_FOUND` |
+//! | [`ErrorKind::Precondition`] | `FAILED_PRECONDITION` |
+//! | [`ErrorKind::Conflict`] | `ABORTED` |
+//! | [`ErrorKind::AlreadyExists`] | `ALREADY_EXISTS` |
+//! | [`ErrorKind::Unauthenticated`] | `UNAUTHENTICATED` |
+//! | [`ErrorKind::Unavailable`] | `UNAVAILABLE` |
+//! | [`ErrorKind::Internal`] | `INTERNAL` |
+
+use crs_domain::data::DataError;
+use crs_domain::features::FeatureError;
+use crs_domain::models::{ArtifactError, FitError, ParamError, UnknownVersion};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The caller sent something wrong: a bad row, key, version or parameter.
+    InvalidInput,
+    /// What the caller named does not exist: data, config, job or run.
+    NotFound,
+    /// The request is fine but the system is not in a state to answer it: no
+    /// model loaded yet, a stored run that cannot be used.
+    Precondition,
+    /// Lost a race: a conditional write lost, or the work is already running.
+    Conflict,
+    /// What the caller asked to create exists already.
+    AlreadyExists,
+    /// No valid credentials.
+    Unauthenticated,
+    /// Worth retrying later: shutting down, storage unreachable.
+    Unavailable,
+    /// Our fault, including misconfiguration.
+    Internal,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::InvalidInput,
+        ErrorKind::NotFound,
+        ErrorKind::Precondition,
+        ErrorKind::Conflict,
+        ErrorKind::AlreadyExists,
+        ErrorKind::Unauthenticated,
+        ErrorKind::Unavailable,
+        ErrorKind::Internal,
+    ];
+}
+
+/// An error that knows which [`ErrorKind`] it is.
+pub trait Classify {
+    fn kind(&self) -> ErrorKind;
+}
+
+impl Classify for DataError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidInput
+    }
+}
+
+impl Classify for FeatureError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidInput
+    }
+}
+
+impl Classify for ParamError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidInput
+    }
+}
+
+impl Classify for UnknownVersion {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidInput
+    }
+}
+
+impl Classify for FitError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            // Data too small or too odd for the hyperparameters: the caller can fix it.
+            FitError::NoData => ErrorKind::InvalidInput,
+            FitError::Library(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl Classify for ArtifactError {
+    /// A stored artifact that cannot be used: the run exists, but serving it is
+    /// not possible in this state.
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Precondition
+    }
+}

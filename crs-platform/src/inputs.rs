@@ -1,0 +1,94 @@
+//! Everything a training run reads, fetched from the bucket: the data files
+//! and the hyperparameters. The train-service job and `crctl evaluate` both
+//! start here and hand the bytes to the domain's data contract.
+
+use bytes::Bytes;
+use crs_domain::data::{DataError, DataFile, PreparedData, prepare};
+use crs_domain::models::{ModelVer, ParamError};
+
+use crate::bucket::{Bucket, BucketKey, StorageError};
+use crate::layout;
+use crate::runs::DataRecord;
+
+/// Where a run's inputs are in the bucket.
+#[derive(Clone, Debug)]
+pub struct InputKeys {
+    pub train: BucketKey,
+    /// `None`: hold out a share of the training keywords.
+    pub eval: Option<BucketKey>,
+    pub config: BucketKey,
+    /// A config named by the user must exist; the default one may be absent,
+    /// which means the version's defaults.
+    pub config_required: bool,
+}
+
+impl InputKeys {
+    /// `train` and `eval` with the version's own config, or the named one.
+    pub fn new(model_ver: ModelVer, train: BucketKey, eval: Option<BucketKey>, config: Option<BucketKey>) -> Self {
+        let config_required = config.is_some();
+        InputKeys { train, eval, config: config.unwrap_or_else(|| layout::params_key(model_ver)), config_required }
+    }
+}
+
+/// The raw bytes of a run's inputs.
+#[derive(Clone, Debug)]
+pub struct Inputs {
+    pub keys: InputKeys,
+    pub train: Bytes,
+    pub eval: Option<Bytes>,
+    pub config: Option<Bytes>,
+}
+
+/// The prepared data and the record of the files it came from.
+#[derive(Debug)]
+pub struct PreparedInputs {
+    pub data: PreparedData,
+    pub train_record: DataRecord,
+    /// `None` when the evaluation rows are a holdout of the training keywords.
+    pub eval_record: Option<DataRecord>,
+}
+
+impl Inputs {
+    pub async fn fetch(bucket: &Bucket, keys: InputKeys) -> Result<Self, StorageError> {
+        let train = bucket.get(&keys.train).await?;
+        let eval = match &keys.eval {
+            Some(key) => Some(bucket.get(key).await?),
+            None => None,
+        };
+        let config = if keys.config_required {
+            Some(bucket.get(&keys.config).await?)
+        } else {
+            bucket.get_if_exists(&keys.config).await?
+        };
+        Ok(Inputs { keys, train, eval, config })
+    }
+
+    /// Reads and checks the hyperparameters for `model_ver`.
+    pub fn params(&self, model_ver: ModelVer) -> Result<(serde_json::Value, DataRecord), ParamError> {
+        let file = self.keys.config.as_str();
+        let text = self.config.as_ref().map(|bytes| String::from_utf8_lossy(bytes).into_owned());
+        let params = model_ver.version().params(file, text.as_deref())?;
+        let record = match &self.config {
+            Some(bytes) => DataRecord::of(&self.keys.config, bytes, None),
+            None => DataRecord { key: file.to_owned(), sha256: None, size_bytes: None, rows: None },
+        };
+        Ok((params, record))
+    }
+
+    /// Validates and aggregates the data files (CPU work: call it off the async runtime).
+    pub fn prepare(&self) -> Result<PreparedInputs, DataError> {
+        let file = |key: &BucketKey, bytes: &Bytes| DataFile { name: key.to_string(), bytes: bytes.clone() };
+        let train = file(&self.keys.train, &self.train);
+        let eval = match (&self.keys.eval, &self.eval) {
+            (Some(key), Some(bytes)) => Some(file(key, bytes)),
+            _ => None,
+        };
+        let data = prepare(&train, eval.as_ref())?;
+        let train_record = DataRecord::of(&self.keys.train, &self.train, Some(data.train_counts.clone()));
+        let eval_record = match (&self.keys.eval, &self.eval) {
+            (Some(key), Some(bytes)) => Some(DataRecord::of(key, bytes, data.eval_counts.clone())),
+            _ => None,
+        };
+        Ok(PreparedInputs { data, train_record, eval_record })
+    }
+}

@@ -1,0 +1,204 @@
+//! Every key in the bucket, in one place, and the order they are written in.
+//!
+//! ```text
+//! config/<model_ver>/params.yaml                                      hyperparameters
+//! data/train/train.csv.gz, data/train/eval.csv.gz                     default training and evaluation data
+//! data/predict/input/prediction_input.csv.gz                          default prediction input
+//! data/predict/output/<model_ver>/<run_id>/prediction_output.csv.gz   default batch output
+//! model/<model_ver>/<run_id>/model.json                               the artifact
+//! model/<model_ver>/<run_id>/model.json.sha256                        its checksum
+//! model/<model_ver>/<run_id>/metadata.json                            the run's record
+//! model/<model_ver>/LATEST                                            the newest complete run's id
+//! ```
+//!
+//! Write order, which readers rely on: a run's artifact, then its checksum, then
+//! its metadata; a run exists once its metadata does. `LATEST` moves only after
+//! that, only to a complete run, and only forward in run-id order. A batch
+//! output appears whole when its multipart upload completes, or not at all.
+
+use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use chrono::{DateTime, Utc};
+use crs_domain::models::ModelVer;
+use crs_domain::rng::SplitMix64;
+use serde::{Deserialize, Serialize};
+
+use crate::bucket::{BucketKey, KeyError};
+
+pub const TRAIN_KEY: &str = "data/train/train.csv.gz";
+pub const EVAL_KEY: &str = "data/train/eval.csv.gz";
+pub const PREDICTION_INPUT_KEY: &str = "data/predict/input/prediction_input.csv.gz";
+const MODEL_ROOT: &str = "model";
+const OUTPUT_ROOT: &str = "data/predict/output";
+const OUTPUT_FILE: &str = "prediction_output.csv.gz";
+pub const ARTIFACT_FILE: &str = "model.json";
+const CHECKSUM_FILE: &str = "model.json.sha256";
+const METADATA_FILE: &str = "metadata.json";
+const LATEST_FILE: &str = "LATEST";
+
+/// Joins segments that are safe by construction (registry names, run ids and
+/// the constants above).
+fn key(segments: &[&str]) -> BucketKey {
+    BucketKey::parse(&segments.join("/")).expect("layout keys are built from safe segments")
+}
+
+/// `config/<model_ver>/params.yaml`: the hyperparameters a job uses unless it names others.
+pub fn params_key(model_ver: ModelVer) -> BucketKey {
+    key(&["config", model_ver.name(), "params.yaml"])
+}
+
+/// Where a batch writes unless the request names an output.
+pub fn prediction_output_key(model_ver: ModelVer, run: &RunId) -> BucketKey {
+    key(&[OUTPUT_ROOT, model_ver.name(), run.as_str(), OUTPUT_FILE])
+}
+
+/// The folder holding every model version.
+pub fn models_root() -> BucketKey {
+    key(&[MODEL_ROOT])
+}
+
+/// `model/<model_ver>/`: the runs of one version and its `LATEST`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelKey(ModelVer);
+
+impl ModelKey {
+    pub fn new(model_ver: ModelVer) -> Self {
+        ModelKey(model_ver)
+    }
+
+    pub fn prefix(self) -> BucketKey {
+        key(&[MODEL_ROOT, self.0.name()])
+    }
+
+    pub fn latest(self) -> BucketKey {
+        key(&[MODEL_ROOT, self.0.name(), LATEST_FILE])
+    }
+
+    pub fn run(self, run: &RunId) -> RunKey {
+        RunKey { model_ver: self.0, run: run.clone() }
+    }
+}
+
+/// `model/<model_ver>/<run_id>/`: the objects of one run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunKey {
+    model_ver: ModelVer,
+    run: RunId,
+}
+
+impl RunKey {
+    fn file(&self, name: &str) -> BucketKey {
+        key(&[MODEL_ROOT, self.model_ver.name(), self.run.as_str(), name])
+    }
+
+    pub fn prefix(&self) -> BucketKey {
+        key(&[MODEL_ROOT, self.model_ver.name(), self.run.as_str()])
+    }
+
+    pub fn artifact(&self) -> BucketKey {
+        self.file(ARTIFACT_FILE)
+    }
+
+    pub fn checksum(&self) -> BucketKey {
+        self.file(CHECKSUM_FILE)
+    }
+
+    /// Written last: the run exists once this does.
+    pub fn metadata(&self) -> BucketKey {
+        self.file(METADATA_FILE)
+    }
+}
+
+/// A run's id: its start time to the millisecond, then a random suffix, e.g.
+/// `20261122T101500123Z-3fa9c2`. Ids sort by time and never repeat.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RunId(String);
+
+static LAST_RUN_MILLIS: AtomicI64 = AtomicI64::new(0);
+
+impl RunId {
+    pub fn generate(now: DateTime<Utc>) -> Self {
+        // Strictly increasing within the process, so two runs started in the
+        // same millisecond still sort in start order.
+        let mut millis = now.timestamp_millis();
+        let prev = LAST_RUN_MILLIS.fetch_max(millis, Ordering::SeqCst);
+        if prev >= millis {
+            millis = LAST_RUN_MILLIS.fetch_add(1, Ordering::SeqCst) + 1;
+        }
+        let time = DateTime::<Utc>::from_timestamp_millis(millis).unwrap_or(now);
+        let seed = now.timestamp_nanos_opt().unwrap_or_default() as u64 ^ u64::from(std::process::id()) << 32;
+        let suffix = SplitMix64::new(seed).next_u64() & 0xff_ffff;
+        RunId(format!("{}Z-{suffix:06x}", time.format("%Y%m%dT%H%M%S%3f")))
+    }
+
+    /// Accepts an id given by a user: one safe key segment.
+    pub fn parse(id: &str) -> Result<Self, KeyError> {
+        let ok = !id.is_empty()
+            && id != "."
+            && id != ".."
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if ok { Ok(RunId(id.to_owned())) } else { Err(KeyError::Invalid(id.to_owned(), "not a run id".into())) }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RunId {
+    type Error = KeyError;
+
+    fn try_from(id: String) -> Result<Self, KeyError> {
+        RunId::parse(&id)
+    }
+}
+
+impl From<RunId> for String {
+    fn from(id: RunId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_sort_in_creation_order_even_within_a_millisecond() {
+        let now = Utc::now();
+        let ids: Vec<RunId> = (0..50).map(|_| RunId::generate(now)).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+        sorted.dedup();
+        assert_eq!(sorted.len(), 50);
+        assert!(RunId::parse(ids[0].as_str()).is_ok());
+        assert!(RunId::parse("../x").is_err());
+        assert!(RunId::parse("a/b").is_err());
+        assert!(serde_json::from_str::<RunId>("\"a/b\"").is_err());
+    }
+
+    #[test]
+    fn keys_follow_the_documented_layout() {
+        let v1 = ModelVer::parse("v1").unwrap();
+        let run = RunId::parse("20261122T101500123Z-3fa9c2").unwrap();
+        let model = ModelKey::new(v1);
+        assert_eq!(model.latest().as_str(), "model/v1/LATEST");
+        assert_eq!(model.run(&run).metadata().as_str(), "model/v1/20261122T101500123Z-3fa9c2/metadata.json");
+        assert_eq!(model.run(&run).artifact().as_str(), "model/v1/20261122T101500123Z-3fa9c2/model.json");
+        assert_eq!(model.run(&run).checksum().as_str(), "model/v1/20261122T101500123Z-3fa9c2/model.json.sha256");
+        assert_eq!(params_key(v1).as_str(), "config/v1/params.yaml");
+        assert_eq!(
+            prediction_output_key(v1, &run).as_str(),
+            "data/predict/output/v1/20261122T101500123Z-3fa9c2/prediction_output.csv.gz"
+        );
+    }
+}

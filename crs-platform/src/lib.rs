@@ -1,0 +1,23 @@
+//! The platform under both services: what the engineers own.
+//!
+//! [`bucket`] is storage (an `object_store` location: a folder, S3 or memory)
+//! with checked keys and whole-or-nothing writes, [`layout`] names every key in
+//! it, [`runs`] saves, lists, loads and promotes model runs, [`inputs`] fetches
+//! what a training run reads, [`batch`] streams batch predictions from an input
+//! object to an output object, [`webhook`] posts Slack notices, [`error`] sorts
+//! every failure into the kinds both services answer with, and [`runtime`] is
+//! logging and shutdown signals. [`sample_data`] writes a bucket's default data.
+//!
+//! Models come from `crs-domain` and are used only through its small types:
+//! [`crs_domain::models::ModelVer`], [`crs_domain::models::TrainedModel`] and the
+//! data contract. A new storage backend touches only [`bucket`].
+
+pub mod batch;
+pub mod bucket;
+pub mod error;
+pub mod inputs;
+pub mod layout;
+pub mod runs;
+pub mod runtime;
+pub mod sample_data;
+pub mod webhook;

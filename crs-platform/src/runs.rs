@@ -1,0 +1,260 @@
+//! Model runs in the bucket: saving, listing, loading and promoting them, in
+//! the order [`crate::layout`] documents.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use crs_domain::data::{ColumnProfile, RowCounts};
+use crs_domain::evaluation::Evaluation;
+use crs_domain::models::{ARTIFACT_FORMAT_VERSION, ArtifactError, ModelVer, TrainedModel, sha256_hex};
+use serde::{Deserialize, Serialize};
+
+use crate::bucket::{Bucket, BucketKey, KeyError, StorageError};
+use crate::error::{Classify, ErrorKind};
+use crate::layout::{self, ARTIFACT_FILE, ModelKey, RunId};
+
+/// A file the run read, as it was when read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataRecord {
+    pub key: String,
+    /// Absent for a config file that did not exist (defaults were used).
+    pub sha256: Option<String>,
+    pub size_bytes: Option<u64>,
+    /// Row counts, for data files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<RowCounts>,
+}
+
+impl DataRecord {
+    pub fn of(key: &BucketKey, bytes: &[u8], rows: Option<RowCounts>) -> Self {
+        DataRecord { key: key.to_string(), sha256: Some(sha256_hex(bytes)), size_bytes: Some(bytes.len() as u64), rows }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunMetrics {
+    pub train: Evaluation,
+    pub eval: Evaluation,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageTiming {
+    pub stage: String,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactRecord {
+    pub file: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub format_version: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    pub name: String,
+    pub version: String,
+}
+
+/// metadata.json: the durable record of one successful training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunMetadata {
+    pub model_ver: ModelVer,
+    pub run_id: RunId,
+    pub job_id: String,
+    pub state: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub labels: BTreeMap<String, String>,
+    /// Hyperparameters as used, defaults filled in.
+    pub hyperparameters: serde_json::Value,
+    pub config: DataRecord,
+    pub train_data: DataRecord,
+    /// Absent when the evaluation rows are a holdout of the training data.
+    pub eval_data: Option<DataRecord>,
+    /// `file`, or `holdout` of the training keywords.
+    pub eval_source: String,
+    /// Per numeric column of the cleaned training data.
+    pub profile: Vec<ColumnProfile>,
+    /// Columns of the model's matrix, in order.
+    pub features: Vec<String>,
+    pub metrics: RunMetrics,
+    pub stage_seconds: Vec<StageTiming>,
+    pub artifact: ArtifactRecord,
+    pub service: ServiceRecord,
+}
+
+/// A run loaded and checked, ready to predict.
+#[derive(Debug)]
+pub struct LoadedRun {
+    /// Shared so that long work (a batch) can hold it while the run is swapped out.
+    pub model: Arc<TrainedModel>,
+    pub metadata: RunMetadata,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{key}: {source}")]
+    Artifact {
+        key: String,
+        #[source]
+        source: ArtifactError,
+    },
+    #[error("{key}: not valid run metadata: {message}")]
+    Metadata { key: String, message: String },
+    #[error("model {model_ver} has no LATEST run yet")]
+    NoLatest { model_ver: ModelVer },
+}
+
+impl Classify for LoadError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            LoadError::Storage(e) => e.kind(),
+            LoadError::Artifact { source, .. } => source.kind(),
+            // The run is there but cannot be used, like a refused artifact.
+            LoadError::Metadata { .. } => ErrorKind::Precondition,
+            LoadError::NoLatest { .. } => ErrorKind::NotFound,
+        }
+    }
+}
+
+impl From<KeyError> for LoadError {
+    fn from(e: KeyError) -> Self {
+        LoadError::Storage(StorageError::Key(e))
+    }
+}
+
+/// The runs of every model version in a bucket.
+#[derive(Clone, Debug)]
+pub struct ModelStore {
+    bucket: Bucket,
+    /// Serialises LATEST updates made through this store.
+    latest_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl ModelStore {
+    pub fn new(bucket: Bucket) -> Self {
+        ModelStore { bucket, latest_lock: Arc::default() }
+    }
+
+    pub fn bucket(&self) -> &Bucket {
+        &self.bucket
+    }
+
+    /// Registered model versions with anything stored, sorted. Folders of
+    /// versions this build does not know are left out.
+    pub async fn versions(&self) -> Result<Vec<ModelVer>, StorageError> {
+        let folders = self.bucket.list_folders(&layout::models_root()).await?;
+        Ok(folders.iter().filter_map(|name| ModelVer::parse(name).ok()).collect())
+    }
+
+    pub async fn latest(&self, model_ver: ModelVer) -> Result<Option<RunId>, StorageError> {
+        match self.bucket.get_if_exists(&ModelKey::new(model_ver).latest()).await? {
+            None => Ok(None),
+            Some(bytes) => {
+                let id = String::from_utf8_lossy(&bytes).trim().to_owned();
+                Ok(Some(RunId::parse(&id)?))
+            }
+        }
+    }
+
+    /// Complete runs (with metadata), oldest first.
+    pub async fn runs(&self, model_ver: ModelVer) -> Result<Vec<RunMetadata>, LoadError> {
+        let mut runs = Vec::new();
+        for folder in self.bucket.list_folders(&ModelKey::new(model_ver).prefix()).await? {
+            let Ok(run) = RunId::parse(&folder) else { continue };
+            match self.metadata(model_ver, &run).await {
+                Ok(metadata) => runs.push(metadata),
+                // Not complete (no metadata yet): not a run.
+                Err(LoadError::Storage(StorageError::NotFound { .. })) => continue,
+                // One unreadable run must not hide the others.
+                Err(e @ LoadError::Metadata { .. }) => tracing::warn!(error = %e, "skipping a run with bad metadata"),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(runs)
+    }
+
+    pub async fn metadata(&self, model_ver: ModelVer, run: &RunId) -> Result<RunMetadata, LoadError> {
+        let key = ModelKey::new(model_ver).run(run).metadata();
+        let bytes = self.bucket.get(&key).await?;
+        serde_json::from_slice(&bytes).map_err(|e| LoadError::Metadata { key: key.to_string(), message: e.to_string() })
+    }
+
+    /// Loads a run, refusing an artifact whose checksum, format or structure is wrong.
+    pub async fn load(&self, model_ver: ModelVer, run: &RunId) -> Result<LoadedRun, LoadError> {
+        let metadata = self.metadata(model_ver, run).await?;
+        let keys = ModelKey::new(model_ver).run(run);
+        let checksum = self.bucket.get(&keys.checksum()).await?;
+        let expected = String::from_utf8_lossy(&checksum).split_whitespace().next().unwrap_or_default().to_owned();
+        let artifact_key = keys.artifact();
+        let bytes = self.bucket.get(&artifact_key).await?;
+        let model = TrainedModel::from_artifact(&bytes, &expected, model_ver)
+            .map_err(|source| LoadError::Artifact { key: artifact_key.to_string(), source })?;
+        Ok(LoadedRun { model: Arc::new(model), metadata })
+    }
+
+    /// Loads whatever LATEST points at.
+    pub async fn load_latest(&self, model_ver: ModelVer) -> Result<LoadedRun, LoadError> {
+        let run = self.latest(model_ver).await?.ok_or(LoadError::NoLatest { model_ver })?;
+        self.load(model_ver, &run).await
+    }
+
+    /// Writes a run: artifact, checksum, then metadata (which completes it).
+    /// Fills in `metadata.artifact`. On failure it removes what it wrote.
+    pub async fn save_run(&self, model: &TrainedModel, metadata: &mut RunMetadata) -> Result<(), StorageError> {
+        let artifact = model.to_artifact();
+        let sha256 = sha256_hex(&artifact);
+        metadata.artifact = ArtifactRecord {
+            file: ARTIFACT_FILE.to_owned(),
+            sha256: sha256.clone(),
+            size_bytes: artifact.len() as u64,
+            format_version: ARTIFACT_FORMAT_VERSION,
+        };
+        let run = ModelKey::new(metadata.model_ver).run(&metadata.run_id);
+        let keys = [run.artifact(), run.checksum(), run.metadata()];
+        let contents = [
+            artifact,
+            format!("{sha256}  {ARTIFACT_FILE}\n").into_bytes(),
+            serde_json::to_vec_pretty(&metadata).expect("metadata is plain serde data"),
+        ];
+        for (i, (key, bytes)) in keys.iter().zip(contents).enumerate() {
+            if let Err(e) = self.bucket.put(key, bytes).await {
+                for written in &keys[..i] {
+                    let _ = self.bucket.delete(written).await;
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Points LATEST at `run` unless it already points at a later run. Returns
+    /// whether it moved.
+    pub async fn promote(&self, model_ver: ModelVer, run: &RunId) -> Result<bool, StorageError> {
+        let model = ModelKey::new(model_ver);
+        let metadata = model.run(run).metadata();
+        if !self.bucket.exists(&metadata).await? {
+            return Err(StorageError::NotFound { key: metadata.to_string() });
+        }
+        let _guard = self.latest_lock.lock().await;
+        if self.latest(model_ver).await?.is_some_and(|current| current >= *run) {
+            return Ok(false);
+        }
+        self.bucket.put(&model.latest(), format!("{run}\n")).await?;
+        Ok(true)
+    }
+
+    /// Removes every object of a run (for a job that failed after writing some).
+    pub async fn delete_run(&self, model_ver: ModelVer, run: &RunId) -> Result<(), StorageError> {
+        for key in self.bucket.list(&ModelKey::new(model_ver).run(run).prefix()).await? {
+            self.bucket.delete(&key).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,51 @@
+//! Process plumbing shared by the services and `crctl`: logging, shutdown
+//! signals, and parsing settings.
+
+use std::ffi::OsString;
+
+use clap::{CommandFactory, FromArgMatches};
+
+/// Parses settings from `args` (without the program name) as the binary would,
+/// but with every environment-variable fallback switched off, so that only
+/// `args` and the documented defaults count: what tests need, whatever is set
+/// in the shell that runs them.
+pub fn parse_without_env<T: CommandFactory + FromArgMatches>(args: &[&str]) -> Result<T, clap::Error> {
+    let command = T::command().mut_args(|arg| arg.env(None));
+    let program = OsString::from(command.get_name().to_owned());
+    let matches = command.try_get_matches_from(std::iter::once(program).chain(args.iter().map(OsString::from)))?;
+    T::from_arg_matches(&matches)
+}
+
+/// Logs to stderr; `RUST_LOG` overrides `default_filter` (e.g. `info`).
+pub fn init_tracing(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // A second init (tests starting several services) keeps the first subscriber.
+    // Colours only for a person at a terminal, not in log files or containers.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
+}
+
+/// Resolves on SIGTERM or Ctrl+C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl+C received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

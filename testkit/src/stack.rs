@@ -1,0 +1,346 @@
+//! The in-process stack: bucket, services, webhook receiver, clients.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{CommandFactory, FromArgMatches};
+use crs_platform::bucket::{Bucket, BucketKey};
+use crs_platform::layout::EVAL_KEY;
+use crs_platform::sample_data::{SampleSizes, write_sample_data};
+use crs_proto::serve::serve_service_client::ServeServiceClient;
+use crs_proto::serve::{PredictRequest, Row};
+use crs_proto::train::train_service_client::TrainServiceClient;
+use crs_proto::train::{JobState, Stage, StartTrainingRequest, TrainingJob, WatchTrainingJobRequest};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::webhook::{Behaviour, WebhookReceiver};
+
+/// Small data: tests run in the dev profile.
+pub const SIZES: SampleSizes = SampleSizes { train_keywords: 300, eval_keywords: 100, predict_keywords: 200 };
+
+/// Every wait in a test ends after this long.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A service's settings from `args` and its documented defaults, never from
+/// the environment.
+pub fn parse_config<T: CommandFactory + FromArgMatches>(args: &[&str]) -> T {
+    crs_platform::runtime::parse_without_env(args).unwrap_or_else(|e| panic!("test config: {e}"))
+}
+
+/// The folder of the committed fixtures (`testkit/fixtures`).
+pub fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// How the webhook receiver answers; `None`: no receiver, no webhook URL.
+    pub webhook: Option<Behaviour>,
+    pub sizes: SampleSizes,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup { webhook: Some(Behaviour::Accept), sizes: SIZES }
+    }
+}
+
+/// A temp-dir bucket with generated data and a webhook receiver; services are
+/// started on it as a test needs them.
+#[derive(Debug)]
+pub struct Stack {
+    pub bucket_url: String,
+    pub bucket: Bucket,
+    webhooks: Option<WebhookReceiver>,
+    /// The train-service [`Stack::train`] uses, started on first use.
+    trainer: Option<Running<TrainServiceClient<Channel>>>,
+    dir: tempfile::TempDir,
+}
+
+impl Stack {
+    pub async fn new() -> Self {
+        Self::with(Setup::default()).await
+    }
+
+    pub async fn with(setup: Setup) -> Self {
+        crs_platform::runtime::init_tracing("error");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bucket_url = dir.path().join("bucket").to_string_lossy().into_owned();
+        let bucket = Bucket::open(&bucket_url).expect("bucket");
+        write_sample_data(&bucket, setup.sizes, 7).await.expect("sample data");
+        let webhooks = match setup.webhook {
+            Some(behaviour) => Some(WebhookReceiver::start(behaviour).await),
+            None => None,
+        };
+        Stack { bucket_url, bucket, webhooks, trainer: None, dir }
+    }
+
+    pub fn webhooks(&self) -> &WebhookReceiver {
+        self.webhooks.as_ref().expect("this stack has a webhook receiver")
+    }
+
+    /// The bucket's folder on disk.
+    pub fn bucket_dir(&self) -> PathBuf {
+        self.dir.path().join("bucket")
+    }
+
+    fn service_args(&self) -> Vec<String> {
+        let mut args = vec!["--bucket-url".to_owned(), self.bucket_url.clone()];
+        if let Some(webhooks) = &self.webhooks {
+            args.extend(["--webhook-url".to_owned(), webhooks.url()]);
+        }
+        args
+    }
+
+    /// train-service's defaults on this bucket, posting to the receiver.
+    pub fn train_config(&self) -> train_service::Config {
+        let args = self.service_args();
+        parse_config(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// serve-service's defaults on this bucket, posting to the receiver, polling every 0.1 s.
+    pub fn serve_config(&self) -> serve_service::Config {
+        let mut args = self.service_args();
+        args.extend(["--poll-interval-secs".to_owned(), "0.1".to_owned()]);
+        parse_config(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    pub async fn start_train(&self, config: train_service::Config) -> Running<TrainServiceClient<Channel>> {
+        Running::start(
+            |listener, stop| tokio::spawn(train_service::run(config, listener, stop)),
+            TrainServiceClient::new,
+        )
+        .await
+    }
+
+    pub async fn start_serve(&self, config: serve_service::Config) -> Running<ServeServiceClient<Channel>> {
+        Running::start(
+            |listener, stop| tokio::spawn(serve_service::run(config, listener, stop)),
+            |channel| {
+                ServeServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
+            },
+        )
+        .await
+    }
+
+    /// Trains `model_ver` on the generated train and eval files through a
+    /// train-service of this stack, and returns the run id.
+    pub async fn train(&mut self, model_ver: &str) -> String {
+        if self.trainer.is_none() {
+            self.trainer = Some(self.start_train(self.train_config()).await);
+        }
+        let client = &mut self.trainer.as_mut().expect("started").client;
+        let request =
+            StartTrainingRequest { model_ver: model_ver.into(), eval_key: Some(EVAL_KEY.into()), ..Default::default() };
+        let job = train_to_end(client, request).await;
+        assert_eq!(job.state(), JobState::Succeeded, "training failed: {}", job.error);
+        job.run_id
+    }
+
+    pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.bucket.get_if_exists(&key_of(key)).await.expect("bucket read").map(|b| b.to_vec())
+    }
+
+    pub async fn put(&self, key: &str, bytes: impl Into<bytes::Bytes>) {
+        self.bucket.put(&key_of(key), bytes).await.expect("bucket write");
+    }
+
+    /// Copies the committed fixture runs (`testkit/fixtures/model/...`) into the bucket.
+    pub fn install_fixture_runs(&self) {
+        copy_dir(&fixture_dir().join("model"), &self.bucket_dir().join("model"));
+    }
+
+    /// The run folders under model/<model_ver>/.
+    pub fn run_dirs(&self, model_ver: &str) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.bucket_dir().join("model").join(model_ver)) else { return Vec::new() };
+        let mut names: Vec<String> = entries
+            .map(|e| e.expect("dir entry"))
+            .filter(|e| e.file_type().expect("file type").is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// What model/<model_ver>/LATEST says, if it exists.
+    pub fn latest(&self, model_ver: &str) -> Option<String> {
+        let path = self.bucket_dir().join("model").join(model_ver).join("LATEST");
+        std::fs::read_to_string(path).ok().map(|text| text.trim().to_owned())
+    }
+}
+
+/// A bucket key a test spells out.
+pub fn key_of(key: &str) -> BucketKey {
+    BucketKey::parse(key).expect("test key")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read fixture dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy fixture");
+        }
+    }
+}
+
+/// A service running in this process: its client, and how to stop it.
+#[derive(Debug)]
+pub struct Running<C> {
+    pub addr: SocketAddr,
+    pub client: C,
+    channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+type StopSignal = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl<C> Running<C> {
+    async fn start(
+        spawn: impl FnOnce(TcpListener, StopSignal) -> JoinHandle<anyhow::Result<()>>,
+        client: impl FnOnce(Channel) -> C,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = spawn(
+            listener,
+            Box::pin(async {
+                let _ = stopped.await;
+            }),
+        );
+        Running { addr, client: client(channel.clone()), channel, stop: Some(stop), task: Some(task) }
+    }
+
+    /// A connection for any of the server's services.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    pub fn health(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel())
+    }
+
+    /// Begins shutdown, as SIGTERM would; `run` goes on until it has drained.
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for `run` to return, at most `within`.
+    pub async fn stopped(&mut self, within: Duration) -> anyhow::Result<()> {
+        let task = self.task.take().expect("service still running");
+        tokio::time::timeout(within, task).await.expect("run returned in time").expect("service task")
+    }
+
+    /// Shuts down and waits for `run` to return.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.trigger_shutdown();
+        self.stopped(Duration::from_secs(30)).await
+    }
+}
+
+/// Starts a job and returns its final state.
+pub async fn train_to_end(client: &mut TrainServiceClient<Channel>, request: StartTrainingRequest) -> TrainingJob {
+    let job = client.start_training(request).await.expect("start training").into_inner();
+    wait_for_end(client, &job.job_id).await
+}
+
+/// Every update of a job from now until it ends.
+pub async fn watch_to_end(client: &mut TrainServiceClient<Channel>, job_id: &str) -> Vec<TrainingJob> {
+    let request = WatchTrainingJobRequest { job_id: job_id.to_owned() };
+    let mut stream = client.watch_training_job(request).await.expect("watch").into_inner();
+    let mut updates = Vec::new();
+    let collect = async {
+        while let Some(job) = stream.message().await.expect("watch message") {
+            updates.push(job);
+        }
+    };
+    tokio::time::timeout(TIMEOUT, collect).await.expect("job ended in time");
+    updates
+}
+
+/// The job's final state.
+pub async fn wait_for_end(client: &mut TrainServiceClient<Channel>, job_id: &str) -> TrainingJob {
+    let updates = watch_to_end(client, job_id).await;
+    let last = updates.last().cloned().expect("watch sends at least the current state");
+    assert!(
+        matches!(last.state(), JobState::Succeeded | JobState::Failed),
+        "the watch stream ended before the job did: {last:?}"
+    );
+    last
+}
+
+/// Waits until the job reaches `stage` (or ends).
+pub async fn wait_for_stage(client: &mut TrainServiceClient<Channel>, job_id: &str, stage: Stage) -> TrainingJob {
+    let request = WatchTrainingJobRequest { job_id: job_id.to_owned() };
+    let mut stream = client.watch_training_job(request).await.expect("watch").into_inner();
+    let wait = async {
+        while let Some(job) = stream.message().await.expect("watch message") {
+            let ended = matches!(job.state(), JobState::Succeeded | JobState::Failed);
+            if job.stage() as i32 >= stage as i32 || ended {
+                return job;
+            }
+        }
+        panic!("watch ended without reaching {stage:?}");
+    };
+    tokio::time::timeout(TIMEOUT, wait).await.expect("stage reached in time")
+}
+
+pub async fn serving_status(health: &mut HealthClient<Channel>) -> ServingStatus {
+    match health.check(HealthCheckRequest { service: String::new() }).await {
+        Ok(response) => response.into_inner().status(),
+        Err(_) => ServingStatus::Unknown,
+    }
+}
+
+pub async fn wait_until_serving<C>(server: &Running<C>) {
+    let mut health = server.health();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while serving_status(&mut health).await != ServingStatus::Serving {
+        assert!(tokio::time::Instant::now() < deadline, "the service never reported SERVING");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn gunzip(bytes: &[u8]) -> String {
+    let mut text = String::new();
+    flate2::read::MultiGzDecoder::new(bytes).read_to_string(&mut text).expect("gzip output");
+    text
+}
+
+/// A CSV file (possibly gzip) in the prediction-input schema as a Predict request.
+pub fn predict_request(csv: &[u8]) -> PredictRequest {
+    let text =
+        if csv.starts_with(&[0x1f, 0x8b]) { gunzip(csv) } else { String::from_utf8(csv.to_vec()).expect("utf8") };
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let position = |name: &str| header.iter().position(|h| *h == name).expect("column");
+    let attributes: Vec<usize> = (0..header.len()).filter(|&i| header[i].starts_with("att")).collect();
+    let (entity, device) = (position("entity_id"), position("device"));
+    let rows = lines
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            Row {
+                entity_id: fields[entity].parse().expect("entity id"),
+                device: fields[device].to_owned(),
+                attribute_values: attributes.iter().map(|&i| fields[i].parse().expect("0/1")).collect(),
+            }
+        })
+        .collect();
+    PredictRequest { attribute_names: attributes.iter().map(|&i| header[i].to_owned()).collect(), rows }
+}

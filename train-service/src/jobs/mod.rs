@@ -1,0 +1,155 @@
+//! Training jobs: what a job is ([`Job`] and its states), the queue in front of
+//! the CPU ([`Jobs`], in `queue.rs`), each job's history (`log.rs`), the stages
+//! that take a job from its inputs in the bucket to a trained model
+//! (`stages.rs`), writing and promoting the run (`save.rs`), and the webhook
+//! notices it posts (`notices.rs`).
+
+mod log;
+mod notices;
+mod queue;
+mod save;
+mod stages;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use crs_domain::data::DataError;
+use crs_domain::evaluation::{self, Evaluation, TrainError};
+use crs_domain::models::{ModelVer, ParamError};
+use crs_platform::bucket::StorageError;
+use crs_platform::error::{Classify, ErrorKind};
+use crs_platform::inputs::InputKeys;
+use crs_platform::layout::RunId;
+
+pub use queue::Jobs;
+
+/// Recorded in every run's metadata as the service that wrote it.
+pub const SERVICE_NAME: &str = "train-service";
+
+/// A checked request for a job: the version, where its inputs are, its labels.
+#[derive(Clone, Debug)]
+pub struct JobRequest {
+    pub model_ver: ModelVer,
+    pub keys: InputKeys,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl JobState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed)
+    }
+}
+
+/// The stages of a running job, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum JobStage {
+    /// Fetching data and config from the bucket, validating and aggregating them.
+    LoadingData,
+    /// Fitting the feature pipeline.
+    Preparing,
+    Training,
+    /// Scoring the model and the baselines.
+    Evaluating,
+    /// Writing the run and moving LATEST.
+    Saving,
+}
+
+impl JobStage {
+    /// The share of the job done when the stage starts. Stages only report when
+    /// they start, so these are fixed estimates of where the time goes.
+    fn progress(self) -> f32 {
+        match self {
+            JobStage::LoadingData => 0.0,
+            JobStage::Preparing => 0.3,
+            JobStage::Training => 0.4,
+            JobStage::Evaluating => 0.8,
+            JobStage::Saving => 0.9,
+        }
+    }
+
+    /// The stage's name in run metadata.
+    fn name(self) -> &'static str {
+        match self {
+            JobStage::LoadingData => "loading_data",
+            JobStage::Preparing => "preparing",
+            JobStage::Training => "training",
+            JobStage::Evaluating => "evaluating",
+            JobStage::Saving => "saving",
+        }
+    }
+}
+
+impl From<evaluation::Stage> for JobStage {
+    fn from(stage: evaluation::Stage) -> Self {
+        match stage {
+            evaluation::Stage::Preparing => JobStage::Preparing,
+            evaluation::Stage::Training => JobStage::Training,
+            evaluation::Stage::Evaluating => JobStage::Evaluating,
+        }
+    }
+}
+
+/// One job as it is at one moment.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub id: String,
+    pub model_ver: ModelVer,
+    pub state: JobState,
+    /// The current stage; the last one reached once the job has ended.
+    pub stage: Option<JobStage>,
+    pub progress: f32,
+    pub keys: InputKeys,
+    pub labels: BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub run_id: Option<RunId>,
+    pub error: Option<String>,
+    /// The evaluation-set scores, once the job has succeeded.
+    pub evaluation: Option<Evaluation>,
+}
+
+/// Why a job failed; its message is the job's `error`.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Params(#[from] ParamError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error("training stopped unexpectedly: {0}")]
+    Crashed(String),
+    #[error("saving the run: {0}")]
+    Save(#[source] StorageError),
+    #[error("moving LATEST: {0}")]
+    Promote(#[source] StorageError),
+    #[error("cancelled by shutdown before it started")]
+    NotStarted,
+    #[error("cut off by shutdown: still running when the grace period ended")]
+    CutOff,
+}
+
+impl Classify for JobError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            JobError::Storage(e) | JobError::Save(e) | JobError::Promote(e) => e.kind(),
+            JobError::Params(e) => e.kind(),
+            JobError::Data(e) => e.kind(),
+            JobError::Train(TrainError::Fit(e)) => e.kind(),
+            JobError::Train(_) => ErrorKind::InvalidInput,
+            JobError::Crashed(_) => ErrorKind::Internal,
+            JobError::NotStarted | JobError::CutOff => ErrorKind::Unavailable,
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! The webhook notices of a job: started, succeeded, failed.
+
+use crs_platform::layout::RunId;
+use crs_platform::runs::RunMetadata;
+use crs_platform::webhook::{Notice, Outcome};
+
+use super::Job;
+
+pub(super) fn started(job: &Job, run_id: &RunId) -> Notice {
+    Notice::new(Outcome::Started, format!("Training job {} started: model {}, run {run_id}", job.id, job.model_ver))
+        .field("Training data", &job.keys.train)
+        .field(
+            "Evaluation data",
+            job.keys.eval.as_ref().map_or_else(|| "holdout of the training data".to_owned(), ToString::to_string),
+        )
+        .field("Config", &job.keys.config)
+}
+
+pub(super) fn succeeded(job: &Job, metadata: &RunMetadata) -> Notice {
+    let eval = &metadata.metrics.eval;
+    Notice::new(
+        Outcome::Succeeded,
+        format!("Training job {} succeeded: model {}, run {}", job.id, job.model_ver, metadata.run_id),
+    )
+    .field("Eval wMAE (model)", format!("{:.6}", eval.model.wmae))
+    .field("Eval wMAE (device baseline)", format!("{:.6}", eval.device.wmae))
+    .field("Eval log-loss (model)", format!("{:.6}", eval.model.logloss))
+    .field("Run", &metadata.run_id)
+}
+
+pub(super) fn failed(job: &Job, reason: &str) -> Notice {
+    Notice::new(Outcome::Failed, format!("Training job {} failed: {reason}", job.id))
+        .field("Model", job.model_ver)
+        .field("Training data", &job.keys.train)
+}

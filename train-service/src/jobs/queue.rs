@@ -1,0 +1,168 @@
+//! The jobs of this process: the registry every RPC reads, and the queue in
+//! front of the CPU (`MAX_CONCURRENT_JOBS` run, the rest wait their turn).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::Utc;
+use crs_platform::runs::ModelStore;
+use crs_platform::webhook::Notifier;
+use futures::Stream;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::log::JobLog;
+use super::{Job, JobRequest, JobState};
+use crate::status::ApiError;
+
+/// How long jobs cut off by shutdown get to notice it. Only a job in the middle
+/// of writing its run needs it: saving is never interrupted halfway.
+const CUT_OFF_WAIT: Duration = Duration::from_secs(10);
+
+/// The jobs of this process. Cheap to clone; clones share everything.
+#[derive(Clone, Debug)]
+pub struct Jobs {
+    inner: Arc<Inner>,
+}
+
+/// What the running jobs share.
+#[derive(Debug)]
+pub(super) struct Inner {
+    pub(super) store: ModelStore,
+    pub(super) notifier: Notifier,
+    /// One permit per job allowed to run; the rest wait here, first come first served.
+    pub(super) slots: Arc<Semaphore>,
+    registry: Mutex<Registry>,
+    next_seq: AtomicU64,
+    tasks: TaskTracker,
+    /// Shutdown has begun: no new jobs, and queued ones never start.
+    pub(super) draining: CancellationToken,
+    /// The grace period is over: running jobs stop where they are.
+    pub(super) cut_off: CancellationToken,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    /// In creation order.
+    logs: Vec<JobLog>,
+    by_id: HashMap<String, usize>,
+}
+
+impl Jobs {
+    pub fn new(store: ModelStore, notifier: Notifier, max_concurrent_jobs: usize) -> Self {
+        Jobs {
+            inner: Arc::new(Inner {
+                store,
+                notifier,
+                slots: Arc::new(Semaphore::new(max_concurrent_jobs.max(1))),
+                registry: Mutex::default(),
+                next_seq: AtomicU64::new(1),
+                tasks: TaskTracker::new(),
+                draining: CancellationToken::new(),
+                cut_off: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Checks that the inputs exist, queues the job and returns it in state
+    /// QUEUED. Bad requests are refused here rather than failing later as jobs.
+    pub async fn start(&self, request: JobRequest) -> Result<Job, ApiError> {
+        let keys = &request.keys;
+        let mut required = vec![("training data", &keys.train)];
+        if let Some(key) = &keys.eval {
+            required.push(("evaluation data", key));
+        }
+        if keys.config_required {
+            required.push(("config", &keys.config));
+        }
+        for (what, key) in required {
+            if !self.inner.store.bucket().exists(key).await? {
+                return Err(ApiError::MissingObject { what, key: key.to_string() });
+            }
+        }
+
+        let now = Utc::now();
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        let job = Job {
+            id: format!("job-{}-{seq}", now.format("%Y%m%dT%H%M%S%3fZ")),
+            model_ver: request.model_ver,
+            state: JobState::Queued,
+            stage: None,
+            progress: 0.0,
+            keys: request.keys,
+            labels: request.labels,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            run_id: None,
+            error: None,
+            evaluation: None,
+        };
+        let log = JobLog::new(job.clone());
+        {
+            // Under the registry lock, so that shutdown sees every job it has to wait for.
+            let mut registry = self.inner.registry();
+            if self.inner.draining.is_cancelled() {
+                return Err(ApiError::ShuttingDown);
+            }
+            let index = registry.logs.len();
+            registry.by_id.insert(job.id.clone(), index);
+            registry.logs.push(log.clone());
+            self.inner.tasks.spawn(self.inner.clone().run(log));
+        }
+        tracing::info!(job_id = %job.id, model_ver = %job.model_ver, train_key = %job.keys.train, "job queued");
+        Ok(job)
+    }
+
+    pub fn get(&self, job_id: &str) -> Result<Job, ApiError> {
+        self.inner.log(job_id).map(|log| log.current())
+    }
+
+    /// Every job, newest first.
+    pub fn list(&self) -> Vec<Job> {
+        self.inner.registry().logs.iter().rev().map(JobLog::current).collect()
+    }
+
+    /// The job's current state, then every change until it ends.
+    pub fn watch(&self, job_id: &str) -> Result<impl Stream<Item = Job> + Send + 'static, ApiError> {
+        self.inner.log(job_id).map(|log| log.updates())
+    }
+
+    /// Refuses new jobs from now on; queued jobs fail instead of starting.
+    pub fn stop_accepting(&self) {
+        // Under the registry lock, so that no job is added after drain starts waiting.
+        let _registry = self.inner.registry();
+        self.inner.draining.cancel();
+    }
+
+    /// Stops accepting jobs and waits up to `grace` for the running ones; those
+    /// still running then are cut off and fail.
+    pub async fn drain(&self, grace: Duration) {
+        self.stop_accepting();
+        self.inner.tasks.close();
+        if tokio::time::timeout(grace, self.inner.tasks.wait()).await.is_ok() {
+            return;
+        }
+        tracing::warn!(grace_secs = grace.as_secs_f64(), "grace period over: cutting off running jobs");
+        self.inner.cut_off.cancel();
+        if tokio::time::timeout(CUT_OFF_WAIT, self.inner.tasks.wait()).await.is_err() {
+            tracing::error!("jobs still saving after being cut off; leaving them");
+        }
+    }
+}
+
+impl Inner {
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // The registry is only ever pushed to, so a panic elsewhere cannot leave it half-updated.
+        self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn log(&self, job_id: &str) -> Result<JobLog, ApiError> {
+        let registry = self.registry();
+        let index = registry.by_id.get(job_id).ok_or_else(|| ApiError::UnknownJob(job_id.to_owned()))?;
+        Ok(registry.logs[*index].clone())
+    }
+}

@@ -1,0 +1,114 @@
+//! One job from the queue to its end: wait for a slot, load and check the
+//! inputs, train and evaluate, then save; record how it ended.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use crs_domain::evaluation::{TrainingRun, train_and_evaluate};
+use crs_platform::inputs::{Inputs, PreparedInputs};
+use crs_platform::layout::RunId;
+use crs_platform::runs::{DataRecord, RunMetadata};
+
+use super::log::JobLog;
+use super::queue::Inner;
+use super::{JobError, JobStage, JobState, notices};
+
+/// A job's model and everything its metadata needs, between training and saving.
+pub(super) struct Trained {
+    pub(super) params: serde_json::Value,
+    pub(super) config: DataRecord,
+    pub(super) inputs: PreparedInputs,
+    pub(super) run: TrainingRun,
+    pub(super) loading_seconds: f64,
+}
+
+impl Inner {
+    /// Runs one job to its end, whatever happens, and records how it ended.
+    pub(super) async fn run(self: Arc<Self>, log: JobLog) {
+        let slot = tokio::select! {
+            biased;
+            () = self.draining.cancelled() => None,
+            slot = self.slots.clone().acquire_owned() => slot.ok(),
+        };
+        let Some(_slot) = slot else {
+            return self.fail(&log, JobError::NotStarted);
+        };
+
+        let started_at = Utc::now();
+        let run_id = RunId::generate(started_at);
+        log.update(|job| {
+            job.state = JobState::Running;
+            job.started_at = Some(started_at);
+            job.run_id = Some(run_id.clone());
+            job.stage = Some(JobStage::LoadingData);
+            job.progress = JobStage::LoadingData.progress();
+        });
+        let job = log.current();
+        tracing::info!(job_id = %job.id, run_id = %run_id, "job started");
+        self.notifier.notify(notices::started(&job, &run_id));
+
+        // Loading and training can stop anywhere: nothing is written yet.
+        let trained = tokio::select! {
+            biased;
+            () = self.cut_off.cancelled() => Err(JobError::CutOff),
+            trained = self.train(&log) => trained,
+        };
+        let saved = match trained {
+            Ok(trained) => self.save(&log, &job, run_id, trained).await,
+            Err(e) => Err(e),
+        };
+        match saved {
+            Ok(metadata) => self.succeed(&log, metadata),
+            Err(e) => self.fail(&log, e),
+        }
+    }
+
+    async fn train(&self, log: &JobLog) -> Result<Trained, JobError> {
+        let started = Instant::now();
+        let job = log.current();
+        let model_ver = job.model_ver;
+        let inputs = Inputs::fetch(self.store.bucket(), job.keys).await?;
+        let (params, config) = inputs.params(model_ver)?;
+        let stages = log.clone();
+        let fit_params = params.clone();
+        // Parsing, validating and fitting are CPU work: keep them off the async workers.
+        let (inputs, run, loading_seconds) = tokio::task::spawn_blocking(move || -> Result<_, JobError> {
+            let prepared = inputs.prepare()?;
+            let loading_seconds = started.elapsed().as_secs_f64();
+            let data = &prepared.data;
+            let run = train_and_evaluate(model_ver, &fit_params, &data.train, &data.eval, |stage| {
+                stages.enter(stage.into());
+            })?;
+            Ok((prepared, run, loading_seconds))
+        })
+        .await
+        .map_err(|e| JobError::Crashed(e.to_string()))??;
+        Ok(Trained { params, config, inputs, run, loading_seconds })
+    }
+
+    fn succeed(&self, log: &JobLog, metadata: RunMetadata) {
+        let eval = metadata.metrics.eval.clone();
+        log.update(|job| {
+            job.state = JobState::Succeeded;
+            job.progress = 1.0;
+            job.finished_at = Some(metadata.finished_at);
+            job.evaluation = Some(eval.clone());
+        });
+        let job = log.current();
+        tracing::info!(job_id = %job.id, run_id = %metadata.run_id, eval_wmae = eval.model.wmae, "job succeeded");
+        self.notifier.notify(notices::succeeded(&job, &metadata));
+    }
+
+    pub(super) fn fail(&self, log: &JobLog, error: JobError) {
+        let reason = error.to_string();
+        log.update(|job| {
+            job.state = JobState::Failed;
+            job.finished_at = Some(Utc::now());
+            job.error = Some(reason.clone());
+        });
+        let job = log.current();
+        tracing::warn!(job_id = %job.id, error = %reason, "job failed");
+        self.notifier.notify(notices::failed(&job, &reason));
+    }
+}
