@@ -312,9 +312,12 @@ fn first_split(model: &serde_json::Value) -> usize {
     nodes.iter().position(|n| n.get("split").is_some()).expect("the tree splits")
 }
 
+/// A name, an edit of the model that breaks it, and what the refusal must say.
+type BrokenCase = (&'static str, Box<dyn FnOnce(&mut serde_json::Value)>, &'static str);
+
 #[test]
 fn hand_broken_v1_artifacts_are_refused_with_the_reason() {
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut serde_json::Value)>, &str)> = vec![
+    let cases: Vec<BrokenCase> = vec![
         (
             "child out of range",
             Box::new(|m| {
