@@ -5,6 +5,19 @@ use std::path::PathBuf;
 
 const PROTOS: &[&str] = &["crs/train/v1/train.proto", "crs/serve/v1/serve.proto"];
 
+/// Fields serialized by a helper in `src/json.rs` rather than as stored: enum
+/// numbers by their names, timestamps as RFC 3339 text.
+const JSON_FIELDS: &[(&str, &str)] = &[
+    (".crs.train.v1.TrainingJob.state", "crate::json::job_state"),
+    (".crs.train.v1.TrainingJob.stage", "crate::json::stage"),
+    (".crs.train.v1.TrainingJob.created_at", "crate::json::time"),
+    (".crs.train.v1.TrainingJob.started_at", "crate::json::time"),
+    (".crs.train.v1.TrainingJob.finished_at", "crate::json::time"),
+    (".crs.train.v1.ModelRun.created_at", "crate::json::time"),
+    (".crs.serve.v1.ModelInfo.loaded_at", "crate::json::time"),
+    (".crs.serve.v1.ModelInfo.trained_at", "crate::json::time"),
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={proto}");
@@ -14,6 +27,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(PROTOS, ["."])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("crs_descriptor.bin"), prost::Message::encode_to_vec(&descriptors))?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // Every message serializes to JSON with its proto field names, for `crctl --json`.
+    let mut build = tonic_prost_build::configure().message_attribute(".crs", "#[derive(serde::Serialize)]");
+    for (field, function) in JSON_FIELDS {
+        build = build.field_attribute(field, format!("#[serde(serialize_with = \"{function}\")]"));
+    }
+    // Listed under the version that names it.
+    build = build.field_attribute(".crs.train.v1.ModelRun.model_ver", "#[serde(skip_serializing)]");
+    build.compile_fds(descriptors)?;
     Ok(())
 }

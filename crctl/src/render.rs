@@ -1,91 +1,97 @@
-//! `--json` output of the client commands: one JSON object per command.
+//! `--json` output of the client commands: one JSON object per command, the
+//! wire messages as serde writes them (proto field names, enums by name, times
+//! as RFC 3339), keys sorted.
 
 use crs_proto::serve::{ModelInfo, PredictBatchResponse};
-use crs_proto::train::{Evaluation, ListModelsResponse, Metrics, TrainingJob};
-use serde_json::{Value, json};
+use crs_proto::train::{ListModelsResponse, ModelRun, TrainingJob};
+use serde::Serialize;
+use serde_json::Value;
 
-fn metrics_json(m: &Option<Metrics>) -> Value {
-    m.as_ref().map_or(Value::Null, |m| json!({"wmae": m.wmae, "wmse": m.wmse, "logloss": m.logloss, "mae": m.mae}))
-}
-
-fn evaluation_json(e: &Option<Evaluation>) -> Value {
-    e.as_ref().map_or(Value::Null, |e| {
-        json!({
-            "rows": e.rows, "clicks": e.clicks,
-            "model": metrics_json(&e.model), "zero": metrics_json(&e.zero),
-            "global": metrics_json(&e.global), "device": metrics_json(&e.device),
-        })
-    })
-}
-
-fn time_json(t: &Option<prost_types::Timestamp>) -> Value {
-    t.as_ref().and_then(crs_proto::datetime).map_or(Value::Null, |t| json!(t.to_rfc3339()))
+fn value(message: &impl Serialize) -> Value {
+    serde_json::to_value(message).expect("wire messages are plain serde data")
 }
 
 pub fn job(job: &TrainingJob) -> Value {
-    json!({
-        "job_id": job.job_id, "model_ver": job.model_ver, "state": job.state().as_str_name(),
-        "stage": job.stage().as_str_name(), "progress": job.progress, "train_key": job.train_key,
-        "eval_key": job.eval_key, "config_key": job.config_key, "labels": job.labels,
-        "created_at": time_json(&job.created_at), "started_at": time_json(&job.started_at),
-        "finished_at": time_json(&job.finished_at), "run_id": job.run_id, "error": job.error,
-        "evaluation": evaluation_json(&job.evaluation),
-    })
+    value(job)
 }
 
 pub fn jobs(jobs: &[TrainingJob]) -> Value {
-    json!({"jobs": jobs.iter().map(job).collect::<Vec<_>>()})
+    #[derive(Serialize)]
+    struct Jobs<'a> {
+        jobs: &'a [TrainingJob],
+    }
+    value(&Jobs { jobs })
 }
 
 pub fn models(response: &ListModelsResponse) -> Value {
-    let versions: Vec<Value> = response
+    #[derive(Serialize)]
+    struct Run<'a> {
+        #[serde(flatten)]
+        run: &'a ModelRun,
+        latest: bool,
+    }
+    #[derive(Serialize)]
+    struct Version<'a> {
+        model_ver: &'a str,
+        latest_run_id: &'a str,
+        runs: Vec<Run<'a>>,
+    }
+    #[derive(Serialize)]
+    struct Versions<'a> {
+        versions: Vec<Version<'a>>,
+    }
+    let versions = response
         .versions
         .iter()
-        .map(|v| {
-            let runs: Vec<Value> = v
-                .runs
-                .iter()
-                .map(|r| {
-                    json!({
-                        "run_id": r.run_id, "job_id": r.job_id, "created_at": time_json(&r.created_at),
-                        "latest": r.run_id == v.latest_run_id, "artifact_sha256": r.artifact_sha256,
-                        "labels": r.labels, "train": evaluation_json(&r.train), "eval": evaluation_json(&r.eval),
-                    })
-                })
-                .collect();
-            json!({"model_ver": v.model_ver, "latest_run_id": v.latest_run_id, "runs": runs})
+        .map(|v| Version {
+            model_ver: &v.model_ver,
+            latest_run_id: &v.latest_run_id,
+            runs: v.runs.iter().map(|run| Run { run, latest: run.run_id == v.latest_run_id }).collect(),
         })
         .collect();
-    json!({"versions": versions})
+    value(&Versions { versions })
 }
 
 pub fn model(info: &ModelInfo) -> Value {
-    json!({
-        "model_ver": info.model_ver, "run_id": info.run_id, "selection": info.selection,
-        "loaded_at": time_json(&info.loaded_at), "trained_at": time_json(&info.trained_at),
-        "job_id": info.job_id, "artifact_sha256": info.artifact_sha256,
-        "attribute_names": info.attribute_names, "eval_wmae": info.eval_wmae,
-        "eval_baseline_wmae": info.eval_baseline_wmae,
-    })
+    value(info)
 }
 
 /// `(entity_id, device, cr)` per row, with the run that answered.
 pub fn predictions(model_ver: &str, run_id: &str, rows: &[(i64, String, f64)]) -> Value {
-    let predictions: Vec<Value> =
-        rows.iter().map(|(e, d, cr)| json!({"entity_id": e, "device": d, "cr": cr})).collect();
-    json!({"model_ver": model_ver, "run_id": run_id, "predictions": predictions})
+    #[derive(Serialize)]
+    struct Prediction<'a> {
+        entity_id: i64,
+        device: &'a str,
+        cr: f64,
+    }
+    #[derive(Serialize)]
+    struct Predictions<'a> {
+        model_ver: &'a str,
+        run_id: &'a str,
+        predictions: Vec<Prediction<'a>>,
+    }
+    let predictions = rows.iter().map(|(entity_id, device, cr)| Prediction { entity_id: *entity_id, device, cr: *cr });
+    value(&Predictions { model_ver, run_id, predictions: predictions.collect() })
 }
 
 pub fn batch(input_key: &str, response: &PredictBatchResponse) -> Value {
-    json!({
-        "input_key": input_key, "output_key": response.output_key, "rows_read": response.rows_read,
-        "rows_written": response.rows_written, "seconds": response.seconds,
-        "model_ver": response.model_ver, "run_id": response.run_id,
-    })
+    #[derive(Serialize)]
+    struct Batch<'a> {
+        input_key: &'a str,
+        #[serde(flatten)]
+        response: &'a PredictBatchResponse,
+    }
+    value(&Batch { input_key, response })
 }
 
 pub fn health(service: &str, addr: &str, status: &str) -> Value {
-    json!({"service": service, "addr": addr, "status": status})
+    #[derive(Serialize)]
+    struct Health<'a> {
+        service: &'a str,
+        addr: &'a str,
+        status: &'a str,
+    }
+    value(&Health { service, addr, status })
 }
 
 #[cfg(test)]
@@ -94,7 +100,7 @@ mod tests {
     //! the JSON a script reads must not change.
 
     use crs_proto::serve::PredictBatchResponse;
-    use crs_proto::train::{JobState, ModelRun, ModelVersionRuns, Stage};
+    use crs_proto::train::{Evaluation, JobState, Metrics, ModelVersionRuns, Stage};
     use prost_types::Timestamp;
 
     use super::*;

@@ -13,6 +13,8 @@ pub mod serve {
     tonic::include_proto!("crs.serve.v1");
 }
 
+mod json;
+
 /// Encoded `FileDescriptorSet` of every service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/crs_descriptor.bin"));
 
