@@ -4,7 +4,7 @@
 //! to drive it, and committed fixture runs. Real servers and files, no mocks.
 //!
 //! Configs are built from the services' documented defaults without reading
-//! the environment, so `MODEL_VER` or any other variable in a developer's shell
+//! the environment, so a model version or any other setting in a developer's shell
 //! never changes a test.
 
 mod stack;
