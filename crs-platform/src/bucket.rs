@@ -12,7 +12,7 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload, WriteMultipart};
 use tokio::io::AsyncRead;
 
 use crate::error::{Classify, ErrorKind};
@@ -236,6 +236,19 @@ impl Bucket {
         Ok(())
     }
 
+    /// Writes a whole object only if nothing is at `key` yet; otherwise
+    /// [`StorageError::AlreadyExists`]. Of two writers racing for one key, exactly
+    /// one succeeds, on a local folder, in memory and on S3 alike: the basis of the
+    /// sequence-numbered logs and leases that several replicas share.
+    pub async fn create(&self, key: &BucketKey, bytes: impl Into<Bytes>) -> Result<(), StorageError> {
+        let payload = PutPayload::from_bytes(bytes.into());
+        self.store
+            .put_opts(&key.0, payload, PutMode::Create.into())
+            .await
+            .map_err(|e| StorageError::from_store(key, e))?;
+        Ok(())
+    }
+
     pub async fn delete(&self, key: &BucketKey) -> Result<(), StorageError> {
         match self.store.delete(&key.0).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -333,6 +346,24 @@ mod tests {
         assert_eq!(bucket.get(&key).await.unwrap(), Bytes::from_static(b"run-1"));
         assert!(dir.path().join("bucket/model/v1/LATEST").is_file());
         assert_eq!(bucket.list_folders(&BucketKey::parse("model").unwrap()).await.unwrap(), vec!["v1"]);
+    }
+
+    #[tokio::test]
+    async fn create_writes_once_and_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        for url in ["memory://", &dir.path().to_string_lossy()] {
+            let bucket = Bucket::open(url).unwrap();
+            let key = BucketKey::parse("log/00000001.json").unwrap();
+            let racers = (0..8).map(|i| {
+                let bucket = bucket.clone();
+                let key = key.clone();
+                tokio::spawn(async move { bucket.create(&key, format!("writer {i}")).await })
+            });
+            let results = futures::future::join_all(racers).await;
+            let won = results.iter().filter(|r| matches!(r, Ok(Ok(())))).count();
+            let lost = results.iter().filter(|r| matches!(r, Ok(Err(StorageError::AlreadyExists { .. })))).count();
+            assert_eq!((won, lost), (1, 7), "{url}");
+        }
     }
 
     #[test]

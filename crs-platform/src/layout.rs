@@ -9,12 +9,18 @@
 //! model/<model_ver>/<run_id>/model.json.sha256                        its checksum
 //! model/<model_ver>/<run_id>/metadata.json                            the run's record
 //! model/<model_ver>/LATEST                                            the newest complete run's id
+//! model/<model_ver>/events/<seq>.json                                 stage and alias changes, in order
+//! leases/<name>/<seq>.json                                            who holds a lease, until when
 //! ```
 //!
 //! Write order, which readers rely on: a run's artifact, then its checksum, then
 //! its metadata; a run exists once its metadata does. `LATEST` moves only after
 //! that, only to a complete run, and only forward in run-id order. A batch
 //! output appears whole when its multipart upload completes, or not at all.
+//!
+//! The event logs and leases are sequence-numbered objects written with
+//! create-if-absent and never changed: the highest number is the current
+//! state, and two writers racing for the next number cannot both win.
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -36,6 +42,29 @@ pub const ARTIFACT_FILE: &str = "model.json";
 const CHECKSUM_FILE: &str = "model.json.sha256";
 const METADATA_FILE: &str = "metadata.json";
 const LATEST_FILE: &str = "LATEST";
+const EVENTS: &str = "events";
+const LEASES_ROOT: &str = "leases";
+
+/// The object of entry `seq` in a sequence-numbered log: zero-padded, so that
+/// listing order is number order.
+fn sequenced(prefix: &BucketKey, seq: u64) -> BucketKey {
+    key(&[prefix.as_str(), &format!("{seq:010}.json")])
+}
+
+/// The number of a log entry from its key, if it is one.
+pub fn sequence_number(key: &BucketKey) -> Option<u64> {
+    let name = key.as_str().rsplit('/').next()?;
+    name.strip_suffix(".json")?.parse().ok()
+}
+
+/// `leases/<name>/`: the records of one lease (see `crate::lease`).
+pub fn lease_prefix(name: &str) -> BucketKey {
+    key(&[LEASES_ROOT, name])
+}
+
+pub fn lease_record(name: &str, seq: u64) -> BucketKey {
+    sequenced(&lease_prefix(name), seq)
+}
 
 /// Joins segments that are safe by construction (registry names, run ids and
 /// the constants above).
@@ -73,6 +102,15 @@ impl ModelKey {
 
     pub fn latest(self) -> BucketKey {
         key(&[MODEL_ROOT, self.0.name(), LATEST_FILE])
+    }
+
+    /// `model/<model_ver>/events/`: the version's stage and alias history.
+    pub fn events(self) -> BucketKey {
+        key(&[MODEL_ROOT, self.0.name(), EVENTS])
+    }
+
+    pub fn event(self, seq: u64) -> BucketKey {
+        sequenced(&self.events(), seq)
     }
 
     pub fn run(self, run: &RunId) -> RunKey {
@@ -196,6 +234,9 @@ mod tests {
         assert_eq!(model.run(&run).artifact().as_str(), "model/v1/20261122T101500123Z-3fa9c2/model.json");
         assert_eq!(model.run(&run).checksum().as_str(), "model/v1/20261122T101500123Z-3fa9c2/model.json.sha256");
         assert_eq!(params_key(v1).as_str(), "config/v1/params.yaml");
+        assert_eq!(model.event(7).as_str(), "model/v1/events/0000000007.json");
+        assert_eq!(sequence_number(&model.event(12)), Some(12));
+        assert_eq!(lease_record("cycle-v1", 3).as_str(), "leases/cycle-v1/0000000003.json");
         assert_eq!(
             prediction_output_key(v1, &run).as_str(),
             "data/predict/output/v1/20261122T101500123Z-3fa9c2/prediction_output.csv.gz"

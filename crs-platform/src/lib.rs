@@ -15,8 +15,10 @@
 pub mod batch;
 pub mod bucket;
 pub mod error;
+pub mod events;
 pub mod inputs;
 pub mod layout;
+pub mod lease;
 pub mod runs;
 pub mod runtime;
 pub mod sample_data;
