@@ -71,6 +71,8 @@ pub enum Problem {
     RaggedRow { found: usize, expected: usize },
     #[error("invalid CSV at or after row {first_row}: {message}")]
     Csv { first_row: u64, message: String },
+    #[error("has attribute columns {found}, but the ingested data has {expected}")]
+    OtherAttributes { found: String, expected: String },
     #[error("could not be read: {0}")]
     Unreadable(#[source] std::io::Error),
 }

@@ -2,6 +2,7 @@
 //! in-memory types they become.
 
 mod error;
+mod ingest;
 mod prepare;
 mod rows;
 mod schema;
@@ -9,6 +10,7 @@ mod table;
 mod training;
 
 pub use error::{DataError, Problem};
+pub use ingest::{IngestCounts, NewRows, SeenRows, ingest};
 pub use prepare::{DataFile, EvalSource, HOLDOUT_FRACTION, HOLDOUT_SEED, PreparedData, prepare};
 pub use rows::{KeywordRows, Observations, RowProblem};
 pub use schema::{

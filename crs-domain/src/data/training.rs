@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{DataError, Problem};
 use super::rows::{KeywordRows, Observations};
-use super::schema::{CLICKS, CONVERSIONS, DEVICE, Device, ENTITY_ID, TableKind};
+use super::schema::{CLICKS, CONVERSIONS, DEVICE, Device, ENTITY_ID, TableKind, WEEK};
 use super::table::{Attributes, TableReader};
 
 /// What reading and cleaning a file did to it.
@@ -111,6 +111,25 @@ impl TrainingTable {
     /// clicks and conversions summed over weeks, attributes from the first row.
     /// Rows with zero clicks are left out.
     pub fn observations(&mut self) -> Result<Observations, DataError> {
+        self.observations_of_weeks(|_| true)
+    }
+
+    /// The weeks in the file, sorted.
+    pub fn weeks(&self) -> Result<Vec<i64>, DataError> {
+        let file = &self.file;
+        let column = self
+            .frame
+            .column(WEEK)
+            .and_then(|c| c.i64())
+            .map_err(|e| DataError::new(file, Problem::Csv { first_row: 1, message: e.to_string() }))?;
+        let mut weeks: Vec<i64> = column.into_no_null_iter().collect();
+        weeks.sort_unstable();
+        weeks.dedup();
+        Ok(weeks)
+    }
+
+    /// Like [`TrainingTable::observations`], from the rows of the weeks `keep` accepts only.
+    pub fn observations_of_weeks(&mut self, keep: impl Fn(i64) -> bool) -> Result<Observations, DataError> {
         let file = self.file.clone();
         let polars_error =
             |e: PolarsError| DataError::new(&file, Problem::Csv { first_row: 1, message: e.to_string() });
@@ -119,6 +138,7 @@ impl TrainingTable {
         let device = frame.column(DEVICE).and_then(|c| c.str()).map_err(polars_error)?;
         let clicks = frame.column(CLICKS).and_then(|c| c.i64()).map_err(polars_error)?;
         let conversions = frame.column(CONVERSIONS).and_then(|c| c.i64()).map_err(polars_error)?;
+        let week = frame.column(WEEK).and_then(|c| c.i64()).map_err(polars_error)?;
         let attributes = self
             .attribute_names
             .iter()
@@ -138,6 +158,9 @@ impl TrainingTable {
             .zip(device.iter().map(Option::unwrap_or_default))
             .zip(clicks.into_no_null_iter());
         for (i, ((entity, device), clicks_i)) in iter.enumerate() {
+            if !keep(week.get(i).unwrap_or_default()) {
+                continue;
+            }
             if clicks_i == 0 {
                 counts.zero_clicks_dropped += 1;
                 continue;
