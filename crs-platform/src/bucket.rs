@@ -266,6 +266,16 @@ impl Bucket {
         Ok(names)
     }
 
+    /// Every object under `prefix`, at any depth, with its size and etag, sorted by key.
+    pub async fn list_objects(&self, prefix: &BucketKey) -> Result<Vec<ObjectInfo>, StorageError> {
+        let metas: Vec<_> =
+            self.store.list(Some(&prefix.0)).try_collect().await.map_err(|e| StorageError::from_store(prefix, e))?;
+        let mut objects: Vec<ObjectInfo> =
+            metas.into_iter().map(|m| ObjectInfo { key: BucketKey(m.location), size: m.size, etag: m.e_tag }).collect();
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
+    }
+
     /// Every key under `prefix`, at any depth.
     pub async fn list(&self, prefix: &BucketKey) -> Result<Vec<BucketKey>, StorageError> {
         let metas: Vec<_> =
@@ -274,6 +284,14 @@ impl Bucket {
         keys.sort();
         Ok(keys)
     }
+}
+
+/// An object as a listing shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: BucketKey,
+    pub size: u64,
+    pub etag: Option<String>,
 }
 
 /// A multipart upload in progress; see [`Bucket::upload`].

@@ -11,11 +11,16 @@
 //! model/<model_ver>/LATEST                                            the newest complete run's id
 //! model/<model_ver>/events/<seq>.json                                 stage and alias changes, in order
 //! leases/<name>/<seq>.json                                            who holds a lease, until when
+//! data/incoming/...                                                   new raw files (INCOMING_PREFIX)
+//! data/ledger/<seq>.json                                              one entry per incoming file seen
+//! data/ingested/<seq>.csv.gz                                          the new rows of ledger entry <seq>
 //! ```
 //!
 //! Write order, which readers rely on: a run's artifact, then its checksum, then
 //! its metadata; a run exists once its metadata does. `LATEST` moves only after
-//! that, only to a complete run, and only forward in run-id order. A batch
+//! that, only to a complete run, and only forward in run-id order. An ingested
+//! file's rows are written before its ledger entry, and only rows a ledger
+//! entry names count as ingested. A batch
 //! output appears whole when its multipart upload completes, or not at all.
 //!
 //! The event logs and leases are sequence-numbered objects written with
@@ -35,6 +40,11 @@ use crate::bucket::{BucketKey, KeyError};
 pub const TRAIN_KEY: &str = "data/train/train.csv.gz";
 pub const EVAL_KEY: &str = "data/train/eval.csv.gz";
 pub const PREDICTION_INPUT_KEY: &str = "data/predict/input/prediction_input.csv.gz";
+pub const INCOMING_PREFIX: &str = "data/incoming";
+const LEDGER: &str = "data/ledger";
+const INGESTED: &str = "data/ingested";
+/// What errors call all ingested rows read together.
+pub const INGESTED_NAME: &str = "data/ingested";
 const MODEL_ROOT: &str = "model";
 const OUTPUT_ROOT: &str = "data/predict/output";
 const OUTPUT_FILE: &str = "prediction_output.csv.gz";
@@ -55,6 +65,20 @@ fn sequenced(prefix: &BucketKey, seq: u64) -> BucketKey {
 pub fn sequence_number(key: &BucketKey) -> Option<u64> {
     let name = key.as_str().rsplit('/').next()?;
     name.strip_suffix(".json")?.parse().ok()
+}
+
+/// `data/ledger/`: the ingestion ledger.
+pub fn ledger() -> BucketKey {
+    key(&[LEDGER])
+}
+
+pub fn ledger_entry(seq: u64) -> BucketKey {
+    sequenced(&ledger(), seq)
+}
+
+/// The rows ledger entry `seq` added.
+pub fn ingested_rows(seq: u64) -> BucketKey {
+    key(&[INGESTED, &format!("{seq:010}.csv.gz")])
 }
 
 /// `leases/<name>/`: the records of one lease (see `crate::lease`).

@@ -16,6 +16,7 @@ pub mod batch;
 pub mod bucket;
 pub mod error;
 pub mod events;
+pub mod ingest;
 pub mod inputs;
 pub mod layout;
 pub mod lease;

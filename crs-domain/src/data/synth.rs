@@ -43,6 +43,15 @@ pub fn true_rate(attributes: &[u8], device: Device) -> f64 {
     rate.min(1.0)
 }
 
+/// The rate after the drift of [`write_week`]: every rate is raised two and a
+/// half times and att1 lowers it instead of raising it, so a model of the old
+/// data is clearly wrong on the new.
+pub fn drifted_rate(attributes: &[u8], device: Device) -> f64 {
+    let rate = true_rate(attributes, device);
+    let rate = if attributes.first() == Some(&1) { rate / 1.8 * 0.5 } else { rate };
+    (rate * 2.5).min(1.0)
+}
+
 /// One keyword's attributes and devices, fixed by (seed, entity) alone so that
 /// any range of keywords comes out the same whatever else is generated.
 struct Keyword {
@@ -124,6 +133,33 @@ pub fn write_prediction_input(spec: &SynthSpec, mut out: impl Write) -> io::Resu
             write!(out, "{}", keyword.entity)?;
             write_attributes(&mut out, &keyword.attributes)?;
             writeln!(out, ",{device},{}", WEEKS[1] + 1)?;
+            rows += 1;
+        }
+    }
+    Ok(rows)
+}
+
+/// Training-schema CSV of one week: one row per keyword × device, clicks and
+/// conversions drawn afresh for that week, at [`drifted_rate`] when `drifted`
+/// and [`true_rate`] otherwise. Returns the rows written.
+pub fn write_week(spec: &SynthSpec, week: i64, drifted: bool, mut out: impl Write) -> io::Result<u64> {
+    write_header(&mut out, spec, true)?;
+    let mut rows = 0;
+    for entity in spec.first_entity..spec.first_entity + spec.keywords as i64 {
+        let mut keyword = Keyword::new(spec, entity);
+        // Each week its own draws, the same whichever other weeks are written.
+        keyword.rng = SplitMix64::new(keyword.rng.next_u64() ^ (week as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93));
+        for device in keyword.devices.clone() {
+            let rate = if drifted {
+                drifted_rate(&keyword.attributes, device)
+            } else {
+                true_rate(&keyword.attributes, device)
+            };
+            let clicks = keyword.clicks();
+            let conversions = keyword.conversions(clicks, rate);
+            write!(out, "{}", keyword.entity)?;
+            write_attributes(&mut out, &keyword.attributes)?;
+            writeln!(out, ",{device},{week},{clicks},{conversions}")?;
             rows += 1;
         }
     }
