@@ -14,6 +14,12 @@ const JSON_FIELDS: &[(&str, &str)] = &[
     (".crs.train.v1.TrainingJob.started_at", "crate::json::time"),
     (".crs.train.v1.TrainingJob.finished_at", "crate::json::time"),
     (".crs.train.v1.ModelRun.created_at", "crate::json::time"),
+    (".crs.train.v1.ModelRun.trained_at", "crate::json::time"),
+    (".crs.train.v1.ModelRun.stage_at", "crate::json::time"),
+    (".crs.train.v1.LedgerEntry.at", "crate::json::time"),
+    (".crs.train.v1.Cycle.state", "crate::json::cycle_state"),
+    (".crs.train.v1.Cycle.started_at", "crate::json::time"),
+    (".crs.train.v1.Cycle.finished_at", "crate::json::time"),
     (".crs.serve.v1.ModelInfo.loaded_at", "crate::json::time"),
     (".crs.serve.v1.ModelInfo.trained_at", "crate::json::time"),
 ];

@@ -47,7 +47,7 @@ impl Addresses {
             .with_context(|| format!("cannot reach {uri}"))
     }
 
-    async fn train(&self) -> anyhow::Result<TrainServiceClient<Channel>> {
+    pub(crate) async fn train(&self) -> anyhow::Result<TrainServiceClient<Channel>> {
         Ok(TrainServiceClient::new(Self::channel(&self.train_addr).await?))
     }
 
@@ -59,11 +59,11 @@ impl Addresses {
 }
 
 /// A gRPC error as the user should read it: the code, then the server's message.
-fn status(e: tonic::Status) -> anyhow::Error {
+pub(crate) fn status(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", e.code(), e.message())
 }
 
-fn print_json(value: &Value) -> anyhow::Result<()> {
+pub(crate) fn print_json(value: &Value) -> anyhow::Result<()> {
     out!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -88,6 +88,9 @@ pub struct TrainArgs {
     /// Follow the job to its end with a progress bar; exit non-zero if it fails.
     #[arg(long)]
     wait: bool,
+    /// A development run: kept as a draft, never gated or promoted, served only when loaded by id.
+    #[arg(long)]
+    draft: bool,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -103,6 +106,7 @@ pub async fn train(args: TrainArgs, addrs: &Addresses) -> anyhow::Result<()> {
             eval_key: args.eval_key,
             config_key: args.config_key,
             labels: args.labels.into_iter().collect(),
+            draft: args.draft,
         })
         .await
         .map_err(status)?
@@ -164,7 +168,7 @@ fn stage_name(stage: Stage) -> &'static str {
     }
 }
 
-fn print_evaluation(name: &str, e: &Evaluation) {
+pub(crate) fn print_evaluation(name: &str, e: &Evaluation) {
     out!("{name}: {} rows, {} clicks", e.rows, e.clicks);
     out!("  {:<18}{:>10}{:>10}{:>10}{:>10}", "", "wmae", "wmse", "logloss", "mae");
     for (label, m) in [

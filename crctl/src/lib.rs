@@ -17,6 +17,7 @@ macro_rules! out {
 }
 
 mod client;
+mod lifecycle;
 mod offline;
 mod render;
 
@@ -62,6 +63,22 @@ enum Command {
     PredictBatch(client::PredictBatchArgs),
     /// Exit 0 only when the service reports SERVING (for container health checks).
     Health(client::HealthArgs),
+    /// Ingest the new files under the incoming prefix into the ledger.
+    Ingest,
+    /// Run a lifecycle cycle now (with --wait, exit 0 once it completes, whatever it decided).
+    Cycle(lifecycle::CycleArgs),
+    /// List a version's cycles.
+    Cycles(lifecycle::VersionArgs),
+    /// Point the production alias at a run.
+    Promote(lifecycle::PromoteArgs),
+    /// Move production back to the previous production run, and pause automatic promotion.
+    Rollback(lifecycle::RollbackArgs),
+    /// A version's runs with their stages and aliases.
+    Runs(lifecycle::VersionArgs),
+    /// The production run's metrics on a labelled file in the bucket.
+    Score(lifecycle::ScoreArgs),
+    /// The bucket key of a run's or a cycle's report (default: the production run's).
+    Report(lifecycle::ReportArgs),
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -86,6 +103,14 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Predict(args) => client::predict(args, &cli.addresses).await,
             Command::PredictBatch(args) => client::predict_batch(args, &cli.addresses).await,
             Command::Health(args) => client::health(args, &cli.addresses).await,
+            Command::Ingest => lifecycle::ingest(&cli.addresses).await,
+            Command::Cycle(args) => lifecycle::cycle(args, &cli.addresses).await,
+            Command::Cycles(args) => lifecycle::cycles(args, &cli.addresses).await,
+            Command::Promote(args) => lifecycle::promote(args, &cli.addresses).await,
+            Command::Rollback(args) => lifecycle::rollback(args, &cli.addresses).await,
+            Command::Runs(args) => lifecycle::runs(args, &cli.addresses).await,
+            Command::Score(args) => lifecycle::score(args, &cli.addresses).await,
+            Command::Report(args) => lifecycle::report(args, &cli.addresses).await,
         }
     });
     match result {

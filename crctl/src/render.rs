@@ -7,7 +7,7 @@ use crs_proto::train::{ListModelsResponse, ModelRun, TrainingJob};
 use serde::Serialize;
 use serde_json::Value;
 
-fn value(message: &impl Serialize) -> Value {
+pub fn value(message: &impl Serialize) -> Value {
     serde_json::to_value(message).expect("wire messages are plain serde data")
 }
 
@@ -34,6 +34,7 @@ pub fn models(response: &ListModelsResponse) -> Value {
     struct Version<'a> {
         model_ver: &'a str,
         latest_run_id: &'a str,
+        production_run_id: &'a str,
         runs: Vec<Run<'a>>,
     }
     #[derive(Serialize)]
@@ -46,6 +47,7 @@ pub fn models(response: &ListModelsResponse) -> Value {
         .map(|v| Version {
             model_ver: &v.model_ver,
             latest_run_id: &v.latest_run_id,
+            production_run_id: &v.production_run_id,
             runs: v.runs.iter().map(|run| Run { run, latest: run.run_id == v.latest_run_id }).collect(),
         })
         .collect();
@@ -170,6 +172,12 @@ mod tests {
             eval: evaluation(200),
             artifact_sha256: "ae30c92c8d9ab50ffa258e1a0b643d27764842e48698aafe9eb55434824a65e1".into(),
             labels: [("k".to_owned(), "v".to_owned())].into(),
+            stage: "production".into(),
+            aliases: vec!["production".into()],
+            trained_at: at(seconds, 456_000_000),
+            stage_by: "crctl train".into(),
+            stage_reason: "first production run".into(),
+            stage_at: at(seconds + 1, 0),
         }
     }
 
@@ -179,12 +187,13 @@ mod tests {
                 ModelVersionRuns {
                     model_ver: "v1".into(),
                     latest_run_id: "20261201T210559296Z-022c62".into(),
+                    production_run_id: "20261201T210556681Z-9626e2".into(),
                     runs: vec![
                         run("20261201T210556681Z-9626e2", 1_796_160_356),
                         run("20261201T210559296Z-022c62", 1_796_160_359),
                     ],
                 },
-                ModelVersionRuns { model_ver: "v0".into(), latest_run_id: String::new(), runs: vec![] },
+                ModelVersionRuns { model_ver: "v0".into(), ..Default::default() },
             ],
         };
         let info = ModelInfo {

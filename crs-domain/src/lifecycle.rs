@@ -65,6 +65,9 @@ pub struct LifecycleConfig {
     /// Newest weeks held out: the challenger never trains on them, and champion
     /// and challenger are judged on them.
     pub holdout_weeks: usize,
+    /// Weeks before the held-out ones a challenger trains on, newest first; 0
+    /// means every week. A short window follows a drift faster.
+    pub train_weeks: usize,
     pub drift: DriftThresholds,
     /// Batch-predict this input with the new production run after a promotion.
     pub batch_input: Option<String>,
@@ -82,6 +85,7 @@ impl Default for LifecycleConfig {
             promotion: Promotion::Auto,
             margin: 0.0005,
             holdout_weeks: 1,
+            train_weeks: 0,
             drift: DriftThresholds::default(),
             batch_input: None,
             keep_runs: 10,

@@ -1,6 +1,6 @@
 //! A model version's history: every change of a run's stage and of its
 //! `production` alias, as an append-only log of immutable, numbered events
-//! (`model/<ver>/events/<seq>.json`).
+//! (`history/<ver>/<seq>.json`).
 //!
 //! Appending writes entry `n + 1` with create-if-absent after reading up to
 //! `n`, so of two replicas changing the same version at once exactly one

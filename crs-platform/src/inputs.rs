@@ -3,12 +3,43 @@
 //! start here and hand the bytes to the domain's data contract.
 
 use bytes::Bytes;
-use crs_domain::data::{DataError, DataFile, PreparedData, prepare};
+use crs_domain::data::{DataError, DataFile, PreparedData, prepare, prepare_by_week};
 use crs_domain::models::{ModelVer, ParamError};
 
 use crate::bucket::{Bucket, BucketKey, StorageError};
+use crate::error::{Classify, ErrorKind};
+use crate::ingest::{IngestError, ingested_data};
 use crate::layout;
-use crate::runs::DataRecord;
+use crate::runs::{DataRecord, WeekSplit};
+
+/// Training on the ingested rows, split by time instead of by file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeekPlan {
+    /// Newest weeks held out to judge on.
+    pub holdout_weeks: usize,
+    /// Weeks before them to train on; 0 means all.
+    pub train_weeks: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Ingested(#[from] IngestError),
+    #[error("nothing has been ingested yet")]
+    NothingIngested,
+}
+
+impl Classify for FetchError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            FetchError::Storage(e) => e.kind(),
+            FetchError::Ingested(e) => e.kind(),
+            FetchError::NothingIngested => ErrorKind::Precondition,
+        }
+    }
+}
 
 /// Where a run's inputs are in the bucket.
 #[derive(Clone, Debug)]
@@ -20,13 +51,22 @@ pub struct InputKeys {
     /// A config named by the user must exist; the default one may be absent,
     /// which means the version's defaults.
     pub config_required: bool,
+    /// Train on the ingested rows (`train` is then their name) rather than on files.
+    pub weeks: Option<WeekPlan>,
 }
 
 impl InputKeys {
     /// `train` and `eval` with the version's own config, or the named one.
     pub fn new(model_ver: ModelVer, train: BucketKey, eval: Option<BucketKey>, config: Option<BucketKey>) -> Self {
         let config_required = config.is_some();
-        InputKeys { train, eval, config: config.unwrap_or_else(|| layout::params_key(model_ver)), config_required }
+        let config = config.unwrap_or_else(|| layout::params_key(model_ver));
+        InputKeys { train, eval, config, config_required, weeks: None }
+    }
+
+    /// The ingested rows split by `plan`, with the version's own config.
+    pub fn ingested(model_ver: ModelVer, plan: WeekPlan) -> Self {
+        let train = BucketKey::parse(layout::INGESTED_NAME).expect("a layout key");
+        InputKeys { weeks: Some(plan), ..InputKeys::new(model_ver, train, None, None) }
     }
 }
 
@@ -46,11 +86,16 @@ pub struct PreparedInputs {
     pub train_record: DataRecord,
     /// `None` when the evaluation rows are a holdout of the training keywords.
     pub eval_record: Option<DataRecord>,
+    /// For ingested rows: the weeks trained and judged on.
+    pub weeks: Option<WeekSplit>,
 }
 
 impl Inputs {
-    pub async fn fetch(bucket: &Bucket, keys: InputKeys) -> Result<Self, StorageError> {
-        let train = bucket.get(&keys.train).await?;
+    pub async fn fetch(bucket: &Bucket, keys: InputKeys) -> Result<Self, FetchError> {
+        let train = match keys.weeks {
+            None => bucket.get(&keys.train).await?,
+            Some(_) => ingested_data(bucket).await?.ok_or(FetchError::NothingIngested)?.bytes,
+        };
         let eval = match &keys.eval {
             Some(key) => Some(bucket.get(key).await?),
             None => None,
@@ -79,6 +124,12 @@ impl Inputs {
     pub fn prepare(&self) -> Result<PreparedInputs, DataError> {
         let file = |key: &BucketKey, bytes: &Bytes| DataFile { name: key.to_string(), bytes: bytes.clone() };
         let train = file(&self.keys.train, &self.train);
+        if let Some(plan) = self.keys.weeks {
+            let split = prepare_by_week(&train, plan.holdout_weeks, plan.train_weeks)?;
+            let train_record = DataRecord::of(&self.keys.train, &self.train, Some(split.data.train_counts.clone()));
+            let weeks = WeekSplit { train: split.train_weeks, eval: split.eval_weeks };
+            return Ok(PreparedInputs { data: split.data, train_record, eval_record: None, weeks: Some(weeks) });
+        }
         let eval = match (&self.keys.eval, &self.eval) {
             (Some(key), Some(bytes)) => Some(file(key, bytes)),
             _ => None,
@@ -89,6 +140,6 @@ impl Inputs {
             (Some(key), Some(bytes)) => Some(DataRecord::of(key, bytes, data.eval_counts.clone())),
             _ => None,
         };
-        Ok(PreparedInputs { data, train_record, eval_record })
+        Ok(PreparedInputs { data, train_record, eval_record, weeks: None })
     }
 }

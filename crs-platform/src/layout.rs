@@ -9,11 +9,13 @@
 //! model/<model_ver>/<run_id>/model.json.sha256                        its checksum
 //! model/<model_ver>/<run_id>/metadata.json                            the run's record
 //! model/<model_ver>/LATEST                                            the newest complete run's id
-//! model/<model_ver>/events/<seq>.json                                 stage and alias changes, in order
+//! history/<model_ver>/<seq>.json                                      stage and alias changes, in order
 //! leases/<name>/<seq>.json                                            who holds a lease, until when
 //! data/incoming/...                                                   new raw files (INCOMING_PREFIX)
 //! data/ledger/<seq>.json                                              one entry per incoming file seen
 //! data/ingested/<seq>.csv.gz                                          the new rows of ledger entry <seq>
+//! cycles/<model_ver>/<cycle_id>.json                                  the record of one lifecycle cycle
+//! reports/<model_ver>/...                                             HTML reports of runs and cycles
 //! ```
 //!
 //! Write order, which readers rely on: a run's artifact, then its checksum, then
@@ -52,7 +54,7 @@ pub const ARTIFACT_FILE: &str = "model.json";
 const CHECKSUM_FILE: &str = "model.json.sha256";
 const METADATA_FILE: &str = "metadata.json";
 const LATEST_FILE: &str = "LATEST";
-const EVENTS: &str = "events";
+const HISTORY_ROOT: &str = "history";
 const LEASES_ROOT: &str = "leases";
 
 /// The object of entry `seq` in a sequence-numbered log: zero-padded, so that
@@ -81,6 +83,29 @@ pub fn ingested_rows(seq: u64) -> BucketKey {
     key(&[INGESTED, &format!("{seq:010}.csv.gz")])
 }
 
+/// `cycles/<model_ver>/`: the records of a version's cycles.
+pub fn cycles(model_ver: ModelVer) -> BucketKey {
+    key(&["cycles", model_ver.name()])
+}
+
+/// A cycle's record; `cycle_id` must be a [`RunId`]-like safe segment.
+pub fn cycle_record(model_ver: ModelVer, cycle_id: &RunId) -> BucketKey {
+    key(&["cycles", model_ver.name(), &format!("{cycle_id}.json")])
+}
+
+pub fn run_report(model_ver: ModelVer, run: &RunId) -> BucketKey {
+    key(&["reports", model_ver.name(), "runs", &format!("{run}.html")])
+}
+
+pub fn cycle_report(model_ver: ModelVer, cycle_id: &RunId) -> BucketKey {
+    key(&["reports", model_ver.name(), "cycles", &format!("{cycle_id}.html")])
+}
+
+/// `reports/<model_ver>/index.html`: every run and cycle, with the trend of the headline metrics.
+pub fn report_index(model_ver: ModelVer) -> BucketKey {
+    key(&["reports", model_ver.name(), "index.html"])
+}
+
 /// `leases/<name>/`: the records of one lease (see `crate::lease`).
 pub fn lease_prefix(name: &str) -> BucketKey {
     key(&[LEASES_ROOT, name])
@@ -99,6 +124,11 @@ fn key(segments: &[&str]) -> BucketKey {
 /// `config/<model_ver>/params.yaml`: the hyperparameters a job uses unless it names others.
 pub fn params_key(model_ver: ModelVer) -> BucketKey {
     key(&["config", model_ver.name(), "params.yaml"])
+}
+
+/// `config/<model_ver>/lifecycle.yaml`: the version's retraining and promotion rules.
+pub fn lifecycle_key(model_ver: ModelVer) -> BucketKey {
+    key(&["config", model_ver.name(), "lifecycle.yaml"])
 }
 
 /// Where a batch writes unless the request names an output.
@@ -128,9 +158,10 @@ impl ModelKey {
         key(&[MODEL_ROOT, self.0.name(), LATEST_FILE])
     }
 
-    /// `model/<model_ver>/events/`: the version's stage and alias history.
+    /// `history/<model_ver>/`: the version's stage and alias history, kept
+    /// apart from `model/<model_ver>/` so that every folder there is a run.
     pub fn events(self) -> BucketKey {
-        key(&[MODEL_ROOT, self.0.name(), EVENTS])
+        key(&[HISTORY_ROOT, self.0.name()])
     }
 
     pub fn event(self, seq: u64) -> BucketKey {
@@ -258,7 +289,7 @@ mod tests {
         assert_eq!(model.run(&run).artifact().as_str(), "model/v1/20261122T101500123Z-3fa9c2/model.json");
         assert_eq!(model.run(&run).checksum().as_str(), "model/v1/20261122T101500123Z-3fa9c2/model.json.sha256");
         assert_eq!(params_key(v1).as_str(), "config/v1/params.yaml");
-        assert_eq!(model.event(7).as_str(), "model/v1/events/0000000007.json");
+        assert_eq!(model.event(7).as_str(), "history/v1/0000000007.json");
         assert_eq!(sequence_number(&model.event(12)), Some(12));
         assert_eq!(lease_record("cycle-v1", 3).as_str(), "leases/cycle-v1/0000000003.json");
         assert_eq!(

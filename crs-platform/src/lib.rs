@@ -14,6 +14,7 @@
 
 pub mod batch;
 pub mod bucket;
+pub mod catalog;
 pub mod error;
 pub mod events;
 pub mod ingest;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bucket::{Bucket, BucketKey, KeyError, StorageError};
 use crate::error::{Classify, ErrorKind};
+use crate::events::Stage;
 use crate::layout::{self, ARTIFACT_FILE, ModelKey, RunId};
 
 /// A file the run read, as it was when read.
@@ -85,6 +86,20 @@ pub struct RunMetadata {
     pub stage_seconds: Vec<StageTiming>,
     pub artifact: ArtifactRecord,
     pub service: ServiceRecord,
+    /// The stage the run was written with (`draft` or `candidate`); absent in
+    /// runs written before stages existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+    /// The weeks trained and evaluated on, for runs trained on ingested data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weeks: Option<WeekSplit>,
+}
+
+/// Which weeks of the ingested data a run trained on and was judged on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeekSplit {
+    pub train: Vec<i64>,
+    pub eval: Vec<i64>,
 }
 
 /// A run loaded and checked, ready to predict.

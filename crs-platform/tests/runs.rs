@@ -104,6 +104,8 @@ fn metadata(run: &TrainingRun, run_id: &RunId) -> RunMetadata {
         stage_seconds: Vec::new(),
         artifact: ArtifactRecord { file: String::new(), sha256: String::new(), size_bytes: 0, format_version: 0 },
         service: ServiceRecord { name: "crs-platform tests".to_owned(), version: "0".to_owned() },
+        stage: None,
+        weeks: None,
     }
 }
 

@@ -4,7 +4,7 @@
 
 use serde::Serializer;
 
-use crate::train::{JobState, Stage};
+use crate::train::{CycleState, JobState, Stage};
 
 fn enum_name<S: Serializer>(name: Option<&str>, value: i32, serializer: S) -> Result<S::Ok, S::Error> {
     match name {
@@ -20,6 +20,10 @@ pub(crate) fn job_state<S: Serializer>(value: &i32, serializer: S) -> Result<S::
 
 pub(crate) fn stage<S: Serializer>(value: &i32, serializer: S) -> Result<S::Ok, S::Error> {
     enum_name(Stage::try_from(*value).ok().map(|s| s.as_str_name()), *value, serializer)
+}
+
+pub(crate) fn cycle_state<S: Serializer>(value: &i32, serializer: S) -> Result<S::Ok, S::Error> {
+    enum_name(CycleState::try_from(*value).ok().map(|s| s.as_str_name()), *value, serializer)
 }
 
 pub(crate) fn time<S: Serializer>(value: &Option<prost_types::Timestamp>, serializer: S) -> Result<S::Ok, S::Error> {

@@ -23,8 +23,8 @@ pub struct Config {
     /// Model version to serve (v0, v1, ...).
     #[arg(long, env = "MODEL_VER", default_value = "v1")]
     pub model_ver: ModelVer,
-    /// Run to serve: a run id, or `latest` to follow model/<MODEL_VER>/LATEST.
-    #[arg(long, env = "MODEL_RUN", default_value = "latest")]
+    /// Run to serve: `production` (follow the version's production alias), `latest` (follow model/<MODEL_VER>/LATEST) or a run id.
+    #[arg(long, env = "MODEL_RUN", default_value = "production")]
     pub model_run: Selection,
     /// Slack incoming-webhook URL for batch and model notices; unset means no posts. Never logged.
     #[arg(long, env = "WEBHOOK_URL", hide_env_values = true)]
@@ -91,7 +91,7 @@ mod tests {
     fn defaults_match_the_documentation_and_debug_hides_the_webhook() {
         let config = parse(&["--webhook-url", "https://hooks.example/T000/B000/XXXX"]).unwrap();
         assert_eq!(config.addr, "127.0.0.1:50052");
-        assert_eq!((config.model_ver.name(), &config.model_run), ("v1", &Selection::Latest));
+        assert_eq!((config.model_ver.name(), &config.model_run), ("v1", &Selection::Production));
         assert_eq!(config.poll_interval(), Duration::from_secs(5));
         assert_eq!((config.max_predict_rows, config.max_message_bytes), (10_000, 16 << 20));
         assert!(!format!("{config:?}").contains("hooks.example"), "{config:?}");

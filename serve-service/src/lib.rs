@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use crs_platform::bucket::Bucket;
+use crs_platform::catalog::Catalog;
 use crs_platform::runs::ModelStore;
 use crs_platform::webhook::Notifier;
 use crs_proto::serve::serve_service_server::{SERVICE_NAME as SERVE_SERVICE, ServeServiceServer};
@@ -39,8 +40,12 @@ pub async fn run(
     health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     let reflection = crs_proto::reflection_service(SERVE_SERVICE)?;
 
-    let slot =
-        Arc::new(ModelSlot::new(ModelStore::new(bucket), config.model_ver, config.model_run.clone(), notifier.clone()));
+    let slot = Arc::new(ModelSlot::new(
+        Catalog::new(ModelStore::new(bucket)),
+        config.model_ver,
+        config.model_run.clone(),
+        notifier.clone(),
+    ));
     let health_follows_slot = tokio::spawn({
         let mut loaded = slot.loaded();
         let health = health.clone();

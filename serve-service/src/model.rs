@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use chrono::{DateTime, Utc};
 use crs_domain::models::ModelVer;
 use crs_platform::bucket::{KeyError, StorageError};
+use crs_platform::catalog::Catalog;
 use crs_platform::layout::RunId;
 use crs_platform::runs::{LoadError, LoadedRun, ModelStore};
 use crs_platform::webhook::{Notice, Notifier, Outcome};
@@ -18,7 +19,9 @@ use crate::status::ServeError;
 /// Which run of a version to serve.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selection {
-    /// Follow model/<version>/LATEST.
+    /// Follow the version's production alias.
+    Production,
+    /// Follow model/<version>/LATEST: the newest complete run of any stage.
     Latest,
     Run(RunId),
 }
@@ -26,10 +29,11 @@ pub enum Selection {
 impl FromStr for Selection {
     type Err = KeyError;
 
-    /// `latest` (or empty), or a run id.
+    /// `production` (or empty), `latest`, or a run id.
     fn from_str(run: &str) -> Result<Self, KeyError> {
         match run.trim() {
-            "" | "latest" => Ok(Selection::Latest),
+            "" | "production" => Ok(Selection::Production),
+            "latest" => Ok(Selection::Latest),
             id => Ok(Selection::Run(RunId::parse(id)?)),
         }
     }
@@ -38,6 +42,7 @@ impl FromStr for Selection {
 impl Selection {
     pub fn describe(&self) -> String {
         match self {
+            Selection::Production => "production".to_owned(),
             Selection::Latest => "latest".to_owned(),
             Selection::Run(id) => id.to_string(),
         }
@@ -64,7 +69,7 @@ impl Serving {
 
 #[derive(Debug)]
 pub struct ModelSlot {
-    store: ModelStore,
+    catalog: Catalog,
     /// Swapped whole: a request holds its own `Arc` and finishes on the model it started with.
     current: RwLock<Option<Arc<Serving>>>,
     /// What the poller follows.
@@ -77,9 +82,9 @@ pub struct ModelSlot {
 }
 
 impl ModelSlot {
-    pub fn new(store: ModelStore, model_ver: ModelVer, selection: Selection, notifier: Notifier) -> Self {
+    pub fn new(catalog: Catalog, model_ver: ModelVer, selection: Selection, notifier: Notifier) -> Self {
         ModelSlot {
-            store,
+            catalog,
             current: RwLock::new(None),
             wanted: Mutex::new((model_ver, selection)),
             refused: Mutex::default(),
@@ -89,7 +94,7 @@ impl ModelSlot {
     }
 
     pub fn store(&self) -> &ModelStore {
-        &self.store
+        self.catalog.store()
     }
 
     pub fn notifier(&self) -> &Notifier {
@@ -110,6 +115,7 @@ impl ModelSlot {
         self.current().ok_or_else(|| {
             let (ver, selection) = self.wanted.lock().unwrap_or_else(|e| e.into_inner()).clone();
             ServeError::NoModel(match selection {
+                Selection::Production => format!("waiting for a production run of model {ver}"),
                 Selection::Latest => format!("waiting for model/{ver}/LATEST to appear in the bucket"),
                 Selection::Run(id) => format!("waiting for run {id} of model {ver} to appear in the bucket"),
             })
@@ -120,8 +126,14 @@ impl ModelSlot {
     /// follows that selection from then on.
     pub async fn select(&self, model_ver: ModelVer, selection: Selection) -> Result<Arc<Serving>, ServeError> {
         let run = match &selection {
-            Selection::Latest => self.store.load_latest(model_ver).await?,
-            Selection::Run(id) => self.store.load(model_ver, id).await?,
+            Selection::Production => {
+                let production = self.catalog.production(model_ver).await?;
+                let run = production
+                    .ok_or_else(|| ServeError::NoModel(format!("model {model_ver} has no production run yet")))?;
+                self.store().load(model_ver, &run).await?
+            }
+            Selection::Latest => self.store().load_latest(model_ver).await?,
+            Selection::Run(id) => self.store().load(model_ver, id).await?,
         };
         *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = (model_ver, selection.clone());
         Ok(self.swap_in(run, selection))
@@ -132,13 +144,14 @@ impl ModelSlot {
         let (model_ver, selection) = self.wanted.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let target = match &selection {
             Selection::Run(id) => Ok(Some(id.clone())),
-            Selection::Latest => self.store.latest(model_ver).await,
+            Selection::Production => self.catalog.production(model_ver).await.map_err(|e| e.to_string()),
+            Selection::Latest => self.store().latest(model_ver).await.map_err(|e| e.to_string()),
         };
         let target = match target {
             Ok(Some(run)) => run,
             Ok(None) => {
                 if self.current().is_none() {
-                    tracing::info!(%model_ver, "no model yet: model/{model_ver}/LATEST does not exist; still looking");
+                    tracing::info!(%model_ver, selection = %selection.describe(), "no model yet; still looking");
                 }
                 return;
             }
@@ -154,7 +167,7 @@ impl ModelSlot {
         if unchanged || self.refused.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
             return;
         }
-        match self.store.load(model_ver, &target).await {
+        match self.store().load(model_ver, &target).await {
             Ok(run) => {
                 self.swap_in(run, selection);
             }

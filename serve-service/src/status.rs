@@ -6,6 +6,7 @@ use crs_domain::features::FeatureError;
 use crs_domain::models::UnknownVersion;
 use crs_platform::batch::BatchError;
 use crs_platform::bucket::KeyError;
+use crs_platform::catalog::CatalogError;
 use crs_platform::error::{Classify, ErrorKind};
 use crs_platform::runs::LoadError;
 use tonic::{Code, Status};
@@ -24,6 +25,8 @@ pub enum ServeError {
     Key(#[from] KeyError),
     #[error("cannot load the model: {0}")]
     Load(#[from] LoadError),
+    #[error("cannot read the model's history: {0}")]
+    Catalog(#[from] CatalogError),
     #[error("batch failed: {0}")]
     Batch(#[from] BatchError),
 }
@@ -37,6 +40,7 @@ impl Classify for ServeError {
             ServeError::UnknownVersion(e) => e.kind(),
             ServeError::Key(e) => e.kind(),
             ServeError::Load(e) => e.kind(),
+            ServeError::Catalog(e) => e.kind(),
             ServeError::Batch(e) => e.kind(),
         }
     }

@@ -39,7 +39,11 @@ async fn without_a_model_it_starts_not_serving_and_refuses_predictions() {
         Code::FailedPrecondition,
         "no model loaded",
     );
-    assert_status(serve.client.get_model(GetModelRequest {}).await, Code::FailedPrecondition, "model/v1/LATEST");
+    assert_status(
+        serve.client.get_model(GetModelRequest {}).await,
+        Code::FailedPrecondition,
+        "production run of model v1",
+    );
     serve.stop().await.expect("clean stop");
 }
 
@@ -164,7 +168,10 @@ async fn bad_batches_are_refused_and_leave_no_output() {
 async fn a_corrupted_run_is_refused_and_the_old_one_keeps_serving() {
     let mut stack = Stack::new().await;
     let good = stack.train("v1").await;
-    let mut serve = stack.start_serve(stack.serve_config()).await;
+    // Follows LATEST, which the test points at a corrupted copy of the run.
+    let mut config = stack.serve_config();
+    config.model_run = "latest".parse().expect("selection");
+    let mut serve = stack.start_serve(config).await;
     wait_until_serving(&serve).await;
 
     let bad = format!("{}-corrupt", good);

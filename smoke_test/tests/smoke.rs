@@ -52,7 +52,7 @@ fn built_binaries_train_serve_and_stop_cleanly() {
     let job = stack.train_v1();
     progress("checking the run's files and LATEST");
     let trained = stack.check_run_files(job);
-    progress("waiting for serve-service to pick up LATEST");
+    progress("waiting for serve-service to pick up the production run");
     stack.wait_until_serving(&trained);
     progress("batch prediction and its output contract");
     let batch = stack.predict_batch(&trained);
@@ -239,7 +239,8 @@ impl Stack {
         Trained { job_id: job.job_id, run_id: job.run_id, sha256 }
     }
 
-    /// serve-service polls LATEST and starts serving the new run by itself.
+    /// The first run passes the gate and becomes production; serve-service
+    /// follows the production alias and starts serving it by itself.
     fn wait_until_serving(&mut self, trained: &Trained) {
         let Stack { serve, crctl, .. } = self;
         wait_until(PICKUP, "serve-service to report SERVING", || {
@@ -250,7 +251,7 @@ impl Stack {
         let model = self.crctl.json(&["model"]);
         assert_eq!(model["model_ver"], "v1", "{model:#}");
         assert_eq!(model["run_id"], trained.run_id.as_str(), "{model:#}");
-        assert_eq!(model["selection"], "latest", "{model:#}");
+        assert_eq!(model["selection"], "production", "{model:#}");
         assert_eq!(model["job_id"], trained.job_id.as_str(), "{model:#}");
         assert_eq!(model["artifact_sha256"], trained.sha256.as_str(), "{model:#}");
     }
@@ -384,7 +385,7 @@ impl Stack {
         assert_eq!(self.jobs().len(), jobs, "a refused request created a job");
         let model = crctl.json(&["model"]);
         assert_eq!(model["run_id"], trained.run_id.as_str(), "a failed LoadModel changed the model: {model:#}");
-        assert_eq!(model["selection"], "latest", "a failed LoadModel changed the selection: {model:#}");
+        assert_eq!(model["selection"], "production", "a failed LoadModel changed the selection: {model:#}");
         self.webhooks
             .wait_for(WEBHOOK, &["batch prediction of data/predict/input/missing.csv failed", "serve-service"]);
     }

@@ -16,7 +16,7 @@ async fn settings_in_the_environment_do_not_reach_the_stack() {
         assert_eq!(plain.model_ver.name(), "v0", "the probe's environment is set");
         let stack = Stack::new().await;
         let serve = stack.serve_config();
-        assert_eq!((serve.model_ver.name(), serve.model_run.describe()), ("v1", "latest".to_owned()));
+        assert_eq!((serve.model_ver.name(), serve.model_run.describe()), ("v1", "production".to_owned()));
         assert_eq!(serve.bucket_url, stack.bucket_url);
         assert_eq!(serve.max_predict_rows, 10_000);
         let train = stack.train_config();

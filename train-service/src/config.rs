@@ -28,6 +28,18 @@ pub struct Config {
     /// Seconds running jobs get to finish after SIGTERM or Ctrl+C before they are cut off.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+    /// Bucket prefix where new raw files arrive for ingestion.
+    #[arg(long, env = "INCOMING_PREFIX", default_value = crs_platform::layout::INCOMING_PREFIX)]
+    pub incoming_prefix: String,
+    /// Seconds between scheduled cycles of the versions that have a config/<ver>/lifecycle.yaml; unset means none.
+    #[arg(long, env = "CYCLE_INTERVAL_SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub cycle_interval_secs: Option<u64>,
+    /// Seconds a cycle's lease lasts without renewal: how long a killed replica's cycle blocks the next one.
+    #[arg(long, env = "CYCLE_LEASE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(3..))]
+    pub cycle_lease_secs: u64,
+    /// Test hook: abort the process at this named step (e.g. cycle:ingest), as kill -9 would.
+    #[arg(long, env = "CRS_FAIL_AT", hide = true)]
+    pub fail_at: Option<String>,
 }
 
 impl Config {
@@ -46,6 +58,9 @@ impl fmt::Debug for Config {
             .field("webhook_url", &self.webhook_url.as_ref().map(|_| "<secret>"))
             .field("max_concurrent_jobs", &self.max_concurrent_jobs)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("incoming_prefix", &self.incoming_prefix)
+            .field("cycle_interval_secs", &self.cycle_interval_secs)
+            .field("cycle_lease_secs", &self.cycle_lease_secs)
             .finish()
     }
 }

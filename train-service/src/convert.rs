@@ -4,11 +4,13 @@ use crs_domain::evaluation::Evaluation;
 use crs_domain::metrics::Metrics;
 use crs_domain::models::ModelVer;
 use crs_platform::bucket::BucketKey;
+use crs_platform::catalog::{RunEntry, RunList};
+use crs_platform::ingest::LedgerEntry;
 use crs_platform::inputs::InputKeys;
 use crs_platform::layout;
-use crs_platform::runs::RunMetadata;
 use crs_proto::{timestamp, train as proto};
 
+use crate::cycles::{CycleRecord, CycleState};
 use crate::jobs::{Job, JobRequest, JobStage, JobState};
 use crate::status::ApiError;
 
@@ -28,7 +30,61 @@ pub fn job_request(request: proto::StartTrainingRequest, default_model_ver: Mode
         request.eval_key.as_deref().map(BucketKey::parse).transpose()?,
         request.config_key.as_deref().map(BucketKey::parse).transpose()?,
     );
-    Ok(JobRequest { model_ver, keys, labels: request.labels.into_iter().collect() })
+    let by = if request.draft { "crctl train --draft" } else { "crctl train" }.to_owned();
+    Ok(JobRequest { model_ver, keys, labels: request.labels.into_iter().collect(), draft: request.draft, by })
+}
+
+/// A version's runs with their stages and aliases.
+pub fn version_runs(list: &RunList) -> proto::ModelVersionRuns {
+    proto::ModelVersionRuns {
+        model_ver: list.model_ver.to_string(),
+        latest_run_id: list.latest.as_ref().map(ToString::to_string).unwrap_or_default(),
+        production_run_id: list.production.as_ref().map(ToString::to_string).unwrap_or_default(),
+        runs: list.runs.iter().map(model_run).collect(),
+    }
+}
+
+pub fn ledger_entry(entry: &LedgerEntry) -> proto::LedgerEntry {
+    proto::LedgerEntry {
+        seq: entry.seq,
+        key: entry.key.clone(),
+        size: entry.size,
+        sha256: entry.sha256.clone(),
+        etag: entry.etag.clone().unwrap_or_default(),
+        rows_read: entry.rows.read,
+        rows_duplicate: entry.rows.duplicate,
+        rows_conflict: entry.rows.conflict,
+        rows_used: entry.rows.used,
+        weeks: entry.weeks.clone(),
+        at: Some(timestamp(entry.at)),
+        outcome: serde_json::to_value(entry.outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        message: entry.message.clone().unwrap_or_default(),
+    }
+}
+
+pub fn cycle(record: &CycleRecord) -> proto::Cycle {
+    let state = match record.state {
+        CycleState::Running => proto::CycleState::Running,
+        CycleState::Succeeded => proto::CycleState::Succeeded,
+        CycleState::Failed => proto::CycleState::Failed,
+    };
+    proto::Cycle {
+        cycle_id: record.cycle_id.to_string(),
+        model_ver: record.model_ver.to_string(),
+        state: state.into(),
+        step: record.step.clone(),
+        started_at: Some(timestamp(record.started_at)),
+        finished_at: record.finished_at.map(timestamp),
+        decision: record.decision.clone(),
+        run_id: record.run_id.as_ref().map(ToString::to_string).unwrap_or_default(),
+        production_run_id: record.production_run_id.as_ref().map(ToString::to_string).unwrap_or_default(),
+        error: record.error.clone().unwrap_or_default(),
+        record_key: record.key().to_string(),
+        report_key: record.report_key.clone().unwrap_or_default(),
+    }
 }
 
 pub fn job(job: &Job) -> proto::TrainingJob {
@@ -81,8 +137,16 @@ fn metrics(m: &Metrics) -> proto::Metrics {
     proto::Metrics { wmae: m.wmae, wmse: m.wmse, logloss: m.logloss, mae: m.mae }
 }
 
-pub fn model_run(run: &RunMetadata) -> proto::ModelRun {
+fn model_run(entry: &RunEntry) -> proto::ModelRun {
+    let run = &entry.metadata;
+    let event = entry.stage_event.as_ref();
     proto::ModelRun {
+        stage: entry.stage.to_string(),
+        aliases: entry.aliases.iter().map(|a| (*a).to_owned()).collect(),
+        trained_at: Some(timestamp(run.finished_at)),
+        stage_by: event.map(|e| e.by.clone()).unwrap_or_default(),
+        stage_reason: event.map(|e| e.reason.clone()).unwrap_or_default(),
+        stage_at: event.map(|e| timestamp(e.at)),
         model_ver: run.model_ver.to_string(),
         run_id: run.run_id.to_string(),
         job_id: run.job_id.clone(),

@@ -8,6 +8,9 @@
 
 pub mod config;
 pub mod convert;
+pub mod cycles;
+pub mod failpoint;
+pub mod gate;
 pub mod jobs;
 pub mod service;
 pub mod status;
@@ -16,7 +19,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context;
-use crs_platform::bucket::Bucket;
+use crs_domain::models::ModelVer;
+use crs_platform::bucket::{Bucket, BucketKey};
+use crs_platform::catalog::Catalog;
+use crs_platform::layout;
 use crs_platform::runs::ModelStore;
 use crs_platform::webhook::{self, Notifier};
 use crs_proto::train::train_service_server::{SERVICE_NAME as TRAIN_SERVICE, TrainServiceServer};
@@ -25,6 +31,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 pub use config::Config;
+use cycles::Cycles;
+use failpoint::FailPoint;
 use jobs::Jobs;
 use service::TrainApi;
 
@@ -45,9 +53,22 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let bucket = Bucket::open(&config.bucket_url).context("BUCKET_URL")?;
     let notifier = Notifier::new(config.webhook_url.as_deref(), jobs::SERVICE_NAME).context("WEBHOOK_URL")?;
+    let incoming = BucketKey::parse(&config.incoming_prefix).context("INCOMING_PREFIX")?;
     let store = ModelStore::new(bucket);
+    let catalog = Catalog::new(store.clone());
     let max_jobs = usize::try_from(config.max_concurrent_jobs).unwrap_or(usize::MAX);
-    let jobs = Jobs::new(store.clone(), notifier.clone(), max_jobs);
+    let jobs = Jobs::new(catalog.clone(), notifier.clone(), max_jobs);
+    let cycles = Cycles::new(
+        catalog.clone(),
+        jobs.clone(),
+        notifier.clone(),
+        incoming,
+        Duration::from_secs(config.cycle_lease_secs),
+        FailPoint::new(config.fail_at.clone()),
+    );
+    let scheduler = config
+        .cycle_interval_secs
+        .map(|secs| tokio::spawn(schedule(cycles.clone(), catalog.clone(), Duration::from_secs(secs))));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status(TRAIN_SERVICE, ServingStatus::Serving).await;
@@ -66,7 +87,12 @@ pub async fn run(
         tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(TrainServiceServer::new(TrainApi::new(jobs.clone(), store, config.model_ver)))
+            .add_service(TrainServiceServer::new(TrainApi::new(
+                jobs.clone(),
+                cycles.clone(),
+                catalog,
+                config.model_ver,
+            )))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = server_stopped.await;
             }),
@@ -86,9 +112,13 @@ pub async fn run(
     tracing::info!(grace_secs = grace.as_secs(), "shutting down: no new jobs, waiting for running ones");
     // Refuse jobs before reporting NOT_SERVING, so a client that sees the status is refused too.
     jobs.stop_accepting();
+    if let Some(scheduler) = &scheduler {
+        scheduler.abort();
+    }
     health.set_service_status("", ServingStatus::NotServing).await;
     health.set_service_status(TRAIN_SERVICE, ServingStatus::NotServing).await;
     jobs.drain(grace).await;
+    cycles.drain(SERVER_DRAIN).await;
     notifier.flush(WEBHOOK_FLUSH).await;
 
     let _ = stop_server.send(());
@@ -102,4 +132,22 @@ pub async fn run(
     }
     tracing::info!("train-service stopped");
     Ok(())
+}
+
+/// Every `interval`, a cycle for each version with a `config/<ver>/lifecycle.yaml`.
+async fn schedule(cycles: Cycles, catalog: Catalog, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        for model_ver in ModelVer::all() {
+            match catalog.store().bucket().exists(&layout::lifecycle_key(model_ver)).await {
+                Ok(true) => {
+                    if let Err(e) = cycles.start(model_ver, "schedule").await {
+                        tracing::warn!(%model_ver, error = %e, "scheduled cycle did not start");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the bucket to schedule cycles"),
+            }
+        }
+    }
 }

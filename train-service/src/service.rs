@@ -1,7 +1,13 @@
-//! The gRPC face of the jobs and the stored runs.
+//! The gRPC face of the jobs, the cycles and the stored runs.
 
+use crs_domain::data::{DataFile, TrainingTable};
+use crs_domain::evaluation::Baselines;
 use crs_domain::models::ModelVer;
-use crs_platform::runs::ModelStore;
+use crs_platform::bucket::BucketKey;
+use crs_platform::catalog::Catalog;
+use crs_platform::events::Change;
+use crs_platform::ingest::ingest_new;
+use crs_platform::layout::{self, RunId};
 use crs_proto::train as proto;
 use crs_proto::train::train_service_server::TrainService;
 use futures::StreamExt;
@@ -9,30 +15,117 @@ use futures::stream::BoxStream;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
+use crate::cycles::Cycles;
 use crate::jobs::Jobs;
 use crate::status::ApiError;
 
 #[derive(Clone, Debug)]
 pub struct TrainApi {
     jobs: Jobs,
-    store: ModelStore,
-    /// Trained when a request names no version.
+    cycles: Cycles,
+    catalog: Catalog,
+    /// Used when a request names no version.
     default_model_ver: ModelVer,
 }
 
 impl TrainApi {
-    pub fn new(jobs: Jobs, store: ModelStore, default_model_ver: ModelVer) -> Self {
-        TrainApi { jobs, store, default_model_ver }
+    pub fn new(jobs: Jobs, cycles: Cycles, catalog: Catalog, default_model_ver: ModelVer) -> Self {
+        TrainApi { jobs, cycles, catalog, default_model_ver }
+    }
+
+    fn model_ver(&self, name: &str) -> Result<ModelVer, ApiError> {
+        if name.is_empty() { Ok(self.default_model_ver) } else { Ok(ModelVer::parse(name)?) }
     }
 
     async fn version_runs(&self, model_ver: ModelVer) -> Result<proto::ModelVersionRuns, ApiError> {
-        let latest = self.store.latest(model_ver).await?;
-        let runs = self.store.runs(model_ver).await?;
-        Ok(proto::ModelVersionRuns {
-            latest_run_id: latest.map(|run| run.to_string()).unwrap_or_default(),
-            runs: runs.iter().map(convert::model_run).collect(),
-            model_ver: model_ver.to_string(),
+        Ok(convert::version_runs(&self.catalog.runs(model_ver).await?))
+    }
+
+    async fn promote(&self, request: proto::PromoteRequest) -> Result<proto::ModelVersionRuns, ApiError> {
+        let model_ver = self.model_ver(&request.model_ver)?;
+        let run = RunId::parse(&request.run_id)?;
+        let runs = self.catalog.runs(model_ver).await?;
+        if !runs.runs.iter().any(|r| r.metadata.run_id == run) {
+            return Err(ApiError::UnknownRun { model_ver: model_ver.to_string(), run_id: run.to_string() });
+        }
+        let history = self.catalog.history(model_ver).await?;
+        let previous = history.production().cloned();
+        if previous.as_ref() == Some(&run) {
+            return Err(ApiError::Precondition(format!("run {run} is already production")));
+        }
+        let reason = if request.reason.is_empty() { "promoted by hand".to_owned() } else { request.reason };
+        let change = Change::Promote { run_id: run, previous };
+        self.catalog
+            .log(model_ver)
+            .append(history.next_seq(), "crctl promote", &reason, change, None)
+            .await
+            .map_err(crs_platform::catalog::CatalogError::from)?;
+        self.version_runs(model_ver).await
+    }
+
+    async fn rollback(&self, request: proto::RollbackRequest) -> Result<proto::ModelVersionRuns, ApiError> {
+        let model_ver = self.model_ver(&request.model_ver)?;
+        let history = self.catalog.history(model_ver).await?;
+        let (Some(current), Some(target)) = (history.production().cloned(), history.rollback_target().cloned()) else {
+            return Err(ApiError::Precondition(format!(
+                "model {model_ver} has no earlier production run to go back to"
+            )));
+        };
+        let reason = if request.reason.is_empty() { "rolled back by hand".to_owned() } else { request.reason };
+        let change = Change::Rollback { run_id: target, demoted: current };
+        self.catalog
+            .log(model_ver)
+            .append(history.next_seq(), "crctl rollback", &reason, change, None)
+            .await
+            .map_err(crs_platform::catalog::CatalogError::from)?;
+        self.version_runs(model_ver).await
+    }
+
+    async fn score(&self, request: proto::ScoreRequest) -> Result<proto::ScoreResponse, ApiError> {
+        let model_ver = self.model_ver(&request.model_ver)?;
+        let key = BucketKey::parse(&request.data_key)?;
+        let production = self
+            .catalog
+            .production(model_ver)
+            .await?
+            .ok_or_else(|| ApiError::Precondition(format!("model {model_ver} has no production run")))?;
+        let loaded = self.catalog.store().load(model_ver, &production).await?;
+        let bytes = self.catalog.store().bucket().get(&key).await?;
+        let file = DataFile { name: key.to_string(), bytes };
+        let evaluation = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+            let mut table = TrainingTable::read(&file.name, std::io::Cursor::new(file.bytes.clone()))?;
+            let rows = table.observations()?;
+            // Baselines from the scored rows themselves: they say how much the model adds on this file.
+            Ok(Baselines::fit(&rows).evaluate(&loaded.model, &rows)?)
         })
+        .await
+        .map_err(|e| ApiError::Precondition(e.to_string()))??;
+        Ok(proto::ScoreResponse {
+            model_ver: model_ver.to_string(),
+            run_id: production.to_string(),
+            evaluation: Some(convert::evaluation(&evaluation)),
+        })
+    }
+
+    async fn report(&self, request: proto::GetReportRequest) -> Result<proto::GetReportResponse, ApiError> {
+        let model_ver = self.model_ver(&request.model_ver)?;
+        let key = if !request.cycle_id.is_empty() {
+            layout::cycle_report(model_ver, &RunId::parse(&request.cycle_id)?)
+        } else {
+            let run = match request.run_id.as_str() {
+                "" => self
+                    .catalog
+                    .production(model_ver)
+                    .await?
+                    .ok_or_else(|| ApiError::Precondition(format!("model {model_ver} has no production run")))?,
+                id => RunId::parse(id)?,
+            };
+            layout::run_report(model_ver, &run)
+        };
+        if !self.catalog.store().bucket().exists(&key).await? {
+            return Err(ApiError::MissingObject { what: "report", key: key.to_string() });
+        }
+        Ok(proto::GetReportResponse { report_key: key.to_string() })
     }
 }
 
@@ -79,7 +172,7 @@ impl TrainService for TrainApi {
     ) -> Result<Response<proto::ListModelsResponse>, Status> {
         let model_ver = request.into_inner().model_ver;
         let model_vers = if model_ver.is_empty() {
-            self.store.versions().await.map_err(ApiError::from)?
+            self.catalog.store().versions().await.map_err(ApiError::from)?
         } else {
             vec![ModelVer::parse(&model_ver).map_err(ApiError::from)?]
         };
@@ -88,5 +181,60 @@ impl TrainService for TrainApi {
             versions.push(self.version_runs(model_ver).await?);
         }
         Ok(Response::new(proto::ListModelsResponse { versions }))
+    }
+
+    async fn ingest(&self, _request: Request<proto::IngestRequest>) -> Result<Response<proto::IngestResponse>, Status> {
+        let bucket = self.catalog.store().bucket();
+        let incoming = self.cycles.incoming();
+        let entries =
+            ingest_new(bucket, incoming, "crctl ingest", self.cycles.lease_ttl()).await.map_err(ApiError::from)?;
+        Ok(Response::new(proto::IngestResponse { entries: entries.iter().map(convert::ledger_entry).collect() }))
+    }
+
+    async fn run_cycle(&self, request: Request<proto::RunCycleRequest>) -> Result<Response<proto::Cycle>, Status> {
+        let model_ver = self.model_ver(&request.into_inner().model_ver)?;
+        let record = self.cycles.start(model_ver, "crctl cycle").await?;
+        Ok(Response::new(convert::cycle(&record)))
+    }
+
+    async fn get_cycle(&self, request: Request<proto::GetCycleRequest>) -> Result<Response<proto::Cycle>, Status> {
+        let request = request.into_inner();
+        let model_ver = self.model_ver(&request.model_ver)?;
+        let id = RunId::parse(&request.cycle_id).map_err(ApiError::from)?;
+        Ok(Response::new(convert::cycle(&self.cycles.get(model_ver, &id).await?)))
+    }
+
+    async fn list_cycles(
+        &self,
+        request: Request<proto::ListCyclesRequest>,
+    ) -> Result<Response<proto::ListCyclesResponse>, Status> {
+        let model_ver = self.model_ver(&request.into_inner().model_ver)?;
+        let cycles = self.cycles.list(model_ver).await?.iter().map(convert::cycle).collect();
+        Ok(Response::new(proto::ListCyclesResponse { cycles }))
+    }
+
+    async fn promote(
+        &self,
+        request: Request<proto::PromoteRequest>,
+    ) -> Result<Response<proto::ModelVersionRuns>, Status> {
+        Ok(Response::new(TrainApi::promote(self, request.into_inner()).await?))
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<proto::RollbackRequest>,
+    ) -> Result<Response<proto::ModelVersionRuns>, Status> {
+        Ok(Response::new(TrainApi::rollback(self, request.into_inner()).await?))
+    }
+
+    async fn score(&self, request: Request<proto::ScoreRequest>) -> Result<Response<proto::ScoreResponse>, Status> {
+        Ok(Response::new(TrainApi::score(self, request.into_inner()).await?))
+    }
+
+    async fn get_report(
+        &self,
+        request: Request<proto::GetReportRequest>,
+    ) -> Result<Response<proto::GetReportResponse>, Status> {
+        Ok(Response::new(self.report(request.into_inner()).await?))
     }
 }

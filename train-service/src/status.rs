@@ -4,8 +4,13 @@
 
 use crs_domain::models::UnknownVersion;
 use crs_platform::bucket::{KeyError, StorageError};
+use crs_platform::catalog::CatalogError;
 use crs_platform::error::{Classify, ErrorKind};
+use crs_platform::ingest::IngestError;
+use crs_platform::lease::LeaseError;
 use crs_platform::runs::LoadError;
+
+use crate::gate::GateError;
 use tonic::{Code, Status};
 
 /// Why a request was refused or could not be answered.
@@ -25,6 +30,26 @@ pub enum ApiError {
     Storage(#[from] StorageError),
     #[error("stored runs: {0}")]
     Runs(#[from] LoadError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Gate(#[from] GateError),
+    #[error("no cycle with id {0:?}")]
+    UnknownCycle(String),
+    #[error("model {model_ver} has no run {run_id}")]
+    UnknownRun { model_ver: String, run_id: String },
+    #[error("{key}: not a valid record: {message}")]
+    BadRecord { key: String, message: String },
+    #[error("{0}")]
+    Precondition(String),
+    #[error(transparent)]
+    Data(#[from] crs_domain::data::DataError),
+    #[error(transparent)]
+    Features(#[from] crs_domain::features::FeatureError),
 }
 
 impl Classify for ApiError {
@@ -36,6 +61,15 @@ impl Classify for ApiError {
             ApiError::ShuttingDown => ErrorKind::Unavailable,
             ApiError::Storage(e) => e.kind(),
             ApiError::Runs(e) => e.kind(),
+            ApiError::Catalog(e) => e.kind(),
+            ApiError::Lease(e) => e.kind(),
+            ApiError::Ingest(e) => e.kind(),
+            ApiError::Gate(e) => e.kind(),
+            ApiError::UnknownCycle(_) | ApiError::UnknownRun { .. } => ErrorKind::NotFound,
+            ApiError::BadRecord { .. } => ErrorKind::Internal,
+            ApiError::Precondition(_) => ErrorKind::Precondition,
+            ApiError::Data(e) => e.kind(),
+            ApiError::Features(e) => e.kind(),
         }
     }
 }

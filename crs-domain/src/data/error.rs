@@ -73,6 +73,8 @@ pub enum Problem {
     Csv { first_row: u64, message: String },
     #[error("has attribute columns {found}, but the ingested data has {expected}")]
     OtherAttributes { found: String, expected: String },
+    #[error("has {found} week(s); holding out the newest needs at least {needed}")]
+    TooFewWeeks { found: usize, needed: usize },
     #[error("could not be read: {0}")]
     Unreadable(#[source] std::io::Error),
 }

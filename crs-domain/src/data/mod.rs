@@ -11,7 +11,9 @@ mod training;
 
 pub use error::{DataError, Problem};
 pub use ingest::{IngestCounts, NewRows, SeenRows, ingest};
-pub use prepare::{DataFile, EvalSource, HOLDOUT_FRACTION, HOLDOUT_SEED, PreparedData, prepare};
+pub use prepare::{
+    DataFile, EvalSource, HOLDOUT_FRACTION, HOLDOUT_SEED, PreparedData, WeekSplitData, prepare, prepare_by_week,
+};
 pub use rows::{KeywordRows, Observations, RowProblem};
 pub use schema::{
     ATTRIBUTE_PREFIX, CLICKS, CONVERSIONS, DEVICE, Device, ENTITY_ID, TableKind, WEEK, attribute_name, attribute_number,

@@ -5,7 +5,7 @@ use std::io::Cursor;
 
 use bytes::Bytes;
 
-use super::error::DataError;
+use super::error::{DataError, Problem};
 use super::rows::Observations;
 use super::training::{ColumnProfile, RowCounts, TrainingTable};
 
@@ -28,6 +28,8 @@ pub enum EvalSource {
     File,
     /// [`HOLDOUT_FRACTION`] of the training keywords.
     Holdout,
+    /// The newest weeks, which the model never trained on.
+    NewestWeeks,
 }
 
 impl EvalSource {
@@ -35,6 +37,7 @@ impl EvalSource {
         match self {
             EvalSource::File => "file",
             EvalSource::Holdout => "holdout",
+            EvalSource::NewestWeeks => "newest_weeks",
         }
     }
 }
@@ -77,4 +80,38 @@ pub fn prepare(train: &DataFile, eval: Option<&DataFile>) -> Result<PreparedData
             Ok(PreparedData { train, eval, eval_source: EvalSource::Holdout, train_counts, eval_counts: None, profile })
         }
     }
+}
+
+/// Observations split by time: the newest `holdout_weeks` weeks to judge on,
+/// and before them at most `train_weeks` weeks (0: all) to train on.
+#[derive(Debug)]
+pub struct WeekSplitData {
+    pub data: PreparedData,
+    pub train_weeks: Vec<i64>,
+    pub eval_weeks: Vec<i64>,
+}
+
+pub fn prepare_by_week(file: &DataFile, holdout_weeks: usize, train_weeks: usize) -> Result<WeekSplitData, DataError> {
+    let mut table = TrainingTable::read(&file.name, Cursor::new(file.bytes.clone()))?;
+    let weeks = table.weeks()?;
+    if weeks.len() <= holdout_weeks {
+        return Err(DataError::new(&file.name, Problem::TooFewWeeks { found: weeks.len(), needed: holdout_weeks + 1 }));
+    }
+    let (train, eval) = weeks.split_at(weeks.len() - holdout_weeks);
+    let train = &train[train.len().saturating_sub(if train_weeks == 0 { train.len() } else { train_weeks })..];
+    let profile = table.profile();
+    let train_observations = table.observations_of_weeks(|w| train.contains(&w))?;
+    let eval_observations = table.observations_of_weeks(|w| eval.contains(&w))?;
+    Ok(WeekSplitData {
+        data: PreparedData {
+            train: train_observations,
+            eval: eval_observations,
+            eval_source: EvalSource::NewestWeeks,
+            train_counts: table.counts.clone(),
+            eval_counts: None,
+            profile,
+        },
+        train_weeks: train.to_vec(),
+        eval_weeks: eval.to_vec(),
+    })
 }

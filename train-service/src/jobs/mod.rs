@@ -18,7 +18,7 @@ use crs_domain::evaluation::{self, Evaluation, TrainError};
 use crs_domain::models::{ModelVer, ParamError};
 use crs_platform::bucket::StorageError;
 use crs_platform::error::{Classify, ErrorKind};
-use crs_platform::inputs::InputKeys;
+use crs_platform::inputs::{FetchError, InputKeys};
 use crs_platform::layout::RunId;
 
 pub use queue::Jobs;
@@ -32,6 +32,10 @@ pub struct JobRequest {
     pub model_ver: ModelVer,
     pub keys: InputKeys,
     pub labels: BTreeMap<String, String>,
+    /// A development run: kept as a draft and never gated.
+    pub draft: bool,
+    /// Who asked, recorded with the gate's decision (`crctl train`, `cycle <id>`).
+    pub by: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +112,8 @@ pub struct Job {
     pub progress: f32,
     pub keys: InputKeys,
     pub labels: BTreeMap<String, String>,
+    pub draft: bool,
+    pub by: String,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -115,6 +121,8 @@ pub struct Job {
     pub error: Option<String>,
     /// The evaluation-set scores, once the job has succeeded.
     pub evaluation: Option<Evaluation>,
+    /// What the gate did with the run, once the job has succeeded (not for drafts).
+    pub gate: Option<String>,
 }
 
 /// Why a job failed; its message is the job's `error`.
@@ -122,6 +130,8 @@ pub struct Job {
 pub enum JobError {
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
     #[error(transparent)]
     Params(#[from] ParamError),
     #[error(transparent)]
@@ -144,6 +154,7 @@ impl Classify for JobError {
     fn kind(&self) -> ErrorKind {
         match self {
             JobError::Storage(e) | JobError::Save(e) | JobError::Promote(e) => e.kind(),
+            JobError::Fetch(e) => e.kind(),
             JobError::Params(e) => e.kind(),
             JobError::Data(e) => e.kind(),
             JobError::Train(TrainError::Fit(e)) => e.kind(),

@@ -26,6 +26,7 @@ pub(super) fn succeeded(job: &Job, metadata: &RunMetadata) -> Notice {
     .field("Eval wMAE (device baseline)", format!("{:.6}", eval.device.wmae))
     .field("Eval log-loss (model)", format!("{:.6}", eval.model.logloss))
     .field("Run", &metadata.run_id)
+    .field("Gate", job.gate.as_deref().unwrap_or("not gated: a draft"))
 }
 
 pub(super) fn failed(job: &Job, reason: &str) -> Notice {

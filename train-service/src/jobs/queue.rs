@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::Utc;
-use crs_platform::runs::ModelStore;
+use crs_platform::catalog::Catalog;
 use crs_platform::webhook::Notifier;
 use futures::Stream;
 use tokio::sync::Semaphore;
@@ -31,7 +31,7 @@ pub struct Jobs {
 /// What the running jobs share.
 #[derive(Debug)]
 pub(super) struct Inner {
-    pub(super) store: ModelStore,
+    pub(super) catalog: Catalog,
     pub(super) notifier: Notifier,
     /// One permit per job allowed to run; the rest wait here, first come first served.
     pub(super) slots: Arc<Semaphore>,
@@ -52,10 +52,10 @@ struct Registry {
 }
 
 impl Jobs {
-    pub fn new(store: ModelStore, notifier: Notifier, max_concurrent_jobs: usize) -> Self {
+    pub fn new(catalog: Catalog, notifier: Notifier, max_concurrent_jobs: usize) -> Self {
         Jobs {
             inner: Arc::new(Inner {
-                store,
+                catalog,
                 notifier,
                 slots: Arc::new(Semaphore::new(max_concurrent_jobs.max(1))),
                 registry: Mutex::default(),
@@ -78,8 +78,12 @@ impl Jobs {
         if keys.config_required {
             required.push(("config", &keys.config));
         }
+        // Ingested rows are not one object; their fetch says when there are none.
+        if keys.weeks.is_some() {
+            required.remove(0);
+        }
         for (what, key) in required {
-            if !self.inner.store.bucket().exists(key).await? {
+            if !self.inner.catalog.store().bucket().exists(key).await? {
                 return Err(ApiError::MissingObject { what, key: key.to_string() });
             }
         }
@@ -94,12 +98,15 @@ impl Jobs {
             progress: 0.0,
             keys: request.keys,
             labels: request.labels,
+            draft: request.draft,
+            by: request.by,
             created_at: now,
             started_at: None,
             finished_at: None,
             run_id: None,
             error: None,
             evaluation: None,
+            gate: None,
         };
         let log = JobLog::new(job.clone());
         {

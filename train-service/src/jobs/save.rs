@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use chrono::Utc;
+use crs_platform::events::Stage;
 use crs_platform::layout::RunId;
 use crs_platform::runs::{ArtifactRecord, RunMetadata, RunMetrics, ServiceRecord, StageTiming};
 
@@ -11,22 +12,25 @@ use super::log::JobLog;
 use super::queue::Inner;
 use super::stages::Trained;
 use super::{Job, JobError, JobStage, SERVICE_NAME};
+use crate::gate::gate_run;
 
 impl Inner {
-    /// Writes the run, then moves LATEST to it.
+    /// Writes the run, moves LATEST to it, then (unless it is a draft) gates it.
+    /// Returns the run's record and what the gate did.
     pub(super) async fn save(
         &self,
         log: &JobLog,
         job: &Job,
         run_id: RunId,
         trained: Trained,
-    ) -> Result<RunMetadata, JobError> {
+    ) -> Result<(RunMetadata, Option<String>), JobError> {
         if self.cut_off.is_cancelled() {
             return Err(JobError::CutOff);
         }
         log.enter(JobStage::Saving);
         let started = Instant::now();
         let Trained { params, config, inputs, run, loading_seconds } = trained;
+        let eval = inputs.data.eval;
         let mut stage_seconds =
             vec![StageTiming { stage: JobStage::LoadingData.name().to_owned(), seconds: loading_seconds }];
         stage_seconds.extend(
@@ -55,13 +59,16 @@ impl Inner {
             // save_run fills this in from the bytes it writes.
             artifact: ArtifactRecord { file: String::new(), sha256: String::new(), size_bytes: 0, format_version: 0 },
             service: ServiceRecord { name: SERVICE_NAME.to_owned(), version: env!("CARGO_PKG_VERSION").to_owned() },
+            stage: Some(if job.draft { Stage::Draft } else { Stage::Candidate }),
+            weeks: inputs.weeks,
         };
-        self.store.save_run(&run.model, &mut metadata).await.map_err(JobError::Save)?;
+        let store = self.catalog.store();
+        store.save_run(&run.model, &mut metadata).await.map_err(JobError::Save)?;
         if self.cut_off.is_cancelled() {
             self.discard(&metadata).await;
             return Err(JobError::CutOff);
         }
-        match self.store.promote(metadata.model_ver, &metadata.run_id).await {
+        match store.promote(metadata.model_ver, &metadata.run_id).await {
             Ok(moved) => {
                 tracing::info!(
                     job_id = %job.id,
@@ -70,18 +77,30 @@ impl Inner {
                     seconds = started.elapsed().as_secs_f64(),
                     "run saved"
                 );
-                Ok(metadata)
             }
             Err(e) => {
                 self.discard(&metadata).await;
-                Err(JobError::Promote(e))
+                return Err(JobError::Promote(e));
             }
         }
+        if job.draft {
+            return Ok((metadata, None));
+        }
+        // The run is complete and kept whatever the gate says; a gate that cannot
+        // decide leaves it a candidate, to be promoted by hand or by a later cycle.
+        let gate = match gate_run(&self.catalog, &metadata, &eval, &job.by).await {
+            Ok(gated) => format!("{}: {}", gated.stage, gated.decision.reason),
+            Err(e) => {
+                tracing::error!(job_id = %job.id, run_id = %metadata.run_id, error = %e, "the gate could not decide");
+                format!("candidate: the gate could not decide: {e}")
+            }
+        };
+        Ok((metadata, Some(gate)))
     }
 
     /// Removes a written run of a job that then failed: failed jobs leave nothing behind.
     async fn discard(&self, metadata: &RunMetadata) {
-        if let Err(e) = self.store.delete_run(metadata.model_ver, &metadata.run_id).await {
+        if let Err(e) = self.catalog.store().delete_run(metadata.model_ver, &metadata.run_id).await {
             tracing::error!(run_id = %metadata.run_id, error = %e, "could not remove the run of a failed job");
         }
     }

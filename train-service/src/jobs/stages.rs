@@ -59,7 +59,7 @@ impl Inner {
             Err(e) => Err(e),
         };
         match saved {
-            Ok(metadata) => self.succeed(&log, metadata),
+            Ok((metadata, gate)) => self.succeed(&log, metadata, gate),
             Err(e) => self.fail(&log, e),
         }
     }
@@ -68,7 +68,7 @@ impl Inner {
         let started = Instant::now();
         let job = log.current();
         let model_ver = job.model_ver;
-        let inputs = Inputs::fetch(self.store.bucket(), job.keys).await?;
+        let inputs = Inputs::fetch(self.catalog.store().bucket(), job.keys).await?;
         let (params, config) = inputs.params(model_ver)?;
         let stages = log.clone();
         let fit_params = params.clone();
@@ -87,13 +87,14 @@ impl Inner {
         Ok(Trained { params, config, inputs, run, loading_seconds })
     }
 
-    fn succeed(&self, log: &JobLog, metadata: RunMetadata) {
+    fn succeed(&self, log: &JobLog, metadata: RunMetadata, gate: Option<String>) {
         let eval = metadata.metrics.eval.clone();
         log.update(|job| {
             job.state = JobState::Succeeded;
             job.progress = 1.0;
             job.finished_at = Some(metadata.finished_at);
             job.evaluation = Some(eval.clone());
+            job.gate = gate;
         });
         let job = log.current();
         tracing::info!(job_id = %job.id, run_id = %metadata.run_id, eval_wmae = eval.model.wmae, "job succeeded");

@@ -1,0 +1,136 @@
+//! The runs of each model version with their stages and aliases: the stored
+//! runs (`runs`) read together with the version's event log (`events`).
+//!
+//! `production` is the newest promotion in the log. A bucket written before
+//! stages existed has `LATEST` and no log; the first reader that needs
+//! `production` migrates it once by promoting what `LATEST` points at (an
+//! event written with create-if-absent, so two readers cannot both do it).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crs_domain::models::ModelVer;
+
+use crate::bucket::StorageError;
+use crate::error::{Classify, ErrorKind};
+use crate::events::{AppendError, Change, Event, EventLog, History, Stage};
+use crate::layout::RunId;
+use crate::runs::{LoadError, ModelStore, RunMetadata};
+
+/// `by` of the migration event.
+pub const MIGRATION: &str = "migration";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Runs(#[from] LoadError),
+    #[error(transparent)]
+    History(#[from] AppendError),
+}
+
+impl Classify for CatalogError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            CatalogError::Storage(e) => e.kind(),
+            CatalogError::Runs(e) => e.kind(),
+            CatalogError::History(e) => e.kind(),
+        }
+    }
+}
+
+/// One run as listings show it.
+#[derive(Clone, Debug)]
+pub struct RunEntry {
+    pub metadata: RunMetadata,
+    pub stage: Stage,
+    /// `production` and/or `latest`, when they point at this run.
+    pub aliases: Vec<&'static str>,
+    /// The change that set the stage, if the log has one.
+    pub stage_event: Option<Event>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RunList {
+    pub model_ver: ModelVer,
+    pub production: Option<RunId>,
+    pub latest: Option<RunId>,
+    /// Oldest first.
+    pub runs: Vec<RunEntry>,
+}
+
+/// Runs, stages and aliases of every version in one bucket.
+#[derive(Clone, Debug)]
+pub struct Catalog {
+    store: ModelStore,
+    logs: Arc<Mutex<HashMap<ModelVer, EventLog>>>,
+}
+
+impl Catalog {
+    pub fn new(store: ModelStore) -> Self {
+        Catalog { store, logs: Arc::default() }
+    }
+
+    pub fn store(&self) -> &ModelStore {
+        &self.store
+    }
+
+    /// The version's event log; one per version, so its cache of events is shared.
+    pub fn log(&self, model_ver: ModelVer) -> EventLog {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.entry(model_ver).or_insert_with(|| EventLog::new(self.store.bucket().clone(), model_ver)).clone()
+    }
+
+    /// The version's history, after migrating a bucket from before stages.
+    pub async fn history(&self, model_ver: ModelVer) -> Result<History, CatalogError> {
+        let log = self.log(model_ver);
+        let history = log.read().await?;
+        if !history.events().is_empty() {
+            return Ok(history);
+        }
+        let Some(latest) = self.store.latest(model_ver).await? else { return Ok(history) };
+        let metadata = self.store.metadata(model_ver, &latest).await?;
+        if metadata.stage.is_some() {
+            // Written with stages: its LATEST was never meant to be production by itself.
+            return Ok(history);
+        }
+        let change = Change::Promote { run_id: latest, previous: None };
+        match log.append(1, MIGRATION, "the bucket had LATEST and no production alias", change, None).await {
+            Ok(_) | Err(AppendError::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(log.read().await?)
+    }
+
+    pub async fn production(&self, model_ver: ModelVer) -> Result<Option<RunId>, CatalogError> {
+        Ok(self.history(model_ver).await?.production().cloned())
+    }
+
+    pub async fn runs(&self, model_ver: ModelVer) -> Result<RunList, CatalogError> {
+        let history = self.history(model_ver).await?;
+        let latest = self.store.latest(model_ver).await?;
+        let production = history.production().cloned();
+        let runs = self
+            .store
+            .runs(model_ver)
+            .await?
+            .into_iter()
+            .map(|metadata| {
+                let run = &metadata.run_id;
+                // Runs from before stages, never promoted: kept, not in play.
+                let stage = history.stage(run).or(metadata.stage).unwrap_or(Stage::Archived);
+                let mut aliases = Vec::new();
+                if production.as_ref() == Some(run) {
+                    aliases.push("production");
+                }
+                if latest.as_ref() == Some(run) {
+                    aliases.push("latest");
+                }
+                let stage_event = history.last_event_of(run).cloned();
+                RunEntry { stage, aliases, stage_event, metadata }
+            })
+            .collect();
+        Ok(RunList { model_ver, production, latest, runs })
+    }
+}

@@ -1,0 +1,127 @@
+//! Lifecycle cycles: ingest new files, check the production run for drift,
+//! retrain by the version's rules, gate and promote (in the training job, see
+//! `gate.rs`), batch-predict, report. One cycle per version at a time across
+//! every replica on the bucket (the `cycle-<ver>` lease); each leaves a record
+//! in the bucket (`cycles/<ver>/<id>.json`) and posts one webhook.
+
+mod record;
+mod steps;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use crs_domain::models::ModelVer;
+use crs_platform::bucket::BucketKey;
+use crs_platform::catalog::Catalog;
+use crs_platform::layout::{self, RunId};
+use crs_platform::lease::{Lease, LeaseError};
+use crs_platform::webhook::Notifier;
+use tokio_util::task::TaskTracker;
+
+pub use record::{CycleRecord, CycleState};
+
+use crate::failpoint::FailPoint;
+use crate::jobs::Jobs;
+use crate::status::ApiError;
+
+/// The cycles of this process, and the settings they share.
+#[derive(Clone, Debug)]
+pub struct Cycles {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    catalog: Catalog,
+    jobs: Jobs,
+    notifier: Notifier,
+    incoming: BucketKey,
+    lease_ttl: Duration,
+    fail: FailPoint,
+    tasks: TaskTracker,
+}
+
+impl Cycles {
+    pub fn new(
+        catalog: Catalog,
+        jobs: Jobs,
+        notifier: Notifier,
+        incoming: BucketKey,
+        lease_ttl: Duration,
+        fail: FailPoint,
+    ) -> Self {
+        Cycles {
+            inner: Arc::new(Inner { catalog, jobs, notifier, incoming, lease_ttl, fail, tasks: TaskTracker::new() }),
+        }
+    }
+
+    /// Starts a cycle of `model_ver` and returns its record; while one runs
+    /// (here or in another replica), returns that one instead.
+    pub async fn start(&self, model_ver: ModelVer, by: &str) -> Result<CycleRecord, ApiError> {
+        let lease_name = lease_name(model_ver);
+        let cycle_id = RunId::generate(Utc::now());
+        let bucket = self.inner.catalog.store().bucket();
+        let lease = match Lease::acquire(bucket, &lease_name, cycle_id.as_str(), self.inner.lease_ttl).await {
+            Ok(lease) => lease,
+            Err(LeaseError::Busy { holder, .. }) => {
+                let running = RunId::parse(&holder)?;
+                return match self.get(model_ver, &running).await {
+                    Ok(record) => Ok(record),
+                    // Its record is not written yet: say which cycle it is.
+                    Err(ApiError::UnknownCycle(_)) => Ok(CycleRecord::new(running, model_ver, by)),
+                    Err(e) => Err(e),
+                };
+            }
+            Err(e) => return Err(ApiError::Lease(e)),
+        };
+        let record = CycleRecord::new(cycle_id, model_ver, by);
+        record.save(bucket).await?;
+        tracing::info!(cycle_id = %record.cycle_id, %model_ver, %by, "cycle started");
+        let inner = self.inner.clone();
+        let started = record.clone();
+        self.inner.tasks.spawn(async move { inner.run(started, lease).await });
+        Ok(record)
+    }
+
+    /// Where new raw files arrive.
+    pub fn incoming(&self) -> &BucketKey {
+        &self.inner.incoming
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        self.inner.lease_ttl
+    }
+
+    pub async fn get(&self, model_ver: ModelVer, cycle_id: &RunId) -> Result<CycleRecord, ApiError> {
+        CycleRecord::load(self.inner.catalog.store().bucket(), model_ver, cycle_id).await
+    }
+
+    /// Every recorded cycle of `model_ver`, newest first.
+    pub async fn list(&self, model_ver: ModelVer) -> Result<Vec<CycleRecord>, ApiError> {
+        let bucket = self.inner.catalog.store().bucket();
+        let mut records = Vec::new();
+        for key in bucket.list(&layout::cycles(model_ver)).await? {
+            let Some(id) = key.as_str().rsplit('/').next().and_then(|n| n.strip_suffix(".json")) else { continue };
+            let Ok(id) = RunId::parse(id) else { continue };
+            match self.get(model_ver, &id).await {
+                Ok(record) => records.push(record),
+                Err(e) => tracing::warn!(error = %e, "skipping an unreadable cycle record"),
+            }
+        }
+        records.sort_by(|a, b| b.cycle_id.cmp(&a.cycle_id));
+        Ok(records)
+    }
+
+    /// Waits up to `within` for cycles still running (at shutdown).
+    pub async fn drain(&self, within: Duration) {
+        self.inner.tasks.close();
+        if tokio::time::timeout(within, self.inner.tasks.wait()).await.is_err() {
+            tracing::warn!("cycles still running at shutdown; their leases expire by themselves");
+        }
+    }
+}
+
+fn lease_name(model_ver: ModelVer) -> String {
+    format!("cycle-{model_ver}")
+}

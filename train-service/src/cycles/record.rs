@@ -1,0 +1,92 @@
+//! A cycle's record in the bucket: what it ingested, its drift numbers, its
+//! decision, the runs involved and how long each step took.
+
+use chrono::{DateTime, Utc};
+use crs_domain::lifecycle::DriftReport;
+use crs_domain::models::ModelVer;
+use crs_platform::bucket::{Bucket, StorageError};
+use crs_platform::ingest::LedgerEntry;
+use crs_platform::layout::{self, RunId};
+use crs_platform::runs::StageTiming;
+use serde::{Deserialize, Serialize};
+
+use crate::status::ApiError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CycleState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CycleRecord {
+    pub cycle_id: RunId,
+    pub model_ver: ModelVer,
+    pub state: CycleState,
+    /// Who started it: `schedule`, `crctl cycle`, ...
+    pub by: String,
+    /// The step running now, or the last one reached.
+    pub step: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// What it decided, in words.
+    pub decision: String,
+    /// The run it trained, if any.
+    pub run_id: Option<RunId>,
+    /// Production when it ended.
+    pub production_run_id: Option<RunId>,
+    pub error: Option<String>,
+    /// The files it ingested.
+    pub ingested: Vec<LedgerEntry>,
+    pub drift: Option<DriftReport>,
+    /// The gate's decision about the run it trained.
+    pub gate: Option<String>,
+    pub batch_output: Option<String>,
+    pub report_key: Option<String>,
+    pub timings: Vec<StageTiming>,
+}
+
+impl CycleRecord {
+    pub fn new(cycle_id: RunId, model_ver: ModelVer, by: &str) -> Self {
+        CycleRecord {
+            cycle_id,
+            model_ver,
+            state: CycleState::Running,
+            by: by.to_owned(),
+            step: "starting".to_owned(),
+            started_at: Utc::now(),
+            finished_at: None,
+            decision: String::new(),
+            run_id: None,
+            production_run_id: None,
+            error: None,
+            ingested: Vec::new(),
+            drift: None,
+            gate: None,
+            batch_output: None,
+            report_key: None,
+            timings: Vec::new(),
+        }
+    }
+
+    pub fn key(&self) -> crs_platform::bucket::BucketKey {
+        layout::cycle_record(self.model_ver, &self.cycle_id)
+    }
+
+    /// Only the lease holder writes a cycle's record, so plain writes suffice.
+    pub async fn save(&self, bucket: &Bucket) -> Result<(), StorageError> {
+        bucket.put(&self.key(), serde_json::to_vec_pretty(self).expect("records are plain serde data")).await
+    }
+
+    pub async fn load(bucket: &Bucket, model_ver: ModelVer, cycle_id: &RunId) -> Result<CycleRecord, ApiError> {
+        let key = layout::cycle_record(model_ver, cycle_id);
+        let bytes = match bucket.get(&key).await {
+            Ok(bytes) => bytes,
+            Err(StorageError::NotFound { .. }) => return Err(ApiError::UnknownCycle(cycle_id.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRecord { key: key.to_string(), message: e.to_string() })
+    }
+}

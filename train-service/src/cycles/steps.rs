@@ -1,0 +1,292 @@
+//! The steps of one cycle, in order. Each step's end is a fail point
+//! (`cycle:<step>`) for the crash tests.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use crs_domain::data::TrainingTable;
+use crs_domain::drift::input_shift;
+use crs_domain::lifecycle::{DriftReport, LifecycleConfig, Retrain, drift};
+use crs_domain::metrics::score;
+use crs_domain::models::ModelVer;
+use crs_platform::batch::{BatchOptions, predict_batch};
+use crs_platform::bucket::BucketKey;
+use crs_platform::ingest::{IngestError, ingest_new, ingested_data};
+use crs_platform::inputs::{InputKeys, WeekPlan};
+use crs_platform::layout::{self, RunId};
+use crs_platform::lease::{Lease, LeaseError};
+use crs_platform::runs::StageTiming;
+use crs_platform::webhook::{Notice, Outcome};
+use futures::StreamExt;
+
+use super::Inner;
+use super::record::{CycleRecord, CycleState};
+use crate::gate::lifecycle_config;
+use crate::jobs::{JobRequest, JobState};
+
+/// Why a cycle failed; its message is the record's `error`.
+#[derive(Debug, thiserror::Error)]
+pub enum CycleError {
+    #[error("ingesting: {0}")]
+    Ingest(#[from] IngestError),
+    #[error("lifecycle config: {0}")]
+    Config(#[from] crate::gate::GateError),
+    #[error(transparent)]
+    Catalog(#[from] crs_platform::catalog::CatalogError),
+    #[error("the production run: {0}")]
+    Load(#[from] crs_platform::runs::LoadError),
+    #[error("the ingested data: {0}")]
+    Data(#[from] crs_domain::data::DataError),
+    #[error("scoring the production run on the new weeks: {0}")]
+    Features(#[from] crs_domain::features::FeatureError),
+    #[error("training: {0}")]
+    Train(String),
+    #[error("batch prediction: {0}")]
+    Batch(#[from] crs_platform::batch::BatchError),
+    #[error(transparent)]
+    Storage(#[from] crs_platform::bucket::StorageError),
+    #[error("{0}")]
+    Crashed(String),
+}
+
+impl Inner {
+    pub(super) async fn run(self: Arc<Self>, mut record: CycleRecord, lease: Lease) {
+        // Renewed in the background while the steps run; lost means another
+        // replica may start a cycle, so stop before changing anything more.
+        let (lost_tx, mut lost_rx) = tokio::sync::watch::channel(false);
+        let renewer = tokio::spawn(renew(lease, self.lease_ttl / 3, lost_tx));
+        let outcome = tokio::select! {
+            outcome = self.steps(&mut record) => outcome,
+            _ = lost_rx.wait_for(|lost| *lost) => Err(CycleError::Crashed("the cycle lease was lost".into())),
+        };
+        // Tells the renewer the steps are over.
+        drop(lost_rx);
+        match outcome {
+            Ok(()) => record.state = CycleState::Succeeded,
+            Err(e) => {
+                record.state = CycleState::Failed;
+                record.error = Some(e.to_string());
+                if record.decision.is_empty() {
+                    record.decision = format!("failed at {}", record.step);
+                }
+            }
+        }
+        record.finished_at = Some(Utc::now());
+        record.production_run_id = self.catalog.production(record.model_ver).await.ok().flatten();
+        let bucket = self.catalog.store().bucket();
+        if let Err(e) = record.save(bucket).await {
+            tracing::error!(cycle_id = %record.cycle_id, error = %e, "could not write the cycle's record");
+        }
+        let lease = renewer.await.ok().flatten();
+        if let Some(lease) = lease
+            && let Err(e) = lease.release().await
+        {
+            tracing::warn!(error = %e, "could not release the cycle lease; it expires by itself");
+        }
+        tracing::info!(cycle_id = %record.cycle_id, model_ver = %record.model_ver, decision = %record.decision, state = ?record.state, "cycle ended");
+        self.notifier.notify(notice(&record));
+    }
+
+    async fn steps(&self, record: &mut CycleRecord) -> Result<(), CycleError> {
+        let model_ver = record.model_ver;
+        let bucket = self.catalog.store().bucket().clone();
+        let config = lifecycle_config(&self.catalog, model_ver).await?;
+
+        let new_entries = self
+            .step(
+                record,
+                "ingest",
+                ingest_new(&bucket, &self.incoming, &format!("cycle {}", record.cycle_id), self.lease_ttl),
+            )
+            .await?;
+        let new_rows: u64 = new_entries.iter().map(|e| e.rows.used).sum();
+        record.ingested = new_entries;
+
+        let production = self.catalog.production(model_ver).await?;
+        if let Some(production) = &production
+            && new_rows > 0
+        {
+            record.drift = self.step(record, "drift", self.drift(model_ver, production, &config)).await?;
+        }
+
+        let ingested_any = crs_platform::ingest::ledger(&bucket).await?.iter().any(|e| e.rows.used > 0);
+        let retrain = match (&production, config.retrain) {
+            (None, _) => ingested_any,
+            (Some(_), Retrain::NewData) => new_rows > 0,
+            (Some(_), Retrain::Drift) => record.drift.as_ref().is_some_and(|d| d.drifted),
+            (Some(id), Retrain::Schedule) => {
+                let trained = self.catalog.store().metadata(model_ver, id).await?.finished_at;
+                (Utc::now() - trained).as_seconds_f64() > config.schedule_hours * 3600.0
+            }
+        };
+        if !retrain {
+            record.decision = match (&production, &record.drift) {
+                (None, _) => "nothing ingested yet: no run to train".to_owned(),
+                (Some(_), _) if new_rows == 0 => "no new data: nothing to do".to_owned(),
+                (Some(_), Some(d)) if !d.drifted => "new data, no drift: kept production".to_owned(),
+                _ => "kept production".to_owned(),
+            };
+            self.report(record).await;
+            return Ok(());
+        }
+
+        let plan = WeekPlan { holdout_weeks: config.holdout_weeks, train_weeks: config.train_weeks };
+        let cycle_id = record.cycle_id.clone();
+        let job = self.step(record, "train", self.train(model_ver, plan, &cycle_id)).await?;
+        record.run_id = job.0;
+        record.gate = job.1.clone();
+        record.decision = match &record.gate {
+            Some(gate) => format!("trained run {}: {gate}", record.run_id.as_ref().map(RunId::as_str).unwrap_or("?")),
+            None => "trained a run".to_owned(),
+        };
+
+        let promoted = record.gate.as_deref().is_some_and(|g| g.starts_with("production"));
+        if promoted && let Some(input) = &config.batch_input {
+            let output = self.step(record, "batch", self.batch(model_ver, input)).await?;
+            record.batch_output = Some(output);
+        }
+        self.report(record).await;
+        Ok(())
+    }
+
+    /// Runs one step, timing it and recording it as the current step.
+    async fn step<T, E: Into<CycleError>>(
+        &self,
+        record: &mut CycleRecord,
+        name: &str,
+        work: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, CycleError> {
+        record.step = name.to_owned();
+        if let Err(e) = record.save(self.catalog.store().bucket()).await {
+            tracing::warn!(error = %e, "could not update the cycle's record");
+        }
+        let started = Instant::now();
+        let result = work.await.map_err(Into::into);
+        record.timings.push(StageTiming { stage: name.to_owned(), seconds: started.elapsed().as_secs_f64() });
+        self.fail.check(&format!("cycle:{name}"));
+        result
+    }
+
+    /// Scores production on the weeks it was not trained on, against its score
+    /// at promotion, and compares the new inputs with what it learnt from.
+    async fn drift(
+        &self,
+        model_ver: ModelVer,
+        production: &RunId,
+        config: &LifecycleConfig,
+    ) -> Result<Option<DriftReport>, CycleError> {
+        let loaded = self.catalog.store().load(model_ver, production).await?;
+        let history = self.catalog.history(model_ver).await?;
+        let reference_logloss = history
+            .production_event()
+            .and_then(|e| e.numbers.as_ref())
+            .and_then(|n| n.get("logloss"))
+            .and_then(serde_json::Value::as_f64);
+        let Some(data) = ingested_data(self.catalog.store().bucket()).await? else { return Ok(None) };
+        let trained_weeks = loaded.metadata.weeks.as_ref().map(|w| w.train.clone());
+        let thresholds = config.drift.clone();
+        tokio::task::spawn_blocking(move || -> Result<Option<DriftReport>, CycleError> {
+            let mut table = TrainingTable::read(&data.name, Cursor::new(data.bytes.clone()))?;
+            let weeks = table.weeks()?;
+            // A run trained on files knows no weeks: then every ingested week is new to it
+            // and the oldest weeks stand in for what it learnt from.
+            let trained = trained_weeks.unwrap_or_default();
+            let new_weeks: Vec<i64> = weeks.iter().copied().filter(|w| !trained.contains(w)).collect();
+            if new_weeks.is_empty() {
+                return Ok(None);
+            }
+            let reference_weeks: Vec<i64> = if trained.is_empty() { weeks[..1].to_vec() } else { trained.clone() };
+            let new = table.observations_of_weeks(|w| new_weeks.contains(&w))?;
+            let reference = table.observations_of_weeks(|w| reference_weeks.contains(&w))?;
+            let predicted = loaded.model.predict(&new.rows)?;
+            let scored = score(&predicted, &new.clicks, &new.conversions);
+            let shift = input_shift(&reference, &new);
+            Ok(Some(drift(new_weeks, &scored, reference_logloss, shift, &thresholds)))
+        })
+        .await
+        .map_err(|e| CycleError::Crashed(e.to_string()))?
+    }
+
+    /// Trains a challenger on the ingested rows through the job queue (which
+    /// gates it) and returns its run and the gate's decision.
+    async fn train(
+        &self,
+        model_ver: ModelVer,
+        plan: WeekPlan,
+        cycle_id: &RunId,
+    ) -> Result<(Option<RunId>, Option<String>), CycleError> {
+        let request = JobRequest {
+            model_ver,
+            keys: InputKeys::ingested(model_ver, plan),
+            labels: BTreeMap::from([("cycle".to_owned(), cycle_id.to_string())]),
+            draft: false,
+            by: format!("cycle {cycle_id}"),
+        };
+        let job = self.jobs.start(request).await.map_err(|e| CycleError::Train(e.to_string()))?;
+        let updates = self.jobs.watch(&job.id).map_err(|e| CycleError::Train(e.to_string()))?;
+        let mut updates = std::pin::pin!(updates);
+        let mut last = job;
+        while let Some(update) = updates.next().await {
+            last = update;
+        }
+        match last.state {
+            JobState::Succeeded => Ok((last.run_id, last.gate)),
+            _ => Err(CycleError::Train(format!("job {} failed: {}", last.id, last.error.unwrap_or_default()))),
+        }
+    }
+
+    async fn batch(&self, model_ver: ModelVer, input: &str) -> Result<String, CycleError> {
+        let production =
+            self.catalog.production(model_ver).await?.ok_or_else(|| CycleError::Crashed("no production run".into()))?;
+        let loaded = self.catalog.store().load(model_ver, &production).await?;
+        let input = BucketKey::parse(input).map_err(crs_platform::bucket::StorageError::from)?;
+        let output = layout::prediction_output_key(model_ver, &production);
+        let bucket = self.catalog.store().bucket();
+        predict_batch(bucket, loaded.model, &input, &output, BatchOptions::default()).await?;
+        Ok(output.to_string())
+    }
+
+    /// Reports are best effort: a cycle that did its work is not failed by them.
+    async fn report(&self, record: &mut CycleRecord) {
+        record.step = "report".to_owned();
+        self.fail.check("cycle:report");
+    }
+}
+
+/// Renews `lease` every `every` until the cycle ends (the receiver side is
+/// dropped), then hands it back for release; `None` if it was lost.
+async fn renew(mut lease: Lease, every: std::time::Duration, lost: tokio::sync::watch::Sender<bool>) -> Option<Lease> {
+    loop {
+        tokio::select! {
+            () = lost.closed() => return Some(lease),
+            () = tokio::time::sleep(every) => {}
+        }
+        match lease.renew().await {
+            Ok(()) => {}
+            Err(e @ LeaseError::Lost { .. }) => {
+                tracing::error!(error = %e, "cycle lease lost");
+                let _ = lost.send(true);
+                return None;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not renew the cycle lease; trying again"),
+        }
+    }
+}
+
+fn notice(record: &CycleRecord) -> Notice {
+    let outcome = if record.state == CycleState::Succeeded { Outcome::Succeeded } else { Outcome::Failed };
+    let mut notice =
+        Notice::new(outcome, format!("Cycle {} of model {}: {}", record.cycle_id, record.model_ver, record.decision))
+            .field("Ingested files", record.ingested.len())
+            .field("Production", record.production_run_id.as_ref().map_or("none".to_owned(), ToString::to_string));
+    if let Some(drift) = &record.drift {
+        notice = notice.field("Drift", if drift.drifted { drift.reasons.join("; ") } else { "none".to_owned() });
+    }
+    if let Some(error) = &record.error {
+        notice = notice.field("Error", error);
+    }
+    notice
+}
