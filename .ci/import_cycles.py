@@ -17,6 +17,8 @@ def module_of(src, path):
 
 def imports(src, modules, module, path):
     text = open(path).read().split("#[cfg(test)]")[0]
+    # Paths named in comments and docs are not imports.
+    text = re.sub(r"//[^\n]*", "", text)
     found = set()
     for base, rest in re.findall(r"\b(crate|super)((?:::\w+)+)", text):
         target = [] if base == "crate" else list(module[:-1])

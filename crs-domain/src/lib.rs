@@ -12,6 +12,7 @@
 //! A new model version touches only [`models`]: see its module documentation.
 
 pub mod data;
+pub mod diagnostics;
 pub mod drift;
 pub mod evaluation;
 pub mod features;

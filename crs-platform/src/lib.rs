@@ -21,6 +21,7 @@ pub mod ingest;
 pub mod inputs;
 pub mod layout;
 pub mod lease;
+pub mod report;
 pub mod runs;
 pub mod runtime;
 pub mod sample_data;

@@ -7,6 +7,9 @@ use std::time::Duration;
 use clap::Parser;
 use crs_domain::models::ModelVer;
 
+/// Recorded in every run's metadata and report, and in webhooks, as the service that wrote them.
+pub const SERVICE_NAME: &str = "train-service";
+
 #[derive(Clone, Parser)]
 #[command(name = "train-service", version, about = "gRPC training jobs for conversion-rate models")]
 pub struct Config {

@@ -12,6 +12,7 @@ pub mod cycles;
 pub mod failpoint;
 pub mod gate;
 pub mod jobs;
+pub mod reports;
 pub mod service;
 pub mod status;
 
@@ -52,7 +53,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let bucket = Bucket::open(&config.bucket_url).context("BUCKET_URL")?;
-    let notifier = Notifier::new(config.webhook_url.as_deref(), jobs::SERVICE_NAME).context("WEBHOOK_URL")?;
+    let notifier = Notifier::new(config.webhook_url.as_deref(), config::SERVICE_NAME).context("WEBHOOK_URL")?;
     let incoming = BucketKey::parse(&config.incoming_prefix).context("INCOMING_PREFIX")?;
     let store = ModelStore::new(bucket);
     let catalog = Catalog::new(store.clone());

@@ -68,6 +68,10 @@ async fn ingest_drift_retrain_promote_and_roll_back() {
     let first = cycle(&mut client).await;
     assert_eq!(first.run_id, first.production_run_id, "the first run becomes production: {first:?}");
     let champion = first.run_id.clone();
+    for key in [first.report_key.clone(), format!("reports/v1/runs/{champion}.html"), "reports/v1/index.html".into()] {
+        let html = String::from_utf8(stack.get(&key).await.unwrap_or_else(|| panic!("{key} written"))).unwrap();
+        assert_self_contained(&key, &html);
+    }
 
     let serve = stack.start_serve(stack.serve_config()).await;
     wait_until_serving(&serve).await;
@@ -150,4 +154,16 @@ async fn ingest_drift_retrain_promote_and_roll_back() {
     let (answered, failures) = looping.await.expect("request loop");
     assert!(failures.is_empty(), "requests failed while production moved: {failures:?}");
     assert!(answered > 20, "only {answered} requests answered");
+}
+
+/// Every plot an inline SVG, and nothing loaded from anywhere.
+fn assert_self_contained(key: &str, html: &str) {
+    assert!(html.starts_with("<!DOCTYPE html>"), "{key}");
+    assert!(html.matches("<svg").count() >= 1, "{key} has no inline plot");
+    for loads in ["<script", "<link", "<img", "<iframe", "src=", "url(", "@import"] {
+        assert!(!html.contains(loads), "{key} loads something: {loads}");
+    }
+    // The SVG namespace is a name, not a download; nothing else may point outside.
+    let outside = html.replace("http://www.w3.org/2000/svg", "").replace("http://www.w3.org/1999/xlink", "");
+    assert!(!outside.contains("http://") && !outside.contains("https://"), "{key} links outside");
 }

@@ -69,6 +69,19 @@ impl TrainedModel {
         &self.required_attributes
     }
 
+    /// Feature importance by feature name, largest first.
+    pub fn importance(&self) -> Vec<(String, f64)> {
+        let names = self.features.feature_names();
+        let mut out: Vec<(String, f64)> = self
+            .model
+            .importance()
+            .into_iter()
+            .filter_map(|(column, value)| names.get(column).map(|name| (name.clone(), value)))
+            .collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1));
+        out
+    }
+
     pub fn predict(&self, rows: &KeywordRows) -> Result<Vec<f64>, FeatureError> {
         let features = self.features.transform(rows, &self.required_attributes)?;
         Ok(self.model.predict(&features))

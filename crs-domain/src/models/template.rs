@@ -48,6 +48,12 @@ pub trait Predictor {
     /// The matrix columns `predict` reads. Prediction inputs need only the
     /// attributes among them, and readers skip the rest.
     fn used_features(&self) -> Vec<usize>;
+
+    /// How much each matrix column contributes, for reports: (column, importance),
+    /// any order. Versions with nothing meaningful to say return nothing.
+    fn importance(&self) -> Vec<(usize, f64)> {
+        Vec::new()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +82,7 @@ pub enum FitError {
 pub trait FittedModel: Send + Sync + Debug {
     fn predict(&self, features: &Features) -> Vec<f64>;
     fn used_features(&self) -> Vec<usize>;
+    fn importance(&self) -> Vec<(usize, f64)>;
     fn to_json(&self) -> serde_json::Value;
 }
 
@@ -110,6 +117,10 @@ impl<V: ModelVersion> FittedModel for Fitted<V> {
 
     fn used_features(&self) -> Vec<usize> {
         self.0.used_features()
+    }
+
+    fn importance(&self) -> Vec<(usize, f64)> {
+        self.0.importance()
     }
 
     fn to_json(&self) -> serde_json::Value {

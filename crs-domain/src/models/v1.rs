@@ -61,6 +61,26 @@ impl Predictor for Forest {
             .collect()
     }
 
+    /// Per column, the click-weighted squared change of the rate its splits
+    /// make, summed over the forest: how much of the fit each column carries.
+    fn importance(&self) -> Vec<(usize, f64)> {
+        let mut total = std::collections::BTreeMap::<usize, f64>::new();
+        for tree in &self.trees {
+            for node in &tree.nodes {
+                let Some(split) = &node.split else { continue };
+                let gain: f64 = [split.left, split.right]
+                    .iter()
+                    .map(|&child| {
+                        let child = &tree.nodes[child];
+                        child.clicks * (child.rate - node.rate).powi(2)
+                    })
+                    .sum();
+                *total.entry(split.feature).or_default() += gain;
+            }
+        }
+        total.into_iter().collect()
+    }
+
     fn used_features(&self) -> Vec<usize> {
         let used: std::collections::BTreeSet<usize> = self
             .trees

@@ -26,6 +26,7 @@ use super::Inner;
 use super::record::{CycleRecord, CycleState};
 use crate::gate::lifecycle_config;
 use crate::jobs::{JobRequest, JobState};
+use crate::reports;
 
 /// Why a cycle failed; its message is the record's `error`.
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +253,15 @@ impl Inner {
     /// Reports are best effort: a cycle that did its work is not failed by them.
     async fn report(&self, record: &mut CycleRecord) {
         record.step = "report".to_owned();
+        let summary = reports::CycleSummary {
+            model_ver: record.model_ver,
+            cycle_id: &record.cycle_id,
+            decision: &record.decision,
+            record: serde_json::to_value(&*record).unwrap_or_default(),
+            drift: record.drift.as_ref(),
+            timings: &record.timings,
+        };
+        record.report_key = reports::cycle(&self.catalog, summary).await.map(|k| k.to_string());
         self.fail.check("cycle:report");
     }
 }

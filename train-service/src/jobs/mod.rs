@@ -23,8 +23,7 @@ use crs_platform::layout::RunId;
 
 pub use queue::Jobs;
 
-/// Recorded in every run's metadata as the service that wrote it.
-pub const SERVICE_NAME: &str = "train-service";
+pub use crate::config::SERVICE_NAME;
 
 /// A checked request for a job: the version, where its inputs are, its labels.
 #[derive(Clone, Debug)]

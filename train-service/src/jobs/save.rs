@@ -13,6 +13,7 @@ use super::queue::Inner;
 use super::stages::Trained;
 use super::{Job, JobError, JobStage, SERVICE_NAME};
 use crate::gate::gate_run;
+use crate::reports;
 
 impl Inner {
     /// Writes the run, moves LATEST to it, then (unless it is a draft) gates it.
@@ -84,17 +85,19 @@ impl Inner {
             }
         }
         if job.draft {
+            reports::run(&self.catalog, &metadata, &run.model, &eval, "draft").await;
             return Ok((metadata, None));
         }
         // The run is complete and kept whatever the gate says; a gate that cannot
         // decide leaves it a candidate, to be promoted by hand or by a later cycle.
-        let gate = match gate_run(&self.catalog, &metadata, &eval, &job.by).await {
-            Ok(gated) => format!("{}: {}", gated.stage, gated.decision.reason),
+        let (stage, gate) = match gate_run(&self.catalog, &metadata, &eval, &job.by).await {
+            Ok(gated) => (gated.stage.to_string(), format!("{}: {}", gated.stage, gated.decision.reason)),
             Err(e) => {
                 tracing::error!(job_id = %job.id, run_id = %metadata.run_id, error = %e, "the gate could not decide");
-                format!("candidate: the gate could not decide: {e}")
+                ("candidate".to_owned(), format!("candidate: the gate could not decide: {e}"))
             }
         };
+        reports::run(&self.catalog, &metadata, &run.model, &eval, &stage).await;
         Ok((metadata, Some(gate)))
     }
 

@@ -1,0 +1,331 @@
+//! Self-contained HTML reports: every plot an inline SVG drawn by plotters,
+//! no script, stylesheet or image loaded from anywhere, so a report opens the
+//! same offline as online.
+
+use std::fmt::Write as _;
+
+use crs_domain::diagnostics::{CalibrationBin, DeviceResiduals};
+use crs_domain::lifecycle::DriftReport;
+use plotters::prelude::*;
+
+use crate::catalog::RunEntry;
+use crate::runs::{RunMetadata, StageTiming};
+
+const WIDTH: u32 = 560;
+const HEIGHT: u32 = 340;
+
+/// The versions a report states: the service's and its key dependencies'.
+pub fn versions(service: &str, service_version: &str) -> Vec<(String, String)> {
+    let mut out = vec![(service.to_owned(), service_version.to_owned())];
+    for entry in env!("CRS_KEY_DEPENDENCIES").split(", ").filter(|e| !e.is_empty()) {
+        if let Some((name, version)) = entry.split_once(' ') {
+            out.push((name.to_owned(), version.to_owned()));
+        }
+    }
+    out
+}
+
+/// What a run's report shows besides its metadata.
+#[derive(Clone, Debug)]
+pub struct RunDiagnostics {
+    pub stage: String,
+    pub calibration: Vec<CalibrationBin>,
+    pub gains: Vec<(f64, f64)>,
+    pub residuals: Vec<DeviceResiduals>,
+    /// Feature and importance, largest first.
+    pub importance: Vec<(String, f64)>,
+    pub versions: Vec<(String, String)>,
+}
+
+pub fn run_report(run: &RunMetadata, diagnostics: &RunDiagnostics) -> String {
+    let mut html = page_start(&format!("Model {} run {}", run.model_ver, run.run_id));
+    let _ = write!(
+        html,
+        "<p>Stage <b>{}</b>; trained by {} from {} ({} evaluation); finished {}.</p>",
+        escape(&diagnostics.stage),
+        escape(&run.job_id),
+        escape(&run.train_data.key),
+        escape(&run.eval_source),
+        run.finished_at.to_rfc3339()
+    );
+    html.push_str("<h2>Evaluation</h2>");
+    let e = &run.metrics.eval;
+    let rows =
+        [("model", &e.model), ("device baseline", &e.device), ("global baseline", &e.global), ("predict 0", &e.zero)];
+    table(
+        &mut html,
+        &["", "wmae", "wmse", "log-loss", "mae"],
+        rows.iter().map(|(name, m)| vec![(*name).to_owned(), f(m.wmae), f(m.wmse), f(m.logloss), f(m.mae)]),
+    );
+    let _ = write!(html, "<p>{} evaluation rows, {:.0} clicks.</p>", e.rows, e.clicks);
+
+    html.push_str("<h2>Calibration</h2>");
+    let predicted: Vec<(f64, f64)> = diagnostics.calibration.iter().map(|b| (b.predicted, b.observed)).collect();
+    let top = predicted.iter().map(|p| p.0.max(p.1)).fold(0.01, f64::max) * 1.05;
+    html.push_str(&line_chart(
+        "observed rate by bin of predicted rate (click-weighted)",
+        "predicted",
+        "observed",
+        (0.0, top),
+        (0.0, top),
+        &[("bins", predicted), ("perfect", vec![(0.0, 0.0), (top, top)])],
+    ));
+
+    html.push_str("<h2>Cumulative gains</h2>");
+    html.push_str(&line_chart(
+        "share of conversions against share of clicks, best predictions first",
+        "share of clicks",
+        "share of conversions",
+        (0.0, 1.0),
+        (0.0, 1.0),
+        &[("model", diagnostics.gains.clone()), ("random", vec![(0.0, 0.0), (1.0, 1.0)])],
+    ));
+
+    html.push_str("<h2>Residuals by device</h2>");
+    let labels: Vec<String> = diagnostics.residuals.iter().map(|r| r.device.to_string()).collect();
+    let values: Vec<f64> = diagnostics.residuals.iter().map(|r| r.mean_residual).collect();
+    html.push_str(&bar_chart("click-weighted mean residual (observed - predicted)", &labels, &values));
+    table(
+        &mut html,
+        &["device", "clicks", "mean residual", "mean |residual|"],
+        diagnostics.residuals.iter().map(|r| {
+            vec![r.device.to_string(), format!("{:.0}", r.clicks), f(r.mean_residual), f(r.mean_abs_residual)]
+        }),
+    );
+
+    html.push_str("<h2>Feature importance</h2>");
+    if diagnostics.importance.is_empty() {
+        html.push_str("<p>This model version reports no feature importance.</p>");
+    } else {
+        let top: Vec<&(String, f64)> = diagnostics.importance.iter().take(15).collect();
+        let labels: Vec<String> = top.iter().map(|(n, _)| n.clone()).collect();
+        let values: Vec<f64> = top.iter().map(|(_, v)| *v).collect();
+        html.push_str(&bar_chart("importance (the 15 largest)", &labels, &values));
+    }
+
+    html.push_str("<h2>Training data profile</h2>");
+    table(
+        &mut html,
+        &["column", "mean", "median", "std", "missing"],
+        run.profile.iter().map(|c| vec![c.column.clone(), f(c.mean), f(c.median), f(c.std), f(c.missing_share)]),
+    );
+
+    html.push_str("<h2>Stage timings</h2>");
+    timings(&mut html, &run.stage_seconds);
+    html.push_str("<h2>Hyperparameters</h2><pre>");
+    html.push_str(&escape(&serde_json::to_string_pretty(&run.hyperparameters).unwrap_or_default()));
+    html.push_str("</pre><h2>Versions</h2>");
+    table(&mut html, &["component", "version"], diagnostics.versions.iter().map(|(n, v)| vec![n.clone(), v.clone()]));
+    page_end(html)
+}
+
+/// A cycle's report from its record.
+pub fn cycle_report(
+    title: &str,
+    decision: &str,
+    record: &serde_json::Value,
+    drift: Option<&DriftReport>,
+    stage_seconds: &[StageTiming],
+    versions: &[(String, String)],
+) -> String {
+    let mut html = page_start(title);
+    let _ = write!(html, "<p><b>{}</b></p>", escape(decision));
+    html.push_str("<h2>Drift</h2>");
+    match drift {
+        None => html.push_str("<p>No drift check: nothing new to score the production run on.</p>"),
+        Some(d) => {
+            let _ = write!(
+                html,
+                "<p>{} on weeks {:?}: log-loss {} against {} at promotion.</p>",
+                if d.drifted { "Drift" } else { "No drift" },
+                d.weeks,
+                f(d.logloss),
+                d.reference_logloss.map_or("unknown".to_owned(), f)
+            );
+            for reason in &d.reasons {
+                let _ = write!(html, "<p>{}</p>", escape(reason));
+            }
+            let mut rows = vec![
+                vec!["unseen keyword share".to_owned(), f(d.shift.unseen_keyword_share)],
+                vec!["device mix PSI".to_owned(), f(d.shift.device_psi)],
+            ];
+            rows.extend(d.shift.attribute_psi.iter().take(10).map(|a| vec![format!("{} PSI", a.attribute), f(a.psi)]));
+            table(&mut html, &["measure", "value"], rows.into_iter());
+        }
+    }
+    html.push_str("<h2>Stage timings</h2>");
+    timings(&mut html, stage_seconds);
+    html.push_str("<h2>Record</h2><pre>");
+    html.push_str(&escape(&serde_json::to_string_pretty(record).unwrap_or_default()));
+    html.push_str("</pre><h2>Versions</h2>");
+    table(&mut html, &["component", "version"], versions.iter().map(|(n, v)| vec![n.clone(), v.clone()]));
+    page_end(html)
+}
+
+/// Every run with its stage, and the trend of the headline metric.
+pub fn index(model_ver: &str, runs: &[RunEntry], cycles: &[(String, String)]) -> String {
+    let mut html = page_start(&format!("Model {model_ver}: runs and cycles"));
+    let trend: Vec<(f64, f64)> =
+        runs.iter().enumerate().map(|(i, r)| (i as f64, r.metadata.metrics.eval.model.logloss)).collect();
+    if !trend.is_empty() {
+        let (low, high) = trend.iter().fold((f64::MAX, f64::MIN), |(l, h), p| (l.min(p.1), h.max(p.1)));
+        let pad = ((high - low) * 0.1).max(1e-4);
+        html.push_str(&line_chart(
+            "evaluation log-loss of each run, oldest first",
+            "run",
+            "log-loss",
+            (0.0, (trend.len().max(2) - 1) as f64),
+            (low - pad, high + pad),
+            &[("runs", trend)],
+        ));
+    }
+    table(
+        &mut html,
+        &["run", "stage", "aliases", "eval log-loss", "eval wmae", "trained"],
+        runs.iter().rev().map(|r| {
+            let m = &r.metadata.metrics.eval.model;
+            vec![
+                format!("<a href=\"runs/{0}.html\">{0}</a>", r.metadata.run_id),
+                r.stage.to_string(),
+                r.aliases.join(", "),
+                f(m.logloss),
+                f(m.wmae),
+                r.metadata.finished_at.to_rfc3339(),
+            ]
+        }),
+    );
+    html.push_str("<h2>Cycles</h2>");
+    table(
+        &mut html,
+        &["cycle", "decision"],
+        cycles.iter().map(|(id, decision)| vec![format!("<a href=\"cycles/{id}.html\">{id}</a>"), escape(decision)]),
+    );
+    page_end(html)
+}
+
+fn timings(html: &mut String, stages: &[StageTiming]) {
+    let labels: Vec<String> = stages.iter().map(|s| s.stage.clone()).collect();
+    let values: Vec<f64> = stages.iter().map(|s| s.seconds).collect();
+    if !values.is_empty() {
+        html.push_str(&bar_chart("seconds per stage", &labels, &values));
+    }
+}
+
+fn page_start(title: &str) -> String {
+    format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{0}</title><style>\
+         body{{font-family:sans-serif;margin:2em;max-width:64em}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}pre{{background:#f6f6f6;padding:1em}}\
+         </style></head><body><h1>{0}</h1>",
+        escape(title)
+    )
+}
+
+fn page_end(mut html: String) -> String {
+    html.push_str("</body></html>\n");
+    html
+}
+
+/// Cells are trusted HTML (links); callers escape text that comes from data.
+fn table(html: &mut String, header: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+    html.push_str("<table><tr>");
+    for h in header {
+        let _ = write!(html, "<th>{}</th>", escape(h));
+    }
+    html.push_str("</tr>");
+    for row in rows {
+        html.push_str("<tr>");
+        for cell in row {
+            let _ = write!(html, "<td>{cell}</td>");
+        }
+        html.push_str("</tr>");
+    }
+    html.push_str("</table>");
+}
+
+fn f(value: f64) -> String {
+    format!("{value:.5}")
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+const COLOURS: [RGBColor; 3] = [RGBColor(31, 119, 180), RGBColor(160, 160, 160), RGBColor(214, 39, 40)];
+
+fn line_chart(
+    caption: &str,
+    x_label: &str,
+    y_label: &str,
+    x: (f64, f64),
+    y: (f64, f64),
+    series: &[(&str, Vec<(f64, f64)>)],
+) -> String {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        let drawn = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
+            root.fill(&WHITE)?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(caption, ("sans-serif", 14))
+                .margin(10)
+                .x_label_area_size(35)
+                .y_label_area_size(55)
+                .build_cartesian_2d(x.0..x.1, y.0..y.1)?;
+            chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw()?;
+            for (i, (name, points)) in series.iter().enumerate() {
+                let colour = COLOURS[i % COLOURS.len()];
+                chart
+                    .draw_series(LineSeries::new(points.iter().copied(), colour.stroke_width(2)))?
+                    .label(*name)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour));
+                chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))?;
+            }
+            chart.configure_series_labels().background_style(WHITE).border_style(BLACK).draw()?;
+            root.present()?;
+            Ok(())
+        })();
+        if let Err(e) = drawn {
+            tracing::warn!(error = %e, "a report plot could not be drawn");
+        }
+    }
+    svg
+}
+
+fn bar_chart(caption: &str, labels: &[String], values: &[f64]) -> String {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        let low = values.iter().copied().fold(0.0, f64::min);
+        let high = values.iter().copied().fold(0.0, f64::max);
+        let pad = ((high - low) * 0.1).max(1e-9);
+        let drawn = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
+            root.fill(&WHITE)?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(caption, ("sans-serif", 14))
+                .margin(10)
+                .x_label_area_size(40)
+                .y_label_area_size(60)
+                .build_cartesian_2d((0..labels.len()).into_segmented(), (low - pad)..(high + pad))?;
+            chart
+                .configure_mesh()
+                .x_label_formatter(&|v| match v {
+                    SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+                    _ => String::new(),
+                })
+                .draw()?;
+            chart.draw_series(values.iter().enumerate().map(|(i, &v)| {
+                let (from, to) = (SegmentValue::Exact(i), SegmentValue::Exact(i + 1));
+                let mut bar = Rectangle::new([(from, 0.0), (to, v)], COLOURS[0].filled());
+                bar.set_margin(0, 0, 6, 6);
+                bar
+            }))?;
+            root.present()?;
+            Ok(())
+        })();
+        if let Err(e) = drawn {
+            tracing::warn!(error = %e, "a report plot could not be drawn");
+        }
+    }
+    svg
+}

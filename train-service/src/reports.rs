@@ -1,0 +1,91 @@
+//! Writing the HTML reports of runs and cycles, and the index beside them.
+//! Reports are best effort: a run or a cycle that did its work is never
+//! failed by its report.
+
+use crs_domain::data::Observations;
+use crs_domain::diagnostics::{calibration, cumulative_gains, residuals_by_device};
+use crs_domain::lifecycle::DriftReport;
+use crs_domain::models::{ModelVer, TrainedModel};
+use crs_platform::bucket::BucketKey;
+use crs_platform::catalog::Catalog;
+use crs_platform::layout::{self, RunId};
+use crs_platform::report::{self, RunDiagnostics};
+use crs_platform::runs::{RunMetadata, StageTiming};
+
+use crate::config::SERVICE_NAME;
+
+fn versions() -> Vec<(String, String)> {
+    report::versions(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+}
+
+/// The run's report, then the version's index.
+pub async fn run(catalog: &Catalog, metadata: &RunMetadata, model: &TrainedModel, eval: &Observations, stage: &str) {
+    let predicted = match model.predict(&eval.rows) {
+        Ok(predicted) => predicted,
+        Err(e) => {
+            return tracing::warn!(run_id = %metadata.run_id, error = %e, "no report: cannot predict the evaluation rows");
+        }
+    };
+    let diagnostics = RunDiagnostics {
+        stage: stage.to_owned(),
+        calibration: calibration(&predicted, eval, 10),
+        gains: cumulative_gains(&predicted, eval, 20),
+        residuals: residuals_by_device(&predicted, eval),
+        importance: model.importance(),
+        versions: versions(),
+    };
+    let html = report::run_report(metadata, &diagnostics);
+    put(catalog, &layout::run_report(metadata.model_ver, &metadata.run_id), html).await;
+    index(catalog, metadata.model_ver).await;
+}
+
+/// What a cycle's report shows.
+#[derive(Debug)]
+pub struct CycleSummary<'a> {
+    pub model_ver: ModelVer,
+    pub cycle_id: &'a RunId,
+    pub decision: &'a str,
+    /// The whole record, shown as it is stored.
+    pub record: serde_json::Value,
+    pub drift: Option<&'a DriftReport>,
+    pub timings: &'a [StageTiming],
+}
+
+/// The cycle's report and the version's index; returns the report's key.
+pub async fn cycle(catalog: &Catalog, cycle: CycleSummary<'_>) -> Option<BucketKey> {
+    let key = layout::cycle_report(cycle.model_ver, cycle.cycle_id);
+    let title = format!("Model {} cycle {}", cycle.model_ver, cycle.cycle_id);
+    let html = report::cycle_report(&title, cycle.decision, &cycle.record, cycle.drift, cycle.timings, &versions());
+    let written = put(catalog, &key, html).await;
+    index(catalog, cycle.model_ver).await;
+    written.then_some(key)
+}
+
+async fn index(catalog: &Catalog, model_ver: ModelVer) {
+    let runs = match catalog.runs(model_ver).await {
+        Ok(list) => list.runs,
+        Err(e) => return tracing::warn!(error = %e, "no report index: cannot list the runs"),
+    };
+    let mut cycles = Vec::new();
+    let bucket = catalog.store().bucket();
+    if let Ok(keys) = bucket.list(&layout::cycles(model_ver)).await {
+        for key in keys {
+            let Ok(bytes) = bucket.get(&key).await else { continue };
+            let Ok(record) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
+            let field = |name: &str| record[name].as_str().unwrap_or_default().to_owned();
+            cycles.push((field("cycle_id"), field("decision")));
+        }
+    }
+    cycles.reverse();
+    put(catalog, &layout::report_index(model_ver), report::index(model_ver.name(), &runs, &cycles)).await;
+}
+
+async fn put(catalog: &Catalog, key: &BucketKey, html: String) -> bool {
+    match catalog.store().bucket().put(key, html).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(%key, error = %e, "could not write a report");
+            false
+        }
+    }
+}
