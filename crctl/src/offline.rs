@@ -7,8 +7,8 @@ use crs_domain::evaluation::{Evaluation, train_and_evaluate};
 use crs_domain::models::{ModelVer, REGISTRY};
 use crs_platform::bucket::{Bucket, BucketKey};
 use crs_platform::inputs::{InputKeys, Inputs};
-use crs_platform::layout::TRAIN_KEY;
-use crs_platform::sample_data::{SampleSizes, write_sample_data};
+use crs_platform::layout::{INCOMING_PREFIX, TRAIN_KEY};
+use crs_platform::sample_data::{SampleSizes, write_sample_data, write_weekly};
 use serde_json::json;
 
 #[derive(Debug, Args)]
@@ -31,10 +31,28 @@ pub struct GenDataArgs {
     /// Do nothing when the bucket already has training data.
     #[arg(long)]
     if_missing: bool,
+    /// Instead of the default files, write this many weekly training files
+    /// (week1.csv.gz, ...) under the incoming prefix, for the lifecycle.
+    #[arg(long)]
+    weeks: Option<u32>,
+    /// With --weeks: the true rate drifts from this week on.
+    #[arg(long, requires = "weeks")]
+    drift_from: Option<u32>,
+    /// With --weeks: where the weekly files go.
+    #[arg(long, env = "INCOMING_PREFIX", default_value = INCOMING_PREFIX)]
+    incoming_prefix: String,
 }
 
 pub async fn gen_data(args: GenDataArgs) -> anyhow::Result<()> {
     let bucket = Bucket::open(&args.bucket)?;
+    if let Some(weeks) = args.weeks {
+        let prefix = BucketKey::parse(&args.incoming_prefix)?;
+        let keywords = args.train_keywords;
+        for file in write_weekly(&bucket, &prefix, keywords, weeks, args.drift_from, args.seed).await? {
+            out!("wrote {} ({} rows, {} bytes)", file.key, file.rows, file.bytes);
+        }
+        return Ok(());
+    }
     let train_key = BucketKey::parse(TRAIN_KEY)?;
     if args.if_missing && bucket.exists(&train_key).await? {
         out!("{train_key} exists in {}; not generating data", args.bucket);

@@ -140,6 +140,7 @@ impl Inputs {
             (Some(key), Some(bytes)) => Some(DataRecord::of(key, bytes, data.eval_counts.clone())),
             _ => None,
         };
-        Ok(PreparedInputs { data, train_record, eval_record, weeks: None })
+        let weeks = WeekSplit { train: data.train_weeks.clone(), eval: data.eval_weeks.clone() };
+        Ok(PreparedInputs { data, train_record, eval_record, weeks: Some(weeks) })
     }
 }

@@ -90,7 +90,7 @@ pub struct RunMetadata {
     /// runs written before stages existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<Stage>,
-    /// The weeks trained and evaluated on, for runs trained on ingested data.
+    /// The weeks of the rows trained and evaluated on (absent in older runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weeks: Option<WeekSplit>,
 }

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use crs_domain::data::synth::{ATTRIBUTES, SynthSpec, write_prediction_input, write_training};
+use crs_domain::data::synth::{ATTRIBUTES, SynthSpec, write_prediction_input, write_training, write_week};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
@@ -50,6 +50,29 @@ pub async fn write_sample_data(bucket: &Bucket, sizes: SampleSizes, seed: u64) -
         let key = BucketKey::parse(key)?;
         let (rows, bytes) =
             gzip(|out| if training { write_training(&spec, out) } else { write_prediction_input(&spec, out) });
+        written.push(Written { key: key.clone(), rows, bytes: bytes.len() as u64 });
+        bucket.put(&key, bytes).await?;
+    }
+    Ok(written)
+}
+
+/// Weekly training files for the lifecycle: `weeks` files `week<N>.csv.gz`
+/// under `prefix`, weeks `1..=weeks`, the true rate drifting from week
+/// `drift_from` on (if given). The same arguments always give the same bytes.
+pub async fn write_weekly(
+    bucket: &Bucket,
+    prefix: &BucketKey,
+    keywords: usize,
+    weeks: u32,
+    drift_from: Option<u32>,
+    seed: u64,
+) -> Result<Vec<Written>, StorageError> {
+    let spec = SynthSpec { first_entity: 1, keywords, attributes: ATTRIBUTES, seed };
+    let mut written = Vec::new();
+    for week in 1..=weeks {
+        let drifted = drift_from.is_some_and(|from| week >= from);
+        let key = prefix.join(&format!("week{week}.csv.gz"))?;
+        let (rows, bytes) = gzip(|out| write_week(&spec, i64::from(week), drifted, out));
         written.push(Written { key: key.clone(), rows, bytes: bytes.len() as u64 });
         bucket.put(&key, bytes).await?;
     }

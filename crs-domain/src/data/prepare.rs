@@ -53,6 +53,9 @@ pub struct PreparedData {
     /// Counts of the evaluation file, when there is one.
     pub eval_counts: Option<RowCounts>,
     pub profile: Vec<ColumnProfile>,
+    /// The weeks of the rows trained on and of the rows evaluated on.
+    pub train_weeks: Vec<i64>,
+    pub eval_weeks: Vec<i64>,
 }
 
 /// Validates and aggregates the files: CPU work, to be run off an async runtime.
@@ -61,6 +64,7 @@ pub fn prepare(train: &DataFile, eval: Option<&DataFile>) -> Result<PreparedData
     let mut train_table = TrainingTable::read(&train.name, Cursor::new(train.bytes.clone()))?;
     let profile = train_table.profile();
     let all_train = train_table.observations()?;
+    let train_weeks = train_table.weeks()?;
     let train_counts = train_table.counts;
     match eval {
         Some(file) => {
@@ -71,13 +75,24 @@ pub fn prepare(train: &DataFile, eval: Option<&DataFile>) -> Result<PreparedData
                 eval,
                 eval_source: EvalSource::File,
                 train_counts,
-                eval_counts: Some(eval_table.counts),
+                eval_counts: Some(eval_table.counts.clone()),
                 profile,
+                train_weeks,
+                eval_weeks: eval_table.weeks()?,
             })
         }
         None => {
             let (train, eval) = all_train.split_by_entity(HOLDOUT_FRACTION, HOLDOUT_SEED);
-            Ok(PreparedData { train, eval, eval_source: EvalSource::Holdout, train_counts, eval_counts: None, profile })
+            Ok(PreparedData {
+                train,
+                eval,
+                eval_source: EvalSource::Holdout,
+                train_counts,
+                eval_counts: None,
+                profile,
+                eval_weeks: train_weeks.clone(),
+                train_weeks,
+            })
         }
     }
 }
@@ -110,6 +125,8 @@ pub fn prepare_by_week(file: &DataFile, holdout_weeks: usize, train_weeks: usize
             train_counts: table.counts.clone(),
             eval_counts: None,
             profile,
+            train_weeks: train.to_vec(),
+            eval_weeks: eval.to_vec(),
         },
         train_weeks: train.to_vec(),
         eval_weeks: eval.to_vec(),

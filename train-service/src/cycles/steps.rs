@@ -192,8 +192,8 @@ impl Inner {
         tokio::task::spawn_blocking(move || -> Result<Option<DriftReport>, CycleError> {
             let mut table = TrainingTable::read(&data.name, Cursor::new(data.bytes.clone()))?;
             let weeks = table.weeks()?;
-            // A run trained on files knows no weeks: then every ingested week is new to it
-            // and the oldest weeks stand in for what it learnt from.
+            // A run from before weeks were recorded knows none: then every ingested
+            // week is new to it and the oldest week stands in for what it learnt from.
             let trained = trained_weeks.unwrap_or_default();
             let new_weeks: Vec<i64> = weeks.iter().copied().filter(|w| !trained.contains(w)).collect();
             if new_weeks.is_empty() {
