@@ -1,11 +1,14 @@
 //! serve-service: loads the selected model run from the bucket and answers
-//! online (`Predict`) and batch (`PredictBatch`) predictions over gRPC.
+//! online (`Predict`) and batch (`PredictBatch`) predictions over gRPC, and the
+//! Open Inference Protocol (`inference.GRPCInferenceService`) beside them.
 
 mod config;
 mod convert;
+mod inference;
 mod model;
 mod service;
 mod status;
+mod tensors;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,11 +18,15 @@ use anyhow::Context;
 use crs_platform::bucket::Bucket;
 use crs_platform::runs::ModelStore;
 use crs_platform::webhook::Notifier;
+use crs_proto::inference::grpc_inference_service_server::{
+    GrpcInferenceServiceServer, SERVICE_NAME as INFERENCE_SERVICE,
+};
 use crs_proto::serve::serve_service_server::{SERVICE_NAME as SERVE_SERVICE, ServeServiceServer};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 pub use config::Config;
+use inference::Inference;
 use model::ModelSlot;
 use service::Service;
 
@@ -36,8 +43,9 @@ pub async fn run(
     let (health, health_service) = tonic_health::server::health_reporter();
     // Not serving until a model has loaded.
     health.set_not_serving::<ServeServiceServer<Service>>().await;
+    health.set_service_status(INFERENCE_SERVICE, tonic_health::ServingStatus::NotServing).await;
     health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-    let reflection = crs_proto::reflection_service(SERVE_SERVICE)?;
+    let reflection = crs_proto::reflection_service(&[SERVE_SERVICE, INFERENCE_SERVICE])?;
 
     let slot =
         Arc::new(ModelSlot::new(ModelStore::new(bucket), config.model_ver, config.model_run.clone(), notifier.clone()));
@@ -45,9 +53,17 @@ pub async fn run(
         let mut loaded = slot.loaded();
         let health = health.clone();
         async move {
-            if loaded.wait_for(|loaded| *loaded).await.is_ok() {
-                health.set_serving::<ServeServiceServer<Service>>().await;
-                health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+            // SERVING while a model is in; an unload turns it back to NOT_SERVING.
+            loop {
+                let now = *loaded.borrow_and_update();
+                let status =
+                    if now { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+                health.set_service_status(SERVE_SERVICE, status).await;
+                health.set_service_status(INFERENCE_SERVICE, status).await;
+                health.set_service_status("", status).await;
+                if loaded.changed().await.is_err() {
+                    return;
+                }
             }
         }
     });
@@ -63,6 +79,9 @@ pub async fn run(
         }
     });
 
+    let inference = GrpcInferenceServiceServer::new(Inference::new(slot.clone(), config.max_predict_rows))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
     let serve = ServeServiceServer::new(Service::new(slot, config.max_predict_rows))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
@@ -71,8 +90,10 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection.v1)
+        .add_service(reflection.v1alpha)
         .add_service(serve)
+        .add_service(inference)
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         });
@@ -89,8 +110,9 @@ pub async fn run(
     tracing::info!("shutting down: no new connections, draining requests in flight");
     poller.abort();
     health_follows_slot.abort();
-    health.set_not_serving::<ServeServiceServer<Service>>().await;
-    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    for service in [SERVE_SERVICE, INFERENCE_SERVICE, ""] {
+        health.set_service_status(service, tonic_health::ServingStatus::NotServing).await;
+    }
     let _ = stop_tx.send(());
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     match tokio::time::timeout(grace, &mut server).await {

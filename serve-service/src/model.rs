@@ -71,6 +71,8 @@ pub struct ModelSlot {
     wanted: Mutex<(ModelVer, Selection)>,
     /// Runs that failed to load, reported once and not retried.
     refused: Mutex<HashSet<(ModelVer, RunId)>>,
+    /// Set by an unload: the poller stays away until something is loaded again.
+    unloaded: Mutex<bool>,
     /// Whether a model is in, for whoever reports health.
     loaded: watch::Sender<bool>,
     notifier: Notifier,
@@ -83,6 +85,7 @@ impl ModelSlot {
             current: RwLock::new(None),
             wanted: Mutex::new((model_ver, selection)),
             refused: Mutex::default(),
+            unloaded: Mutex::new(false),
             loaded: watch::Sender::new(false),
             notifier,
         }
@@ -96,7 +99,7 @@ impl ModelSlot {
         &self.notifier
     }
 
-    /// Becomes `true` when the first model is swapped in, and stays so.
+    /// `true` while a model is in: from the first swap until an unload.
     pub fn loaded(&self) -> watch::Receiver<bool> {
         self.loaded.subscribe()
     }
@@ -108,7 +111,10 @@ impl ModelSlot {
     /// The model requests should use, or why there is none.
     pub fn require(&self) -> Result<Arc<Serving>, ServeError> {
         self.current().ok_or_else(|| {
-            let (ver, selection) = self.wanted.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let (ver, selection) = self.wanted();
+            if *self.unloaded.lock().unwrap_or_else(|e| e.into_inner()) {
+                return ServeError::NoModel(format!("model {ver} was unloaded; load a model to serve again"));
+            }
             ServeError::NoModel(match selection {
                 Selection::Latest => format!("waiting for model/{ver}/LATEST to appear in the bucket"),
                 Selection::Run(id) => format!("waiting for run {id} of model {ver} to appear in the bucket"),
@@ -124,12 +130,34 @@ impl ModelSlot {
             Selection::Run(id) => self.store.load(model_ver, id).await?,
         };
         *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = (model_ver, selection.clone());
+        *self.unloaded.lock().unwrap_or_else(|e| e.into_inner()) = false;
         Ok(self.swap_in(run, selection))
+    }
+
+    /// The version and run selection the slot follows.
+    pub fn wanted(&self) -> (ModelVer, Selection) {
+        self.wanted.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Empties the slot and stops following LATEST until the next
+    /// [`Self::select`]. Requests already holding the model finish on it.
+    pub fn unload(&self) -> Option<Arc<Serving>> {
+        // Flag first, so that a poll racing this cannot load the model back.
+        *self.unloaded.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        let previous = self.current.write().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(previous) = &previous {
+            tracing::info!(model_ver = %previous.model_ver(), run_id = %previous.run_id(), "unloaded the model");
+        }
+        self.loaded.send_replace(false);
+        previous
     }
 
     /// One poll: loads the wanted run if it is not the one being served.
     pub async fn refresh(&self) {
-        let (model_ver, selection) = self.wanted.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if *self.unloaded.lock().unwrap_or_else(|e| e.into_inner()) {
+            return;
+        }
+        let (model_ver, selection) = self.wanted();
         let target = match &selection {
             Selection::Run(id) => Ok(Some(id.clone())),
             Selection::Latest => self.store.latest(model_ver).await,

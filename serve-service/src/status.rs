@@ -16,6 +16,8 @@ pub enum ServeError {
     NoModel(String),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error("attribute_names: {0}")]
     Features(#[from] FeatureError),
     #[error(transparent)]
@@ -33,6 +35,7 @@ impl Classify for ServeError {
         match self {
             ServeError::NoModel(_) => ErrorKind::Precondition,
             ServeError::InvalidRequest(_) => ErrorKind::InvalidInput,
+            ServeError::NotFound(_) => ErrorKind::NotFound,
             ServeError::Features(e) => e.kind(),
             ServeError::UnknownVersion(e) => e.kind(),
             ServeError::Key(e) => e.kind(),
@@ -102,6 +105,7 @@ mod tests {
             (ServeError::Key(BucketKey::parse("../x").unwrap_err()), Code::InvalidArgument),
             (storage(StorageError::NotFound { key: "k".into() }), Code::NotFound),
             (ServeError::NoModel("waiting".into()), Code::FailedPrecondition),
+            (ServeError::NotFound("model 'v9' is not loaded".into()), Code::NotFound),
             (storage(StorageError::Conflict { key: "k".into() }), Code::Aborted),
             (storage(StorageError::AlreadyExists { key: "k".into() }), Code::AlreadyExists),
             (storage(StorageError::Config { url: "s3://b".into(), message: "no region".into() }), Code::Internal),

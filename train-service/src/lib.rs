@@ -51,7 +51,7 @@ pub async fn run(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status(TRAIN_SERVICE, ServingStatus::Serving).await;
-    let reflection = crs_proto::reflection_service(TRAIN_SERVICE).context("building the reflection service")?;
+    let reflection = crs_proto::reflection_service(&[TRAIN_SERVICE]).context("building the reflection service")?;
 
     tracing::info!(
         addr = %listener.local_addr()?,
@@ -65,7 +65,8 @@ pub async fn run(
     let mut server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection.v1)
+            .add_service(reflection.v1alpha)
             .add_service(TrainServiceServer::new(TrainApi::new(jobs.clone(), store, config.model_ver)))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = server_stopped.await;
