@@ -7,7 +7,9 @@ use clap::{Args, ValueEnum};
 use crs_domain::data::{Attributes, KeywordRows, TableKind, TableReader, keyword_rows};
 use crs_platform::layout::{PREDICTION_INPUT_KEY, TRAIN_KEY};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
-use crs_proto::serve::{GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictRequest, Row};
+use crs_proto::serve::{
+    DeviceFormat, GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictRequest, Row,
+};
 use crs_proto::train::train_service_client::TrainServiceClient;
 use crs_proto::train::{
     Evaluation, JobState, ListModelsRequest, ListTrainingJobsRequest, Stage, StartTrainingRequest,
@@ -338,16 +340,31 @@ pub struct PredictBatchArgs {
     /// Bucket key of the input file.
     #[arg(long, default_value = PREDICTION_INPUT_KEY)]
     input: String,
-    /// Bucket key of the output; default data/predict/output/<model_ver>/<run_id>/prediction_output.csv.gz.
+    /// Bucket key of the output, under the service's output prefix; default data/predict/output/<model_ver>/<run_id>/prediction_output.csv.gz.
     #[arg(long)]
     output: Option<String>,
+    /// Replace --output if it already exists (otherwise such a batch is refused).
+    #[arg(long)]
+    overwrite: bool,
+    /// Output device column: `name` (Computer, ...) or `code` (0 Computer, 1 Smartphone, 2 Tablet); default: the service's OUTPUT_DEVICE.
+    #[arg(long, value_parser = ["name", "code"])]
+    device_format: Option<String>,
 }
 
 pub async fn predict_batch(args: PredictBatchArgs, addrs: &Addresses) -> anyhow::Result<()> {
     let response = addrs
         .serve()
         .await?
-        .predict_batch(PredictBatchRequest { input_key: args.input.clone(), output_key: args.output })
+        .predict_batch(PredictBatchRequest {
+            input_key: args.input.clone(),
+            output_key: args.output,
+            overwrite: args.overwrite,
+            device_format: match args.device_format.as_deref() {
+                Some("name") => DeviceFormat::Name,
+                Some("code") => DeviceFormat::Code,
+                _ => DeviceFormat::Unspecified,
+            } as i32,
+        })
         .await
         .map_err(status)?
         .into_inner();

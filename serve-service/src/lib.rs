@@ -28,7 +28,7 @@ use tonic::transport::server::TcpIncoming;
 pub use config::Config;
 use inference::Inference;
 use model::ModelSlot;
-use service::Service;
+use service::{BatchSettings, Service};
 
 /// Runs the service on `listener` until `shutdown` resolves, then drains
 /// in-flight requests for up to the configured grace period.
@@ -82,7 +82,8 @@ pub async fn run(
     let inference = GrpcInferenceServiceServer::new(Inference::new(slot.clone(), config.max_predict_rows))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
-    let serve = ServeServiceServer::new(Service::new(slot, config.max_predict_rows))
+    let batch = BatchSettings { output_prefix: config.output_prefix.clone(), device_column: config.output_device };
+    let serve = ServeServiceServer::new(Service::new(slot, config.max_predict_rows, batch))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
     tracing::info!(addr = %listener.local_addr()?, model_ver = %config.model_ver, run = %config.model_run.describe(), bucket = %config.bucket_url, "serve-service listening");

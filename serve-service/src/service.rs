@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use crs_domain::models::ModelVer;
-use crs_platform::batch::{BatchOptions, predict_batch};
+use crs_platform::batch::{BatchError, BatchOptions, DeviceColumn, predict_batch};
 use crs_platform::bucket::BucketKey;
-use crs_platform::layout;
+use crs_platform::layout::{OutputKeyError, OutputPrefix};
 use crs_platform::webhook::{Notice, Outcome};
 use crs_proto::serve::serve_service_server::ServeService;
 use crs_proto::serve::{
-    GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictBatchResponse, PredictRequest,
-    PredictResponse,
+    DeviceFormat, GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictBatchResponse,
+    PredictRequest, PredictResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -19,26 +19,51 @@ use crate::convert::{keyword_rows, model_info};
 use crate::model::{ModelSlot, Selection};
 use crate::status::ServeError;
 
+/// Where and how batches write their output.
+#[derive(Clone, Debug)]
+pub struct BatchSettings {
+    pub output_prefix: OutputPrefix,
+    pub device_column: DeviceColumn,
+}
+
 #[derive(Clone, Debug)]
 pub struct Service {
     slot: Arc<ModelSlot>,
     max_predict_rows: usize,
+    batch: BatchSettings,
 }
 
 impl Service {
-    pub fn new(slot: Arc<ModelSlot>, max_predict_rows: usize) -> Self {
-        Service { slot, max_predict_rows }
+    pub fn new(slot: Arc<ModelSlot>, max_predict_rows: usize, batch: BatchSettings) -> Self {
+        Service { slot, max_predict_rows, batch }
     }
 
     async fn batch(&self, request: PredictBatchRequest) -> Result<PredictBatchResponse, ServeError> {
         let input = BucketKey::parse(&request.input_key)?;
         let serving = self.slot.require()?;
+        let bucket = self.slot.store().bucket();
         let output = match &request.output_key {
-            Some(key) => BucketKey::parse(key)?,
-            None => layout::prediction_output_key(serving.model_ver(), serving.run_id()),
+            Some(key) => {
+                let key = BucketKey::parse(key)?;
+                self.batch.output_prefix.check(&key)?;
+                // Checked before the upload starts; a key created by another writer
+                // between this check and the upload's completion is replaced.
+                if !request.overwrite && bucket.exists(&key).await.map_err(BatchError::from)? {
+                    return Err(OutputKeyError::Exists { key: key.to_string() }.into());
+                }
+                key
+            }
+            // The run's own output: rewriting it with the same run is the normal rerun.
+            None => self.batch.output_prefix.default_key(serving.model_ver(), serving.run_id()),
+        };
+        let device_column = match request.device_format() {
+            DeviceFormat::Unspecified => self.batch.device_column,
+            DeviceFormat::Name => DeviceColumn::Name,
+            DeviceFormat::Code => DeviceColumn::Code,
         };
         let model = serving.run.model.clone();
-        let report = predict_batch(self.slot.store().bucket(), model, &input, &output, BatchOptions::default()).await?;
+        let options = BatchOptions { device_column, ..BatchOptions::default() };
+        let report = predict_batch(bucket, model, &input, &output, options).await?;
         Ok(PredictBatchResponse {
             output_key: output.to_string(),
             rows_read: report.rows_read,

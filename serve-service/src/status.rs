@@ -7,6 +7,7 @@ use crs_domain::models::UnknownVersion;
 use crs_platform::batch::BatchError;
 use crs_platform::bucket::KeyError;
 use crs_platform::error::{Classify, ErrorKind};
+use crs_platform::layout::OutputKeyError;
 use crs_platform::runs::LoadError;
 use tonic::{Code, Status};
 
@@ -28,6 +29,8 @@ pub enum ServeError {
     Load(#[from] LoadError),
     #[error("batch failed: {0}")]
     Batch(#[from] BatchError),
+    #[error(transparent)]
+    OutputKey(#[from] OutputKeyError),
 }
 
 impl Classify for ServeError {
@@ -41,6 +44,7 @@ impl Classify for ServeError {
             ServeError::Key(e) => e.kind(),
             ServeError::Load(e) => e.kind(),
             ServeError::Batch(e) => e.kind(),
+            ServeError::OutputKey(e) => e.kind(),
         }
     }
 }
