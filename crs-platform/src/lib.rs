@@ -17,6 +17,7 @@ pub mod bucket;
 pub mod error;
 pub mod inputs;
 pub mod layout;
+pub mod metrics;
 pub mod runs;
 pub mod runtime;
 pub mod sample_data;

@@ -46,6 +46,9 @@ pub struct Config {
     /// Batch output device column unless a request says: `name` (Computer, ...) or `code` (0 Computer, 1 Smartphone, 2 Tablet).
     #[arg(long, env = "OUTPUT_DEVICE", default_value = "name", value_parser = parse_device_column)]
     pub output_device: DeviceColumn,
+    /// Address (host:port) of the Prometheus endpoint, `GET /metrics`; unset means no metrics endpoint.
+    #[arg(long, env = "SERVE_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Seconds in-flight requests get to finish after SIGTERM or Ctrl+C.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -65,6 +68,7 @@ impl std::fmt::Debug for Config {
             .field("max_message_bytes", &self.max_message_bytes)
             .field("output_prefix", &self.output_prefix)
             .field("output_device", &self.output_device)
+            .field("metrics_addr", &self.metrics_addr)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .finish()
     }
@@ -114,6 +118,7 @@ mod tests {
         assert_eq!((config.max_predict_rows, config.max_message_bytes), (10_000, 16 << 20));
         assert!(!format!("{config:?}").contains("hooks.example"), "{config:?}");
         assert_eq!((config.output_prefix.as_str(), config.output_device), ("data/predict/output", DeviceColumn::Name));
+        assert_eq!(config.metrics_addr, None);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crs_proto::inference::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::metrics::ServeMetrics;
 use crate::model::{ModelSlot, Selection, Serving};
 use crate::status::ServeError;
 use crate::tensors;
@@ -31,11 +32,12 @@ const PLATFORM: &str = "crs";
 pub struct Inference {
     slot: Arc<ModelSlot>,
     max_predict_rows: usize,
+    metrics: Arc<ServeMetrics>,
 }
 
 impl Inference {
-    pub fn new(slot: Arc<ModelSlot>, max_predict_rows: usize) -> Self {
-        Inference { slot, max_predict_rows }
+    pub fn new(slot: Arc<ModelSlot>, max_predict_rows: usize, metrics: Arc<ServeMetrics>) -> Self {
+        Inference { slot, max_predict_rows, metrics }
     }
 
     /// The served run if it is `name` at `version` (empty: whichever run is served).
@@ -85,33 +87,40 @@ fn known_model(name: &str) -> Result<ModelVer, ServeError> {
     })
 }
 
+// Each method counts and times itself, under the protocol's method name.
 #[tonic::async_trait]
 impl GrpcInferenceService for Inference {
     async fn server_live(&self, _: Request<ServerLiveRequest>) -> Result<Response<ServerLiveResponse>, Status> {
-        Ok(Response::new(ServerLiveResponse { live: true }))
+        let call = self.metrics.call("ServerLive");
+        call.finish(Ok(Response::new(ServerLiveResponse { live: true })))
     }
 
     async fn server_ready(&self, _: Request<ServerReadyRequest>) -> Result<Response<ServerReadyResponse>, Status> {
-        Ok(Response::new(ServerReadyResponse { ready: self.slot.current().is_some() }))
+        let call = self.metrics.call("ServerReady");
+        call.finish(Ok(Response::new(ServerReadyResponse { ready: self.slot.current().is_some() })))
     }
 
     async fn model_ready(&self, request: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
         let request = request.into_inner();
+        let mut call = self.metrics.call("ModelReady");
+        call.model_named(&request.name);
         // An unknown model is an error; a known one not loaded is just not ready.
-        known_model(&request.name)?;
-        let ready = self.serving(&request.name, &request.version).is_ok();
-        Ok(Response::new(ModelReadyResponse { ready }))
+        let result = known_model(&request.name).map(|_| {
+            Response::new(ModelReadyResponse { ready: self.serving(&request.name, &request.version).is_ok() })
+        });
+        call.finish(result.map_err(Status::from))
     }
 
     async fn server_metadata(
         &self,
         _: Request<ServerMetadataRequest>,
     ) -> Result<Response<ServerMetadataResponse>, Status> {
-        Ok(Response::new(ServerMetadataResponse {
+        let call = self.metrics.call("ServerMetadata");
+        call.finish(Ok(Response::new(ServerMetadataResponse {
             name: "serve-service".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             extensions: vec!["model_repository".into()],
-        }))
+        })))
     }
 
     async fn model_metadata(
@@ -119,24 +128,31 @@ impl GrpcInferenceService for Inference {
         request: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let request = request.into_inner();
-        let serving = self.serving(&request.name, &request.version)?;
-        Ok(Response::new(ModelMetadataResponse {
-            name: serving.model_ver().to_string(),
-            versions: vec![serving.run_id().to_string()],
-            platform: PLATFORM.into(),
-            inputs: tensors::input_metadata(serving.run.model.required_attributes()),
-            outputs: tensors::output_metadata(),
-        }))
+        let mut call = self.metrics.call("ModelMetadata");
+        call.model_named(&request.name);
+        let result = self.serving(&request.name, &request.version).map(|serving| {
+            Response::new(ModelMetadataResponse {
+                name: serving.model_ver().to_string(),
+                versions: vec![serving.run_id().to_string()],
+                platform: PLATFORM.into(),
+                inputs: tensors::input_metadata(serving.run.model.required_attributes()),
+                outputs: tensors::output_metadata(),
+            })
+        });
+        call.finish(result.map_err(Status::from))
     }
 
     async fn model_infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
-        Ok(Response::new(self.infer(request.get_ref())?))
+        let mut call = self.metrics.call("ModelInfer");
+        call.model_named(&request.get_ref().model_name);
+        call.finish(self.infer(request.get_ref()).map(Response::new).map_err(Status::from))
     }
 
     async fn repository_index(
         &self,
         request: Request<RepositoryIndexRequest>,
     ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        let call = self.metrics.call("RepositoryIndex");
         let ready_only = request.get_ref().ready;
         let current = self.slot.current();
         let models = ModelVer::all()
@@ -156,26 +172,36 @@ impl GrpcInferenceService for Inference {
             })
             .filter(|model| !ready_only || model.state == "READY")
             .collect();
-        Ok(Response::new(RepositoryIndexResponse { models }))
+        call.finish(Ok(Response::new(RepositoryIndexResponse { models })))
     }
 
     async fn repository_model_load(
         &self,
         request: Request<RepositoryModelLoadRequest>,
     ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
-        let model_ver = known_model(&request.get_ref().model_name)?;
-        // The slot holds one model: loading one replaces the one being served.
-        self.slot.select(model_ver, Selection::Latest).await?;
-        Ok(Response::new(RepositoryModelLoadResponse {}))
+        let name = &request.get_ref().model_name;
+        let mut call = self.metrics.call("RepositoryModelLoad");
+        call.model_named(name);
+        let result = match known_model(name) {
+            // The slot holds one model: loading one replaces the one being served.
+            Ok(model_ver) => self.slot.select(model_ver, Selection::Latest).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        call.finish(result.map(|()| Response::new(RepositoryModelLoadResponse {})).map_err(Status::from))
     }
 
     async fn repository_model_unload(
         &self,
         request: Request<RepositoryModelUnloadRequest>,
     ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
-        let serving = self.serving(&request.get_ref().model_name, "")?;
-        tracing::info!(model_ver = %serving.model_ver(), run_id = %serving.run_id(), "unload requested");
-        self.slot.unload();
-        Ok(Response::new(RepositoryModelUnloadResponse {}))
+        let name = &request.get_ref().model_name;
+        let mut call = self.metrics.call("RepositoryModelUnload");
+        call.model_named(name);
+        let result = self.serving(name, "").map(|serving| {
+            tracing::info!(model_ver = %serving.model_ver(), run_id = %serving.run_id(), "unload requested");
+            self.slot.unload();
+            Response::new(RepositoryModelUnloadResponse {})
+        });
+        call.finish(result.map_err(Status::from))
     }
 }

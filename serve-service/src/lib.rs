@@ -5,6 +5,7 @@
 mod config;
 mod convert;
 mod inference;
+mod metrics;
 mod model;
 mod service;
 mod status;
@@ -22,21 +23,44 @@ use crs_proto::inference::grpc_inference_service_server::{
     GrpcInferenceServiceServer, SERVICE_NAME as INFERENCE_SERVICE,
 };
 use crs_proto::serve::serve_service_server::{SERVICE_NAME as SERVE_SERVICE, ServeServiceServer};
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 pub use config::Config;
 use inference::Inference;
+use metrics::ServeMetrics;
 use model::ModelSlot;
 use service::{BatchSettings, Service};
 
-/// Runs the service on `listener` until `shutdown` resolves, then drains
-/// in-flight requests for up to the configured grace period.
+/// Runs the service on `listener` (and its metrics on `SERVE_METRICS_ADDR`, if
+/// set) until `shutdown` resolves, then drains in-flight requests for up to the
+/// configured grace period.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let metrics = match &config.metrics_addr {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("SERVE_METRICS_ADDR {addr}"))?),
+        None => None,
+    };
+    run_with_metrics(config, listener, metrics, shutdown).await
+}
+
+/// [`run`] with the metrics endpoint on a listener the caller bound (or none),
+/// whatever `SERVE_METRICS_ADDR` says.
+pub async fn run_with_metrics(
+    config: Config,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = Arc::new(ServeMetrics::new(&mut registry));
+    // Dropped, and so stopped, however this function returns: after the drain, so
+    // that a last scrape still sees the requests it answered.
+    let _metrics_server = metrics_listener.map(|listener| crs_platform::metrics::serve(listener, Arc::new(registry)));
     let bucket = Bucket::open(&config.bucket_url).context("BUCKET_URL")?;
     let notifier = Notifier::new(config.webhook_url.as_deref(), "serve-service").context("WEBHOOK_URL")?;
 
@@ -47,8 +71,13 @@ pub async fn run(
     health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     let reflection = crs_proto::reflection_service(&[SERVE_SERVICE, INFERENCE_SERVICE])?;
 
-    let slot =
-        Arc::new(ModelSlot::new(ModelStore::new(bucket), config.model_ver, config.model_run.clone(), notifier.clone()));
+    let slot = Arc::new(ModelSlot::new(
+        ModelStore::new(bucket),
+        config.model_ver,
+        config.model_run.clone(),
+        notifier.clone(),
+        metrics.clone(),
+    ));
     let health_follows_slot = tokio::spawn({
         let mut loaded = slot.loaded();
         let health = health.clone();
@@ -79,11 +108,12 @@ pub async fn run(
         }
     });
 
-    let inference = GrpcInferenceServiceServer::new(Inference::new(slot.clone(), config.max_predict_rows))
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
+    let inference =
+        GrpcInferenceServiceServer::new(Inference::new(slot.clone(), config.max_predict_rows, metrics.clone()))
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes);
     let batch = BatchSettings { output_prefix: config.output_prefix.clone(), device_column: config.output_device };
-    let serve = ServeServiceServer::new(Service::new(slot, config.max_predict_rows, batch))
+    let serve = ServeServiceServer::new(Service::new(slot, config.max_predict_rows, batch, metrics))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
     tracing::info!(addr = %listener.local_addr()?, model_ver = %config.model_ver, run = %config.model_run.describe(), bucket = %config.bucket_url, "serve-service listening");

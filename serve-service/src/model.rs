@@ -13,6 +13,7 @@ use crs_platform::runs::{LoadError, LoadedRun, ModelStore};
 use crs_platform::webhook::{Notice, Notifier, Outcome};
 use tokio::sync::watch;
 
+use crate::metrics::ServeMetrics;
 use crate::status::ServeError;
 
 /// Which run of a version to serve.
@@ -76,10 +77,17 @@ pub struct ModelSlot {
     /// Whether a model is in, for whoever reports health.
     loaded: watch::Sender<bool>,
     notifier: Notifier,
+    metrics: Arc<ServeMetrics>,
 }
 
 impl ModelSlot {
-    pub fn new(store: ModelStore, model_ver: ModelVer, selection: Selection, notifier: Notifier) -> Self {
+    pub fn new(
+        store: ModelStore,
+        model_ver: ModelVer,
+        selection: Selection,
+        notifier: Notifier,
+        metrics: Arc<ServeMetrics>,
+    ) -> Self {
         ModelSlot {
             store,
             current: RwLock::new(None),
@@ -88,6 +96,7 @@ impl ModelSlot {
             unloaded: Mutex::new(false),
             loaded: watch::Sender::new(false),
             notifier,
+            metrics,
         }
     }
 
@@ -147,6 +156,7 @@ impl ModelSlot {
         let previous = self.current.write().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(previous) = &previous {
             tracing::info!(model_ver = %previous.model_ver(), run_id = %previous.run_id(), "unloaded the model");
+            self.metrics.unloaded(previous.model_ver(), previous.run_id().as_str());
         }
         self.loaded.send_replace(false);
         previous
@@ -204,6 +214,11 @@ impl ModelSlot {
             previous = previous.as_ref().map(|p| p.run_id().to_string()).unwrap_or_default(),
             "serving model"
         );
+        self.metrics.swapped_in(
+            serving.model_ver(),
+            serving.run_id().as_str(),
+            previous.as_ref().map(|p| (p.model_ver(), p.run_id().as_str())),
+        );
         self.loaded.send_replace(true);
         serving
     }
@@ -218,6 +233,7 @@ impl ModelSlot {
             Notice::new(Outcome::Failed, format!("serve-service refused model {} run {}: {keeps}", key.0, key.1))
                 .field("reason", error),
         );
+        self.metrics.refused(key.0);
         self.refused.lock().unwrap_or_else(|e| e.into_inner()).insert(key);
     }
 }

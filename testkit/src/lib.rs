@@ -7,10 +7,12 @@
 //! the environment, so a model version or any other setting in a developer's shell
 //! never changes a test.
 
+mod metrics;
 mod reflection;
 mod stack;
 mod webhook;
 
+pub use metrics::{Metrics, Sample, parse_metrics, scrape};
 pub use reflection::reflected_services;
 pub use stack::{
     Running, SIZES, Setup, Stack, fixture_dir, gunzip, key_of, parse_config, predict_request, serving_status,

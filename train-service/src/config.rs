@@ -25,6 +25,9 @@ pub struct Config {
     /// Jobs that train at the same time; further jobs wait in a queue.
     #[arg(long, env = "MAX_CONCURRENT_JOBS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_jobs: u32,
+    /// Address (host:port) of the Prometheus endpoint, `GET /metrics`; unset means no metrics endpoint.
+    #[arg(long, env = "TRAIN_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Seconds running jobs get to finish after SIGTERM or Ctrl+C before they are cut off.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -45,6 +48,7 @@ impl fmt::Debug for Config {
             .field("model_ver", &self.model_ver)
             .field("webhook_url", &self.webhook_url.as_ref().map(|_| "<secret>"))
             .field("max_concurrent_jobs", &self.max_concurrent_jobs)
+            .field("metrics_addr", &self.metrics_addr)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .finish()
     }

@@ -1,5 +1,7 @@
 //! The gRPC face of the jobs and the stored runs.
 
+use std::sync::Arc;
+
 use crs_domain::models::ModelVer;
 use crs_platform::runs::ModelStore;
 use crs_proto::train as proto;
@@ -10,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::convert;
 use crate::jobs::Jobs;
+use crate::metrics::TrainMetrics;
 use crate::status::ApiError;
 
 #[derive(Clone, Debug)]
@@ -18,11 +21,12 @@ pub struct TrainApi {
     store: ModelStore,
     /// Trained when a request names no version.
     default_model_ver: ModelVer,
+    metrics: Arc<TrainMetrics>,
 }
 
 impl TrainApi {
-    pub fn new(jobs: Jobs, store: ModelStore, default_model_ver: ModelVer) -> Self {
-        TrainApi { jobs, store, default_model_ver }
+    pub fn new(jobs: Jobs, store: ModelStore, default_model_ver: ModelVer, metrics: Arc<TrainMetrics>) -> Self {
+        TrainApi { jobs, store, default_model_ver, metrics }
     }
 
     async fn version_runs(&self, model_ver: ModelVer) -> Result<proto::ModelVersionRuns, ApiError> {
@@ -36,9 +40,9 @@ impl TrainApi {
     }
 }
 
-#[tonic::async_trait]
-impl TrainService for TrainApi {
-    async fn start_training(
+/// The methods themselves; the trait below counts and times each.
+impl TrainApi {
+    async fn start_training_inner(
         &self,
         request: Request<proto::StartTrainingRequest>,
     ) -> Result<Response<proto::TrainingJob>, Status> {
@@ -47,7 +51,7 @@ impl TrainService for TrainApi {
         Ok(Response::new(convert::job(&job)))
     }
 
-    async fn get_training_job(
+    async fn get_training_job_inner(
         &self,
         request: Request<proto::GetTrainingJobRequest>,
     ) -> Result<Response<proto::TrainingJob>, Status> {
@@ -55,7 +59,7 @@ impl TrainService for TrainApi {
         Ok(Response::new(convert::job(&job)))
     }
 
-    async fn list_training_jobs(
+    async fn list_training_jobs_inner(
         &self,
         _request: Request<proto::ListTrainingJobsRequest>,
     ) -> Result<Response<proto::ListTrainingJobsResponse>, Status> {
@@ -63,17 +67,15 @@ impl TrainService for TrainApi {
         Ok(Response::new(proto::ListTrainingJobsResponse { jobs }))
     }
 
-    type WatchTrainingJobStream = BoxStream<'static, Result<proto::TrainingJob, Status>>;
-
-    async fn watch_training_job(
+    async fn watch_training_job_inner(
         &self,
         request: Request<proto::WatchTrainingJobRequest>,
-    ) -> Result<Response<Self::WatchTrainingJobStream>, Status> {
+    ) -> Result<Response<WatchStream>, Status> {
         let updates = self.jobs.watch(&request.into_inner().job_id)?;
         Ok(Response::new(updates.map(|job| Ok(convert::job(&job))).boxed()))
     }
 
-    async fn list_models(
+    async fn list_models_inner(
         &self,
         request: Request<proto::ListModelsRequest>,
     ) -> Result<Response<proto::ListModelsResponse>, Status> {
@@ -88,5 +90,52 @@ impl TrainService for TrainApi {
             versions.push(self.version_runs(model_ver).await?);
         }
         Ok(Response::new(proto::ListModelsResponse { versions }))
+    }
+}
+
+type WatchStream = BoxStream<'static, Result<proto::TrainingJob, Status>>;
+
+#[tonic::async_trait]
+impl TrainService for TrainApi {
+    async fn start_training(
+        &self,
+        request: Request<proto::StartTrainingRequest>,
+    ) -> Result<Response<proto::TrainingJob>, Status> {
+        let call = self.metrics.call("StartTraining");
+        call.finish(self.start_training_inner(request).await)
+    }
+
+    async fn get_training_job(
+        &self,
+        request: Request<proto::GetTrainingJobRequest>,
+    ) -> Result<Response<proto::TrainingJob>, Status> {
+        let call = self.metrics.call("GetTrainingJob");
+        call.finish(self.get_training_job_inner(request).await)
+    }
+
+    async fn list_training_jobs(
+        &self,
+        request: Request<proto::ListTrainingJobsRequest>,
+    ) -> Result<Response<proto::ListTrainingJobsResponse>, Status> {
+        let call = self.metrics.call("ListTrainingJobs");
+        call.finish(self.list_training_jobs_inner(request).await)
+    }
+
+    type WatchTrainingJobStream = WatchStream;
+
+    async fn watch_training_job(
+        &self,
+        request: Request<proto::WatchTrainingJobRequest>,
+    ) -> Result<Response<Self::WatchTrainingJobStream>, Status> {
+        let call = self.metrics.call("WatchTrainingJob");
+        call.finish(self.watch_training_job_inner(request).await)
+    }
+
+    async fn list_models(
+        &self,
+        request: Request<proto::ListModelsRequest>,
+    ) -> Result<Response<proto::ListModelsResponse>, Status> {
+        let call = self.metrics.call("ListModels");
+        call.finish(self.list_models_inner(request).await)
     }
 }

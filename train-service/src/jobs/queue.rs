@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use super::log::JobLog;
 use super::{Job, JobRequest, JobState};
+use crate::metrics::TrainMetrics;
 use crate::status::ApiError;
 
 /// How long jobs cut off by shutdown get to notice it. Only a job in the middle
@@ -33,6 +34,7 @@ pub struct Jobs {
 pub(super) struct Inner {
     pub(super) store: ModelStore,
     pub(super) notifier: Notifier,
+    pub(super) metrics: Arc<TrainMetrics>,
     /// One permit per job allowed to run; the rest wait here, first come first served.
     pub(super) slots: Arc<Semaphore>,
     registry: Mutex<Registry>,
@@ -52,11 +54,12 @@ struct Registry {
 }
 
 impl Jobs {
-    pub fn new(store: ModelStore, notifier: Notifier, max_concurrent_jobs: usize) -> Self {
+    pub fn new(store: ModelStore, notifier: Notifier, max_concurrent_jobs: usize, metrics: Arc<TrainMetrics>) -> Self {
         Jobs {
             inner: Arc::new(Inner {
                 store,
                 notifier,
+                metrics,
                 slots: Arc::new(Semaphore::new(max_concurrent_jobs.max(1))),
                 registry: Mutex::default(),
                 next_seq: AtomicU64::new(1),
