@@ -19,6 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
 use crate::render;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -38,6 +39,26 @@ pub struct Addresses {
     pub json: bool,
 }
 
+/// Every call of this crctl run carries one `x-request-id`, so the services'
+/// log lines and notices for it can be found; errors print it.
+#[derive(Clone, Debug)]
+pub struct WithRequestId;
+
+fn request_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| format!("crctl-{}", crs_platform::request_id::generate()))
+}
+
+impl tonic::service::Interceptor for WithRequestId {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let id = tonic::metadata::MetadataValue::from_static(request_id());
+        request.metadata_mut().insert(crs_platform::request_id::HEADER, id);
+        Ok(request)
+    }
+}
+
+type Client = InterceptedService<Channel, WithRequestId>;
+
 impl Addresses {
     async fn channel(addr: &str) -> anyhow::Result<Channel> {
         let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
@@ -49,20 +70,21 @@ impl Addresses {
             .with_context(|| format!("cannot reach {uri}"))
     }
 
-    async fn train(&self) -> anyhow::Result<TrainServiceClient<Channel>> {
-        Ok(TrainServiceClient::new(Self::channel(&self.train_addr).await?))
+    async fn train(&self) -> anyhow::Result<TrainServiceClient<Client>> {
+        Ok(TrainServiceClient::with_interceptor(Self::channel(&self.train_addr).await?, WithRequestId))
     }
 
-    async fn serve(&self) -> anyhow::Result<ServeServiceClient<Channel>> {
-        Ok(ServeServiceClient::new(Self::channel(&self.serve_addr).await?)
+    async fn serve(&self) -> anyhow::Result<ServeServiceClient<Client>> {
+        Ok(ServeServiceClient::with_interceptor(Self::channel(&self.serve_addr).await?, WithRequestId)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20))
     }
 }
 
-/// A gRPC error as the user should read it: the code, then the server's message.
+/// A gRPC error as the user should read it: the code, then the server's
+/// message, then the request id to look for in the service's logs.
 fn status(e: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", e.code(), e.message())
+    anyhow::anyhow!("{:?}: {} (request id {})", e.code(), e.message(), request_id())
 }
 
 fn print_json(value: &Value) -> anyhow::Result<()> {

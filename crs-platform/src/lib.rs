@@ -18,6 +18,7 @@ pub mod error;
 pub mod inputs;
 pub mod layout;
 pub mod metrics;
+pub mod request_id;
 pub mod runs;
 pub mod runtime;
 pub mod sample_data;

@@ -6,6 +6,7 @@ use clap::Parser;
 use crs_domain::models::ModelVer;
 use crs_platform::batch::DeviceColumn;
 use crs_platform::layout::{DEFAULT_OUTPUT_PREFIX, OutputPrefix};
+use crs_platform::runtime::LogFormat;
 
 use crate::model::Selection;
 
@@ -49,6 +50,9 @@ pub struct Config {
     /// Address (host:port) of the Prometheus endpoint, `GET /metrics`; unset means no metrics endpoint.
     #[arg(long, env = "SERVE_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    /// Log lines as `text` or as `json` (one object per line, with the request and job ids of the spans).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     /// Seconds in-flight requests get to finish after SIGTERM or Ctrl+C.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -69,6 +73,7 @@ impl std::fmt::Debug for Config {
             .field("output_prefix", &self.output_prefix)
             .field("output_device", &self.output_device)
             .field("metrics_addr", &self.metrics_addr)
+            .field("log_format", &self.log_format)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .finish()
     }

@@ -120,6 +120,7 @@ pub async fn run_with_metrics(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
+        .layer(crs_platform::request_id::RequestIdLayer)
         .add_service(health_service)
         .add_service(reflection.v1)
         .add_service(reflection.v1alpha)

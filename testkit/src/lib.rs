@@ -7,11 +7,13 @@
 //! the environment, so a model version or any other setting in a developer's shell
 //! never changes a test.
 
+mod logs;
 mod metrics;
 mod reflection;
 mod stack;
 mod webhook;
 
+pub use logs::{CapturedLogs, capture_logs};
 pub use metrics::{Metrics, Sample, parse_metrics, scrape};
 pub use reflection::reflected_services;
 pub use stack::{

@@ -87,6 +87,7 @@ pub async fn run_with_metrics(
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(crs_platform::request_id::RequestIdLayer)
             .add_service(health_service)
             .add_service(reflection.v1)
             .add_service(reflection.v1alpha)

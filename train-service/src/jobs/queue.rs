@@ -114,7 +114,12 @@ impl Jobs {
             let index = registry.logs.len();
             registry.by_id.insert(job.id.clone(), index);
             registry.logs.push(log.clone());
-            self.inner.tasks.spawn(self.inner.clone().run(log));
+            // The job outlives the request: it keeps the request's id for its log
+            // lines and notices, in a span of its own with the job id.
+            let request_id = crs_platform::request_id::current().unwrap_or_default();
+            let span = tracing::info_span!(parent: None, "job", job_id = %job.id, request_id = %request_id);
+            let run = crs_platform::request_id::scope(request_id, self.inner.clone().run(log));
+            self.inner.tasks.spawn(tracing::Instrument::instrument(run, span));
         }
         tracing::info!(job_id = %job.id, model_ver = %job.model_ver, train_key = %job.keys.train, "job queued");
         Ok(job)
