@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["crs/train/v1/train.proto", "crs/serve/v1/serve.proto"];
+const PROTOS: &[&str] = &["crs/train/v1/train.proto", "crs/serve/v1/serve.proto", "inference/grpc_service.proto"];
 
 /// Fields serialized by a helper in `src/json.rs` rather than as stored: enum
 /// numbers by their names, timestamps as RFC 3339 text.

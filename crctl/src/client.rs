@@ -7,7 +7,9 @@ use clap::{Args, ValueEnum};
 use crs_domain::data::{Attributes, KeywordRows, TableKind, TableReader, keyword_rows};
 use crs_platform::layout::{PREDICTION_INPUT_KEY, TRAIN_KEY};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
-use crs_proto::serve::{GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictRequest, Row};
+use crs_proto::serve::{
+    DeviceFormat, GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictRequest, Row,
+};
 use crs_proto::train::train_service_client::TrainServiceClient;
 use crs_proto::train::{
     Evaluation, JobState, ListModelsRequest, ListTrainingJobsRequest, Stage, StartTrainingRequest,
@@ -17,6 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
 use crate::render;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -36,6 +39,26 @@ pub struct Addresses {
     pub json: bool,
 }
 
+/// Every call of this crctl run carries one `x-request-id`, so the services'
+/// log lines and notices for it can be found; errors print it.
+#[derive(Clone, Debug)]
+pub struct WithRequestId;
+
+fn request_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| format!("crctl-{}", crs_platform::request_id::generate()))
+}
+
+impl tonic::service::Interceptor for WithRequestId {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let id = tonic::metadata::MetadataValue::from_static(request_id());
+        request.metadata_mut().insert(crs_platform::request_id::HEADER, id);
+        Ok(request)
+    }
+}
+
+type Client = InterceptedService<Channel, WithRequestId>;
+
 impl Addresses {
     async fn channel(addr: &str) -> anyhow::Result<Channel> {
         let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
@@ -47,20 +70,21 @@ impl Addresses {
             .with_context(|| format!("cannot reach {uri}"))
     }
 
-    pub(crate) async fn train(&self) -> anyhow::Result<TrainServiceClient<Channel>> {
-        Ok(TrainServiceClient::new(Self::channel(&self.train_addr).await?))
+    pub(crate) async fn train(&self) -> anyhow::Result<TrainServiceClient<Client>> {
+        Ok(TrainServiceClient::with_interceptor(Self::channel(&self.train_addr).await?, WithRequestId))
     }
 
-    async fn serve(&self) -> anyhow::Result<ServeServiceClient<Channel>> {
-        Ok(ServeServiceClient::new(Self::channel(&self.serve_addr).await?)
+    async fn serve(&self) -> anyhow::Result<ServeServiceClient<Client>> {
+        Ok(ServeServiceClient::with_interceptor(Self::channel(&self.serve_addr).await?, WithRequestId)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20))
     }
 }
 
-/// A gRPC error as the user should read it: the code, then the server's message.
+/// A gRPC error as the user should read it: the code, then the server's
+/// message, then the request id to look for in the service's logs.
 pub(crate) fn status(e: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", e.code(), e.message())
+    anyhow::anyhow!("{:?}: {} (request id {})", e.code(), e.message(), request_id())
 }
 
 pub(crate) fn print_json(value: &Value) -> anyhow::Result<()> {
@@ -342,16 +366,31 @@ pub struct PredictBatchArgs {
     /// Bucket key of the input file.
     #[arg(long, default_value = PREDICTION_INPUT_KEY)]
     input: String,
-    /// Bucket key of the output; default data/predict/output/<model_ver>/<run_id>/prediction_output.csv.gz.
+    /// Bucket key of the output, under the service's output prefix; default data/predict/output/<model_ver>/<run_id>/prediction_output.csv.gz.
     #[arg(long)]
     output: Option<String>,
+    /// Replace --output if it already exists (otherwise such a batch is refused).
+    #[arg(long)]
+    overwrite: bool,
+    /// Output device column: `name` (Computer, ...) or `code` (0 Computer, 1 Smartphone, 2 Tablet); default: the service's OUTPUT_DEVICE.
+    #[arg(long, value_parser = ["name", "code"])]
+    device_format: Option<String>,
 }
 
 pub async fn predict_batch(args: PredictBatchArgs, addrs: &Addresses) -> anyhow::Result<()> {
     let response = addrs
         .serve()
         .await?
-        .predict_batch(PredictBatchRequest { input_key: args.input.clone(), output_key: args.output })
+        .predict_batch(PredictBatchRequest {
+            input_key: args.input.clone(),
+            output_key: args.output,
+            overwrite: args.overwrite,
+            device_format: match args.device_format.as_deref() {
+                Some("name") => DeviceFormat::Name,
+                Some("code") => DeviceFormat::Code,
+                _ => DeviceFormat::Unspecified,
+            } as i32,
+        })
         .await
         .map_err(status)?
         .into_inner();

@@ -30,9 +30,31 @@ const HANDOFF_QUEUE: usize = 4;
 /// Parts uploaded at once.
 const UPLOAD_CONCURRENCY: usize = 2;
 
-/// Buffer sizes, which set the memory a batch uses.
+/// How the output's `device` column is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeviceColumn {
+    /// `Computer`, `Smartphone`, `Tablet`, as in the input.
+    #[default]
+    Name,
+    /// `0` Computer, `1` Smartphone, `2` Tablet, for consumers that join on integers.
+    Code,
+}
+
+impl DeviceColumn {
+    /// `name` or `code`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "name" => Some(DeviceColumn::Name),
+            "code" => Some(DeviceColumn::Code),
+            _ => None,
+        }
+    }
+}
+
+/// Buffer sizes, which set the memory a batch uses, and the output's device form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchOptions {
+    pub device_column: DeviceColumn,
     /// Decompressed input bytes parsed at a time.
     pub chunk_bytes: usize,
     /// Compressed output handed from the predicting thread to the uploader at a time.
@@ -43,7 +65,12 @@ pub struct BatchOptions {
 
 impl Default for BatchOptions {
     fn default() -> Self {
-        BatchOptions { chunk_bytes: DEFAULT_CHUNK_BYTES, handoff_bytes: 1 << 20, part_bytes: 8 << 20 }
+        BatchOptions {
+            device_column: DeviceColumn::Name,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            handoff_bytes: 1 << 20,
+            part_bytes: 8 << 20,
+        }
     }
 }
 
@@ -108,7 +135,7 @@ pub async fn predict_batch(
             Attributes::Only(model.required_attributes().iter().cloned().collect()),
         )?
         .with_chunk_bytes(options.chunk_bytes);
-        predict_stream(reader, &model, ChannelWriter::new(tx, options.handoff_bytes))
+        predict_stream(reader, &model, options.device_column, ChannelWriter::new(tx, options.handoff_bytes))
     });
 
     // Upload while the worker predicts; on any failure the upload is aborted, so
@@ -147,7 +174,12 @@ pub async fn predict_batch(
 ///
 /// Two stages on two threads: one decompresses, parses and validates the next
 /// chunk while the other predicts, formats and compresses the current one.
-fn predict_stream(mut reader: TableReader, model: &TrainedModel, out: impl Write) -> Result<(u64, u64), BatchError> {
+fn predict_stream(
+    mut reader: TableReader,
+    model: &TrainedModel,
+    devices: DeviceColumn,
+    out: impl Write,
+) -> Result<(u64, u64), BatchError> {
     let attribute_names = reader.attribute_names().clone();
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, DataError>>(1);
@@ -164,7 +196,7 @@ fn predict_stream(mut reader: TableReader, model: &TrainedModel, out: impl Write
         let Ok(parser) = parser else {
             return Err(BatchError::Output("cannot start the parsing thread".into()));
         };
-        let written = write_predictions(rx, &attribute_names, model, out);
+        let written = write_predictions(rx, &attribute_names, model, devices, out);
         let rows_read = parser.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         Ok((rows_read, written?))
     })
@@ -176,6 +208,7 @@ fn write_predictions(
     chunks: std::sync::mpsc::Receiver<Result<Chunk, DataError>>,
     attribute_names: &Arc<[String]>,
     model: &TrainedModel,
+    devices: DeviceColumn,
     out: impl Write,
 ) -> Result<u64, BatchError> {
     let output_error = |e: PolarsError| BatchError::Output(e.to_string());
@@ -184,7 +217,13 @@ fn write_predictions(
     gzip.write_all(OUTPUT_HEADER.as_bytes()).and_then(|()| gzip.write_all(b"\n")).map_err(io_error)?;
     let schema = Schema::from_iter([
         Field::new("entity_id".into(), DataType::Int64),
-        Field::new("device".into(), DataType::String),
+        Field::new(
+            "device".into(),
+            match devices {
+                DeviceColumn::Name => DataType::String,
+                DeviceColumn::Code => DataType::Int64,
+            },
+        ),
         Field::new("cr".into(), DataType::Float64),
     ]);
     let mut csv = CsvWriter::new(&mut gzip).include_header(false).batched(&schema).map_err(output_error)?;
@@ -198,14 +237,21 @@ fn write_predictions(
         for ((&e, &d), &rate) in rows.entity_id.iter().zip(&rows.device).zip(&rates) {
             if seen[d.index()].insert(e) {
                 entity.push(e);
-                device.push(d.as_str());
+                device.push(d);
                 cr.push(rate);
             }
         }
         rows_written += entity.len() as u64;
+        let device = match devices {
+            DeviceColumn::Name => Column::new("device".into(), device.iter().map(|d| d.as_str()).collect::<Vec<_>>()),
+            // The code is the position in Device::ALL: 0 Computer, 1 Smartphone, 2 Tablet.
+            DeviceColumn::Code => {
+                Column::new("device".into(), device.iter().map(|d| d.index() as i64).collect::<Vec<_>>())
+            }
+        };
         let frame = DataFrame::new_infer_height(vec![
             Column::new("entity_id".into(), entity),
-            Column::new("device".into(), device),
+            device,
             Column::new("cr".into(), cr),
         ])
         .map_err(output_error)?;
@@ -325,7 +371,7 @@ mod tests {
     }
 
     fn tiny_buffers() -> BatchOptions {
-        BatchOptions { chunk_bytes: 4 << 10, handoff_bytes: 256, part_bytes: 1 << 10 }
+        BatchOptions { chunk_bytes: 4 << 10, handoff_bytes: 256, part_bytes: 1 << 10, ..BatchOptions::default() }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,6 +406,31 @@ mod tests {
                 .parse::<f64>()
                 .is_ok_and(|cr| (0.0..=1.0).contains(&cr)))
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn device_codes_replace_the_names_and_nothing_else() {
+        let fixture = Fixture::new(input_csv(50)).await;
+        let mut outputs = Vec::new();
+        for device_column in [DeviceColumn::Name, DeviceColumn::Code] {
+            fixture.run(BatchOptions { device_column, ..BatchOptions::default() }).await.unwrap();
+            let bytes = fixture.bucket.get(&key("out/output.csv.gz")).await.unwrap();
+            let mut text = String::new();
+            flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_string(&mut text).unwrap();
+            outputs.push(text);
+        }
+        let (names, codes) = (outputs[0].lines().collect::<Vec<_>>(), outputs[1].lines().collect::<Vec<_>>());
+        assert_eq!((names.len(), codes[0]), (codes.len(), OUTPUT_HEADER));
+        for (name, code) in names[1..].iter().zip(&codes[1..]) {
+            let (n, c): (Vec<&str>, Vec<&str>) = (name.split(',').collect(), code.split(',').collect());
+            let expected = match n[1] {
+                "Computer" => "0",
+                "Smartphone" => "1",
+                "Tablet" => "2",
+                other => panic!("device {other}"),
+            };
+            assert_eq!((c[0], c[1], c[2]), (n[0], expected, n[2]), "{name} vs {code}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,6 +38,7 @@ use crs_domain::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
 use crate::bucket::{BucketKey, KeyError};
+use crate::error::{Classify, ErrorKind};
 
 pub const TRAIN_KEY: &str = "data/train/train.csv.gz";
 pub const EVAL_KEY: &str = "data/train/eval.csv.gz";
@@ -134,6 +135,82 @@ pub fn lifecycle_key(model_ver: ModelVer) -> BucketKey {
 /// Where a batch writes unless the request names an output.
 pub fn prediction_output_key(model_ver: ModelVer, run: &RunId) -> BucketKey {
     key(&[OUTPUT_ROOT, model_ver.name(), run.as_str(), OUTPUT_FILE])
+}
+
+/// Where batch outputs go unless serve-service is told otherwise (`OUTPUT_PREFIX`).
+pub const DEFAULT_OUTPUT_PREFIX: &str = "data/predict/output/";
+
+/// Areas no batch output may land in, whatever the output prefix: runs and
+/// their LATEST, hyperparameters, training data and prediction inputs.
+const PROTECTED: [&str; 4] = [MODEL_ROOT, "config", "data/train", "data/predict/input"];
+
+/// Why a batch may not write its output to a key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OutputKeyError {
+    #[error("output key {key}: batch outputs may only be written under {prefix}/")]
+    OutsidePrefix { key: String, prefix: String },
+    #[error("output key {key}: {area}/ holds models, config and input data, never batch outputs")]
+    Protected { key: String, area: &'static str },
+    #[error("output key {key} already exists; set overwrite to replace it")]
+    Exists { key: String },
+    #[error("output prefix {prefix:?}: {reason}")]
+    BadPrefix { prefix: String, reason: String },
+}
+
+impl Classify for OutputKeyError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidInput
+    }
+}
+
+/// Whether `key` is `area` or inside it, segment by segment (`data/trainer` is not in `data/train`).
+fn is_within(key: &str, area: &str) -> bool {
+    key == area || key.strip_prefix(area).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The folder batch outputs must be written under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputPrefix(BucketKey);
+
+impl OutputPrefix {
+    /// A folder key (a trailing `/` is optional) outside the protected areas.
+    pub fn parse(prefix: &str) -> Result<Self, OutputKeyError> {
+        let bad = |reason: String| OutputKeyError::BadPrefix { prefix: prefix.to_owned(), reason };
+        let key = BucketKey::parse(prefix.strip_suffix('/').unwrap_or(prefix)).map_err(|e| bad(e.to_string()))?;
+        if let Some(area) = PROTECTED.iter().find(|area| is_within(key.as_str(), area)) {
+            return Err(bad(format!("it is inside {area}/, which holds models, config and input data")));
+        }
+        Ok(OutputPrefix(key))
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// Checks a key a request names for a batch output: under the prefix and
+    /// in no protected area. (Whether it exists is the caller's check: see
+    /// [`OutputKeyError::Exists`].)
+    pub fn check(&self, key: &BucketKey) -> Result<(), OutputKeyError> {
+        let text = key.as_str();
+        if let Some(area) = PROTECTED.iter().find(|area| is_within(text, area)) {
+            return Err(OutputKeyError::Protected { key: text.to_owned(), area });
+        }
+        if !text.strip_prefix(self.as_str()).is_some_and(|rest| rest.len() > 1 && rest.starts_with('/')) {
+            return Err(OutputKeyError::OutsidePrefix { key: text.to_owned(), prefix: self.as_str().to_owned() });
+        }
+        Ok(())
+    }
+
+    /// Where a batch writes unless the request names an output: under the prefix.
+    pub fn default_key(&self, model_ver: ModelVer, run: &RunId) -> BucketKey {
+        key(&[self.as_str(), model_ver.name(), run.as_str(), OUTPUT_FILE])
+    }
+}
+
+impl Default for OutputPrefix {
+    fn default() -> Self {
+        OutputPrefix(key(&[OUTPUT_ROOT]))
+    }
 }
 
 /// The folder holding every model version.
@@ -296,5 +373,39 @@ mod tests {
             prediction_output_key(v1, &run).as_str(),
             "data/predict/output/v1/20261122T101500123Z-3fa9c2/prediction_output.csv.gz"
         );
+        let prefix = OutputPrefix::parse(DEFAULT_OUTPUT_PREFIX).unwrap();
+        assert_eq!(prefix, OutputPrefix::default());
+        assert_eq!(prefix.default_key(v1, &run), prediction_output_key(v1, &run));
+    }
+
+    #[test]
+    fn batch_outputs_stay_under_the_prefix_and_out_of_protected_areas() {
+        let check = |prefix: &OutputPrefix, key: &str| prefix.check(&BucketKey::parse(key).unwrap());
+        let default = OutputPrefix::default();
+        assert_eq!(check(&default, "data/predict/output/mine.csv.gz"), Ok(()));
+        assert_eq!(check(&default, "data/predict/output/v1/x/prediction_output.csv.gz"), Ok(()));
+        for outside in ["out/a.csv.gz", "data/predict/outputs/a.csv", "data/predict/output", "a.csv"] {
+            let err = check(&default, outside).unwrap_err();
+            assert!(matches!(err, OutputKeyError::OutsidePrefix { .. }), "{outside}: {err}");
+            assert!(err.to_string().contains("only be written under data/predict/output/"), "{err}");
+        }
+        // A wide prefix still keeps every protected area out of reach.
+        let wide = OutputPrefix::parse("data").unwrap();
+        for protected in [
+            "model/v1/LATEST",
+            "model/v1/20261122T101500123Z-3fa9c2/model.json",
+            "config/v1/params.yaml",
+            "data/train/train.csv.gz",
+            "data/predict/input/prediction_input.csv.gz",
+        ] {
+            for prefix in [&default, &wide] {
+                let err = check(prefix, protected).unwrap_err();
+                assert!(matches!(err, OutputKeyError::Protected { .. }), "{protected}: {err}");
+            }
+        }
+        assert_eq!(check(&wide, "data/trainer/a.csv"), Ok(()), "areas are whole segments");
+        for bad in ["model", "model/v1/", "config/x", "data/train/out", "../x", ""] {
+            assert!(OutputPrefix::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// How long one attempt may take.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -122,14 +123,22 @@ impl Notifier {
     }
 
     /// Sends in the background and returns at once. Needs a tokio runtime.
-    pub fn notify(&self, notice: Notice) {
+    /// Posts `notice` in the background. A notice caused by a request names
+    /// its request id, so the message and the request's log lines can be matched.
+    pub fn notify(&self, mut notice: Notice) {
         let Some(inner) = &self.inner else { return };
+        if let Some(id) = crate::request_id::current().filter(|id| !id.is_empty()) {
+            notice = notice.field("request id", id);
+        }
         let inner_for_task = inner.clone();
-        inner.in_flight.spawn(async move {
-            if let Err(e) = inner_for_task.deliver(&notice).await {
-                tracing::warn!(error = %e, text = %notice.text, "webhook notice not delivered");
+        inner.in_flight.spawn(
+            async move {
+                if let Err(e) = inner_for_task.deliver(&notice).await {
+                    tracing::warn!(error = %e, text = %notice.text, "webhook notice not delivered");
+                }
             }
-        });
+            .in_current_span(),
+        );
     }
 
     /// Waits up to `within` for notices still being delivered (at shutdown).

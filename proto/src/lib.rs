@@ -13,10 +13,39 @@ pub mod serve {
     tonic::include_proto!("crs.serve.v1");
 }
 
+/// The Open Inference Protocol (KServe V2) over gRPC: `inference.GRPCInferenceService`.
+pub mod inference {
+    #![allow(unused_qualifications, missing_debug_implementations, clippy::doc_overindented_list_items)]
+    tonic::include_proto!("inference");
+}
+
 mod json;
 
 /// Encoded `FileDescriptorSet` of every service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/crs_descriptor.bin"));
+
+/// The gRPC name of a code, as grpc-go spells it (`OK`, `InvalidArgument`, ...).
+pub fn code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Ok => "OK",
+        tonic::Code::Cancelled => "Canceled",
+        tonic::Code::Unknown => "Unknown",
+        tonic::Code::InvalidArgument => "InvalidArgument",
+        tonic::Code::DeadlineExceeded => "DeadlineExceeded",
+        tonic::Code::NotFound => "NotFound",
+        tonic::Code::AlreadyExists => "AlreadyExists",
+        tonic::Code::PermissionDenied => "PermissionDenied",
+        tonic::Code::ResourceExhausted => "ResourceExhausted",
+        tonic::Code::FailedPrecondition => "FailedPrecondition",
+        tonic::Code::Aborted => "Aborted",
+        tonic::Code::OutOfRange => "OutOfRange",
+        tonic::Code::Unimplemented => "Unimplemented",
+        tonic::Code::Internal => "Internal",
+        tonic::Code::Unavailable => "Unavailable",
+        tonic::Code::DataLoss => "DataLoss",
+        tonic::Code::Unauthenticated => "Unauthenticated",
+    }
+}
 
 /// A time on the wire. Chrono shows a leap second as nanos above 1e9, which
 /// the wire format does not allow.
@@ -29,20 +58,45 @@ pub fn datetime(at: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::
     chrono::DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).ok()?)
 }
 
-/// Server reflection for one service of this contract plus health and
-/// reflection themselves: the descriptor set also holds the other service,
+/// Server reflection, as `grpc.reflection.v1` and as `grpc.reflection.v1alpha`
+/// (which older clients, grpcurl's and Python's among them, still ask for).
+pub struct Reflection<V1, V1Alpha> {
+    pub v1: tonic_reflection::server::v1::ServerReflectionServer<V1>,
+    pub v1alpha: tonic_reflection::server::v1alpha::ServerReflectionServer<V1Alpha>,
+}
+
+impl<V1, V1Alpha> std::fmt::Debug for Reflection<V1, V1Alpha> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reflection").finish_non_exhaustive()
+    }
+}
+
+/// Server reflection for `services` of this contract plus health and
+/// reflection themselves: the descriptor set also holds the other services,
 /// which a server must not advertise.
 pub fn reflection_service(
-    service_name: &'static str,
+    services: &[&'static str],
 ) -> Result<
-    tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+    Reflection<
+        impl tonic_reflection::server::v1::ServerReflection,
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
     tonic_reflection::server::Error,
 > {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name(service_name)
-        .with_service_name(tonic_health::pb::health_server::SERVICE_NAME)
-        .with_service_name(tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME)
-        .build_v1()
+    let builder = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // Both reflection services, whichever one is asked.
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+            .with_service_name(tonic_health::pb::health_server::SERVICE_NAME)
+            .with_service_name(tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME)
+            .with_service_name(tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME);
+        for service in services {
+            builder = builder.with_service_name(*service);
+        }
+        builder
+    };
+    Ok(Reflection { v1: builder().build_v1()?, v1alpha: builder().build_v1alpha()? })
 }

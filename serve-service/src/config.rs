@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use crs_domain::models::ModelVer;
+use crs_platform::batch::DeviceColumn;
+use crs_platform::layout::{DEFAULT_OUTPUT_PREFIX, OutputPrefix};
+use crs_platform::runtime::LogFormat;
 
 use crate::model::Selection;
 
@@ -38,6 +41,18 @@ pub struct Config {
     /// Largest gRPC request or response message, in bytes.
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 16 << 20)]
     pub max_message_bytes: usize,
+    /// Bucket folder batch outputs must be written under; outside model/, config/, data/train/, data/predict/input/.
+    #[arg(long, env = "OUTPUT_PREFIX", default_value = DEFAULT_OUTPUT_PREFIX, value_parser = parse_output_prefix)]
+    pub output_prefix: OutputPrefix,
+    /// Batch output device column unless a request says: `name` (Computer, ...) or `code` (0 Computer, 1 Smartphone, 2 Tablet).
+    #[arg(long, env = "OUTPUT_DEVICE", default_value = "name", value_parser = parse_device_column)]
+    pub output_device: DeviceColumn,
+    /// Address (host:port) of the Prometheus endpoint, `GET /metrics`; unset means no metrics endpoint.
+    #[arg(long, env = "SERVE_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Log lines as `text` or as `json` (one object per line, with the request and job ids of the spans).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     /// Seconds in-flight requests get to finish after SIGTERM or Ctrl+C.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -55,6 +70,10 @@ impl std::fmt::Debug for Config {
             .field("poll_interval_secs", &self.poll_interval_secs)
             .field("max_predict_rows", &self.max_predict_rows)
             .field("max_message_bytes", &self.max_message_bytes)
+            .field("output_prefix", &self.output_prefix)
+            .field("output_device", &self.output_device)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("log_format", &self.log_format)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .finish()
     }
@@ -71,6 +90,14 @@ fn parse_poll_interval(text: &str) -> Result<f64, String> {
     } else {
         Err(format!("must be between 0.01 and {MAX_POLL_INTERVAL_SECS} seconds, got {text}"))
     }
+}
+
+fn parse_output_prefix(text: &str) -> Result<OutputPrefix, String> {
+    OutputPrefix::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_device_column(text: &str) -> Result<DeviceColumn, String> {
+    DeviceColumn::parse(text).ok_or_else(|| format!("must be `name` or `code`, got {text:?}"))
 }
 
 impl Config {
@@ -95,6 +122,19 @@ mod tests {
         assert_eq!(config.poll_interval(), Duration::from_secs(5));
         assert_eq!((config.max_predict_rows, config.max_message_bytes), (10_000, 16 << 20));
         assert!(!format!("{config:?}").contains("hooks.example"), "{config:?}");
+        assert_eq!((config.output_prefix.as_str(), config.output_device), ("data/predict/output", DeviceColumn::Name));
+        assert_eq!(config.metrics_addr, None);
+    }
+
+    #[test]
+    fn output_prefixes_in_protected_areas_and_unknown_device_forms_are_refused_at_startup() {
+        for bad in ["model", "config/", "data/train/x", "../out"] {
+            let err = parse(&["--output-prefix", bad]).unwrap_err().to_string();
+            assert!(err.contains("output-prefix"), "{bad}: {err}");
+        }
+        assert_eq!(parse(&["--output-prefix", "exports/"]).unwrap().output_prefix.as_str(), "exports");
+        assert_eq!(parse(&["--output-device", "code"]).unwrap().output_device, DeviceColumn::Code);
+        assert!(parse(&["--output-device", "number"]).is_err());
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! serve-service: loads the selected model run from the bucket and answers
-//! online (`Predict`) and batch (`PredictBatch`) predictions over gRPC.
+//! online (`Predict`) and batch (`PredictBatch`) predictions over gRPC, and the
+//! Open Inference Protocol (`inference.GRPCInferenceService`) beside them.
 
 mod config;
 mod convert;
+mod inference;
+mod metrics;
 mod model;
 mod service;
 mod status;
+mod tensors;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,43 +20,80 @@ use crs_platform::bucket::Bucket;
 use crs_platform::catalog::Catalog;
 use crs_platform::runs::ModelStore;
 use crs_platform::webhook::Notifier;
+use crs_proto::inference::grpc_inference_service_server::{
+    GrpcInferenceServiceServer, SERVICE_NAME as INFERENCE_SERVICE,
+};
 use crs_proto::serve::serve_service_server::{SERVICE_NAME as SERVE_SERVICE, ServeServiceServer};
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 pub use config::Config;
+use inference::Inference;
+use metrics::ServeMetrics;
 use model::ModelSlot;
-use service::Service;
+use service::{BatchSettings, Service};
 
-/// Runs the service on `listener` until `shutdown` resolves, then drains
-/// in-flight requests for up to the configured grace period.
+/// Runs the service on `listener` (and its metrics on `SERVE_METRICS_ADDR`, if
+/// set) until `shutdown` resolves, then drains in-flight requests for up to the
+/// configured grace period.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let metrics = match &config.metrics_addr {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("SERVE_METRICS_ADDR {addr}"))?),
+        None => None,
+    };
+    run_with_metrics(config, listener, metrics, shutdown).await
+}
+
+/// [`run`] with the metrics endpoint on a listener the caller bound (or none),
+/// whatever `SERVE_METRICS_ADDR` says.
+pub async fn run_with_metrics(
+    config: Config,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = Arc::new(ServeMetrics::new(&mut registry));
+    // Dropped, and so stopped, however this function returns: after the drain, so
+    // that a last scrape still sees the requests it answered.
+    let _metrics_server = metrics_listener.map(|listener| crs_platform::metrics::serve(listener, Arc::new(registry)));
     let bucket = Bucket::open(&config.bucket_url).context("BUCKET_URL")?;
     let notifier = Notifier::new(config.webhook_url.as_deref(), "serve-service").context("WEBHOOK_URL")?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     // Not serving until a model has loaded.
     health.set_not_serving::<ServeServiceServer<Service>>().await;
+    health.set_service_status(INFERENCE_SERVICE, tonic_health::ServingStatus::NotServing).await;
     health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-    let reflection = crs_proto::reflection_service(SERVE_SERVICE)?;
+    let reflection = crs_proto::reflection_service(&[SERVE_SERVICE, INFERENCE_SERVICE])?;
 
     let slot = Arc::new(ModelSlot::new(
         Catalog::new(ModelStore::new(bucket)),
         config.model_ver,
         config.model_run.clone(),
         notifier.clone(),
+        metrics.clone(),
     ));
     let health_follows_slot = tokio::spawn({
         let mut loaded = slot.loaded();
         let health = health.clone();
         async move {
-            if loaded.wait_for(|loaded| *loaded).await.is_ok() {
-                health.set_serving::<ServeServiceServer<Service>>().await;
-                health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+            // SERVING while a model is in; an unload turns it back to NOT_SERVING.
+            loop {
+                let now = *loaded.borrow_and_update();
+                let status =
+                    if now { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+                health.set_service_status(SERVE_SERVICE, status).await;
+                health.set_service_status(INFERENCE_SERVICE, status).await;
+                health.set_service_status("", status).await;
+                if loaded.changed().await.is_err() {
+                    return;
+                }
             }
         }
     });
@@ -68,16 +109,24 @@ pub async fn run(
         }
     });
 
-    let serve = ServeServiceServer::new(Service::new(slot, config.max_predict_rows))
+    let inference =
+        GrpcInferenceServiceServer::new(Inference::new(slot.clone(), config.max_predict_rows, metrics.clone()))
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes);
+    let batch = BatchSettings { output_prefix: config.output_prefix.clone(), device_column: config.output_device };
+    let serve = ServeServiceServer::new(Service::new(slot, config.max_predict_rows, batch, metrics))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
     tracing::info!(addr = %listener.local_addr()?, model_ver = %config.model_ver, run = %config.model_run.describe(), bucket = %config.bucket_url, "serve-service listening");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
+        .layer(crs_platform::request_id::RequestIdLayer)
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection.v1)
+        .add_service(reflection.v1alpha)
         .add_service(serve)
+        .add_service(inference)
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         });
@@ -94,8 +143,9 @@ pub async fn run(
     tracing::info!("shutting down: no new connections, draining requests in flight");
     poller.abort();
     health_follows_slot.abort();
-    health.set_not_serving::<ServeServiceServer<Service>>().await;
-    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    for service in [SERVE_SERVICE, INFERENCE_SERVICE, ""] {
+        health.set_service_status(service, tonic_health::ServingStatus::NotServing).await;
+    }
     let _ = stop_tx.send(());
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     match tokio::time::timeout(grace, &mut server).await {

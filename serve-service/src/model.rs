@@ -14,6 +14,7 @@ use crs_platform::runs::{LoadError, LoadedRun, ModelStore};
 use crs_platform::webhook::{Notice, Notifier, Outcome};
 use tokio::sync::watch;
 
+use crate::metrics::ServeMetrics;
 use crate::status::ServeError;
 
 /// Which run of a version to serve.
@@ -76,20 +77,31 @@ pub struct ModelSlot {
     wanted: Mutex<(ModelVer, Selection)>,
     /// Runs that failed to load, reported once and not retried.
     refused: Mutex<HashSet<(ModelVer, RunId)>>,
+    /// Set by an unload: the poller stays away until something is loaded again.
+    unloaded: Mutex<bool>,
     /// Whether a model is in, for whoever reports health.
     loaded: watch::Sender<bool>,
     notifier: Notifier,
+    metrics: Arc<ServeMetrics>,
 }
 
 impl ModelSlot {
-    pub fn new(catalog: Catalog, model_ver: ModelVer, selection: Selection, notifier: Notifier) -> Self {
+    pub fn new(
+        catalog: Catalog,
+        model_ver: ModelVer,
+        selection: Selection,
+        notifier: Notifier,
+        metrics: Arc<ServeMetrics>,
+    ) -> Self {
         ModelSlot {
             catalog,
             current: RwLock::new(None),
             wanted: Mutex::new((model_ver, selection)),
             refused: Mutex::default(),
+            unloaded: Mutex::new(false),
             loaded: watch::Sender::new(false),
             notifier,
+            metrics,
         }
     }
 
@@ -101,7 +113,7 @@ impl ModelSlot {
         &self.notifier
     }
 
-    /// Becomes `true` when the first model is swapped in, and stays so.
+    /// `true` while a model is in: from the first swap until an unload.
     pub fn loaded(&self) -> watch::Receiver<bool> {
         self.loaded.subscribe()
     }
@@ -113,7 +125,10 @@ impl ModelSlot {
     /// The model requests should use, or why there is none.
     pub fn require(&self) -> Result<Arc<Serving>, ServeError> {
         self.current().ok_or_else(|| {
-            let (ver, selection) = self.wanted.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let (ver, selection) = self.wanted();
+            if *self.unloaded.lock().unwrap_or_else(|e| e.into_inner()) {
+                return ServeError::NoModel(format!("model {ver} was unloaded; load a model to serve again"));
+            }
             ServeError::NoModel(match selection {
                 Selection::Production => format!("waiting for a production run of model {ver}"),
                 Selection::Latest => format!("waiting for model/{ver}/LATEST to appear in the bucket"),
@@ -136,12 +151,35 @@ impl ModelSlot {
             Selection::Run(id) => self.store().load(model_ver, id).await?,
         };
         *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = (model_ver, selection.clone());
+        *self.unloaded.lock().unwrap_or_else(|e| e.into_inner()) = false;
         Ok(self.swap_in(run, selection))
+    }
+
+    /// The version and run selection the slot follows.
+    pub fn wanted(&self) -> (ModelVer, Selection) {
+        self.wanted.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Empties the slot and stops following LATEST until the next
+    /// [`Self::select`]. Requests already holding the model finish on it.
+    pub fn unload(&self) -> Option<Arc<Serving>> {
+        // Flag first, so that a poll racing this cannot load the model back.
+        *self.unloaded.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        let previous = self.current.write().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(previous) = &previous {
+            tracing::info!(model_ver = %previous.model_ver(), run_id = %previous.run_id(), "unloaded the model");
+            self.metrics.unloaded(previous.model_ver(), previous.run_id().as_str());
+        }
+        self.loaded.send_replace(false);
+        previous
     }
 
     /// One poll: loads the wanted run if it is not the one being served.
     pub async fn refresh(&self) {
-        let (model_ver, selection) = self.wanted.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if *self.unloaded.lock().unwrap_or_else(|e| e.into_inner()) {
+            return;
+        }
+        let (model_ver, selection) = self.wanted();
         let target = match &selection {
             Selection::Run(id) => Ok(Some(id.clone())),
             Selection::Production => self.catalog.production(model_ver).await.map_err(|e| e.to_string()),
@@ -189,6 +227,11 @@ impl ModelSlot {
             previous = previous.as_ref().map(|p| p.run_id().to_string()).unwrap_or_default(),
             "serving model"
         );
+        self.metrics.swapped_in(
+            serving.model_ver(),
+            serving.run_id().as_str(),
+            previous.as_ref().map(|p| (p.model_ver(), p.run_id().as_str())),
+        );
         self.loaded.send_replace(true);
         serving
     }
@@ -203,6 +246,7 @@ impl ModelSlot {
             Notice::new(Outcome::Failed, format!("serve-service refused model {} run {}: {keeps}", key.0, key.1))
                 .field("reason", error),
         );
+        self.metrics.refused(key.0);
         self.refused.lock().unwrap_or_else(|e| e.into_inner()).insert(key);
     }
 }

@@ -4,41 +4,73 @@
 use std::sync::Arc;
 
 use crs_domain::models::ModelVer;
-use crs_platform::batch::{BatchOptions, predict_batch};
+use crs_platform::batch::{BatchError, BatchOptions, DeviceColumn, predict_batch};
 use crs_platform::bucket::BucketKey;
-use crs_platform::layout;
+use crs_platform::layout::{OutputKeyError, OutputPrefix};
 use crs_platform::webhook::{Notice, Outcome};
 use crs_proto::serve::serve_service_server::ServeService;
 use crs_proto::serve::{
-    GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictBatchResponse, PredictRequest,
-    PredictResponse,
+    DeviceFormat, GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictBatchResponse,
+    PredictRequest, PredictResponse,
 };
 use tonic::{Request, Response, Status};
 
 use crate::convert::{keyword_rows, model_info};
+use crate::metrics::{Call, ServeMetrics};
 use crate::model::{ModelSlot, Selection};
 use crate::status::ServeError;
+
+/// Where and how batches write their output.
+#[derive(Clone, Debug)]
+pub struct BatchSettings {
+    pub output_prefix: OutputPrefix,
+    pub device_column: DeviceColumn,
+}
 
 #[derive(Clone, Debug)]
 pub struct Service {
     slot: Arc<ModelSlot>,
     max_predict_rows: usize,
+    batch: BatchSettings,
+    metrics: Arc<ServeMetrics>,
 }
 
 impl Service {
-    pub fn new(slot: Arc<ModelSlot>, max_predict_rows: usize) -> Self {
-        Service { slot, max_predict_rows }
+    pub fn new(
+        slot: Arc<ModelSlot>,
+        max_predict_rows: usize,
+        batch: BatchSettings,
+        metrics: Arc<ServeMetrics>,
+    ) -> Self {
+        Service { slot, max_predict_rows, batch, metrics }
     }
 
     async fn batch(&self, request: PredictBatchRequest) -> Result<PredictBatchResponse, ServeError> {
         let input = BucketKey::parse(&request.input_key)?;
         let serving = self.slot.require()?;
+        let bucket = self.slot.store().bucket();
         let output = match &request.output_key {
-            Some(key) => BucketKey::parse(key)?,
-            None => layout::prediction_output_key(serving.model_ver(), serving.run_id()),
+            Some(key) => {
+                let key = BucketKey::parse(key)?;
+                self.batch.output_prefix.check(&key)?;
+                // Checked before the upload starts; a key created by another writer
+                // between this check and the upload's completion is replaced.
+                if !request.overwrite && bucket.exists(&key).await.map_err(BatchError::from)? {
+                    return Err(OutputKeyError::Exists { key: key.to_string() }.into());
+                }
+                key
+            }
+            // The run's own output: rewriting it with the same run is the normal rerun.
+            None => self.batch.output_prefix.default_key(serving.model_ver(), serving.run_id()),
+        };
+        let device_column = match request.device_format() {
+            DeviceFormat::Unspecified => self.batch.device_column,
+            DeviceFormat::Name => DeviceColumn::Name,
+            DeviceFormat::Code => DeviceColumn::Code,
         };
         let model = serving.run.model.clone();
-        let report = predict_batch(self.slot.store().bucket(), model, &input, &output, BatchOptions::default()).await?;
+        let options = BatchOptions { device_column, ..BatchOptions::default() };
+        let report = predict_batch(bucket, model, &input, &output, options).await?;
         Ok(PredictBatchResponse {
             output_key: output.to_string(),
             rows_read: report.rows_read,
@@ -50,25 +82,16 @@ impl Service {
     }
 }
 
-#[tonic::async_trait]
-impl ServeService for Service {
-    async fn predict(&self, request: Request<PredictRequest>) -> Result<Response<PredictResponse>, Status> {
-        let request = request.into_inner();
-        let rows = keyword_rows(&request, self.max_predict_rows)?;
+impl Service {
+    fn predict_rows(&self, request: &PredictRequest, call: &mut Call<'_>) -> Result<PredictResponse, ServeError> {
+        let rows = keyword_rows(request, self.max_predict_rows)?;
         let serving = self.slot.require()?;
-        let cr = serving.run.model.predict(&rows).map_err(ServeError::from)?;
-        Ok(Response::new(PredictResponse {
-            cr,
-            model_ver: serving.model_ver().to_string(),
-            run_id: serving.run_id().to_string(),
-        }))
+        call.model(serving.model_ver());
+        let cr = serving.run.model.predict(&rows)?;
+        Ok(PredictResponse { cr, model_ver: serving.model_ver().to_string(), run_id: serving.run_id().to_string() })
     }
 
-    async fn predict_batch(
-        &self,
-        request: Request<PredictBatchRequest>,
-    ) -> Result<Response<PredictBatchResponse>, Status> {
-        let request = request.into_inner();
+    async fn batch_and_report(&self, request: PredictBatchRequest) -> Result<PredictBatchResponse, ServeError> {
         let input_key = request.input_key.clone();
         match self.batch(request).await {
             Ok(response) => {
@@ -80,28 +103,68 @@ impl ServeService for Service {
                         .field("model", format!("{} run {}", response.model_ver, response.run_id))
                         .field("seconds", format!("{:.2}", response.seconds)),
                 );
-                Ok(Response::new(response))
+                Ok(response)
             }
             Err(e) => {
                 tracing::warn!(input = %input_key, error = %e, "batch failed");
                 self.slot.notifier().notify(
                     Notice::new(Outcome::Failed, format!("batch prediction of {input_key} failed")).field("reason", &e),
                 );
-                Err(e.into())
+                Err(e)
             }
         }
     }
 
+    async fn load(&self, request: LoadModelRequest, call: &mut Call<'_>) -> Result<ModelInfo, ServeError> {
+        let model_ver = ModelVer::parse(&request.model_ver)?;
+        call.model(model_ver);
+        let selection: Selection = request.run.parse()?;
+        let serving = self.slot.select(model_ver, selection).await?;
+        Ok(model_info(&serving))
+    }
+}
+
+// Each method counts and times itself: the model it is about is known only inside.
+#[tonic::async_trait]
+impl ServeService for Service {
+    async fn predict(&self, request: Request<PredictRequest>) -> Result<Response<PredictResponse>, Status> {
+        let mut call = self.metrics.call("Predict");
+        if let Some(serving) = self.slot.current() {
+            call.model(serving.model_ver());
+        }
+        let result = self.predict_rows(request.get_ref(), &mut call);
+        call.finish(result.map(Response::new).map_err(Status::from))
+    }
+
+    async fn predict_batch(
+        &self,
+        request: Request<PredictBatchRequest>,
+    ) -> Result<Response<PredictBatchResponse>, Status> {
+        let mut call = self.metrics.call("PredictBatch");
+        if let Some(serving) = self.slot.current() {
+            call.model(serving.model_ver());
+        }
+        let result = self.batch_and_report(request.into_inner()).await;
+        if let Ok(response) = &result
+            && let Ok(model_ver) = ModelVer::parse(&response.model_ver)
+        {
+            self.metrics.batch_done(model_ver, response.rows_written, response.seconds);
+        }
+        call.finish(result.map(Response::new).map_err(Status::from))
+    }
+
     async fn get_model(&self, _: Request<GetModelRequest>) -> Result<Response<ModelInfo>, Status> {
-        let serving = self.slot.require()?;
-        Ok(Response::new(model_info(&serving)))
+        let mut call = self.metrics.call("GetModel");
+        let result = self.slot.require().map(|serving| {
+            call.model(serving.model_ver());
+            model_info(&serving)
+        });
+        call.finish(result.map(Response::new).map_err(Status::from))
     }
 
     async fn load_model(&self, request: Request<LoadModelRequest>) -> Result<Response<ModelInfo>, Status> {
-        let request = request.into_inner();
-        let model_ver = ModelVer::parse(&request.model_ver).map_err(ServeError::from)?;
-        let selection: Selection = request.run.parse().map_err(ServeError::from)?;
-        let serving = self.slot.select(model_ver, selection).await?;
-        Ok(Response::new(model_info(&serving)))
+        let mut call = self.metrics.call("LoadModel");
+        let result = self.load(request.into_inner(), &mut call).await;
+        call.finish(result.map(Response::new).map_err(Status::from))
     }
 }

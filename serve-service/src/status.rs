@@ -8,6 +8,7 @@ use crs_platform::batch::BatchError;
 use crs_platform::bucket::KeyError;
 use crs_platform::catalog::CatalogError;
 use crs_platform::error::{Classify, ErrorKind};
+use crs_platform::layout::OutputKeyError;
 use crs_platform::runs::LoadError;
 use tonic::{Code, Status};
 
@@ -17,6 +18,8 @@ pub enum ServeError {
     NoModel(String),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error("attribute_names: {0}")]
     Features(#[from] FeatureError),
     #[error(transparent)]
@@ -29,6 +32,8 @@ pub enum ServeError {
     Catalog(#[from] CatalogError),
     #[error("batch failed: {0}")]
     Batch(#[from] BatchError),
+    #[error(transparent)]
+    OutputKey(#[from] OutputKeyError),
 }
 
 impl Classify for ServeError {
@@ -36,12 +41,14 @@ impl Classify for ServeError {
         match self {
             ServeError::NoModel(_) => ErrorKind::Precondition,
             ServeError::InvalidRequest(_) => ErrorKind::InvalidInput,
+            ServeError::NotFound(_) => ErrorKind::NotFound,
             ServeError::Features(e) => e.kind(),
             ServeError::UnknownVersion(e) => e.kind(),
             ServeError::Key(e) => e.kind(),
             ServeError::Load(e) => e.kind(),
             ServeError::Catalog(e) => e.kind(),
             ServeError::Batch(e) => e.kind(),
+            ServeError::OutputKey(e) => e.kind(),
         }
     }
 }
@@ -106,6 +113,7 @@ mod tests {
             (ServeError::Key(BucketKey::parse("../x").unwrap_err()), Code::InvalidArgument),
             (storage(StorageError::NotFound { key: "k".into() }), Code::NotFound),
             (ServeError::NoModel("waiting".into()), Code::FailedPrecondition),
+            (ServeError::NotFound("model 'v9' is not loaded".into()), Code::NotFound),
             (storage(StorageError::Conflict { key: "k".into() }), Code::Aborted),
             (storage(StorageError::AlreadyExists { key: "k".into() }), Code::AlreadyExists),
             (storage(StorageError::Config { url: "s3://b".into(), message: "no region".into() }), Code::Internal),

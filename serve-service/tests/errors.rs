@@ -34,7 +34,11 @@ async fn without_a_model_it_starts_not_serving_and_refuses_predictions() {
     assert_status(
         serve
             .client
-            .predict_batch(PredictBatchRequest { input_key: PREDICTION_INPUT_KEY.into(), output_key: None })
+            .predict_batch(PredictBatchRequest {
+                input_key: PREDICTION_INPUT_KEY.into(),
+                output_key: None,
+                ..Default::default()
+            })
             .await,
         Code::FailedPrecondition,
         "no model loaded",
@@ -104,16 +108,19 @@ async fn bad_batches_are_refused_and_leave_no_output() {
     stack.train("v1").await;
     let mut serve = stack.start_serve(stack.serve_config()).await;
     wait_until_serving(&serve).await;
-    let batch =
-        |input: &str, output: &str| PredictBatchRequest { input_key: input.into(), output_key: Some(output.into()) };
+    let batch = |input: &str, output: &str| PredictBatchRequest {
+        input_key: input.into(),
+        output_key: Some(output.into()),
+        ..Default::default()
+    };
 
     assert_status(
-        serve.client.predict_batch(batch("data/predict/input/nothing.csv", "out/a.csv.gz")).await,
+        serve.client.predict_batch(batch("data/predict/input/nothing.csv", "data/predict/output/test/a.csv.gz")).await,
         Code::NotFound,
         "data/predict/input/nothing.csv",
     );
     assert_status(
-        serve.client.predict_batch(batch("../etc/passwd", "out/a.csv.gz")).await,
+        serve.client.predict_batch(batch("../etc/passwd", "data/predict/output/test/a.csv.gz")).await,
         Code::InvalidArgument,
         "unsafe key",
     );
@@ -130,12 +137,14 @@ async fn bad_batches_are_refused_and_leave_no_output() {
     lines[last] = lines[last].replace("Computer", "Fridge").replace("Smartphone", "Fridge").replace("Tablet", "Fridge");
     stack.put("data/predict/input/bad.csv", lines.join("\n")).await;
     assert_status(
-        serve.client.predict_batch(batch("data/predict/input/bad.csv", "out/bad.csv.gz")).await,
+        serve.client.predict_batch(batch("data/predict/input/bad.csv", "data/predict/output/test/bad.csv.gz")).await,
         Code::InvalidArgument,
         &format!("data/predict/input/bad.csv: row {last}, column 'device': unknown device \"Fridge\""),
     );
-    assert!(stack.get("out/bad.csv.gz").await.is_none(), "a failed batch left an output object");
-    assert!(stack.bucket.list(&BucketKey::parse("out").expect("key")).await.expect("list").is_empty());
+    assert!(stack.get("data/predict/output/test/bad.csv.gz").await.is_none(), "a failed batch left an output object");
+    assert!(
+        stack.bucket.list(&BucketKey::parse("data/predict/output/test").expect("key")).await.expect("list").is_empty()
+    );
 
     // A file without an attribute the model needs.
     let model = serve.client.get_model(GetModelRequest {}).await.expect("model").into_inner();
@@ -149,11 +158,14 @@ async fn bad_batches_are_refused_and_leave_no_output() {
         .collect();
     stack.put("data/predict/input/narrow.csv", without.join("\n")).await;
     assert_status(
-        serve.client.predict_batch(batch("data/predict/input/narrow.csv", "out/narrow.csv.gz")).await,
+        serve
+            .client
+            .predict_batch(batch("data/predict/input/narrow.csv", "data/predict/output/test/narrow.csv.gz"))
+            .await,
         Code::InvalidArgument,
         &format!("missing required column(s): {needed}"),
     );
-    assert!(stack.get("out/narrow.csv.gz").await.is_none());
+    assert!(stack.get("data/predict/output/test/narrow.csv.gz").await.is_none());
 
     let notice = stack
         .webhooks()

@@ -22,7 +22,11 @@ async fn committed_runs_load_serve_and_predict_as_when_they_were_written() {
 
     let response = serve
         .client
-        .predict_batch(PredictBatchRequest { input_key: PREDICTION_INPUT_KEY.into(), output_key: None })
+        .predict_batch(PredictBatchRequest {
+            input_key: PREDICTION_INPUT_KEY.into(),
+            output_key: None,
+            ..Default::default()
+        })
         .await
         .expect("batch with the fixture run")
         .into_inner();

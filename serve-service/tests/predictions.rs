@@ -22,7 +22,11 @@ async fn batch_output_matches_online_predictions() {
 
     let response = serve
         .client
-        .predict_batch(PredictBatchRequest { input_key: PREDICTION_INPUT_KEY.into(), output_key: None })
+        .predict_batch(PredictBatchRequest {
+            input_key: PREDICTION_INPUT_KEY.into(),
+            output_key: None,
+            ..Default::default()
+        })
         .await
         .expect("batch")
         .into_inner();

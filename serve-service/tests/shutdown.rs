@@ -26,7 +26,8 @@ async fn shutdown_lets_a_batch_in_flight_finish() {
         client
             .predict_batch(PredictBatchRequest {
                 input_key: BIG_INPUT.into(),
-                output_key: Some("out/big.csv.gz".into()),
+                output_key: Some("data/predict/output/test/big.csv.gz".into()),
+                ..Default::default()
             })
             .await
     });
@@ -36,6 +37,6 @@ async fn shutdown_lets_a_batch_in_flight_finish() {
     serve.stop().await.expect("the service stops cleanly");
     let response = batch.await.expect("task").expect("the batch in flight completes").into_inner();
     assert_eq!(response.rows_read, rows);
-    let output = gunzip(&stack.get("out/big.csv.gz").await.expect("the output is whole"));
+    let output = gunzip(&stack.get("data/predict/output/test/big.csv.gz").await.expect("the output is whole"));
     assert_eq!(output.lines().count() as u64, response.rows_written + 1);
 }

@@ -370,7 +370,9 @@ impl Stack {
         // serve-service: batch, model loading and online prediction.
         crctl.refused(&["predict-batch", "--input", "data/predict/input/missing.csv"], "NotFound", "missing.csv");
         crctl.refused(&["predict-batch", "--output", "../outside.csv.gz"], "InvalidArgument", "unsafe key");
-        crctl.refused(&["predict-batch", "--output", INPUT_KEY], "InvalidArgument", "is the input key");
+        crctl.refused(&["predict-batch", "--output", INPUT_KEY], "InvalidArgument", "never batch outputs");
+        crctl.refused(&["predict-batch", "--output", "model/v1/LATEST"], "InvalidArgument", "never batch outputs");
+        crctl.refused(&["predict-batch", "--output", "elsewhere.csv.gz"], "InvalidArgument", "only be written under");
         crctl.refused(&["load-model", "--model-ver", "v9"], "InvalidArgument", "unknown model version \"v9\"");
         crctl.refused(
             &["load-model", "--model-ver", "v1", "--run", "20000101T000000000Z-000000"],

@@ -7,9 +7,15 @@
 //! the environment, so a model version or any other setting in a developer's shell
 //! never changes a test.
 
+mod logs;
+mod metrics;
+mod reflection;
 mod stack;
 mod webhook;
 
+pub use logs::{CapturedLogs, capture_logs};
+pub use metrics::{Metrics, Sample, parse_metrics, scrape};
+pub use reflection::reflected_services;
 pub use stack::{
     Running, SIZES, Setup, Stack, fixture_dir, gunzip, key_of, parse_config, predict_request, serving_status,
     train_to_end, wait_for_end, wait_for_stage, wait_until_serving, watch_to_end,

@@ -131,6 +131,38 @@ impl Stack {
         .await
     }
 
+    /// serve-service with its metrics endpoint on a port of its own; that port's address.
+    pub async fn start_serve_with_metrics(
+        &self,
+        config: serve_service::Config,
+    ) -> (Running<ServeServiceClient<Channel>>, SocketAddr) {
+        let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
+        let metrics_addr = metrics.local_addr().expect("metrics addr");
+        let running = Running::start(
+            |listener, stop| tokio::spawn(serve_service::run_with_metrics(config, listener, Some(metrics), stop)),
+            |channel| {
+                ServeServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
+            },
+        )
+        .await;
+        (running, metrics_addr)
+    }
+
+    /// train-service with its metrics endpoint on a port of its own; that port's address.
+    pub async fn start_train_with_metrics(
+        &self,
+        config: train_service::Config,
+    ) -> (Running<TrainServiceClient<Channel>>, SocketAddr) {
+        let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
+        let metrics_addr = metrics.local_addr().expect("metrics addr");
+        let running = Running::start(
+            |listener, stop| tokio::spawn(train_service::run_with_metrics(config, listener, Some(metrics), stop)),
+            TrainServiceClient::new,
+        )
+        .await;
+        (running, metrics_addr)
+    }
+
     /// Trains `model_ver` on the generated train and eval files through a
     /// train-service of this stack, and returns the run id.
     pub async fn train(&mut self, model_ver: &str) -> String {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use crs_domain::models::ModelVer;
+use crs_platform::runtime::LogFormat;
 
 /// Recorded in every run's metadata and report, and in webhooks, as the service that wrote them.
 pub const SERVICE_NAME: &str = "train-service";
@@ -28,6 +29,12 @@ pub struct Config {
     /// Jobs that train at the same time; further jobs wait in a queue.
     #[arg(long, env = "MAX_CONCURRENT_JOBS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_jobs: u32,
+    /// Address (host:port) of the Prometheus endpoint, `GET /metrics`; unset means no metrics endpoint.
+    #[arg(long, env = "TRAIN_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Log lines as `text` or as `json` (one object per line, with the request and job ids of the spans).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     /// Seconds running jobs get to finish after SIGTERM or Ctrl+C before they are cut off.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -60,6 +67,8 @@ impl fmt::Debug for Config {
             .field("model_ver", &self.model_ver)
             .field("webhook_url", &self.webhook_url.as_ref().map(|_| "<secret>"))
             .field("max_concurrent_jobs", &self.max_concurrent_jobs)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("log_format", &self.log_format)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("incoming_prefix", &self.incoming_prefix)
             .field("cycle_interval_secs", &self.cycle_interval_secs)

@@ -12,11 +12,13 @@ pub mod cycles;
 pub mod failpoint;
 pub mod gate;
 pub mod jobs;
+pub mod metrics;
 pub mod reports;
 pub mod service;
 pub mod status;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -35,6 +37,7 @@ pub use config::Config;
 use cycles::Cycles;
 use failpoint::FailPoint;
 use jobs::Jobs;
+use metrics::TrainMetrics;
 use service::TrainApi;
 
 /// Long enough for a notice posted just before shutdown to go through all its attempts.
@@ -45,20 +48,40 @@ const WEBHOOK_FLUSH: Duration =
 /// with their jobs, so only a stuck client or bucket call waits this long.
 const SERVER_DRAIN: Duration = Duration::from_secs(5);
 
-/// Serves on `listener` until `shutdown` resolves, then stops taking jobs, lets
-/// running ones finish within the grace period, and returns.
+/// Serves on `listener` (and metrics on `TRAIN_METRICS_ADDR`, if set) until
+/// `shutdown` resolves, then stops taking jobs, lets running ones finish within
+/// the grace period, and returns.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let metrics = match &config.metrics_addr {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("TRAIN_METRICS_ADDR {addr}"))?),
+        None => None,
+    };
+    run_with_metrics(config, listener, metrics, shutdown).await
+}
+
+/// [`run`] with the metrics endpoint on a listener the caller bound (or none),
+/// whatever `TRAIN_METRICS_ADDR` says.
+pub async fn run_with_metrics(
+    config: Config,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(TrainMetrics::new(&mut registry));
+    // Dropped, and so stopped, however this function returns.
+    let _metrics_server = metrics_listener.map(|listener| crs_platform::metrics::serve(listener, Arc::new(registry)));
     let bucket = Bucket::open(&config.bucket_url).context("BUCKET_URL")?;
     let notifier = Notifier::new(config.webhook_url.as_deref(), config::SERVICE_NAME).context("WEBHOOK_URL")?;
     let incoming = BucketKey::parse(&config.incoming_prefix).context("INCOMING_PREFIX")?;
     let store = ModelStore::new(bucket);
     let catalog = Catalog::new(store.clone());
     let max_jobs = usize::try_from(config.max_concurrent_jobs).unwrap_or(usize::MAX);
-    let jobs = Jobs::new(catalog.clone(), notifier.clone(), max_jobs);
+    let jobs = Jobs::new(catalog.clone(), notifier.clone(), max_jobs, metrics.clone());
     let cycles = Cycles::new(
         catalog.clone(),
         jobs.clone(),
@@ -73,7 +96,7 @@ pub async fn run(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status(TRAIN_SERVICE, ServingStatus::Serving).await;
-    let reflection = crs_proto::reflection_service(TRAIN_SERVICE).context("building the reflection service")?;
+    let reflection = crs_proto::reflection_service(&[TRAIN_SERVICE]).context("building the reflection service")?;
 
     tracing::info!(
         addr = %listener.local_addr()?,
@@ -86,13 +109,16 @@ pub async fn run(
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(crs_platform::request_id::RequestIdLayer)
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection.v1)
+            .add_service(reflection.v1alpha)
             .add_service(TrainServiceServer::new(TrainApi::new(
                 jobs.clone(),
                 cycles.clone(),
                 catalog,
                 config.model_ver,
+                metrics,
             )))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = server_stopped.await;

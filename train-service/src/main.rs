@@ -4,7 +4,7 @@ use train_service::Config;
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    crs_platform::runtime::init_tracing("info");
+    crs_platform::runtime::init_logging("info", config.log_format);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let result = runtime.block_on(async {
         let listener =

@@ -1,5 +1,7 @@
 //! The gRPC face of the jobs, the cycles and the stored runs.
 
+use std::sync::Arc;
+
 use crs_domain::data::{DataFile, TrainingTable};
 use crs_domain::evaluation::Baselines;
 use crs_domain::models::ModelVer;
@@ -17,6 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::convert;
 use crate::cycles::Cycles;
 use crate::jobs::Jobs;
+use crate::metrics::TrainMetrics;
 use crate::status::ApiError;
 
 #[derive(Clone, Debug)]
@@ -26,11 +29,18 @@ pub struct TrainApi {
     catalog: Catalog,
     /// Used when a request names no version.
     default_model_ver: ModelVer,
+    metrics: Arc<TrainMetrics>,
 }
 
 impl TrainApi {
-    pub fn new(jobs: Jobs, cycles: Cycles, catalog: Catalog, default_model_ver: ModelVer) -> Self {
-        TrainApi { jobs, cycles, catalog, default_model_ver }
+    pub fn new(
+        jobs: Jobs,
+        cycles: Cycles,
+        catalog: Catalog,
+        default_model_ver: ModelVer,
+        metrics: Arc<TrainMetrics>,
+    ) -> Self {
+        TrainApi { jobs, cycles, catalog, default_model_ver, metrics }
     }
 
     fn model_ver(&self, name: &str) -> Result<ModelVer, ApiError> {
@@ -135,25 +145,43 @@ impl TrainService for TrainApi {
         &self,
         request: Request<proto::StartTrainingRequest>,
     ) -> Result<Response<proto::TrainingJob>, Status> {
-        let request = convert::job_request(request.into_inner(), self.default_model_ver)?;
-        let job = self.jobs.start(request).await?;
-        Ok(Response::new(convert::job(&job)))
+        let call = self.metrics.call("StartTraining");
+        call.finish(
+            async {
+                let request = convert::job_request(request.into_inner(), self.default_model_ver)?;
+                let job = self.jobs.start(request).await?;
+                Ok::<_, Status>(Response::new(convert::job(&job)))
+            }
+            .await,
+        )
     }
 
     async fn get_training_job(
         &self,
         request: Request<proto::GetTrainingJobRequest>,
     ) -> Result<Response<proto::TrainingJob>, Status> {
-        let job = self.jobs.get(&request.into_inner().job_id)?;
-        Ok(Response::new(convert::job(&job)))
+        let call = self.metrics.call("GetTrainingJob");
+        call.finish(
+            async {
+                let job = self.jobs.get(&request.into_inner().job_id)?;
+                Ok::<_, Status>(Response::new(convert::job(&job)))
+            }
+            .await,
+        )
     }
 
     async fn list_training_jobs(
         &self,
         _request: Request<proto::ListTrainingJobsRequest>,
     ) -> Result<Response<proto::ListTrainingJobsResponse>, Status> {
-        let jobs = self.jobs.list().iter().map(convert::job).collect();
-        Ok(Response::new(proto::ListTrainingJobsResponse { jobs }))
+        let call = self.metrics.call("ListTrainingJobs");
+        call.finish(
+            async {
+                let jobs = self.jobs.list().iter().map(convert::job).collect();
+                Ok::<_, Status>(Response::new(proto::ListTrainingJobsResponse { jobs }))
+            }
+            .await,
+        )
     }
 
     type WatchTrainingJobStream = BoxStream<'static, Result<proto::TrainingJob, Status>>;
@@ -162,79 +190,126 @@ impl TrainService for TrainApi {
         &self,
         request: Request<proto::WatchTrainingJobRequest>,
     ) -> Result<Response<Self::WatchTrainingJobStream>, Status> {
-        let updates = self.jobs.watch(&request.into_inner().job_id)?;
-        Ok(Response::new(updates.map(|job| Ok(convert::job(&job))).boxed()))
+        let call = self.metrics.call("WatchTrainingJob");
+        call.finish(
+            async {
+                let updates = self.jobs.watch(&request.into_inner().job_id)?;
+                Ok::<_, Status>(Response::new(updates.map(|job| Ok(convert::job(&job))).boxed()))
+            }
+            .await,
+        )
     }
 
     async fn list_models(
         &self,
         request: Request<proto::ListModelsRequest>,
     ) -> Result<Response<proto::ListModelsResponse>, Status> {
-        let model_ver = request.into_inner().model_ver;
-        let model_vers = if model_ver.is_empty() {
-            self.catalog.store().versions().await.map_err(ApiError::from)?
-        } else {
-            vec![ModelVer::parse(&model_ver).map_err(ApiError::from)?]
-        };
-        let mut versions = Vec::with_capacity(model_vers.len());
-        for model_ver in model_vers {
-            versions.push(self.version_runs(model_ver).await?);
-        }
-        Ok(Response::new(proto::ListModelsResponse { versions }))
+        let call = self.metrics.call("ListModels");
+        call.finish(
+            async {
+                let model_ver = request.into_inner().model_ver;
+                let model_vers = if model_ver.is_empty() {
+                    self.catalog.store().versions().await.map_err(ApiError::from)?
+                } else {
+                    vec![ModelVer::parse(&model_ver).map_err(ApiError::from)?]
+                };
+                let mut versions = Vec::with_capacity(model_vers.len());
+                for model_ver in model_vers {
+                    versions.push(self.version_runs(model_ver).await?);
+                }
+                Ok::<_, Status>(Response::new(proto::ListModelsResponse { versions }))
+            }
+            .await,
+        )
     }
 
     async fn ingest(&self, _request: Request<proto::IngestRequest>) -> Result<Response<proto::IngestResponse>, Status> {
-        let bucket = self.catalog.store().bucket();
-        let incoming = self.cycles.incoming();
-        let entries =
-            ingest_new(bucket, incoming, "crctl ingest", self.cycles.lease_ttl()).await.map_err(ApiError::from)?;
-        Ok(Response::new(proto::IngestResponse { entries: entries.iter().map(convert::ledger_entry).collect() }))
+        let call = self.metrics.call("Ingest");
+        call.finish(
+            async {
+                let bucket = self.catalog.store().bucket();
+                let incoming = self.cycles.incoming();
+                let entries = ingest_new(bucket, incoming, "crctl ingest", self.cycles.lease_ttl())
+                    .await
+                    .map_err(ApiError::from)?;
+                Ok::<_, Status>(Response::new(proto::IngestResponse {
+                    entries: entries.iter().map(convert::ledger_entry).collect(),
+                }))
+            }
+            .await,
+        )
     }
 
     async fn run_cycle(&self, request: Request<proto::RunCycleRequest>) -> Result<Response<proto::Cycle>, Status> {
-        let model_ver = self.model_ver(&request.into_inner().model_ver)?;
-        let record = self.cycles.start(model_ver, "crctl cycle").await?;
-        Ok(Response::new(convert::cycle(&record)))
+        let call = self.metrics.call("RunCycle");
+        call.finish(
+            async {
+                let model_ver = self.model_ver(&request.into_inner().model_ver)?;
+                let record = self.cycles.start(model_ver, "crctl cycle").await?;
+                Ok::<_, Status>(Response::new(convert::cycle(&record)))
+            }
+            .await,
+        )
     }
 
     async fn get_cycle(&self, request: Request<proto::GetCycleRequest>) -> Result<Response<proto::Cycle>, Status> {
-        let request = request.into_inner();
-        let model_ver = self.model_ver(&request.model_ver)?;
-        let id = RunId::parse(&request.cycle_id).map_err(ApiError::from)?;
-        Ok(Response::new(convert::cycle(&self.cycles.get(model_ver, &id).await?)))
+        let call = self.metrics.call("GetCycle");
+        call.finish(
+            async {
+                let request = request.into_inner();
+                let model_ver = self.model_ver(&request.model_ver)?;
+                let id = RunId::parse(&request.cycle_id).map_err(ApiError::from)?;
+                Ok::<_, Status>(Response::new(convert::cycle(&self.cycles.get(model_ver, &id).await?)))
+            }
+            .await,
+        )
     }
 
     async fn list_cycles(
         &self,
         request: Request<proto::ListCyclesRequest>,
     ) -> Result<Response<proto::ListCyclesResponse>, Status> {
-        let model_ver = self.model_ver(&request.into_inner().model_ver)?;
-        let cycles = self.cycles.list(model_ver).await?.iter().map(convert::cycle).collect();
-        Ok(Response::new(proto::ListCyclesResponse { cycles }))
+        let call = self.metrics.call("ListCycles");
+        call.finish(
+            async {
+                let model_ver = self.model_ver(&request.into_inner().model_ver)?;
+                let cycles = self.cycles.list(model_ver).await?.iter().map(convert::cycle).collect();
+                Ok::<_, Status>(Response::new(proto::ListCyclesResponse { cycles }))
+            }
+            .await,
+        )
     }
 
     async fn promote(
         &self,
         request: Request<proto::PromoteRequest>,
     ) -> Result<Response<proto::ModelVersionRuns>, Status> {
-        Ok(Response::new(TrainApi::promote(self, request.into_inner()).await?))
+        let call = self.metrics.call("Promote");
+        call.finish(
+            async { Ok::<_, Status>(Response::new(TrainApi::promote(self, request.into_inner()).await?)) }.await,
+        )
     }
 
     async fn rollback(
         &self,
         request: Request<proto::RollbackRequest>,
     ) -> Result<Response<proto::ModelVersionRuns>, Status> {
-        Ok(Response::new(TrainApi::rollback(self, request.into_inner()).await?))
+        let call = self.metrics.call("Rollback");
+        call.finish(
+            async { Ok::<_, Status>(Response::new(TrainApi::rollback(self, request.into_inner()).await?)) }.await,
+        )
     }
 
     async fn score(&self, request: Request<proto::ScoreRequest>) -> Result<Response<proto::ScoreResponse>, Status> {
-        Ok(Response::new(TrainApi::score(self, request.into_inner()).await?))
+        let call = self.metrics.call("Score");
+        call.finish(async { Ok::<_, Status>(Response::new(TrainApi::score(self, request.into_inner()).await?)) }.await)
     }
 
     async fn get_report(
         &self,
         request: Request<proto::GetReportRequest>,
     ) -> Result<Response<proto::GetReportResponse>, Status> {
-        Ok(Response::new(self.report(request.into_inner()).await?))
+        let call = self.metrics.call("GetReport");
+        call.finish(async { Ok::<_, Status>(Response::new(self.report(request.into_inner()).await?)) }.await)
     }
 }

@@ -91,22 +91,13 @@ async fn health_reports_serving_and_reflection_lists_the_service() {
         assert_eq!(response.into_inner().status(), ServingStatus::Serving, "{service:?}");
     }
 
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let mut reflection = ServerReflectionClient::new(server.channel().await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses =
-        reflection.server_reflection_info(futures::stream::iter([request])).await.expect("reflection").into_inner();
-    let response = responses.message().await.expect("reflection message").expect("a response");
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("not a service list: {response:?}");
-    };
-    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    names.sort();
-    assert_eq!(names, ["crs.train.v1.TrainService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]);
+    let (v1, v1alpha) = crs_testkit::reflected_services(server.channel().await).await;
+    let expected = [
+        "crs.train.v1.TrainService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    assert_eq!(v1, expected);
+    assert_eq!(v1alpha, expected);
 }

@@ -7,9 +7,24 @@
 //!
 //! It trains v1 on generated data through train-service, starts serve-service on
 //! 127.0.0.1, then measures, each for `--seconds`:
-//! 1. latency of one-row `Predict` calls at concurrency 1, next to the gRPC
-//!    health `Check` call (the transport's floor) measured the same way;
-//! 2. rows per second of 100-row `Predict` calls at concurrency 32.
+//! 1. latency of one-row `Predict` calls and of one-row Open Inference Protocol
+//!    `ModelInfer` calls at concurrency 1, next to the gRPC health `Check` call
+//!    (the transport's floor) measured the same way;
+//! 2. rows per second of 100-row `Predict` and `ModelInfer` calls at each
+//!    `--concurrency` (8 and 32).
+//!
+//! The `ModelInfer` load generator speaks plain V2 to any server: `--v2-addr`
+//! (default: this serve-service), `--v2-model` and `--v2-version` pick the
+//! target, and the inputs are the target's own (its `ModelMetadata`) unless
+//! `--v2-input NAME:DATATYPE:WIDTH` flags give them. Values are made up by type
+//! (INT64 a row number, BYTES the `--v2-bytes` values in turn, other integers 0
+//! and 1 in turn, floats 0.5) and sent as `raw_input_contents`, as
+//! `tritonclient` sends them. For example, against a Triton server:
+//!
+//! ```text
+//! cargo run --release -p crs-bench --bin online -- --v2-addr 127.0.0.1:8001 \
+//!     --v2-model my_model --v2-input INPUT0:FP32:16
+//! ```
 //!
 //! The services run in this process on their own runtime, the load generator on
 //! another; both share the machine's cores, as a client on the same host would.
@@ -23,6 +38,9 @@ use crs_domain::data::{Attributes, TableKind, TableReader, keyword_rows};
 use crs_platform::bucket::{Bucket, BucketKey};
 use crs_platform::layout::PREDICTION_INPUT_KEY;
 use crs_platform::sample_data::SampleSizes;
+use crs_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use crs_proto::inference::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
+use crs_proto::inference::{ModelInferRequest, ModelMetadataRequest};
 use crs_proto::serve::PredictRequest;
 use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::train::train_service_client::TrainServiceClient;
@@ -37,9 +55,9 @@ struct Args {
     /// Seconds each measurement runs.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
-    /// Concurrent callers in the throughput measurement.
-    #[arg(long, default_value_t = 32)]
-    concurrency: usize,
+    /// Concurrent callers in the throughput measurements, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [8, 32])]
+    concurrency: Vec<usize>,
     /// Rows per request in the throughput measurement.
     #[arg(long, default_value_t = 100)]
     rows: usize,
@@ -49,6 +67,125 @@ struct Args {
     /// Worker threads of the services' runtime.
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
+    /// V2 (Open Inference Protocol) server for the ModelInfer measurements; default: this serve-service.
+    #[arg(long)]
+    v2_addr: Option<String>,
+    /// Model name ModelInfer asks for.
+    #[arg(long, default_value = "v1")]
+    v2_model: String,
+    /// Model version ModelInfer asks for; empty lets the server choose.
+    #[arg(long, default_value = "")]
+    v2_version: String,
+    /// An input, NAME:DATATYPE:WIDTH (WIDTH 1: shape [N], else [N, WIDTH]); repeat for each. Default: the model's metadata.
+    #[arg(long = "v2-input", value_parser = parse_input)]
+    v2_inputs: Vec<InputSpec>,
+    /// Output to request; default: every output.
+    #[arg(long)]
+    v2_output: Option<String>,
+    /// Values of BYTES inputs, used in turn, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = ["Computer".to_owned(), "Smartphone".to_owned(), "Tablet".to_owned()])]
+    v2_bytes: Vec<String>,
+}
+
+/// One V2 input: its name, datatype and elements per row.
+#[derive(Clone, Debug)]
+struct InputSpec {
+    name: String,
+    datatype: String,
+    width: usize,
+}
+
+fn parse_input(text: &str) -> Result<InputSpec, String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let [name, datatype, width] = parts.as_slice() else {
+        return Err(format!("{text:?} is not NAME:DATATYPE:WIDTH"));
+    };
+    let width: usize = width.parse().map_err(|_| format!("{text:?}: WIDTH must be a positive number"))?;
+    if width == 0 || element_bytes(datatype).is_none() && *datatype != "BYTES" {
+        return Err(format!("{text:?}: unsupported datatype or zero width"));
+    }
+    Ok(InputSpec { name: (*name).to_owned(), datatype: (*datatype).to_owned(), width })
+}
+
+/// Bytes per element of a fixed-size V2 datatype.
+fn element_bytes(datatype: &str) -> Option<usize> {
+    Some(match datatype {
+        "BOOL" | "INT8" | "UINT8" => 1,
+        "INT16" | "UINT16" | "FP16" | "BF16" => 2,
+        "INT32" | "UINT32" | "FP32" => 4,
+        "INT64" | "UINT64" | "FP64" => 8,
+        _ => return None,
+    })
+}
+
+/// One element of made-up data, little-endian, for row `row` and column `column`.
+fn element(datatype: &str, row: usize, column: usize, bytes_values: &[String]) -> Vec<u8> {
+    let bit = ((row + column) % 2) as u8;
+    match datatype {
+        "BYTES" => {
+            let value = bytes_values[(row + column) % bytes_values.len()].as_bytes();
+            [(value.len() as u32).to_le_bytes().as_slice(), value].concat()
+        }
+        "INT64" | "UINT64" if column == 0 => (row as u64).to_le_bytes().to_vec(),
+        "FP32" => 0.5f32.to_le_bytes().to_vec(),
+        "FP64" => 0.5f64.to_le_bytes().to_vec(),
+        // FP16 / BF16 0.5 share no bit pattern; any small value does for timing.
+        other => {
+            let mut out = vec![0u8; element_bytes(other).unwrap_or(1)];
+            out[0] = bit;
+            out
+        }
+    }
+}
+
+/// A raw-tensor ModelInfer request of `rows` rows.
+fn infer_request(args: &Args, inputs: &[InputSpec], rows: usize) -> ModelInferRequest {
+    let mut request = ModelInferRequest {
+        model_name: args.v2_model.clone(),
+        model_version: args.v2_version.clone(),
+        outputs: args
+            .v2_output
+            .iter()
+            .map(|name| InferRequestedOutputTensor { name: name.clone(), ..Default::default() })
+            .collect(),
+        ..Default::default()
+    };
+    for input in inputs {
+        let shape = if input.width == 1 { vec![rows as i64] } else { vec![rows as i64, input.width as i64] };
+        request.inputs.push(InferInputTensor {
+            name: input.name.clone(),
+            datatype: input.datatype.clone(),
+            shape,
+            ..Default::default()
+        });
+        let raw = (0..rows)
+            .flat_map(|row| (0..input.width).map(move |column| (row, column)))
+            .flat_map(|(row, column)| element(&input.datatype, row, column, &args.v2_bytes))
+            .collect();
+        request.raw_input_contents.push(raw);
+    }
+    request
+}
+
+/// The inputs the flags give, or else the model's own from its metadata.
+async fn v2_inputs(args: &Args, channel: &Channel) -> anyhow::Result<Vec<InputSpec>> {
+    if !args.v2_inputs.is_empty() {
+        return Ok(args.v2_inputs.clone());
+    }
+    let request = ModelMetadataRequest { name: args.v2_model.clone(), version: args.v2_version.clone() };
+    let metadata = GrpcInferenceServiceClient::new(channel.clone()).model_metadata(request).await?.into_inner();
+    metadata
+        .inputs
+        .iter()
+        .map(|input| {
+            let width = match input.shape.as_slice() {
+                [_] => 1,
+                [_, width] if *width > 0 => *width as usize,
+                other => bail!("input {}: shape {other:?} is not [N] or [N, k]; give --v2-input", input.name),
+            };
+            Ok(InputSpec { name: input.name.clone(), datatype: input.datatype.clone(), width })
+        })
+        .collect()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,7 +213,8 @@ fn main() -> anyhow::Result<()> {
         wait_until_serving(&serve).await?;
         let duration = Duration::from_secs_f64(args.seconds);
 
-        let one_row = PredictRequest { attribute_names: template.attribute_names.clone(), rows: template.rows[..1].to_vec() };
+        let one_row =
+            PredictRequest { attribute_names: template.attribute_names.clone(), rows: template.rows[..1].to_vec() };
         let health = latencies(duration, || {
             let mut c = HealthClient::new(serve.clone());
             async move { c.check(HealthCheckRequest::default()).await.map(|_| ()) }
@@ -88,32 +226,66 @@ fn main() -> anyhow::Result<()> {
             async move { c.predict(request).await.map(|_| ()) }
         })
         .await?;
+        let v2_addr = args.v2_addr.clone().unwrap_or_else(|| serve_addr.clone());
+        let v2 = connect(&v2_addr).await?;
+        let inputs = v2_inputs(&args, &v2).await?;
+        let one_infer = infer_request(&args, &inputs, 1);
+        let infer = latencies(duration, || {
+            let mut c = GrpcInferenceServiceClient::new(v2.clone());
+            let request = one_infer.clone();
+            async move { c.model_infer(request).await.map(|_| ()) }
+        })
+        .await?;
         println!("latency at concurrency 1 over {:.0} s each (microseconds)", args.seconds);
         println!("{:<26}{:>9}{:>9}{:>9}{:>9}{:>9}{:>10}", "call", "calls", "p50", "p90", "p99", "p99.9", "max");
         print_latencies("health Check (floor)", &health);
         print_latencies("Predict, 1 row", &predict);
-        println!("Predict p50 / floor p50: {:.2}x, p99 / floor p99: {:.2}x", pct(&predict, 50.0) / pct(&health, 50.0), pct(&predict, 99.0) / pct(&health, 99.0));
+        print_latencies("ModelInfer, 1 row", &infer);
+        println!(
+            "Predict p50 / floor p50: {:.2}x, p99 / floor p99: {:.2}x",
+            pct(&predict, 50.0) / pct(&health, 50.0),
+            pct(&predict, 99.0) / pct(&health, 99.0)
+        );
+        println!(
+            "ModelInfer ({v2_addr}, model {:?}) p50 {:.0} us, p99 {:.0} us",
+            args.v2_model,
+            pct(&infer, 50.0),
+            pct(&infer, 99.0)
+        );
 
         let batch = PredictRequest {
             attribute_names: template.attribute_names.clone(),
             rows: template.rows.iter().cycle().take(args.rows).cloned().collect(),
         };
         let mut channels = Vec::new();
+        let mut v2_channels = Vec::new();
         for _ in 0..args.connections.max(1) {
             channels.push(connect(&serve_addr).await?);
+            v2_channels.push(connect(&v2_addr).await?);
         }
-        let (requests, elapsed, per_call) = throughput(duration, args.concurrency, &channels, &batch).await?;
-        let rows = requests * args.rows as u64;
+        let many = infer_request(&args, &inputs, args.rows);
         println!();
+        println!("throughput: {}-row requests, {} connections, {:.1} s each", args.rows, channels.len(), args.seconds);
         println!(
-            "throughput: {} callers, {}-row requests, {} connections, {:.1} s: {requests} requests, {rows} rows, {:.0} rows/s",
-            args.concurrency,
-            args.rows,
-            channels.len(),
-            elapsed.as_secs_f64(),
-            rows as f64 / elapsed.as_secs_f64()
+            "{:<12}{:>8}{:>10}{:>12}{:>12}{:>12}{:>12}",
+            "call", "callers", "requests", "rows/s", "p50 us", "p99 us", "seconds"
         );
-        println!("  per-call latency under load: p50 {:.0} us, p99 {:.0} us", pct(&per_call, 50.0), pct(&per_call, 99.0));
+        for &concurrency in &args.concurrency {
+            for (name, call, channels) in [
+                ("Predict", Call::Predict(batch.clone()), &channels),
+                ("ModelInfer", Call::Infer(many.clone()), &v2_channels),
+            ] {
+                let (requests, elapsed, per_call) = throughput(duration, concurrency, channels, call).await?;
+                let rows = requests * args.rows as u64;
+                println!(
+                    "{name:<12}{concurrency:>8}{requests:>10}{:>12.0}{:>12.0}{:>12.0}{:>12.1}",
+                    rows as f64 / elapsed.as_secs_f64(),
+                    pct(&per_call, 50.0),
+                    pct(&per_call, 99.0),
+                    elapsed.as_secs_f64()
+                );
+            }
+        }
         anyhow::Ok(())
     })?;
     drop((trainer, server, stack));
@@ -187,27 +359,45 @@ where
     Ok(out)
 }
 
-/// `concurrency` callers sending `request` for `duration`; returns the calls
+/// What the throughput callers send.
+#[derive(Clone, Debug)]
+enum Call {
+    Predict(PredictRequest),
+    Infer(ModelInferRequest),
+}
+
+/// `concurrency` callers sending `call` for `duration`; returns the calls
 /// made, the time taken and every call's latency in microseconds, sorted.
 async fn throughput(
     duration: Duration,
     concurrency: usize,
     channels: &[Channel],
-    request: &PredictRequest,
+    call: Call,
 ) -> anyhow::Result<(u64, Duration, Vec<f64>)> {
-    let request = Arc::new(request.clone());
+    let call = Arc::new(call);
     let started = Instant::now();
     let mut callers = Vec::new();
     for i in 0..concurrency {
-        let mut client = ServeServiceClient::new(channels[i % channels.len()].clone());
-        let request = request.clone();
+        let channel = channels[i % channels.len()].clone();
+        let (mut serve, mut v2) = (ServeServiceClient::new(channel.clone()), GrpcInferenceServiceClient::new(channel));
+        let call = call.clone();
         callers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while started.elapsed() < duration {
                 let t = Instant::now();
-                let response = client.predict((*request).clone()).await?;
-                if response.get_ref().cr.len() != request.rows.len() {
-                    bail!("wrong number of rates in the answer");
+                match &*call {
+                    Call::Predict(request) => {
+                        let response = serve.predict(request.clone()).await?;
+                        if response.get_ref().cr.len() != request.rows.len() {
+                            bail!("wrong number of rates in the answer");
+                        }
+                    }
+                    Call::Infer(request) => {
+                        let response = v2.model_infer(request.clone()).await?;
+                        if response.get_ref().outputs.is_empty() {
+                            bail!("no outputs in the ModelInfer answer");
+                        }
+                    }
                 }
                 latencies.push(t.elapsed().as_secs_f64() * 1e6);
             }

@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use super::log::JobLog;
 use super::{Job, JobRequest, JobState};
+use crate::metrics::TrainMetrics;
 use crate::status::ApiError;
 
 /// How long jobs cut off by shutdown get to notice it. Only a job in the middle
@@ -33,6 +34,7 @@ pub struct Jobs {
 pub(super) struct Inner {
     pub(super) catalog: Catalog,
     pub(super) notifier: Notifier,
+    pub(super) metrics: Arc<TrainMetrics>,
     /// One permit per job allowed to run; the rest wait here, first come first served.
     pub(super) slots: Arc<Semaphore>,
     registry: Mutex<Registry>,
@@ -52,11 +54,12 @@ struct Registry {
 }
 
 impl Jobs {
-    pub fn new(catalog: Catalog, notifier: Notifier, max_concurrent_jobs: usize) -> Self {
+    pub fn new(catalog: Catalog, notifier: Notifier, max_concurrent_jobs: usize, metrics: Arc<TrainMetrics>) -> Self {
         Jobs {
             inner: Arc::new(Inner {
                 catalog,
                 notifier,
+                metrics,
                 slots: Arc::new(Semaphore::new(max_concurrent_jobs.max(1))),
                 registry: Mutex::default(),
                 next_seq: AtomicU64::new(1),
@@ -118,7 +121,12 @@ impl Jobs {
             let index = registry.logs.len();
             registry.by_id.insert(job.id.clone(), index);
             registry.logs.push(log.clone());
-            self.inner.tasks.spawn(self.inner.clone().run(log));
+            // The job outlives the request: it keeps the request's id for its log
+            // lines and notices, in a span of its own with the job id.
+            let request_id = crs_platform::request_id::current().unwrap_or_default();
+            let span = tracing::info_span!(parent: None, "job", job_id = %job.id, request_id = %request_id);
+            let run = crs_platform::request_id::scope(request_id, self.inner.clone().run(log));
+            self.inner.tasks.spawn(tracing::Instrument::instrument(run, span));
         }
         tracing::info!(job_id = %job.id, model_ver = %job.model_ver, train_key = %job.keys.train, "job queued");
         Ok(job)

@@ -45,6 +45,7 @@ impl Inner {
             job.progress = JobStage::LoadingData.progress();
         });
         let job = log.current();
+        self.metrics.job_started();
         tracing::info!(job_id = %job.id, run_id = %run_id, "job started");
         self.notifier.notify(notices::started(&job, &run_id));
 
@@ -97,6 +98,7 @@ impl Inner {
             job.gate = gate;
         });
         let job = log.current();
+        self.metrics.job_ended(job.model_ver, true, true, &metadata.stage_seconds);
         tracing::info!(job_id = %job.id, run_id = %metadata.run_id, eval_wmae = eval.model.wmae, "job succeeded");
         self.notifier.notify(notices::succeeded(&job, &metadata));
     }
@@ -109,6 +111,7 @@ impl Inner {
             job.error = Some(reason.clone());
         });
         let job = log.current();
+        self.metrics.job_ended(job.model_ver, false, job.started_at.is_some(), &[]);
         tracing::warn!(job_id = %job.id, error = %reason, "job failed");
         self.notifier.notify(notices::failed(&job, &reason));
     }

@@ -1,0 +1,182 @@
+//! What serve-service counts and times, for Prometheus (`SERVE_METRICS_ADDR`).
+//!
+//! | metric | labels |
+//! |---|---|
+//! | `crs_serve_requests_total` | `rpc`, `model`, `code` |
+//! | `crs_serve_request_errors_total` | `rpc`, `model`, `code` (every code but OK) |
+//! | `crs_serve_request_duration_seconds` (histogram) | `rpc`, `model` |
+//! | `crs_serve_batch_rows` (histogram, rows written per batch) | `model` |
+//! | `crs_serve_batch_duration_seconds` (histogram) | `model` |
+//! | `crs_serve_model_loaded` (gauge, 1 for the run being served) | `model`, `run_id` |
+//! | `crs_serve_model_loads_total` | `model` |
+//! | `crs_serve_model_refusals_total` | `model` |
+//! | `crs_serve_model_swaps_total` (a load that replaced a served run) | `model` |
+//! | `crs_serve_model_unloads_total` | `model` |
+//!
+//! `model` is a registered model version or empty (the request named none, or
+//! an unknown one), so the label set stays small whatever clients send.
+
+use std::time::Instant;
+
+use crs_domain::models::ModelVer;
+use crs_platform::metrics::seconds_buckets;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use tonic::{Code, Status};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    rpc: &'static str,
+    model: &'static str,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabels {
+    rpc: &'static str,
+    model: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    model: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    model: &'static str,
+    run_id: String,
+}
+
+fn seconds_histogram() -> Histogram {
+    Histogram::new(seconds_buckets())
+}
+
+fn rows_histogram() -> Histogram {
+    // 1 row to about 16M rows, by factors of 4.
+    Histogram::new(exponential_buckets(1.0, 4.0, 13))
+}
+
+#[derive(Debug)]
+pub struct ServeMetrics {
+    requests: Family<CallLabels, Counter>,
+    errors: Family<CallLabels, Counter>,
+    latency: Family<RpcLabels, Histogram, fn() -> Histogram>,
+    batch_rows: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    batch_seconds: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    loaded: Family<RunLabels, Gauge>,
+    loads: Family<ModelLabels, Counter>,
+    refusals: Family<ModelLabels, Counter>,
+    swaps: Family<ModelLabels, Counter>,
+    unloads: Family<ModelLabels, Counter>,
+}
+
+impl ServeMetrics {
+    /// The metrics, registered in `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let metrics = ServeMetrics {
+            requests: Family::default(),
+            errors: Family::default(),
+            latency: Family::new_with_constructor(seconds_histogram),
+            batch_rows: Family::new_with_constructor(rows_histogram),
+            batch_seconds: Family::new_with_constructor(seconds_histogram),
+            loaded: Family::default(),
+            loads: Family::default(),
+            refusals: Family::default(),
+            swaps: Family::default(),
+            unloads: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("crs_serve");
+        r.register("requests", "gRPC requests answered, by RPC, model and status code", metrics.requests.clone());
+        r.register("request_errors", "gRPC requests answered with a code other than OK", metrics.errors.clone());
+        r.register_with_unit(
+            "request_duration",
+            "Time to answer a gRPC request",
+            Unit::Seconds,
+            metrics.latency.clone(),
+        );
+        r.register("batch_rows", "Output rows written per successful batch", metrics.batch_rows.clone());
+        r.register_with_unit(
+            "batch_duration",
+            "Time a successful batch took",
+            Unit::Seconds,
+            metrics.batch_seconds.clone(),
+        );
+        r.register("model_loaded", "1 for the model run being served", metrics.loaded.clone());
+        r.register("model_loads", "Model runs loaded and swapped in", metrics.loads.clone());
+        r.register("model_refusals", "Model runs refused (checksum, format or load failed)", metrics.refusals.clone());
+        r.register("model_swaps", "Loads that replaced a run being served", metrics.swaps.clone());
+        r.register("model_unloads", "Models unloaded on request", metrics.unloads.clone());
+        metrics
+    }
+
+    /// Starts timing one request of `rpc`.
+    pub fn call(&self, rpc: &'static str) -> Call<'_> {
+        Call { metrics: self, rpc, model: "", started: Instant::now() }
+    }
+
+    pub fn batch_done(&self, model_ver: ModelVer, rows: u64, seconds: f64) {
+        let labels = ModelLabels { model: model_ver.name() };
+        self.batch_rows.get_or_create(&labels).observe(rows as f64);
+        self.batch_seconds.get_or_create(&labels).observe(seconds);
+    }
+
+    /// A run swapped in, in place of `previous` if one was served.
+    pub fn swapped_in(&self, model_ver: ModelVer, run_id: &str, previous: Option<(ModelVer, &str)>) {
+        let labels = ModelLabels { model: model_ver.name() };
+        self.loads.get_or_create(&labels).inc();
+        if let Some((ver, run)) = previous {
+            self.swaps.get_or_create(&labels).inc();
+            self.loaded.remove(&RunLabels { model: ver.name(), run_id: run.to_owned() });
+        }
+        self.loaded.get_or_create(&RunLabels { model: model_ver.name(), run_id: run_id.to_owned() }).set(1);
+    }
+
+    pub fn refused(&self, model_ver: ModelVer) {
+        self.refusals.get_or_create(&ModelLabels { model: model_ver.name() }).inc();
+    }
+
+    pub fn unloaded(&self, model_ver: ModelVer, run_id: &str) {
+        self.unloads.get_or_create(&ModelLabels { model: model_ver.name() }).inc();
+        self.loaded.remove(&RunLabels { model: model_ver.name(), run_id: run_id.to_owned() });
+    }
+}
+
+/// One request being timed; [`Call::finish`] records it.
+#[derive(Debug)]
+pub struct Call<'a> {
+    metrics: &'a ServeMetrics,
+    rpc: &'static str,
+    model: &'static str,
+    started: Instant,
+}
+
+impl Call<'_> {
+    /// The model the request is about, once known.
+    pub fn model(&mut self, model_ver: ModelVer) {
+        self.model = model_ver.name();
+    }
+
+    /// The model a request names, if it is a registered one.
+    pub fn model_named(&mut self, name: &str) {
+        if let Ok(model_ver) = ModelVer::parse(name) {
+            self.model(model_ver);
+        }
+    }
+
+    pub fn finish<T>(self, result: Result<T, Status>) -> Result<T, Status> {
+        let code = crs_proto::code_name(result.as_ref().err().map_or(Code::Ok, Status::code));
+        let labels = CallLabels { rpc: self.rpc, model: self.model, code };
+        self.metrics.requests.get_or_create(&labels).inc();
+        if result.is_err() {
+            self.metrics.errors.get_or_create(&labels).inc();
+        }
+        let elapsed = self.started.elapsed().as_secs_f64();
+        self.metrics.latency.get_or_create(&RpcLabels { rpc: self.rpc, model: self.model }).observe(elapsed);
+        result
+    }
+}
