@@ -159,7 +159,17 @@ pub async fn train(args: TrainArgs, addrs: &Addresses) -> anyhow::Result<()> {
     let mut last = job;
     while let Some(update) = updates.message().await.map_err(status)? {
         bar.set_position((update.progress * 100.0).round() as u64);
-        bar.set_message(format!("job {} {}", update.job_id, stage_name(update.stage())));
+        let search = update.search.as_ref().map_or(String::new(), |s| {
+            if s.refitting {
+                format!(": refitting grid point {} with {} trees", s.best_point, s.best_trees)
+            } else {
+                format!(
+                    ": search point {}/{}, fold {}/{}, best point {} (log-loss {:.5})",
+                    s.point, s.points, s.folds_done, s.folds, s.best_point, s.best_logloss
+                )
+            }
+        });
+        bar.set_message(format!("job {} {}{search}", update.job_id, stage_name(update.stage())));
         last = update;
     }
     bar.finish_and_clear();
@@ -274,6 +284,12 @@ fn print_model(info: &ModelInfo, addrs: &Addresses) -> anyhow::Result<()> {
     out!("  trained by job {}, artifact sha256 {}", info.job_id, info.artifact_sha256);
     out!("  eval wmae {:.5} (device baseline {:.5})", info.eval_wmae, info.eval_baseline_wmae);
     out!("  needs {} attribute columns", info.attribute_names.len());
+    if !info.importance.is_empty() {
+        out!("  feature importance, top {}:", info.importance.len().min(10));
+        for f in info.importance.iter().take(10) {
+            out!("    {:<20}{:>12.6}", f.feature, f.importance);
+        }
+    }
     Ok(())
 }
 

@@ -129,6 +129,9 @@ pub async fn evaluate(args: EvaluateArgs, json: bool) -> anyhow::Result<()> {
             "metrics": metrics(&run.eval),
             "train_metrics": metrics(&run.train),
             "seconds": run.seconds.iter().map(|(stage, s)| (format!("{stage:?}").to_lowercase(), *s)).collect::<std::collections::BTreeMap<_, _>>(),
+            // What the version records about its fit (v2: its search).
+            "fit_report": run.report,
+            "feature_importance": run.model.importance(),
         });
         out!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -164,6 +167,17 @@ pub async fn evaluate(args: EvaluateArgs, json: bool) -> anyhow::Result<()> {
         out!("{name:<18}{:>10.5}{:>10.5}{:>10.4}{:>10.5}", m.wmae, m.wmse, m.logloss, m.mae);
     }
     out!();
+    if let Some(chosen) = run.report.get("chosen") {
+        out!("search chose {chosen}, {} trees", run.report["trees"]);
+    }
+    let importance = run.model.importance();
+    if !importance.is_empty() {
+        out!("feature importance, top {}:", importance.len().min(10));
+        for (feature, value) in importance.iter().take(10) {
+            out!("  {feature:<20}{value:>12.6}");
+        }
+        out!();
+    }
     for (stage, seconds) in &run.seconds {
         out!("{stage:?}: {seconds:.2} s");
     }

@@ -101,8 +101,8 @@ mod tests {
     //! Golden files captured from the output before it was derived with serde:
     //! the JSON a script reads must not change.
 
-    use crs_proto::serve::PredictBatchResponse;
-    use crs_proto::train::{Evaluation, JobState, Metrics, ModelVersionRuns, Stage};
+    use crs_proto::serve::{FeatureImportance, PredictBatchResponse};
+    use crs_proto::train::{Evaluation, JobState, Metrics, ModelVersionRuns, SearchProgress, Stage};
     use prost_types::Timestamp;
 
     use super::*;
@@ -143,6 +143,16 @@ mod tests {
             run_id: "20261201T210556681Z-9626e2".into(),
             error: String::new(),
             evaluation: evaluation(201),
+            search: Some(SearchProgress {
+                point: 4,
+                points: 4,
+                folds_done: 5,
+                folds: 5,
+                best_point: 3,
+                best_logloss: 0.2103,
+                best_trees: 173,
+                refitting: true,
+            }),
         }
     }
 
@@ -207,6 +217,7 @@ mod tests {
             attribute_names: vec!["att1".into(), "att14".into()],
             eval_wmae: 0.03531031839248789,
             eval_baseline_wmae: 0.03338403909888491,
+            importance: vec![FeatureImportance { feature: "att1".into(), importance: 0.0123 }],
         };
         let batch_response = PredictBatchResponse {
             output_key: "data/predict/output/v1/20261201T210556681Z-9626e2/prediction_output.csv.gz".into(),

@@ -8,7 +8,7 @@ use crate::data::Observations;
 use crate::features::{FeatureError, FeaturePipeline};
 use crate::metrics::{Metrics, score};
 use crate::models::v0::DeviceRates;
-use crate::models::{FitError, ModelVer, TrainedModel, TrainingSet};
+use crate::models::{FitError, ModelVer, Progress, TrainedModel, TrainingSet};
 
 /// The model and the baselines scored on the same rows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -78,6 +78,9 @@ pub struct TrainingRun {
     pub eval: Evaluation,
     /// Seconds spent in each stage.
     pub seconds: Vec<(Stage, f64)>,
+    /// What the version records about its fit ([`TrainedModel::report`]), for
+    /// the run's metadata; `Null` for versions with nothing to add.
+    pub report: serde_json::Value,
 }
 
 /// Fits the feature pipeline and the model on `train`, then scores model and
@@ -87,7 +90,20 @@ pub fn train_and_evaluate(
     params: &serde_json::Value,
     train: &Observations,
     eval: &Observations,
+    on_stage: impl FnMut(Stage),
+) -> Result<TrainingRun, TrainError> {
+    train_and_evaluate_with_progress(model_ver, params, train, eval, on_stage, &mut |_| {})
+}
+
+/// [`train_and_evaluate`], also passing the fit's [`Progress`] to `on_progress`
+/// as it happens (during [`Stage::Training`]).
+pub fn train_and_evaluate_with_progress(
+    model_ver: ModelVer,
+    params: &serde_json::Value,
+    train: &Observations,
+    eval: &Observations,
     mut on_stage: impl FnMut(Stage),
+    on_progress: &mut dyn FnMut(Progress),
 ) -> Result<TrainingRun, TrainError> {
     if train.is_empty() {
         return Err(TrainError::NoTrainingRows);
@@ -105,13 +121,15 @@ pub fn train_and_evaluate(
         features: features.transform(&train.rows, &features.attributes)?,
         clicks: train.clicks.clone(),
         conversions: train.conversions.clone(),
+        groups: train.rows.entity_id.clone(),
     };
     timed(Stage::Preparing, started);
 
     on_stage(Stage::Training);
     let started = Instant::now();
-    let fitted = model_ver.version().fit(params, &set)?;
+    let fitted = model_ver.version().fit(params, &set, on_progress)?;
     let model = TrainedModel::new(model_ver, features, params.clone(), fitted);
+    let report = model.report();
     timed(Stage::Training, started);
 
     on_stage(Stage::Evaluating);
@@ -121,5 +139,5 @@ pub fn train_and_evaluate(
     let eval_eval = baselines.evaluate(&model, eval)?;
     timed(Stage::Evaluating, started);
 
-    Ok(TrainingRun { model, train: train_eval, eval: eval_eval, seconds })
+    Ok(TrainingRun { model, train: train_eval, eval: eval_eval, seconds, report })
 }

@@ -25,10 +25,10 @@ fn v1_params(yaml: Option<&str>) -> Result<serde_json::Value, String> {
 }
 
 #[test]
-fn registry_lists_v0_and_v1_and_names_unknown_versions() {
-    assert_eq!(known_versions(), ["v0", "v1"]);
+fn registry_lists_every_version_and_names_unknown_versions() {
+    assert_eq!(known_versions(), ["v0", "v1", "v2"]);
     let Err(err) = ModelVer::parse("v9") else { panic!("v9 is not a version") };
-    assert_eq!(err.to_string(), "unknown model version \"v9\" (known: v0, v1)");
+    assert_eq!(err.to_string(), "unknown model version \"v9\" (known: v0, v1, v2)");
 }
 
 #[test]
@@ -287,7 +287,7 @@ fn a_config_of_only_comments_means_the_defaults() {
 
 #[test]
 fn the_committed_configs_are_valid() {
-    for name in ["v0", "v1"] {
+    for name in ["v0", "v1", "v2"] {
         let path = format!("{}/../bucket/config/{name}/params.yaml", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap();
         let params = ver(name).version().params(&path, Some(&text)).unwrap();

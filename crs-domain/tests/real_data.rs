@@ -68,3 +68,27 @@ fn v1_beats_every_baseline_on_the_real_holdout() {
     beats(&e.global, "global");
     beats(&e.device, "device");
 }
+
+#[test]
+fn v2_beats_v1_and_the_device_baseline_on_the_real_holdout() {
+    let Some(bytes) = real_data() else { return };
+    let data = prepared(bytes);
+    let run = |name: &str| {
+        let model_ver = ModelVer::parse(name).unwrap();
+        let params = model_ver.version().params("params.yaml", None).unwrap();
+        let started = std::time::Instant::now();
+        let run = train_and_evaluate(model_ver, &params, &data.train, &data.eval, |_| {}).unwrap();
+        println!("{name}: trained and scored in {:.1} s", started.elapsed().as_secs_f64());
+        run
+    };
+    let (v1, v2) = (run("v1"), run("v2"));
+    println!("v2 search: {}", v2.report["chosen"]);
+    let e = &v2.eval;
+    for (name, m) in [("v2", &e.model), ("v1", &v1.eval.model), ("device", &e.device)] {
+        println!("{name:<8} wmae {:.6} wmse {:.6} logloss {:.5}", m.wmae, m.wmse, m.logloss);
+    }
+    for (name, other) in [("v1", &v1.eval.model), ("device", &e.device)] {
+        assert!(e.model.logloss < other.logloss, "logloss: v2 {} vs {name} {}", e.model.logloss, other.logloss);
+        assert!(e.model.wmse < other.wmse, "wmse: v2 {} vs {name} {}", e.model.wmse, other.wmse);
+    }
+}

@@ -86,7 +86,7 @@ impl Classify for FitError {
     fn kind(&self) -> ErrorKind {
         match self {
             // Data too small or too odd for the hyperparameters: the caller can fix it.
-            FitError::NoData => ErrorKind::InvalidInput,
+            FitError::NoData | FitError::Search(_) => ErrorKind::InvalidInput,
             FitError::Library(_) => ErrorKind::Internal,
         }
     }

@@ -93,6 +93,19 @@ pub struct RunMetadata {
     /// The weeks of the rows trained and evaluated on (absent in older runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weeks: Option<WeekSplit>,
+    /// What the model version records about its fit, e.g. v2's hyperparameter
+    /// search: every grid point with its folds' scores, and the values chosen.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub fit_report: serde_json::Value,
+    /// Importance of each feature, largest first (empty for versions without one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feature_importance: Vec<FeatureImportance>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeatureImportance {
+    pub feature: String,
+    pub importance: f64,
 }
 
 /// Which weeks of the ingested data a run trained on and was judged on.

@@ -106,6 +106,8 @@ fn metadata(run: &TrainingRun, run_id: &RunId) -> RunMetadata {
         service: ServiceRecord { name: "crs-platform tests".to_owned(), version: "0".to_owned() },
         stage: None,
         weeks: None,
+        fit_report: serde_json::Value::Null,
+        feature_importance: Vec::new(),
     }
 }
 

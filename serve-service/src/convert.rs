@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crs_domain::data::{KeywordRows, RowProblem};
-use crs_proto::serve::{ModelInfo, PredictRequest};
+use crs_proto::serve::{FeatureImportance, ModelInfo, PredictRequest};
 use crs_proto::timestamp;
 
 use crate::model::Serving;
@@ -47,5 +47,12 @@ pub fn model_info(serving: &Serving) -> ModelInfo {
         attribute_names: serving.run.model.required_attributes().to_vec(),
         eval_wmae: metadata.metrics.eval.model.wmae,
         eval_baseline_wmae: metadata.metrics.eval.device.wmae,
+        importance: serving
+            .run
+            .model
+            .importance()
+            .into_iter()
+            .map(|(feature, importance)| FeatureImportance { feature, importance })
+            .collect(),
     }
 }

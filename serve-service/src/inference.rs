@@ -184,7 +184,7 @@ impl GrpcInferenceService for Inference {
         call.model_named(name);
         let result = match known_model(name) {
             // The slot holds one model: loading one replaces the one being served.
-            Ok(model_ver) => self.slot.select(model_ver, Selection::Latest).await.map(|_| ()),
+            Ok(model_ver) => self.slot.select(model_ver, Selection::Production).await.map(|_| ()),
             Err(e) => Err(e),
         };
         call.finish(result.map(|()| Response::new(RepositoryModelLoadResponse {})).map_err(Status::from))

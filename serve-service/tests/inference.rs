@@ -177,7 +177,7 @@ async fn health_metadata_inference_equal_to_predict_and_the_repository() {
     let index = v2.repository_index(RepositoryIndexRequest::default()).await.expect("index").into_inner();
     let entries: Vec<(&str, &str, &str)> =
         index.models.iter().map(|m| (m.name.as_str(), m.version.as_str(), m.state.as_str())).collect();
-    assert_eq!(entries, [("v0", "", "UNAVAILABLE"), ("v1", run_id.as_str(), "READY")]);
+    assert_eq!(entries, [("v0", "", "UNAVAILABLE"), ("v1", run_id.as_str(), "READY"), ("v2", "", "UNAVAILABLE")]);
     let request = RepositoryIndexRequest { ready: true, ..Default::default() };
     assert_eq!(v2.repository_index(request).await.expect("ready index").into_inner().models.len(), 1);
 

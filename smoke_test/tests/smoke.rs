@@ -68,6 +68,8 @@ fn built_binaries_train_serve_and_stop_cleanly() {
     stack.bad_training_data(&trained);
     progress("the Python client against the live services");
     stack.python_client();
+    progress("v2: a small search, its record in the run, served and batch-predicted");
+    stack.v2();
     progress("graceful shutdown on SIGTERM");
     stack.shutdown();
     progress("done");
@@ -360,7 +362,7 @@ impl Stack {
         crctl.refused(
             &["train", "--model-ver", "v9"],
             "InvalidArgument",
-            "unknown model version \"v9\" (known: v0, v1)",
+            "unknown model version \"v9\" (known: v0, v1, v2)",
         );
         crctl.refused(&["train", "--train", "../x.csv"], "InvalidArgument", "unsafe key");
         crctl.refused(&["train", "--train", "data/train/missing.csv"], "NotFound", "data/train/missing.csv");
@@ -496,6 +498,47 @@ impl Stack {
             .find_map(|line| line.split_once("succeeded: run ").and_then(|(_, rest)| rest.split(',').next()))
             .unwrap_or_else(|| panic!("no run id in the Python client's output:\n{output}"));
         assert_eq!(self.latest(), run, "the Python client's run is LATEST");
+    }
+
+    /// v2 trains, searches, records its search and importances, and is served
+    /// and batch-predicted like any version.
+    fn v2(&self) {
+        let config = self.bucket.join("config/v2/smoke.yaml");
+        std::fs::create_dir_all(config.parent().expect("config folder")).expect("config folder");
+        let grid = "learning_rate: 0.3\nmax_depth: [2, 3]\nl2: 1\nmax_trees: 60\nfolds: 3\nearly_stopping_rounds: 5\n";
+        std::fs::write(&config, grid).expect("write the v2 config");
+        let job = self.crctl.json(&[
+            "train",
+            "--model-ver",
+            "v2",
+            "--config",
+            "config/v2/smoke.yaml",
+            "--eval",
+            EVAL_KEY,
+            "--wait",
+        ]);
+        assert_eq!(job["state"], "JOB_STATE_SUCCEEDED", "{job:#}");
+        assert_eq!(
+            (job["search"]["points"].as_u64(), job["search"]["refitting"].as_bool()),
+            (Some(2), Some(true)),
+            "{job:#}"
+        );
+        let run_id = job["run_id"].as_str().expect("run id").to_owned();
+        let metadata =
+            std::fs::read(self.bucket.join("model/v2").join(&run_id).join("metadata.json")).expect("metadata");
+        let metadata: Value = serde_json::from_slice(&metadata).expect("metadata.json is JSON");
+        let points = metadata["fit_report"]["search"]["points"].as_array().expect("the search in the metadata");
+        assert_eq!(points.len(), 2, "{metadata:#}");
+        assert!(points.iter().all(|p| p["folds"].as_array().is_some_and(|f| f.len() == 3)), "{metadata:#}");
+        assert!(metadata["feature_importance"].as_array().is_some_and(|i| !i.is_empty()), "{metadata:#}");
+
+        let model = self.crctl.json(&["load-model", "--model-ver", "v2", "--run", &run_id]);
+        assert_eq!((model["model_ver"].as_str(), model["run_id"].as_str()), (Some("v2"), Some(run_id.as_str())));
+        assert!(model["importance"].as_array().is_some_and(|i| !i.is_empty()), "{model:#}");
+        assert!(self.crctl.ok(&["model"]).stdout.contains("feature importance"), "crctl model shows the importances");
+        let batch = self.crctl.json(&["predict-batch"]);
+        assert_eq!(batch["model_ver"], "v2", "{batch:#}");
+        assert!(batch["rows_written"].as_u64().is_some_and(|rows| rows > 0), "{batch:#}");
     }
 
     /// SIGTERM, as from a container runtime: both exit 0 after draining.

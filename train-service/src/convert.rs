@@ -118,6 +118,16 @@ pub fn job(job: &Job) -> proto::TrainingJob {
         run_id: job.run_id.as_ref().map(ToString::to_string).unwrap_or_default(),
         error: job.error.clone().unwrap_or_default(),
         evaluation: job.evaluation.as_ref().map(evaluation),
+        search: job.search.map(|s| proto::SearchProgress {
+            point: s.point as u32,
+            points: s.points as u32,
+            folds_done: s.folds_done as u32,
+            folds: s.folds as u32,
+            best_point: s.best_point as u32,
+            best_logloss: s.best_logloss,
+            best_trees: s.best_trees as u32,
+            refitting: s.refitting,
+        }),
     }
 }
 

@@ -51,6 +51,9 @@ struct Args {
     /// Decompressed input bytes parsed at a time (the batch's memory knob).
     #[arg(long, default_value_t = BatchOptions::default().chunk_bytes)]
     chunk_bytes: usize,
+    /// Model version to batch-predict with (fitted with its default hyperparameters).
+    #[arg(long, default_value = "v1")]
+    model_ver: ModelVer,
     /// Internal: run one batch on this input and print its figures as JSON.
     #[arg(long, hide = true)]
     worker: Option<String>,
@@ -60,14 +63,14 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.data_dir)?;
     if let Some(input) = &args.worker {
-        return worker(&args.data_dir, input, args.chunk_bytes);
+        return worker(&args.data_dir, args.model_ver, input, args.chunk_bytes);
     }
     let train = args.data_dir.join("train.csv.gz");
     if !train.exists() {
         eprintln!("generating {}", train.display());
         write_gzip(&train, |out| write_training(&spec(1, TRAIN_KEYWORDS), out))?;
     }
-    fit_model(&args.data_dir)?;
+    fit_model(&args.data_dir, args.model_ver)?;
 
     let mut table = Vec::new();
     for &rows in &args.rows {
@@ -78,8 +81,9 @@ fn main() -> anyhow::Result<()> {
             let keywords = (rows as f64 / ROWS_PER_KEYWORD).ceil() as usize;
             write_gzip(&input, |out| write_prediction_input(&spec(1_000_000, keywords), out))?;
         }
-        let rust: Vec<Value> =
-            (0..args.repeats).map(|_| run_rust(&args.data_dir, &name, args.chunk_bytes)).collect::<Result<_, _>>()?;
+        let rust: Vec<Value> = (0..args.repeats)
+            .map(|_| run_rust(&args.data_dir, args.model_ver, &name, args.chunk_bytes))
+            .collect::<Result<_, _>>()?;
         let chunksize = if rows > args.python_chunk_rows { args.python_chunk_rows } else { 0 };
         let python: Vec<Value> = (0..args.python_repeats)
             .map(|_| run_python(&train, &input, &args.data_dir, chunksize))
@@ -103,29 +107,35 @@ fn write_gzip(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result
     Ok(())
 }
 
-/// Fits v1 (defaults) on the training file and keeps its artifact beside the data.
-fn fit_model(dir: &Path) -> anyhow::Result<()> {
-    if dir.join("model.json").exists() {
+/// The artifact of `model_ver` beside the data.
+fn artifact_path(dir: &Path, model_ver: ModelVer) -> PathBuf {
+    dir.join(format!("model_{model_ver}.json"))
+}
+
+/// Fits `model_ver` (defaults) on the training file and keeps its artifact beside the data.
+fn fit_model(dir: &Path, model_ver: ModelVer) -> anyhow::Result<()> {
+    let path = artifact_path(dir, model_ver);
+    if path.exists() {
         return Ok(());
     }
     let runtime = tokio::runtime::Runtime::new()?;
     let bucket = Bucket::open(&dir.to_string_lossy())?;
-    let v1 = ModelVer::parse("v1")?;
-    let keys = InputKeys::new(v1, BucketKey::parse("train.csv.gz")?, None, None);
+    let keys = InputKeys::new(model_ver, BucketKey::parse("train.csv.gz")?, None, None);
     let inputs = runtime.block_on(Inputs::fetch(&bucket, keys))?;
-    let (params, _) = inputs.params(v1)?;
+    let (params, _) = inputs.params(model_ver)?;
     let data = inputs.prepare()?.data;
-    let run = train_and_evaluate(v1, &params, &data.train, &data.eval, |_| {})?;
+    let run = train_and_evaluate(model_ver, &params, &data.train, &data.eval, |_| {})?;
     let artifact = run.model.to_artifact();
-    std::fs::write(dir.join("model.json.sha256"), sha256_hex(&artifact))?;
-    std::fs::write(dir.join("model.json"), artifact)?;
+    std::fs::write(path.with_extension("json.sha256"), sha256_hex(&artifact))?;
+    std::fs::write(&path, artifact)?;
     Ok(())
 }
 
-fn worker(dir: &Path, input: &str, chunk_bytes: usize) -> anyhow::Result<()> {
-    let artifact = std::fs::read(dir.join("model.json"))?;
-    let sha = std::fs::read_to_string(dir.join("model.json.sha256"))?;
-    let model = Arc::new(TrainedModel::from_artifact(&artifact, &sha, ModelVer::parse("v1")?)?);
+fn worker(dir: &Path, model_ver: ModelVer, input: &str, chunk_bytes: usize) -> anyhow::Result<()> {
+    let path = artifact_path(dir, model_ver);
+    let artifact = std::fs::read(&path)?;
+    let sha = std::fs::read_to_string(path.with_extension("json.sha256"))?;
+    let model = Arc::new(TrainedModel::from_artifact(&artifact, &sha, model_ver)?);
     let bucket = Bucket::open(&dir.to_string_lossy())?;
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(predict_batch(
@@ -157,9 +167,10 @@ fn json_line(mut command: Command) -> anyhow::Result<Value> {
     Ok(serde_json::from_str(line)?)
 }
 
-fn run_rust(dir: &Path, input: &str, chunk_bytes: usize) -> anyhow::Result<Value> {
+fn run_rust(dir: &Path, model_ver: ModelVer, input: &str, chunk_bytes: usize) -> anyhow::Result<Value> {
     let mut command = Command::new(std::env::current_exe()?);
     command.args(["--data-dir", &dir.to_string_lossy(), "--worker", input, "--chunk-bytes", &chunk_bytes.to_string()]);
+    command.args(["--model-ver", model_ver.name()]);
     json_line(command)
 }
 

@@ -1,14 +1,18 @@
 //! Fit benchmark: loads a training file once the way `crctl evaluate` does
 //! (validation, cleaning, aggregation, a 20% keyword holdout), then fits each
-//! model configuration `--repeats` times and prints fit times and eval metrics.
+//! model configuration `--repeats` times (v2's, which search a grid, `--v2-repeats`
+//! times) and prints fit times, prediction times and eval metrics. With
+//! `--boost-reference` it also runs `bench/boost_reference.py` (xgboost and
+//! lightgbm) on the same split in the same run.
 //!
 //! ```text
-//! cargo run --release -p crs-bench --bin fit -- --data ../shared/data/keyword_conversions.csv.gz --repeats 5
+//! cargo run --release -p crs-bench --bin fit -- --data FILE --repeats 5 --boost-reference
 //! ```
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -16,7 +20,7 @@ use clap::Parser;
 use crs_domain::data::{DataFile, HOLDOUT_FRACTION, Observations, prepare};
 use crs_domain::evaluation::{Evaluation, Stage, train_and_evaluate};
 use crs_domain::metrics::Metrics;
-use crs_domain::models::ModelVer;
+use crs_domain::models::{ModelVer, TrainedModel};
 
 #[derive(Debug, Parser)]
 #[command(about = "Times model fits on one data file and scores them on its keyword holdout")]
@@ -31,6 +35,18 @@ struct Args {
     /// (for bench/sklearn_reference.py).
     #[arg(long, value_name = "DIR")]
     dump_split: Option<PathBuf>,
+    /// Fits per v2 configuration (each one searches its grid).
+    #[arg(long, default_value_t = 1)]
+    v2_repeats: usize,
+    /// Also run bench/boost_reference.py (xgboost, lightgbm) on the same split.
+    #[arg(long)]
+    boost_reference: bool,
+    /// The Python interpreter for --boost-reference.
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Threads the Python libraries may use.
+    #[arg(long, default_value_t = 2)]
+    python_threads: usize,
 }
 
 /// One model configuration: a version and its hyperparameter YAML.
@@ -40,16 +56,29 @@ struct Config {
     yaml: Option<&'static str>,
 }
 
-const CONFIGS: [Config; 4] = [
+const CONFIGS: [Config; 11] = [
     Config { label: "v0", version: "v0", yaml: None },
     Config { label: "v1", version: "v1", yaml: None },
     Config { label: "v1 growth=balanced", version: "v1", yaml: Some("growth: balanced") },
     Config { label: "v1 trees=10", version: "v1", yaml: Some("trees: 10") },
+    // The defaults (bucket/config/v2/params.yaml), then other fold seeds for the
+    // seed-to-seed noise, then tree caps for the accuracy / speed trade.
+    Config { label: "v2", version: "v2", yaml: None },
+    Config { label: "v2 seed=1", version: "v2", yaml: Some("seed: 1") },
+    Config { label: "v2 seed=2", version: "v2", yaml: Some("seed: 2") },
+    Config { label: "v2 seed=3", version: "v2", yaml: Some("seed: 3") },
+    Config { label: "v2 seed=4", version: "v2", yaml: Some("seed: 4") },
+    Config { label: "v2 max_trees=100", version: "v2", yaml: Some("max_trees: 100") },
+    Config { label: "v2 max_trees=30", version: "v2", yaml: Some("max_trees: 30") },
 ];
 
 struct Timing {
-    label: &'static str,
+    label: String,
     seconds: Vec<f64>,
+    /// Microseconds per row predicting the eval rows (pipeline and model), median.
+    predict_us: f64,
+    /// Trees in the model, for versions that report it.
+    trees: Option<u64>,
     eval: Evaluation,
 }
 
@@ -95,22 +124,139 @@ fn main() -> anyhow::Result<()> {
     for config in &CONFIGS {
         let model_ver = ModelVer::parse(config.version)?;
         let params = model_ver.version().params("bench", config.yaml)?;
-        let mut seconds = Vec::with_capacity(args.repeats);
+        let repeats = if config.version == "v2" { args.v2_repeats.max(1) } else { args.repeats };
+        let mut seconds = Vec::with_capacity(repeats);
         let mut last = None;
-        for _ in 0..args.repeats {
+        for _ in 0..repeats {
             let run = train_and_evaluate(model_ver, &params, &data.train, &data.eval, |_| {})?;
             let fit = run.seconds.iter().find(|(stage, _)| *stage == Stage::Training).map_or(0.0, |(_, s)| *s);
             seconds.push(fit);
-            last = Some(run.eval);
+            last = Some(run);
         }
-        let eval = last.context("at least one repeat")?;
+        let run = last.context("at least one repeat")?;
+        let predict_us = predict_micros(&run.model, &data.eval)?;
+        let trees = run.report["trees"].as_u64();
+        let chosen = &run.report["chosen"];
         eprintln!("  {}: params {params}, median fit {:.4} s", config.label, median(&seconds));
-        timings.push(Timing { label: config.label, seconds, eval });
+        if !chosen.is_null() {
+            eprintln!("    chose {chosen}, {} trees", trees.unwrap_or(0));
+        }
+        timings.push(Timing { label: config.label.to_owned(), seconds, predict_us, trees, eval: run.eval });
     }
 
     println!();
     println!("{}", table(&timings, args.repeats));
+    println!();
+    println!("{}", seed_noise(&timings));
+
+    if args.boost_reference {
+        let dir = tempfile::tempdir()?;
+        for (file, observations) in [("train.csv", &data.train), ("eval.csv", &data.eval)] {
+            dump(&dir.path().join(file), observations)?;
+        }
+        println!();
+        println!("{}", boost_reference(&args, dir.path(), &timings)?);
+    }
     Ok(())
+}
+
+/// Median microseconds per row of `TrainedModel::predict` on `rows`, which
+/// builds the matrix from keyword rows as serving does.
+fn predict_micros(model: &TrainedModel, rows: &Observations) -> anyhow::Result<f64> {
+    let mut micros = Vec::new();
+    for _ in 0..7 {
+        let started = Instant::now();
+        let predicted = model.predict(&rows.rows)?;
+        micros.push(started.elapsed().as_secs_f64() * 1e6 / predicted.len().max(1) as f64);
+    }
+    Ok(median(&micros))
+}
+
+/// The spread of v2's eval metrics over the fold seeds.
+fn seed_noise(timings: &[Timing]) -> String {
+    let seeds: Vec<&Timing> = timings.iter().filter(|t| t.label == "v2" || t.label.starts_with("v2 seed=")).collect();
+    let mut out = String::new();
+    let spread = |values: Vec<f64>| {
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let sd = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
+        let (lo, hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        (mean, sd, hi - lo)
+    };
+    let _ = writeln!(out, "v2 over {} fold seeds (mean, standard deviation, max - min):", seeds.len());
+    for (name, values) in [
+        ("wmae", seeds.iter().map(|t| t.eval.model.wmae).collect::<Vec<_>>()),
+        ("wmse", seeds.iter().map(|t| t.eval.model.wmse).collect()),
+        ("logloss", seeds.iter().map(|t| t.eval.model.logloss).collect()),
+    ] {
+        let (mean, sd, range) = spread(values);
+        let _ = writeln!(out, "  {name:<8} {mean:.6}  sd {sd:.6}  range {range:.6}");
+    }
+    out
+}
+
+/// Runs bench/boost_reference.py on the dumped split and tables its results
+/// next to v2's.
+fn boost_reference(args: &Args, split: &Path, timings: &[Timing]) -> anyhow::Result<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("boost_reference.py");
+    eprintln!("  running {} (xgboost and lightgbm grids; takes a few minutes)", script.display());
+    let output = Command::new(&args.python)
+        .arg(&script)
+        .arg("--split")
+        .arg(split)
+        .arg("--threads")
+        .arg(args.python_threads.to_string())
+        .arg("--json")
+        .output()
+        .with_context(|| format!("running {} {}", args.python, script.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut out = String::new();
+    if let Some(first) = stdout.lines().next() {
+        let _ = writeln!(out, "{first}");
+    }
+    let _ = writeln!(
+        out,
+        "{:<20}{:>14}{:>12}{:>8}{:>10}{:>11}{:>10}  settings",
+        "same split", "search+fit s", "final fit s", "trees", "wmae", "wmse", "logloss"
+    );
+    for t in timings.iter().filter(|t| t.label == "v2" || t.label == "v1") {
+        let m = &t.eval.model;
+        let trees = t.trees.map_or_else(|| "1".to_owned(), |n| n.to_string());
+        let _ = writeln!(
+            out,
+            "{:<20}{:>14.2}{:>12}{trees:>8}{:>10.5}{:>11.6}{:>10.5}",
+            t.label,
+            median(&t.seconds),
+            "",
+            m.wmae,
+            m.wmse,
+            m.logloss
+        );
+    }
+    for line in stdout.lines().filter_map(|l| l.strip_prefix("RESULT ")) {
+        let r: serde_json::Value = serde_json::from_str(line).context("a RESULT line of boost_reference.py")?;
+        let number = |key: &str| r[key].as_f64().unwrap_or(f64::NAN);
+        let _ = writeln!(
+            out,
+            "{:<20}{:>14.2}{:>12.2}{:>8}{:>10.5}{:>11.6}{:>10.5}  {}",
+            r["label"].as_str().unwrap_or("?"),
+            number("search_seconds") + number("fit_seconds"),
+            number("fit_seconds"),
+            // A JSON value ignores the width, so the count is formatted as a number.
+            r["trees"].as_u64().unwrap_or(0),
+            number("wmae"),
+            number("wmse"),
+            number("logloss"),
+            r["settings"]
+        );
+    }
+    Ok(out)
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -131,12 +277,14 @@ fn table(timings: &[Timing], repeats: usize) -> String {
     let v0 = timings.iter().find(|t| t.label == "v0").map_or(f64::NAN, |t| median(&t.seconds));
     let _ = writeln!(
         out,
-        "{:<20}{:>12}{:>12}{:>12}{:>12}{:>10}{:>10}{:>10}",
+        "{:<20}{:>12}{:>12}{:>12}{:>12}{:>7}{:>12}{:>10}{:>10}{:>10}",
         format!("fit x{repeats}"),
         "median s",
         "min s",
         "max s",
         "/ v0",
+        "trees",
+        "predict µs",
         "wmae",
         "wmse",
         "logloss"
@@ -148,7 +296,14 @@ fn table(timings: &[Timing], repeats: usize) -> String {
         let min = t.seconds.iter().copied().fold(f64::INFINITY, f64::min);
         let max = t.seconds.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let m = median(&t.seconds);
-        let _ = write!(out, "{:<20}{m:>12.6}{min:>12.6}{max:>12.6}{:>12.1}", t.label, m / v0);
+        let trees = t.trees.map_or_else(String::new, |n| n.to_string());
+        let _ = write!(
+            out,
+            "{:<20}{m:>12.6}{min:>12.6}{max:>12.6}{:>12.1}{trees:>7}{:>12.3}",
+            t.label,
+            m / v0,
+            t.predict_us
+        );
         metrics(&mut out, &t.eval.model);
     }
     if let Some(first) = timings.first() {
@@ -157,7 +312,7 @@ fn table(timings: &[Timing], repeats: usize) -> String {
             ("baseline: global", &first.eval.global),
             ("baseline: zero", &first.eval.zero),
         ] {
-            let _ = write!(out, "{label:<20}{:>48}", "");
+            let _ = write!(out, "{label:<20}{:>67}", "");
             metrics(&mut out, m);
         }
         let _ = write!(out, "eval: {} observations, {} clicks", first.eval.rows, first.eval.clicks);

@@ -67,12 +67,15 @@ struct Args {
     /// Worker threads of the services' runtime.
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
+    /// Model version trained and served.
+    #[arg(long, default_value = "v1")]
+    model_ver: String,
     /// V2 (Open Inference Protocol) server for the ModelInfer measurements; default: this serve-service.
     #[arg(long)]
     v2_addr: Option<String>,
-    /// Model name ModelInfer asks for.
-    #[arg(long, default_value = "v1")]
-    v2_model: String,
+    /// Model name ModelInfer asks for; default: --model-ver.
+    #[arg(long)]
+    v2_model: Option<String>,
     /// Model version ModelInfer asks for; empty lets the server choose.
     #[arg(long, default_value = "")]
     v2_version: String,
@@ -141,7 +144,7 @@ fn element(datatype: &str, row: usize, column: usize, bytes_values: &[String]) -
 /// A raw-tensor ModelInfer request of `rows` rows.
 fn infer_request(args: &Args, inputs: &[InputSpec], rows: usize) -> ModelInferRequest {
     let mut request = ModelInferRequest {
-        model_name: args.v2_model.clone(),
+        model_name: args.v2_model(),
         model_version: args.v2_version.clone(),
         outputs: args
             .v2_output
@@ -172,7 +175,7 @@ async fn v2_inputs(args: &Args, channel: &Channel) -> anyhow::Result<Vec<InputSp
     if !args.v2_inputs.is_empty() {
         return Ok(args.v2_inputs.clone());
     }
-    let request = ModelMetadataRequest { name: args.v2_model.clone(), version: args.v2_version.clone() };
+    let request = ModelMetadataRequest { name: args.v2_model(), version: args.v2_version.clone() };
     let metadata = GrpcInferenceServiceClient::new(channel.clone()).model_metadata(request).await?.into_inner();
     metadata
         .inputs
@@ -188,16 +191,24 @@ async fn v2_inputs(args: &Args, channel: &Channel) -> anyhow::Result<Vec<InputSp
         .collect()
 }
 
+impl Args {
+    fn v2_model(&self) -> String {
+        self.v2_model.clone().unwrap_or_else(|| self.model_ver.clone())
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let services =
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.server_threads).enable_all().build()?;
     // The services run on their own runtime: the stack spawns them on the one it is started from.
+    let model_ver = args.model_ver.parse()?;
     let (stack, trainer, server) = services.block_on(async {
         let stack = Stack::with(Setup { webhook: None, sizes: SampleSizes::default() }).await;
         let train = stack.start_train(stack.train_config()).await;
         let mut serve_config = stack.serve_config();
         serve_config.poll_interval_secs = 0.2;
+        serve_config.model_ver = model_ver;
         let serve = stack.start_serve(serve_config).await;
         (stack, train, serve)
     });
@@ -207,7 +218,7 @@ fn main() -> anyhow::Result<()> {
     let client = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     client.block_on(async {
         let bucket = Bucket::open(&bucket_url)?;
-        train(&train_addr).await?;
+        train(&train_addr, &args.model_ver).await?;
         let template = request_rows(&bucket).await?;
         let serve = connect(&serve_addr).await?;
         wait_until_serving(&serve).await?;
@@ -248,7 +259,7 @@ fn main() -> anyhow::Result<()> {
         );
         println!(
             "ModelInfer ({v2_addr}, model {:?}) p50 {:.0} us, p99 {:.0} us",
-            args.v2_model,
+            args.v2_model(),
             pct(&infer, 50.0),
             pct(&infer, 99.0)
         );
@@ -297,10 +308,10 @@ async fn connect(addr: &str) -> anyhow::Result<Channel> {
     Ok(Channel::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect().await?)
 }
 
-async fn train(addr: &str) -> anyhow::Result<()> {
+async fn train(addr: &str, model_ver: &str) -> anyhow::Result<()> {
     let mut client = TrainServiceClient::new(connect(addr).await?);
     let job = client
-        .start_training(StartTrainingRequest { model_ver: "v1".into(), ..Default::default() })
+        .start_training(StartTrainingRequest { model_ver: model_ver.into(), ..Default::default() })
         .await?
         .into_inner();
     loop {

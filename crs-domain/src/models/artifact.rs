@@ -69,6 +69,12 @@ impl TrainedModel {
         &self.required_attributes
     }
 
+    /// What the model version records about its fit (see
+    /// [`super::ModelVersion::report`]), with the matrix columns named.
+    pub fn report(&self) -> serde_json::Value {
+        self.model.report(&self.features.feature_names())
+    }
+
     /// Feature importance by feature name, largest first.
     pub fn importance(&self) -> Vec<(String, f64)> {
         let names = self.features.feature_names();

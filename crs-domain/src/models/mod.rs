@@ -6,6 +6,10 @@
 //! `v3.rs` and adding one line to [`REGISTRY`]; the services only see
 //! [`ModelVer`], a name checked against the registry once, where a request or
 //! the configuration is parsed.
+//!
+//! Besides `fit` and `validate`, a version may fill in `report` (what a run
+//! records about its fit, e.g. v2's search) and `Predictor::importance`;
+//! `fit` gets a progress callback that versions with a long search call as they go.
 
 mod artifact;
 mod registry;
@@ -13,7 +17,10 @@ mod template;
 mod tree;
 pub mod v0;
 pub mod v1;
+pub mod v2;
 
 pub use artifact::{ARTIFACT_FORMAT_VERSION, ArtifactError, TrainedModel, sha256_hex};
 pub use registry::{ModelVer, REGISTRY, UnknownVersion, known_versions};
-pub use template::{FitError, FittedModel, ModelVersion, ParamError, Predictor, RegisteredVersion, TrainingSet};
+pub use template::{
+    FitError, FittedModel, ModelVersion, ParamError, Predictor, Progress, RegisteredVersion, TrainingSet,
+};

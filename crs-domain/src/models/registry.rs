@@ -7,11 +7,11 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::template::{Registered, RegisteredVersion};
-use super::{v0, v1};
+use super::{v0, v1, v2};
 
 /// Every registered version, in order. The one place a new version is added.
 pub static REGISTRY: &[&dyn RegisteredVersion] =
-    &[&Registered::<v0::V0>(PhantomData), &Registered::<v1::V1>(PhantomData)];
+    &[&Registered::<v0::V0>(PhantomData), &Registered::<v1::V1>(PhantomData), &Registered::<v2::V2>(PhantomData)];
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("unknown model version {name:?} (known: {})", known_versions().join(", "))]
@@ -124,7 +124,7 @@ mod tests {
         assert_eq!(serde_json::to_string(&v1).unwrap(), "\"v1\"");
         assert_eq!(serde_json::from_str::<ModelVer>("\"v1\"").unwrap(), v1);
         let err = ModelVer::parse("v9").unwrap_err().to_string();
-        assert!(err.contains("\"v9\"") && err.contains("v0, v1"), "{err}");
+        assert!(err.contains("\"v9\"") && err.contains("v0, v1, v2"), "{err}");
         assert!(serde_json::from_str::<ModelVer>("\"../x\"").is_err());
         assert_eq!(ModelVer::all().map(ModelVer::name).collect::<Vec<_>>(), known_versions());
     }

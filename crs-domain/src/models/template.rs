@@ -15,6 +15,38 @@ pub struct TrainingSet {
     pub features: Features,
     pub clicks: Vec<f64>,
     pub conversions: Vec<f64>,
+    /// The `entity_id` of each row, so that searches can keep a keyword's rows
+    /// on one side of a cross-validation split.
+    pub groups: Vec<i64>,
+}
+
+/// How far a fit has got, for versions whose fit takes long enough to report
+/// (v2's hyperparameter search). Serialisable so a training job can stream it.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Progress {
+    /// One cross-validation fold of one grid point is done (counted from 1).
+    Fold {
+        point: usize,
+        points: usize,
+        fold: usize,
+        folds: usize,
+        /// Trees the fold's early stopping kept, and its validation log-loss there.
+        trees: usize,
+        logloss: f64,
+    },
+    /// All folds of a grid point are done.
+    Point {
+        point: usize,
+        points: usize,
+        trees: usize,
+        mean_logloss: f64,
+        /// The best grid point so far and its mean validation log-loss.
+        best_point: usize,
+        best_logloss: f64,
+    },
+    /// The search is over: the final model is being fitted on every row.
+    Refit { point: usize, trees: usize },
 }
 
 /// The template a model version fills in.
@@ -32,7 +64,18 @@ pub trait ModelVersion: 'static {
     /// Range checks, naming the offending key.
     fn check(params: &Self::Params) -> Result<(), ParamError>;
 
-    fn fit(params: &Self::Params, data: &TrainingSet) -> Result<Self::Fitted, FitError>;
+    /// `progress` hears how a long fit goes; versions with a quick fit ignore it.
+    fn fit(
+        params: &Self::Params,
+        data: &TrainingSet,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Self::Fitted, FitError>;
+
+    /// What a run should record about this fit besides its metrics, as JSON
+    /// (`feature_names` names the matrix columns); `Null` for nothing (v2: its search).
+    fn report(_fitted: &Self::Fitted, _feature_names: &[String]) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 
     /// Structural checks of a fitted model read back from an artifact, which may
     /// have been edited or corrupted by hand: indices in range, no cycles, finite
@@ -76,6 +119,9 @@ pub enum FitError {
     NoData,
     #[error("training failed: {0}")]
     Library(String),
+    /// The hyperparameter search cannot run on these rows, e.g. more folds than keywords.
+    #[error("hyperparameter search: {0}")]
+    Search(String),
 }
 
 /// A fitted model of any version.
@@ -84,6 +130,8 @@ pub trait FittedModel: Send + Sync + Debug {
     fn used_features(&self) -> Vec<usize>;
     fn importance(&self) -> Vec<(usize, f64)>;
     fn to_json(&self) -> serde_json::Value;
+    /// See [`ModelVersion::report`].
+    fn report(&self, feature_names: &[String]) -> serde_json::Value;
 }
 
 /// A version as the registry and the services see it, with its types erased.
@@ -93,7 +141,12 @@ pub trait RegisteredVersion: Send + Sync {
     /// Reads and checks hyperparameters from YAML (`None`: the defaults);
     /// returns them complete, defaults filled in, as recorded in the artifact.
     fn params(&self, file: &str, yaml: Option<&str>) -> Result<serde_json::Value, ParamError>;
-    fn fit(&self, params: &serde_json::Value, data: &TrainingSet) -> Result<Box<dyn FittedModel>, FitError>;
+    fn fit(
+        &self,
+        params: &serde_json::Value,
+        data: &TrainingSet,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Box<dyn FittedModel>, FitError>;
     /// Reads a fitted model from its artifact form and validates it for a
     /// feature matrix `width` columns wide; the error says what is wrong.
     fn load(&self, model: serde_json::Value, width: usize) -> Result<Box<dyn FittedModel>, String>;
@@ -126,6 +179,10 @@ impl<V: ModelVersion> FittedModel for Fitted<V> {
     fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(&self.0).expect("fitted models are plain serde data")
     }
+
+    fn report(&self, feature_names: &[String]) -> serde_json::Value {
+        V::report(&self.0, feature_names)
+    }
 }
 
 impl<V: ModelVersion> RegisteredVersion for Registered<V> {
@@ -152,13 +209,18 @@ impl<V: ModelVersion> RegisteredVersion for Registered<V> {
         Ok(serde_json::to_value(&params).expect("hyperparameters are plain serde data"))
     }
 
-    fn fit(&self, params: &serde_json::Value, data: &TrainingSet) -> Result<Box<dyn FittedModel>, FitError> {
+    fn fit(
+        &self,
+        params: &serde_json::Value,
+        data: &TrainingSet,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Box<dyn FittedModel>, FitError> {
         let params: V::Params =
             serde_json::from_value(params.clone()).map_err(|e| FitError::Library(format!("hyperparameters: {e}")))?;
         if data.features.is_empty() {
             return Err(FitError::NoData);
         }
-        Ok(Box::new(Fitted::<V>(V::fit(&params, data)?)))
+        Ok(Box::new(Fitted::<V>(V::fit(&params, data, progress)?)))
     }
 
     fn load(&self, model: serde_json::Value, width: usize) -> Result<Box<dyn FittedModel>, String> {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{FitError, ModelVersion, ParamError, Predictor, TrainingSet};
+use super::{FitError, ModelVersion, ParamError, Predictor, Progress, TrainingSet};
 use crate::data::Device;
 use crate::features::Features;
 
@@ -65,7 +65,7 @@ impl ModelVersion for V0 {
         Ok(())
     }
 
-    fn fit(_: &Params, data: &TrainingSet) -> Result<DeviceRates, FitError> {
+    fn fit(_: &Params, data: &TrainingSet, _: &mut dyn FnMut(Progress)) -> Result<DeviceRates, FitError> {
         Ok(DeviceRates::fit(&data.features.devices, &data.clicks, &data.conversions))
     }
 

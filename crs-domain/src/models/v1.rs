@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::tree::{GrowParams, RateTree, Sample};
-use super::{FitError, ModelVersion, ParamError, Predictor, TrainingSet};
+use super::{FitError, ModelVersion, ParamError, Predictor, Progress, TrainingSet};
 use crate::features::Features;
 use crate::rng::SplitMix64;
 
@@ -113,7 +113,7 @@ impl ModelVersion for V1 {
         Ok(())
     }
 
-    fn fit(p: &Params, data: &TrainingSet) -> Result<Forest, FitError> {
+    fn fit(p: &Params, data: &TrainingSet, _: &mut dyn FnMut(Progress)) -> Result<Forest, FitError> {
         let grow = GrowParams { max_depth: p.max_depth, min_leaf_clicks: p.min_leaf_clicks, shrinkage: p.shrinkage };
         let grow_one = |clicks: &[f64], conversions: &[f64]| {
             let sample = Sample { x: data.features.matrix.view(), clicks, conversions };

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use crs_domain::data::DataError;
 use crs_domain::evaluation::{self, Evaluation, TrainError};
-use crs_domain::models::{ModelVer, ParamError};
+use crs_domain::models::{ModelVer, ParamError, Progress};
 use crs_platform::bucket::StorageError;
 use crs_platform::error::{Classify, ErrorKind};
 use crs_platform::inputs::{FetchError, InputKeys};
@@ -122,6 +122,39 @@ pub struct Job {
     pub evaluation: Option<Evaluation>,
     /// What the gate did with the run, once the job has succeeded (not for drafts).
     pub gate: Option<String>,
+    /// How a hyperparameter search is going, for versions that search.
+    pub search: Option<SearchState>,
+}
+
+/// A search's progress as a job reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SearchState {
+    pub point: usize,
+    pub points: usize,
+    pub folds_done: usize,
+    pub folds: usize,
+    pub best_point: usize,
+    pub best_logloss: f64,
+    pub best_trees: usize,
+    pub refitting: bool,
+}
+
+impl SearchState {
+    /// The state after `event`.
+    pub fn after(self, event: &Progress) -> Self {
+        match *event {
+            Progress::Fold { point, points, fold, folds, .. } => {
+                SearchState { point, points, folds_done: fold, folds, ..self }
+            }
+            Progress::Point { point, points, best_point, best_logloss, trees, .. } => {
+                let best_trees = if best_point == point { trees } else { self.best_trees };
+                SearchState { point, points, folds_done: self.folds, best_point, best_logloss, best_trees, ..self }
+            }
+            Progress::Refit { point, trees } => {
+                SearchState { best_point: point, best_trees: trees, refitting: true, ..self }
+            }
+        }
+    }
 }
 
 /// Why a job failed; its message is the job's `error`.

@@ -110,6 +110,7 @@ impl Jobs {
             error: None,
             evaluation: None,
             gate: None,
+            search: None,
         };
         let log = JobLog::new(job.clone());
         {

@@ -6,7 +6,7 @@ use std::time::Instant;
 use chrono::Utc;
 use crs_platform::events::Stage;
 use crs_platform::layout::RunId;
-use crs_platform::runs::{ArtifactRecord, RunMetadata, RunMetrics, ServiceRecord, StageTiming};
+use crs_platform::runs::{ArtifactRecord, FeatureImportance, RunMetadata, RunMetrics, ServiceRecord, StageTiming};
 
 use super::log::JobLog;
 use super::queue::Inner;
@@ -62,6 +62,13 @@ impl Inner {
             service: ServiceRecord { name: SERVICE_NAME.to_owned(), version: env!("CARGO_PKG_VERSION").to_owned() },
             stage: Some(if job.draft { Stage::Draft } else { Stage::Candidate }),
             weeks: inputs.weeks,
+            feature_importance: run
+                .model
+                .importance()
+                .into_iter()
+                .map(|(feature, importance)| FeatureImportance { feature, importance })
+                .collect(),
+            fit_report: run.report,
         };
         let store = self.catalog.store();
         store.save_run(&run.model, &mut metadata).await.map_err(JobError::Save)?;

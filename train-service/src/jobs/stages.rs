@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
-use crs_domain::evaluation::{TrainingRun, train_and_evaluate};
+use crs_domain::evaluation::{self, TrainingRun, train_and_evaluate_with_progress};
+use crs_domain::models::Progress;
 use crs_platform::inputs::{Inputs, PreparedInputs};
 use crs_platform::layout::RunId;
 use crs_platform::runs::{DataRecord, RunMetadata};
@@ -78,9 +79,18 @@ impl Inner {
             let prepared = inputs.prepare()?;
             let loading_seconds = started.elapsed().as_secs_f64();
             let data = &prepared.data;
-            let run = train_and_evaluate(model_ver, &fit_params, &data.train, &data.eval, |stage| {
-                stages.enter(stage.into());
-            })?;
+            let on_stage = |stage: evaluation::Stage| stages.enter(stage.into());
+            let mut on_progress = |event: Progress| {
+                stages.update(|job| job.search = Some(job.search.unwrap_or_default().after(&event)));
+            };
+            let run = train_and_evaluate_with_progress(
+                model_ver,
+                &fit_params,
+                &data.train,
+                &data.eval,
+                on_stage,
+                &mut on_progress,
+            )?;
             Ok((prepared, run, loading_seconds))
         })
         .await
