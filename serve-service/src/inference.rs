@@ -4,7 +4,7 @@
 //!
 //! The model repository extension works on the one slot: the index lists every
 //! registered model version (the served one READY), a load selects a version at
-//! its LATEST run (as `LoadModel` does), and unloading the served model empties
+//! its production run (as `LoadModel` does by default), and unloading the served model empties
 //! the slot until the next load.
 
 use std::sync::Arc;
