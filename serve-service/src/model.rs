@@ -143,8 +143,7 @@ impl ModelSlot {
         let run = match &selection {
             Selection::Production => {
                 let production = self.catalog.production(model_ver).await?;
-                let run = production
-                    .ok_or_else(|| ServeError::NoModel(format!("model {model_ver} has no production run yet")))?;
+                let run = production.ok_or(ServeError::NoProduction(model_ver))?;
                 self.store().load(model_ver, &run).await?
             }
             Selection::Latest => self.store().load_latest(model_ver).await?,

@@ -3,7 +3,7 @@
 //! `crs_platform::error`).
 
 use crs_domain::features::FeatureError;
-use crs_domain::models::UnknownVersion;
+use crs_domain::models::{ModelVer, UnknownVersion};
 use crs_platform::batch::BatchError;
 use crs_platform::bucket::KeyError;
 use crs_platform::catalog::CatalogError;
@@ -18,6 +18,8 @@ pub enum ServeError {
     NoModel(String),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("model {0} has no production run yet")]
+    NoProduction(ModelVer),
     #[error("{0}")]
     NotFound(String),
     #[error("attribute_names: {0}")]
@@ -41,7 +43,7 @@ impl Classify for ServeError {
         match self {
             ServeError::NoModel(_) => ErrorKind::Precondition,
             ServeError::InvalidRequest(_) => ErrorKind::InvalidInput,
-            ServeError::NotFound(_) => ErrorKind::NotFound,
+            ServeError::NoProduction(_) | ServeError::NotFound(_) => ErrorKind::NotFound,
             ServeError::Features(e) => e.kind(),
             ServeError::UnknownVersion(e) => e.kind(),
             ServeError::Key(e) => e.kind(),
@@ -114,6 +116,7 @@ mod tests {
             (storage(StorageError::NotFound { key: "k".into() }), Code::NotFound),
             (ServeError::NoModel("waiting".into()), Code::FailedPrecondition),
             (ServeError::NotFound("model 'v9' is not loaded".into()), Code::NotFound),
+            (ServeError::NoProduction(ModelVer::parse("v1").unwrap()), Code::NotFound),
             (storage(StorageError::Conflict { key: "k".into() }), Code::Aborted),
             (storage(StorageError::AlreadyExists { key: "k".into() }), Code::AlreadyExists),
             (storage(StorageError::Config { url: "s3://b".into(), message: "no region".into() }), Code::Internal),

@@ -200,7 +200,7 @@ async fn health_metadata_inference_equal_to_predict_and_the_repository() {
     wait_until_serving(&serve).await;
     assert_eq!(rates(&v2.model_infer(one).await.expect("infer after load").into_inner()).len(), 1);
     let load = RepositoryModelLoadRequest { model_name: "v0".into(), ..Default::default() };
-    assert_status(v2.repository_model_load(load).await, Code::NotFound, &["model v0 has no LATEST run yet"]);
+    assert_status(v2.repository_model_load(load).await, Code::NotFound, &["model v0 has no production run yet"]);
     let load = RepositoryModelLoadRequest { model_name: "v9".into(), ..Default::default() };
     assert_status(v2.repository_model_load(load).await, Code::NotFound, &["unknown model 'v9'"]);
     serve.stop().await.expect("clean stop");

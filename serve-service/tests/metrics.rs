@@ -70,7 +70,7 @@ async fn counters_and_histograms_follow_the_requests() {
     assert_eq!(delta("crs_serve_batch_rows_sum", &[("model", "v1")]), done.rows_written as f64);
     assert_eq!(delta("crs_serve_batch_duration_seconds_count", &[("model", "v1")]), 1.0);
 
-    // Unload and load: the gauge goes and comes back; a new LATEST is a swap.
+    // Unload and load: the gauge goes and comes back; a new production run is a swap.
     let unload = RepositoryModelUnloadRequest { model_name: "v1".into(), ..Default::default() };
     v2.repository_model_unload(unload).await.expect("unload");
     let unloaded = metrics(addr).await;
@@ -82,7 +82,9 @@ async fn counters_and_histograms_follow_the_requests() {
     assert_eq!(loaded.value("crs_serve_model_loads_total", &[("model", "v1")]), 2.0);
     assert_eq!(loaded.value("crs_serve_model_swaps_total", &[("model", "v1")]), 0.0, "nothing was being served");
 
+    // The same data again does not beat the champion by the gate's margin: promoted by hand.
     let second_run = stack.train("v1").await;
+    stack.promote("v1", &second_run).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let swapped = loop {
         let now = metrics(addr).await;

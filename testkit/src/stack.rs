@@ -12,7 +12,7 @@ use crs_platform::sample_data::{SampleSizes, write_sample_data};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::serve::{PredictRequest, Row};
 use crs_proto::train::train_service_client::TrainServiceClient;
-use crs_proto::train::{JobState, Stage, StartTrainingRequest, TrainingJob, WatchTrainingJobRequest};
+use crs_proto::train::{JobState, PromoteRequest, Stage, StartTrainingRequest, TrainingJob, WatchTrainingJobRequest};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -175,6 +175,14 @@ impl Stack {
         let job = train_to_end(client, request).await;
         assert_eq!(job.state(), JobState::Succeeded, "training failed: {}", job.error);
         job.run_id
+    }
+
+    /// Makes `run_id` the production run of `model_ver`, as `crctl promote` does,
+    /// whatever the gate said of it.
+    pub async fn promote(&mut self, model_ver: &str, run_id: &str) {
+        let client = &mut self.trainer.as_mut().expect("a run was trained first").client;
+        let request = PromoteRequest { model_ver: model_ver.into(), run_id: run_id.into(), reason: "test".into() };
+        client.promote(request).await.expect("promote");
     }
 
     pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
