@@ -53,7 +53,7 @@ enum Command {
     Jobs,
     /// List the stored runs of each model version, and which one LATEST points at.
     Models(client::ModelsArgs),
-    /// Show what serve-service has loaded.
+    /// Show what serve-service has loaded: the default model, and every model version it holds.
     Model,
     /// Make serve-service load a model version at a run (or latest).
     LoadModel(client::LoadModelArgs),

@@ -130,7 +130,7 @@ async fn health_metadata_inference_equal_to_predict_and_the_repository() {
     let request = ModelReadyRequest { name: "v0".into(), version: String::new() };
     assert!(!v2.model_ready(request).await.expect("v0 is known but not loaded").into_inner().ready);
 
-    let info = serve.client.get_model(GetModelRequest {}).await.expect("model").into_inner();
+    let info = serve.client.get_model(GetModelRequest::default()).await.expect("model").into_inner();
     let metadata = v2
         .model_metadata(ModelMetadataRequest { name: "v1".into(), version: String::new() })
         .await
@@ -200,7 +200,11 @@ async fn health_metadata_inference_equal_to_predict_and_the_repository() {
     wait_until_serving(&serve).await;
     assert_eq!(rates(&v2.model_infer(one).await.expect("infer after load").into_inner()).len(), 1);
     let load = RepositoryModelLoadRequest { model_name: "v0".into(), ..Default::default() };
-    assert_status(v2.repository_model_load(load).await, Code::NotFound, &["model v0 has no LATEST run yet"]);
+    assert_status(
+        v2.repository_model_load(load).await,
+        Code::FailedPrecondition,
+        &["model v0 has no production run yet"],
+    );
     let load = RepositoryModelLoadRequest { model_name: "v9".into(), ..Default::default() };
     assert_status(v2.repository_model_load(load).await, Code::NotFound, &["unknown model 'v9'"]);
     serve.stop().await.expect("clean stop");
@@ -215,7 +219,8 @@ async fn bad_inference_requests_name_the_tensor_and_row() {
     let mut serve = stack.start_serve(config).await;
     wait_until_serving(&serve).await;
     let mut v2 = client(serve.channel());
-    let attributes = serve.client.get_model(GetModelRequest {}).await.expect("model").into_inner().attribute_names;
+    let attributes =
+        serve.client.get_model(GetModelRequest::default()).await.expect("model").into_inner().attribute_names;
     let predict = rows(&stack, 3).await;
     let typed = infer_request(&predict, &attributes, false);
     let raw = infer_request(&predict, &attributes, true);

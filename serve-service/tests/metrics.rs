@@ -9,6 +9,7 @@ use crs_proto::inference::{
     ModelInferRequest, RepositoryModelLoadRequest, RepositoryModelUnloadRequest, ServerLiveRequest,
 };
 use crs_proto::serve::PredictBatchRequest;
+use crs_proto::train::PromoteRequest;
 use crs_testkit::{Metrics, Stack, parse_metrics, predict_request, scrape, wait_until_serving};
 
 async fn metrics(addr: std::net::SocketAddr) -> Metrics {
@@ -70,7 +71,7 @@ async fn counters_and_histograms_follow_the_requests() {
     assert_eq!(delta("crs_serve_batch_rows_sum", &[("model", "v1")]), done.rows_written as f64);
     assert_eq!(delta("crs_serve_batch_duration_seconds_count", &[("model", "v1")]), 1.0);
 
-    // Unload and load: the gauge goes and comes back; a new LATEST is a swap.
+    // Unload and load: the gauge goes and comes back; a new production run is a swap.
     let unload = RepositoryModelUnloadRequest { model_name: "v1".into(), ..Default::default() };
     v2.repository_model_unload(unload).await.expect("unload");
     let unloaded = metrics(addr).await;
@@ -82,7 +83,11 @@ async fn counters_and_histograms_follow_the_requests() {
     assert_eq!(loaded.value("crs_serve_model_loads_total", &[("model", "v1")]), 2.0);
     assert_eq!(loaded.value("crs_serve_model_swaps_total", &[("model", "v1")]), 0.0, "nothing was being served");
 
+    // A retrain on the same data is no better and stays a candidate: promoted, it is a swap.
     let second_run = stack.train("v1").await;
+    let mut train = stack.start_train(stack.train_config()).await;
+    let promote = PromoteRequest { model_ver: "v1".into(), run_id: second_run.clone(), reason: "test".into() };
+    train.client.promote(promote).await.expect("promote");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let swapped = loop {
         let now = metrics(addr).await;

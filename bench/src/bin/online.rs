@@ -225,7 +225,11 @@ fn main() -> anyhow::Result<()> {
         let duration = Duration::from_secs_f64(args.seconds);
 
         let one_row =
-            PredictRequest { attribute_names: template.attribute_names.clone(), rows: template.rows[..1].to_vec() };
+            PredictRequest {
+            attribute_names: template.attribute_names.clone(),
+            rows: template.rows[..1].to_vec(),
+            ..Default::default()
+        };
         let health = latencies(duration, || {
             let mut c = HealthClient::new(serve.clone());
             async move { c.check(HealthCheckRequest::default()).await.map(|_| ()) }
@@ -267,6 +271,7 @@ fn main() -> anyhow::Result<()> {
         let batch = PredictRequest {
             attribute_names: template.attribute_names.clone(),
             rows: template.rows.iter().cycle().take(args.rows).cloned().collect(),
+            ..Default::default()
         };
         let mut channels = Vec::new();
         let mut v2_channels = Vec::new();

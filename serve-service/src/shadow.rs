@@ -1,0 +1,235 @@
+//! Shadow scoring (`SHADOW_MODELS`): every request a primary answers is queued
+//! for its shadows, scored by them on a background task and recorded with the
+//! primary's answer in the bucket (crs-platform `shadow.rs`). The request never
+//! waits for it: when the queue is full its shadow rows are dropped and counted.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use crs_domain::data::KeywordRows;
+use crs_domain::models::ModelVer;
+use crs_platform::bucket::Bucket;
+use crs_platform::shadow::{self, ShadowRow};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::config::ShadowPair;
+use crate::metrics::{ServeMetrics, ShadowDrop};
+use crate::model::{Models, Serving};
+
+/// Rows a primary answered, waiting for its shadows.
+#[derive(Debug)]
+struct Job {
+    time: DateTime<Utc>,
+    primary: Arc<Serving>,
+    rows: KeywordRows,
+    cr: Vec<f64>,
+}
+
+/// The request side: hands answered rows to the background task.
+#[derive(Debug)]
+pub struct Shadows {
+    /// Each primary's shadows.
+    pairs: BTreeMap<ModelVer, Vec<ModelVer>>,
+    queue: Option<mpsc::Sender<Job>>,
+    metrics: Arc<ServeMetrics>,
+}
+
+/// How the background task batches its writes.
+#[derive(Clone, Copy, Debug)]
+pub struct FlushSettings {
+    pub rows: usize,
+    pub every: Duration,
+}
+
+/// The background task; [`Recorder::finish`] scores what is queued and writes
+/// everything buffered.
+#[derive(Debug)]
+pub struct Recorder {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Shadows {
+    /// No shadows: [`Shadows::offer`] does nothing.
+    pub fn none(metrics: Arc<ServeMetrics>) -> Self {
+        Shadows { pairs: BTreeMap::new(), queue: None, metrics }
+    }
+
+    /// The shadows of `pairs` and the task that scores and records them.
+    pub fn start(
+        pairs: &[ShadowPair],
+        models: Arc<Models>,
+        bucket: Bucket,
+        queue: usize,
+        flush: FlushSettings,
+        metrics: Arc<ServeMetrics>,
+    ) -> (Self, Option<Recorder>) {
+        if pairs.is_empty() {
+            return (Shadows::none(metrics), None);
+        }
+        let mut by_primary: BTreeMap<ModelVer, Vec<ModelVer>> = BTreeMap::new();
+        for pair in pairs {
+            let shadows = by_primary.entry(pair.primary).or_default();
+            if !shadows.contains(&pair.shadow) {
+                shadows.push(pair.shadow);
+            }
+        }
+        let (tx, rx) = mpsc::channel(queue);
+        let (stop, stopped) = oneshot::channel();
+        let worker = Worker {
+            pairs: by_primary.clone(),
+            models,
+            bucket,
+            flush,
+            metrics: metrics.clone(),
+            buffers: BTreeMap::new(),
+        };
+        let task = tokio::spawn(worker.run(rx, stopped));
+        (Shadows { pairs: by_primary, queue: Some(tx), metrics }, Some(Recorder { stop, task }))
+    }
+
+    /// The primary `model_ver` shadows, if it is a shadow.
+    pub fn primary_of(&self, model_ver: ModelVer) -> Option<ModelVer> {
+        self.pairs.iter().find(|(_, shadows)| shadows.contains(&model_ver)).map(|(primary, _)| *primary)
+    }
+
+    /// Queues `rows`, which `primary` answered with `cr`, for its shadows, if it has any.
+    pub fn offer(&self, primary: &Arc<Serving>, rows: KeywordRows, cr: &[f64]) {
+        let Some(queue) = &self.queue else { return };
+        let Some(shadows) = self.pairs.get(&primary.model_ver()) else { return };
+        let job = Job { time: Utc::now(), primary: primary.clone(), rows, cr: cr.to_vec() };
+        if let Err(e) = queue.try_send(job) {
+            let job = match e {
+                mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job) => job,
+            };
+            for shadow in shadows {
+                self.metrics.shadow_dropped(*shadow, ShadowDrop::QueueFull, job.rows.len());
+            }
+        }
+    }
+}
+
+impl Recorder {
+    /// Scores every queued request, writes every buffered row, and returns;
+    /// call it once no request can queue more.
+    pub async fn finish(self, within: Duration) {
+        let _ = self.stop.send(());
+        if tokio::time::timeout(within, self.task).await.is_err() {
+            tracing::warn!(?within, "shadow records not all written before the deadline");
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Worker {
+    pairs: BTreeMap<ModelVer, Vec<ModelVer>>,
+    models: Arc<Models>,
+    bucket: Bucket,
+    flush: FlushSettings,
+    metrics: Arc<ServeMetrics>,
+    /// Rows waiting to be written, by primary.
+    buffers: BTreeMap<ModelVer, Vec<ShadowRow>>,
+}
+
+impl Worker {
+    async fn run(mut self, mut jobs: mpsc::Receiver<Job>, mut stop: oneshot::Receiver<()>) {
+        let mut tick = tokio::time::interval(self.flush.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                job = jobs.recv() => match job {
+                    Some(job) => self.score(job).await,
+                    None => break,
+                },
+                _ = tick.tick() => self.flush_all().await,
+                _ = &mut stop => {
+                    while let Ok(job) = jobs.try_recv() {
+                        self.score(job).await;
+                    }
+                    break;
+                }
+            }
+        }
+        self.flush_all().await;
+    }
+
+    async fn score(&mut self, job: Job) {
+        let primary = job.primary.model_ver();
+        let shadows = self.pairs.get(&primary).cloned().unwrap_or_default();
+        let rows = Arc::new(job.rows);
+        let record = |model: ModelVer, run: &crs_platform::layout::RunId, cr: &[f64]| {
+            cr.iter()
+                .enumerate()
+                .map(|(i, &cr)| ShadowRow {
+                    time: job.time,
+                    model,
+                    run: run.clone(),
+                    entity_id: rows.entity_id[i],
+                    device: rows.device[i],
+                    cr,
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut recorded = record(primary, job.primary.run_id(), &job.cr);
+        for shadow in shadows {
+            let Some(serving) = self.models.current(shadow) else {
+                self.metrics.shadow_dropped(shadow, ShadowDrop::NotLoaded, rows.len());
+                continue;
+            };
+            let model = serving.run.model.clone();
+            let input = rows.clone();
+            // The CPU work of a tree ensemble: off the async workers.
+            match tokio::task::spawn_blocking(move || model.predict(&input)).await {
+                Ok(Ok(cr)) => {
+                    self.metrics.shadow_scored(shadow, cr.len());
+                    recorded.extend(record(shadow, serving.run_id(), &cr));
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(%shadow, %primary, error = %e, "the shadow cannot score the primary's rows");
+                    self.metrics.shadow_dropped(shadow, ShadowDrop::Failed, rows.len());
+                }
+                Err(e) => {
+                    tracing::error!(%shadow, error = %e, "shadow scoring panicked");
+                    self.metrics.shadow_dropped(shadow, ShadowDrop::Failed, rows.len());
+                }
+            }
+        }
+        let buffer = self.buffers.entry(primary).or_default();
+        buffer.extend(recorded);
+        if buffer.len() >= self.flush.rows {
+            self.flush_one(primary).await;
+        }
+    }
+
+    async fn flush_all(&mut self) {
+        let primaries: Vec<ModelVer> = self.buffers.keys().copied().collect();
+        for primary in primaries {
+            self.flush_one(primary).await;
+        }
+    }
+
+    async fn flush_one(&mut self, primary: ModelVer) {
+        let Some(rows) = self.buffers.get_mut(&primary).filter(|rows| !rows.is_empty()) else { return };
+        match shadow::write(&self.bucket, primary, rows).await {
+            Ok(key) => {
+                tracing::debug!(%key, rows = rows.len(), "shadow records written");
+                rows.clear();
+            }
+            // Kept for the next flush, up to a bound: a bucket that stays down
+            // must not take the service's memory with it.
+            Err(e) => {
+                tracing::error!(%primary, rows = rows.len(), error = %e, "cannot write shadow records; will retry");
+                if rows.len() >= self.flush.rows.saturating_mul(4) {
+                    for shadow in self.pairs.get(&primary).into_iter().flatten() {
+                        let count = rows.iter().filter(|row| row.model == *shadow).count();
+                        self.metrics.shadow_dropped(*shadow, ShadowDrop::Unwritten, count);
+                    }
+                    rows.clear();
+                }
+            }
+        }
+    }
+}
