@@ -1,0 +1,143 @@
+//! Shadow models (SHADOW_MODELS): the primary's answers do not change, every
+//! row of every request is recorded for both models once the service stops,
+//! and `crctl compare` scores the two on outcomes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crs_domain::models::ModelVer;
+use crs_platform::bucket::BucketKey;
+use crs_platform::layout::EVAL_KEY;
+use crs_platform::shadow;
+use crs_proto::serve::serve_service_client::ServeServiceClient;
+use crs_proto::serve::{PredictRequest, PredictResponse};
+use crs_testkit::{Stack, parse_metrics, predict_request, scrape, wait_until_serving};
+use tonic::transport::Channel;
+
+const REQUESTS: usize = 100;
+const ROWS: usize = 100;
+const TASKS: usize = 8;
+
+fn v(name: &str) -> ModelVer {
+    ModelVer::parse(name).expect("registered version")
+}
+
+/// `REQUESTS` requests of `ROWS` rows each, cycling through the rows of the
+/// evaluation file (so that its outcomes match them).
+async fn requests(stack: &Stack) -> Vec<PredictRequest> {
+    let all = predict_request(&stack.get(EVAL_KEY).await.expect("eval file"));
+    (0..REQUESTS)
+        .map(|i| PredictRequest {
+            rows: all.rows.iter().cycle().skip(i * 37).take(ROWS).cloned().collect(),
+            ..all.clone()
+        })
+        .collect()
+}
+
+/// Sends every request from `TASKS` concurrent tasks; the answers in request order.
+async fn send_all(client: &ServeServiceClient<Channel>, requests: &Arc<Vec<PredictRequest>>) -> Vec<PredictResponse> {
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let (mut client, requests) = (client.clone(), requests.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for i in (task..requests.len()).step_by(TASKS) {
+                    let answer = client.predict(requests[i].clone()).await.expect("predict").into_inner();
+                    answers.push((i, answer));
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut answers: Vec<Option<PredictResponse>> = vec![None; requests.len()];
+    for task in tasks {
+        for (i, answer) in task.await.expect("task") {
+            answers[i] = Some(answer);
+        }
+    }
+    answers.into_iter().map(|a| a.expect("every request answered")).collect()
+}
+
+/// (entity_id, device, cr bits) of every row answered, counted.
+fn tally<'a>(
+    requests: &[PredictRequest],
+    answers: impl Iterator<Item = &'a PredictResponse>,
+) -> HashMap<(i64, String, u64), usize> {
+    let mut counts = HashMap::new();
+    for (request, answer) in requests.iter().zip(answers) {
+        assert_eq!(request.rows.len(), answer.cr.len());
+        for (row, cr) in request.rows.iter().zip(&answer.cr) {
+            *counts.entry((row.entity_id, row.device.clone(), cr.to_bits())).or_default() += 1;
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_changes_no_answer_and_records_every_row_of_both_models() {
+    let mut stack = Stack::new().await;
+    let v1_run = stack.train("v1").await;
+    let v0_run = stack.train("v0").await;
+    let requests = Arc::new(requests(&stack).await);
+
+    // v1 alone: the reference answers.
+    let alone = stack.start_serve(stack.serve_config()).await;
+    wait_until_serving(&alone).await;
+    let reference = send_all(&alone.client, &requests).await;
+    alone.stop().await.expect("clean stop");
+
+    let mut config = stack.serve_config();
+    config.shadow_models = vec!["v0:v1".parse().expect("pair")];
+    // Small batches, so that the records span several objects.
+    config.shadow_flush_rows = 3_000;
+    let (shadowed, metrics_addr) = stack.start_serve_with_metrics(config).await;
+    wait_until_serving(&shadowed).await;
+    let answers = send_all(&shadowed.client, &requests).await;
+    for (i, (with, without)) in answers.iter().zip(&reference).enumerate() {
+        assert_eq!(with, without, "request {i} answered differently with a shadow");
+        assert_eq!(with.run_id, v1_run);
+    }
+    // What v0 itself answers to the same requests (not shadowed: v0 is no primary).
+    let mut v0_answers = Vec::new();
+    let mut client = shadowed.client.clone();
+    for request in requests.iter() {
+        let request = PredictRequest { model_ver: "v0".into(), ..request.clone() };
+        v0_answers.push(client.predict(request).await.expect("v0").into_inner());
+    }
+    let (_, _, text) = scrape(metrics_addr).await;
+    let metrics = parse_metrics(&text);
+    for reason in ["queue_full", "not_loaded", "failed"] {
+        let labels = [("model", "v0"), ("reason", reason)];
+        assert_eq!(metrics.value("crs_serve_shadow_dropped_rows_total", &labels), 0.0, "{reason}");
+    }
+    shadowed.stop().await.expect("clean stop");
+
+    // Stopped: everything is written.
+    let records = shadow::read_all(&stack.bucket, v("v1")).await.expect("records");
+    let recorded = |model: &str, run: &str| {
+        let mut counts: HashMap<(i64, String, u64), usize> = HashMap::new();
+        for row in records.iter().filter(|r| r.model == model) {
+            assert_eq!(row.run, run);
+            *counts.entry((row.entity_id, row.device.as_str().to_owned(), row.cr.to_bits())).or_default() += 1;
+        }
+        counts
+    };
+    assert_eq!(records.len(), 2 * REQUESTS * ROWS);
+    assert_eq!(recorded("v1", &v1_run), tally(&requests, answers.iter()));
+    assert_eq!(recorded("v0", &v0_run), tally(&requests, v0_answers.iter()));
+    let objects = stack.bucket.list(&BucketKey::parse("shadow/v1").expect("key")).await.expect("list");
+    assert!(objects.len() >= 2, "{} objects", objects.len());
+
+    let outcomes = BucketKey::parse(EVAL_KEY).expect("key");
+    let comparison = crctl::compare(&stack.bucket, v("v1"), v("v0"), &outcomes).await.expect("compare");
+    assert!(comparison.rows > 0 && comparison.clicks > 0.0, "{comparison:?}");
+    let winner = comparison.winner.as_deref().expect("a winner");
+    let (best, other) = if winner == "v1" {
+        (&comparison.primary, &comparison.shadow)
+    } else {
+        (&comparison.shadow, &comparison.primary)
+    };
+    assert_eq!(best.model_ver, winner);
+    assert!(best.logloss < other.logloss, "{comparison:?}");
+    assert_eq!((comparison.primary.runs.clone(), comparison.shadow.runs.clone()), (vec![v1_run], vec![v0_run]));
+}
