@@ -91,14 +91,16 @@ impl Service {
         let model = serving.run.model.clone();
         let options = BatchOptions { device_column, ..BatchOptions::default() };
         let report = predict_batch(bucket, model, &input, &output, options).await?;
-        Ok(PredictBatchResponse {
+        let response = PredictBatchResponse {
             output_key: output.to_string(),
             rows_read: report.rows_read,
             rows_written: report.rows_written,
             seconds: report.seconds,
             model_ver: serving.model_ver().to_string(),
             run_id: serving.run_id().to_string(),
-        })
+        };
+        self.shadows.offer_batch(&serving, input, report.rows_read);
+        Ok(response)
     }
 }
 

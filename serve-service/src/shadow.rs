@@ -2,18 +2,21 @@
 //! for its shadows, scored by them on a background task and recorded with the
 //! primary's answer in the bucket (crs-platform `shadow.rs`). The request never
 //! waits for it: when the queue is full its shadow rows are dropped and counted.
+//! A batch is queued as its input key once it has succeeded; the task reads the
+//! input again, chunk by chunk, and scores it with both models.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use crs_domain::data::KeywordRows;
+use crs_domain::data::{Attributes, KeywordRows, TableKind, TableReader, keyword_rows};
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::Bucket;
+use crs_platform::bucket::{Bucket, BucketKey};
 use crs_platform::shadow::{self, ShadowRow};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::io::SyncIoBridge;
 
 use crate::config::ShadowPair;
 use crate::metrics::{ServeMetrics, ShadowDrop};
@@ -21,12 +24,27 @@ use crate::model::{Models, Serving};
 
 /// Rows a primary answered, waiting for its shadows.
 #[derive(Debug)]
-struct Job {
+struct Answered {
     time: DateTime<Utc>,
     primary: Arc<Serving>,
     rows: KeywordRows,
     cr: Vec<f64>,
 }
+
+#[derive(Debug)]
+enum Job {
+    Rows(Answered),
+    /// A batch the primary wrote: its input, scored again off the request path.
+    Batch {
+        time: DateTime<Utc>,
+        primary: Arc<Serving>,
+        input: BucketKey,
+        rows: u64,
+    },
+}
+
+/// Chunks of a batch input handed from the reading thread to the task.
+const BATCH_HANDOFF: usize = 2;
 
 /// The request side: hands answered rows to the background task.
 #[derive(Debug)]
@@ -100,13 +118,23 @@ impl Shadows {
     pub fn offer(&self, primary: &Arc<Serving>, rows: KeywordRows, cr: &[f64]) {
         let Some(queue) = &self.queue else { return };
         let Some(shadows) = self.pairs.get(&primary.model_ver()) else { return };
-        let job = Job { time: Utc::now(), primary: primary.clone(), rows, cr: cr.to_vec() };
-        if let Err(e) = queue.try_send(job) {
-            let job = match e {
-                mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job) => job,
-            };
+        let count = rows.len();
+        let job = Job::Rows(Answered { time: Utc::now(), primary: primary.clone(), rows, cr: cr.to_vec() });
+        if queue.try_send(job).is_err() {
             for shadow in shadows {
-                self.metrics.shadow_dropped(*shadow, ShadowDrop::QueueFull, job.rows.len());
+                self.metrics.shadow_dropped(*shadow, ShadowDrop::QueueFull, count);
+            }
+        }
+    }
+
+    /// Queues a batch `primary` predicted from `input` (`rows` data rows) for its shadows, if it has any.
+    pub fn offer_batch(&self, primary: &Arc<Serving>, input: BucketKey, rows: u64) {
+        let Some(queue) = &self.queue else { return };
+        let Some(shadows) = self.pairs.get(&primary.model_ver()) else { return };
+        let job = Job::Batch { time: Utc::now(), primary: primary.clone(), input, rows };
+        if queue.try_send(job).is_err() {
+            for shadow in shadows {
+                self.metrics.shadow_dropped(*shadow, ShadowDrop::QueueFull, rows as usize);
             }
         }
     }
@@ -141,13 +169,13 @@ impl Worker {
         loop {
             tokio::select! {
                 job = jobs.recv() => match job {
-                    Some(job) => self.score(job).await,
+                    Some(job) => self.run_job(job).await,
                     None => break,
                 },
                 _ = tick.tick() => self.flush_all().await,
                 _ = &mut stop => {
                     while let Ok(job) = jobs.try_recv() {
-                        self.score(job).await;
+                        self.run_job(job).await;
                     }
                     break;
                 }
@@ -156,7 +184,62 @@ impl Worker {
         self.flush_all().await;
     }
 
-    async fn score(&mut self, job: Job) {
+    async fn run_job(&mut self, job: Job) {
+        match job {
+            Job::Rows(answered) => self.score(answered).await,
+            Job::Batch { time, primary, input, rows } => {
+                if let Err(e) = self.score_batch(time, &primary, &input).await {
+                    tracing::warn!(primary = %primary.model_ver(), input = %input, error = %e, "cannot shadow a batch");
+                    for shadow in self.pairs.get(&primary.model_ver()).into_iter().flatten() {
+                        self.metrics.shadow_dropped(*shadow, ShadowDrop::Failed, rows as usize);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads a batch's input again and scores it chunk by chunk, the primary
+    /// on the reading thread (the same run, so the same answers it wrote) and
+    /// the shadows as for online rows. A failure part-way leaves the chunks
+    /// scored so far recorded.
+    async fn score_batch(
+        &mut self,
+        time: DateTime<Utc>,
+        primary: &Arc<Serving>,
+        input: &BucketKey,
+    ) -> Result<(), String> {
+        let mut needed: BTreeSet<String> = primary.run.model.required_attributes().iter().cloned().collect();
+        for shadow in self.pairs.get(&primary.model_ver()).into_iter().flatten() {
+            if let Some(serving) = self.models.current(*shadow) {
+                needed.extend(serving.run.model.required_attributes().iter().cloned());
+            }
+        }
+        let download = self.bucket.reader(input).await.map_err(|e| e.to_string())?;
+        let (tx, mut rx) = mpsc::channel::<(KeywordRows, Vec<f64>)>(BATCH_HANDOFF);
+        let model = primary.run.model.clone();
+        let name = input.to_string();
+        let reading = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let attributes = Attributes::Only(needed.into_iter().collect());
+            let mut reader =
+                TableReader::open(&name, SyncIoBridge::new(download), TableKind::PredictionInput, attributes)
+                    .map_err(|e| e.to_string())?;
+            let names = reader.attribute_names().clone();
+            while let Some(chunk) = reader.next_chunk().map_err(|e| e.to_string())? {
+                let rows = keyword_rows(chunk, &names).map_err(|e| format!("{name}: {e}"))?;
+                let cr = model.predict(&rows).map_err(|e| e.to_string())?;
+                if tx.blocking_send((rows, cr)).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        while let Some((rows, cr)) = rx.recv().await {
+            self.score(Answered { time, primary: primary.clone(), rows, cr }).await;
+        }
+        reading.await.map_err(|e| format!("the reading thread failed: {e}"))?
+    }
+
+    async fn score(&mut self, job: Answered) {
         let primary = job.primary.model_ver();
         let shadows = self.pairs.get(&primary).cloned().unwrap_or_default();
         let rows = Arc::new(job.rows);

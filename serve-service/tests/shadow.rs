@@ -10,8 +10,8 @@ use crs_platform::bucket::BucketKey;
 use crs_platform::layout::EVAL_KEY;
 use crs_platform::shadow;
 use crs_proto::serve::serve_service_client::ServeServiceClient;
-use crs_proto::serve::{PredictRequest, PredictResponse};
-use crs_testkit::{Stack, parse_metrics, predict_request, scrape, wait_until_serving};
+use crs_proto::serve::{PredictBatchRequest, PredictRequest, PredictResponse};
+use crs_testkit::{Stack, gunzip, parse_metrics, predict_request, scrape, wait_until_serving};
 use tonic::transport::Channel;
 
 const REQUESTS: usize = 100;
@@ -140,4 +140,54 @@ async fn a_shadow_changes_no_answer_and_records_every_row_of_both_models() {
     assert_eq!(best.model_ver, winner);
     assert!(best.logloss < other.logloss, "{comparison:?}");
     assert_eq!((comparison.primary.runs.clone(), comparison.shadow.runs.clone()), (vec![v1_run], vec![v0_run]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadowed_batch_records_every_input_row_of_both_models() {
+    let mut stack = Stack::new().await;
+    let v1_run = stack.train("v1").await;
+    let v0_run = stack.train("v0").await;
+    let mut config = stack.serve_config();
+    config.shadow_models = vec!["v0:v1".parse().expect("pair")];
+    let mut serve = stack.start_serve(config).await;
+    wait_until_serving(&serve).await;
+
+    // The evaluation file is a valid batch input (its outcome columns are ignored).
+    let batch = PredictBatchRequest {
+        input_key: EVAL_KEY.into(),
+        output_key: Some("data/predict/output/eval.csv.gz".into()),
+        ..Default::default()
+    };
+    let done = serve.client.predict_batch(batch).await.expect("batch").into_inner();
+    assert_eq!(done.run_id, v1_run);
+    serve.stop().await.expect("clean stop");
+
+    let written: HashMap<(i64, String), u64> = gunzip(&stack.get(&done.output_key).await.expect("output"))
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            let cr: f64 = fields[2].parse().expect("cr");
+            ((fields[0].parse().expect("id"), fields[1].to_owned()), cr.to_bits())
+        })
+        .collect();
+    let records = shadow::read_all(&stack.bucket, v("v1")).await.expect("records");
+    for (model, run) in [("v1", &v1_run), ("v0", &v0_run)] {
+        let rows: Vec<_> = records.iter().filter(|r| r.model == model).collect();
+        assert_eq!(rows.len() as u64, done.rows_read, "{model}: one record per input row");
+        assert!(rows.iter().all(|r| &r.run == run), "{model}");
+    }
+    for row in records.iter().filter(|r| r.model == "v1") {
+        let key = (row.entity_id, row.device.as_str().to_owned());
+        assert_eq!(
+            written.get(&key),
+            Some(&row.cr.to_bits()),
+            "the recorded primary answer is the batch's for {key:?}"
+        );
+    }
+    let outcomes = BucketKey::parse(EVAL_KEY).expect("key");
+    let comparison = crctl::compare(&stack.bucket, v("v1"), v("v0"), &outcomes).await.expect("compare");
+    // Keys whose outcomes have no clicks are no observation: counted apart.
+    assert_eq!(comparison.rows + comparison.rows_without_outcome, written.len(), "{comparison:?}");
+    assert!(comparison.winner.is_some() && comparison.clicks > 0.0, "{comparison:?}");
 }
