@@ -74,7 +74,11 @@ pub fn encode(rows: &[ShadowRow]) -> Bytes {
 /// Writes `rows` (of `primary` and its shadows) as one new object and returns
 /// its key. Never replaces an object: a name taken already gets another.
 pub async fn write(bucket: &Bucket, primary: ModelVer, rows: &[ShadowRow]) -> Result<BucketKey, StorageError> {
-    let bytes = encode(rows);
+    write_encoded(bucket, primary, encode(rows)).await
+}
+
+/// [`write`] of rows [`encode`]d already (off the async workers, say).
+pub async fn write_encoded(bucket: &Bucket, primary: ModelVer, bytes: Bytes) -> Result<BucketKey, StorageError> {
     loop {
         let now = Utc::now();
         let key = layout::shadow_batch(primary, now.date_naive(), &RunId::generate(now));

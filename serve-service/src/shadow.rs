@@ -104,6 +104,7 @@ impl Shadows {
             flush,
             metrics: metrics.clone(),
             buffers: BTreeMap::new(),
+            cancelled: false,
         };
         let task = tokio::spawn(worker.run(rx, stopped));
         (Shadows { pairs: by_primary, queue: Some(tx), metrics }, Some(Recorder { stop, task }))
@@ -160,13 +161,15 @@ struct Worker {
     metrics: Arc<ServeMetrics>,
     /// Rows waiting to be written, by primary.
     buffers: BTreeMap<ModelVer, Vec<ShadowRow>>,
+    /// Set when the runtime refuses blocking work: it is shutting down.
+    cancelled: bool,
 }
 
 impl Worker {
     async fn run(mut self, mut jobs: mpsc::Receiver<Job>, mut stop: oneshot::Receiver<()>) {
         let mut tick = tokio::time::interval(self.flush.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        while !self.cancelled {
             tokio::select! {
                 job = jobs.recv() => match job {
                     Some(job) => self.run_job(job).await,
@@ -180,6 +183,10 @@ impl Worker {
                     break;
                 }
             }
+        }
+        if self.cancelled {
+            tracing::warn!("the runtime stopped under the shadow recorder: buffered records are lost");
+            return;
         }
         self.flush_all().await;
     }
@@ -274,6 +281,13 @@ impl Worker {
                     tracing::warn!(%shadow, %primary, error = %e, "the shadow cannot score the primary's rows");
                     self.metrics.shadow_dropped(shadow, ShadowDrop::Failed, rows.len());
                 }
+                // The runtime is going away (dropped without a graceful stop):
+                // nothing more can be scored or written, so the task ends.
+                Err(e) if e.is_cancelled() => {
+                    self.metrics.shadow_dropped(shadow, ShadowDrop::Failed, rows.len());
+                    self.cancelled = true;
+                    return;
+                }
                 Err(e) => {
                     tracing::error!(%shadow, error = %e, "shadow scoring panicked");
                     self.metrics.shadow_dropped(shadow, ShadowDrop::Failed, rows.len());
@@ -295,16 +309,25 @@ impl Worker {
     }
 
     async fn flush_one(&mut self, primary: ModelVer) {
-        let Some(rows) = self.buffers.get_mut(&primary).filter(|rows| !rows.is_empty()) else { return };
-        match shadow::write(&self.bucket, primary, rows).await {
-            Ok(key) => {
-                tracing::debug!(%key, rows = rows.len(), "shadow records written");
-                rows.clear();
+        let Some(buffer) = self.buffers.get_mut(&primary).filter(|rows| !rows.is_empty()) else { return };
+        let rows = std::mem::take(buffer);
+        // Compressing a full buffer is CPU work: off the async workers that answer requests.
+        let (bytes, mut rows) = match tokio::task::spawn_blocking(move || (shadow::encode(&rows), rows)).await {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                tracing::error!(%primary, error = %e, "cannot encode shadow records");
+                self.cancelled = e.is_cancelled();
+                return;
             }
+        };
+        match shadow::write_encoded(&self.bucket, primary, bytes).await {
+            Ok(key) => tracing::debug!(%key, rows = rows.len(), "shadow records written"),
             // Kept for the next flush, up to a bound: a bucket that stays down
             // must not take the service's memory with it.
             Err(e) => {
                 tracing::error!(%primary, rows = rows.len(), error = %e, "cannot write shadow records; will retry");
+                let buffer = self.buffers.entry(primary).or_default();
+                rows.append(buffer);
                 if rows.len() >= self.flush.rows.saturating_mul(4) {
                     for shadow in self.pairs.get(&primary).into_iter().flatten() {
                         let count = rows.iter().filter(|row| row.model == *shadow).count();
@@ -312,6 +335,7 @@ impl Worker {
                     }
                     rows.clear();
                 }
+                *buffer = rows;
             }
         }
     }

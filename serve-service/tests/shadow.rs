@@ -191,3 +191,31 @@ async fn a_shadowed_batch_records_every_input_row_of_both_models() {
     assert_eq!(comparison.rows + comparison.rows_without_outcome, written.len(), "{comparison:?}");
     assert!(comparison.winner.is_some() && comparison.clicks > 0.0, "{comparison:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_shadow_queue_drops_and_counts_shadow_rows_and_fails_no_request() {
+    let mut stack = Stack::new().await;
+    stack.train("v1").await;
+    stack.train("v0").await;
+    let requests = Arc::new(requests(&stack).await);
+    let mut config = stack.serve_config();
+    config.shadow_models = vec!["v0:v1".parse().expect("pair")];
+    // One request may wait for the shadow; 8 callers outrun it (about half the
+    // requests were dropped in the dev profile).
+    config.shadow_queue = 1;
+    let (serve, metrics_addr) = stack.start_serve_with_metrics(config).await;
+    wait_until_serving(&serve).await;
+    let answers = send_all(&serve.client, &requests).await;
+    assert_eq!(answers.len(), REQUESTS);
+    // Drops are counted when a request is answered: final once all are.
+    let (_, _, text) = scrape(metrics_addr).await;
+    let dropped =
+        parse_metrics(&text).value("crs_serve_shadow_dropped_rows_total", &[("model", "v0"), ("reason", "queue_full")]);
+    serve.stop().await.expect("clean stop");
+
+    let records = shadow::read_all(&stack.bucket, v("v1")).await.expect("records");
+    let count = |model: &str| records.iter().filter(|r| r.model == model).count() as f64;
+    assert_eq!(dropped % ROWS as f64, 0.0, "whole requests are dropped");
+    assert_eq!(count("v1"), (REQUESTS * ROWS) as f64 - dropped, "a dropped request is not recorded at all");
+    assert_eq!(count("v0"), count("v1"), "every recorded request has both answers");
+}
