@@ -366,7 +366,12 @@ fn main() -> anyhow::Result<()> {
         );
         anyhow::Ok(())
     })?;
-    drop((trainer, server, shadowed, stack));
+    // Stopped as SIGTERM would: the shadowed server writes its records before the bucket goes.
+    services.block_on(async {
+        shadowed.stop().await?;
+        server.stop().await
+    })?;
+    drop((trainer, stack));
     drop(services);
     Ok(())
 }
