@@ -7,11 +7,13 @@ use std::time::Duration;
 use crs_domain::models::ModelVer;
 use crs_platform::layout::PREDICTION_INPUT_KEY;
 use crs_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use crs_proto::inference::{RepositoryIndexRequest, RepositoryModelLoadRequest, RepositoryModelUnloadRequest};
+use crs_proto::inference::{
+    ModelReadyRequest, RepositoryIndexRequest, RepositoryModelLoadRequest, RepositoryModelUnloadRequest,
+};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::serve::{GetModelRequest, LoadModelRequest, PredictRequest};
 use crs_proto::train::PromoteRequest;
-use crs_testkit::{Stack, predict_request, serving_status, wait_until_serving};
+use crs_testkit::{Stack, parse_metrics, predict_request, scrape, serving_status, wait_until_serving};
 use tokio::net::TcpListener;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -59,7 +61,7 @@ async fn two_versions_answer_with_their_own_runs_move_alone_and_unload_alone() {
     let v0_first = stack.train("v0").await;
     let mut config = stack.serve_config();
     config.serve_models = vec![v("v0")];
-    let mut serve = stack.start_serve(config).await;
+    let (mut serve, metrics_addr) = stack.start_serve_with_metrics(config).await;
     wait_until_serving(&serve).await;
     wait_for_run(&mut serve.client, "v0", &v0_first).await;
 
@@ -78,6 +80,17 @@ async fn two_versions_answer_with_their_own_runs_move_alone_and_unload_alone() {
     );
     assert_status(serve.client.predict(with_model(&request, "v7", "")).await, Code::InvalidArgument, "v7");
     assert_status(serve.client.predict(with_model(&request, "v2", "")).await, Code::FailedPrecondition, "not loaded");
+
+    // Counted under the model that answered.
+    let metrics = parse_metrics(&scrape(metrics_addr).await.2);
+    for model in ["v0", "v1"] {
+        let ok = [("rpc", "Predict"), ("model", model), ("code", "OK")];
+        assert!(metrics.value("crs_serve_requests_total", &ok) >= 1.0, "{model}");
+    }
+    let v2_not_loaded = [("rpc", "Predict"), ("model", "v2"), ("code", "FailedPrecondition")];
+    assert_eq!(metrics.value("crs_serve_requests_total", &v2_not_loaded), 1.0);
+    assert_eq!(metrics.get("crs_serve_model_loaded", &[("model", "v0"), ("run_id", &v0_first)]), Some(1.0));
+    assert_eq!(metrics.get("crs_serve_model_loaded", &[("model", "v1"), ("run_id", &v1_run)]), Some(1.0));
 
     let info = serve.client.get_model(GetModelRequest::default()).await.expect("model").into_inner();
     assert_eq!((info.model_ver.as_str(), info.run_id.as_str()), ("v1", v1_run.as_str()));
@@ -112,6 +125,9 @@ async fn two_versions_answer_with_their_own_runs_move_alone_and_unload_alone() {
     assert_status(serve.client.predict(with_model(&request, "v0", "")).await, Code::FailedPrecondition, "unloaded");
     assert_eq!(serve.client.predict(request.clone()).await.expect("v1 still").into_inner().cr, default.cr);
     assert_eq!(serving_status(&mut serve.health()).await, ServingStatus::Serving);
+    let ready = |name: &str| ModelReadyRequest { name: name.into(), ..Default::default() };
+    assert!(!v2.model_ready(ready("v0")).await.expect("ready").into_inner().ready);
+    assert!(v2.model_ready(ready("v1")).await.expect("ready").into_inner().ready);
     let index = v2.repository_index(RepositoryIndexRequest::default()).await.expect("index").into_inner();
     let states: Vec<(&str, &str)> = index.models.iter().map(|m| (m.name.as_str(), m.state.as_str())).collect();
     assert_eq!(states, [("v0", "UNAVAILABLE"), ("v1", "READY"), ("v2", "UNAVAILABLE")]);
@@ -122,6 +138,7 @@ async fn two_versions_answer_with_their_own_runs_move_alone_and_unload_alone() {
     v2.repository_model_load(load).await.expect("load v0");
     let back = serve.client.predict(with_model(&request, "v0", "")).await.expect("v0 back").into_inner();
     assert_eq!(back.run_id, v0_second);
+    assert!(v2.model_ready(ready("v0")).await.expect("ready").into_inner().ready);
     serve.stop().await.expect("clean stop");
 }
 
