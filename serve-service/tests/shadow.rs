@@ -9,8 +9,11 @@ use crs_domain::models::ModelVer;
 use crs_platform::bucket::BucketKey;
 use crs_platform::layout::EVAL_KEY;
 use crs_platform::shadow;
+use crs_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use crs_proto::inference::model_infer_request::InferInputTensor;
+use crs_proto::inference::{InferTensorContents, ModelInferRequest};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
-use crs_proto::serve::{PredictBatchRequest, PredictRequest, PredictResponse};
+use crs_proto::serve::{GetModelRequest, PredictBatchRequest, PredictRequest, PredictResponse};
 use crs_testkit::{Stack, gunzip, parse_metrics, predict_request, scrape, wait_until_serving};
 use tonic::transport::Channel;
 
@@ -218,4 +221,101 @@ async fn a_full_shadow_queue_drops_and_counts_shadow_rows_and_fails_no_request()
     assert_eq!(dropped % ROWS as f64, 0.0, "whole requests are dropped");
     assert_eq!(count("v1"), (REQUESTS * ROWS) as f64 - dropped, "a dropped request is not recorded at all");
     assert_eq!(count("v0"), count("v1"), "every recorded request has both answers");
+}
+
+/// `request`'s rows as a typed V2 request to v1, attribute columns in `attributes` order.
+fn infer_request(request: &PredictRequest, attributes: &[String]) -> ModelInferRequest {
+    let columns: Vec<usize> = attributes
+        .iter()
+        .map(|name| request.attribute_names.iter().position(|n| n == name).expect("the input has every attribute"))
+        .collect();
+    let n = request.rows.len() as i64;
+    let tensor = |name: &str, datatype: &str, shape: Vec<i64>, contents| InferInputTensor {
+        name: name.into(),
+        datatype: datatype.into(),
+        shape,
+        contents: Some(contents),
+        ..Default::default()
+    };
+    let inputs = vec![
+        tensor(
+            "entity_id",
+            "INT64",
+            vec![n],
+            InferTensorContents {
+                int64_contents: request.rows.iter().map(|r| r.entity_id).collect(),
+                ..Default::default()
+            },
+        ),
+        tensor(
+            "device",
+            "BYTES",
+            vec![n],
+            InferTensorContents {
+                bytes_contents: request.rows.iter().map(|r| r.device.clone().into_bytes()).collect(),
+                ..Default::default()
+            },
+        ),
+        tensor(
+            "attributes",
+            "INT8",
+            vec![n, attributes.len() as i64],
+            InferTensorContents {
+                int_contents: request
+                    .rows
+                    .iter()
+                    .flat_map(|r| columns.iter().map(|&c| r.attribute_values[c] as i32))
+                    .collect(),
+                ..Default::default()
+            },
+        ),
+    ];
+    ModelInferRequest { model_name: "v1".into(), inputs, ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_infer_is_shadowed_and_a_shadow_without_a_run_fails_nothing() {
+    let mut stack = Stack::new().await;
+    let v1_run = stack.train("v1").await;
+    stack.train("v0").await;
+    let mut config = stack.serve_config();
+    // v2 has no run: it never loads, and only its records are missing.
+    config.shadow_models = vec!["v0:v1".parse().expect("pair"), "v2:v1".parse().expect("pair")];
+    let (mut serve, metrics_addr) = stack.start_serve_with_metrics(config).await;
+    wait_until_serving(&serve).await;
+
+    let all = requests(&stack).await;
+    let predict = all[0].clone();
+    let mut infer = all[1].clone();
+    infer.rows.truncate(40);
+    let answer = serve.client.predict(predict.clone()).await.expect("predict").into_inner();
+    assert_eq!((answer.run_id.as_str(), answer.cr.len()), (v1_run.as_str(), ROWS));
+    let info = serve.client.get_model(GetModelRequest::default()).await.expect("model").into_inner();
+    let mut v2 = GrpcInferenceServiceClient::new(serve.channel());
+    let inferred = v2.model_infer(infer_request(&infer, &info.attribute_names)).await.expect("infer").into_inner();
+    let rates = &inferred.outputs[0].contents.as_ref().expect("typed output").fp64_contents;
+    assert_eq!(rates.len(), 40);
+    let shadow_of: Vec<(&str, &str)> =
+        info.loaded.iter().map(|m| (m.model_ver.as_str(), m.shadow_of.as_str())).collect();
+    assert_eq!(shadow_of, [("v0", "v1"), ("v1", "")]);
+    // Scored in the background: wait for v0's rows, then v2's are counted as not loaded.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let metrics = loop {
+        let metrics = parse_metrics(&scrape(metrics_addr).await.2);
+        if metrics.value("crs_serve_shadow_rows_total", &[("model", "v0")]) == (ROWS + 40) as f64 {
+            break metrics;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "v0 never scored every row");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let not_loaded = [("model", "v2"), ("reason", "not_loaded")];
+    assert_eq!(metrics.value("crs_serve_shadow_dropped_rows_total", &not_loaded), (ROWS + 40) as f64);
+    serve.stop().await.expect("clean stop");
+
+    let records = shadow::read_all(&stack.bucket, v("v1")).await.expect("records");
+    let count = |model: &str| records.iter().filter(|r| r.model == model).count();
+    assert_eq!((count("v1"), count("v0"), count("v2")), (ROWS + 40, ROWS + 40, 0));
+    // The ModelInfer rows come back with the answer v1 gave.
+    let infer_rows: Vec<u64> = records.iter().filter(|r| r.model == "v1").skip(ROWS).map(|r| r.cr.to_bits()).collect();
+    assert_eq!(infer_rows, rates.iter().map(|c| c.to_bits()).collect::<Vec<_>>());
 }
