@@ -21,6 +21,7 @@ const JSON_FIELDS: &[(&str, &str)] = &[
     (".crs.train.v1.Cycle.started_at", "crate::json::time"),
     (".crs.train.v1.Cycle.finished_at", "crate::json::time"),
     (".crs.serve.v1.ModelInfo.loaded_at", "crate::json::time"),
+    (".crs.serve.v1.LoadedModel.loaded_at", "crate::json::time"),
     (".crs.serve.v1.ModelInfo.trained_at", "crate::json::time"),
 ];
 

@@ -290,11 +290,24 @@ fn print_model(info: &ModelInfo, addrs: &Addresses) -> anyhow::Result<()> {
             out!("    {:<20}{:>12.6}", f.feature, f.importance);
         }
     }
+    if !info.loaded.is_empty() {
+        out!("loaded models:");
+        for m in &info.loaded {
+            let shadow = if m.shadow_of.is_empty() { String::new() } else { format!(", shadow of {}", m.shadow_of) };
+            out!(
+                "  {:<4} run {} (selection: {}), ~{:.1} MiB{shadow}",
+                m.model_ver,
+                m.run_id,
+                m.selection,
+                m.memory_bytes as f64 / f64::from(1 << 20)
+            );
+        }
+    }
     Ok(())
 }
 
 pub async fn model(addrs: &Addresses) -> anyhow::Result<()> {
-    let info = addrs.serve().await?.get_model(GetModelRequest {}).await.map_err(status)?.into_inner();
+    let info = addrs.serve().await?.get_model(GetModelRequest::default()).await.map_err(status)?.into_inner();
     print_model(&info, addrs)
 }
 
@@ -374,6 +387,7 @@ pub fn predict_request(rows: &KeywordRows) -> PredictRequest {
                 attribute_values: rows.attributes(i).iter().map(|&v| u32::from(v)).collect(),
             })
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -391,6 +405,9 @@ pub struct PredictBatchArgs {
     /// Output device column: `name` (Computer, ...) or `code` (0 Computer, 1 Smartphone, 2 Tablet); default: the service's OUTPUT_DEVICE.
     #[arg(long, value_parser = ["name", "code"])]
     device_format: Option<String>,
+    /// Model version to predict with; default: the service's MODEL_VER.
+    #[arg(long, default_value = "")]
+    model_ver: String,
 }
 
 pub async fn predict_batch(args: PredictBatchArgs, addrs: &Addresses) -> anyhow::Result<()> {
@@ -406,6 +423,8 @@ pub async fn predict_batch(args: PredictBatchArgs, addrs: &Addresses) -> anyhow:
                 Some("code") => DeviceFormat::Code,
                 _ => DeviceFormat::Unspecified,
             } as i32,
+            model_ver: args.model_ver,
+            run_id: String::new(),
         })
         .await
         .map_err(status)?

@@ -17,6 +17,7 @@ macro_rules! out {
 }
 
 mod client;
+mod compare;
 mod lifecycle;
 mod offline;
 mod render;
@@ -25,6 +26,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 pub use client::predict_request;
+pub use compare::{Comparison, Side, compare};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,7 +55,7 @@ enum Command {
     Jobs,
     /// List the stored runs of each model version, and which one LATEST points at.
     Models(client::ModelsArgs),
-    /// Show what serve-service has loaded.
+    /// Show what serve-service has loaded: the default model, and every model version it holds.
     Model,
     /// Make serve-service load a model version at a run (or latest).
     LoadModel(client::LoadModelArgs),
@@ -79,6 +81,8 @@ enum Command {
     Score(lifecycle::ScoreArgs),
     /// The bucket key of a run's or a cycle's report (default: the production run's).
     Report(lifecycle::ReportArgs),
+    /// Score a primary model and its shadow side by side on outcomes, from the predictions recorded in the bucket.
+    Compare(compare::CompareArgs),
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -111,6 +115,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Runs(args) => lifecycle::runs(args, &cli.addresses).await,
             Command::Score(args) => lifecycle::score(args, &cli.addresses).await,
             Command::Report(args) => lifecycle::report(args, &cli.addresses).await,
+            Command::Compare(args) => compare::run(args, cli.addresses.json).await,
         }
     });
     match result {

@@ -101,7 +101,7 @@ mod tests {
     //! Golden files captured from the output before it was derived with serde:
     //! the JSON a script reads must not change.
 
-    use crs_proto::serve::{FeatureImportance, PredictBatchResponse};
+    use crs_proto::serve::{FeatureImportance, LoadedModel, PredictBatchResponse};
     use crs_proto::train::{Evaluation, JobState, Metrics, ModelVersionRuns, SearchProgress, Stage};
     use prost_types::Timestamp;
 
@@ -218,6 +218,25 @@ mod tests {
             eval_wmae: 0.03531031839248789,
             eval_baseline_wmae: 0.03338403909888491,
             importance: vec![FeatureImportance { feature: "att1".into(), importance: 0.0123 }],
+            memory_bytes: 48_213,
+            loaded: vec![
+                LoadedModel {
+                    model_ver: "v0".into(),
+                    run_id: "20261201T210556880Z-ebae9d".into(),
+                    selection: "production".into(),
+                    loaded_at: at(1_796_160_357, 0),
+                    memory_bytes: 1_204,
+                    shadow_of: "v1".into(),
+                },
+                LoadedModel {
+                    model_ver: "v1".into(),
+                    run_id: "20261201T210556681Z-9626e2".into(),
+                    selection: "latest".into(),
+                    loaded_at: at(1_796_160_357, 60_043_426),
+                    memory_bytes: 48_213,
+                    shadow_of: String::new(),
+                },
+            ],
         };
         let batch_response = PredictBatchResponse {
             output_key: "data/predict/output/v1/20261201T210556681Z-9626e2/prediction_output.csv.gz".into(),

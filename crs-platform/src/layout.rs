@@ -16,6 +16,7 @@
 //! data/ingested/<seq>.csv.gz                                          the new rows of ledger entry <seq>
 //! cycles/<model_ver>/<cycle_id>.json                                  the record of one lifecycle cycle
 //! reports/<model_ver>/...                                             HTML reports of runs and cycles
+//! shadow/<primary>/<date>/<id>.csv.gz                                 a primary's and its shadows' predictions
 //! ```
 //!
 //! Write order, which readers rely on: a run's artifact, then its checksum, then
@@ -25,6 +26,9 @@
 //! entry names count as ingested. A batch
 //! output appears whole when its multipart upload completes, or not at all.
 //!
+//! Shadow records are written with create-if-absent under a fresh id and never
+//! changed: each object is one flushed batch, and the set only grows.
+//!
 //! The event logs and leases are sequence-numbered objects written with
 //! create-if-absent and never changed: the highest number is the current
 //! state, and two writers racing for the next number cannot both win.
@@ -32,7 +36,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use crs_domain::models::ModelVer;
 use crs_domain::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
@@ -57,6 +61,7 @@ const METADATA_FILE: &str = "metadata.json";
 const LATEST_FILE: &str = "LATEST";
 const HISTORY_ROOT: &str = "history";
 const LEASES_ROOT: &str = "leases";
+const SHADOW_ROOT: &str = "shadow";
 
 /// The object of entry `seq` in a sequence-numbered log: zero-padded, so that
 /// listing order is number order.
@@ -107,6 +112,16 @@ pub fn report_index(model_ver: ModelVer) -> BucketKey {
     key(&["reports", model_ver.name(), "index.html"])
 }
 
+/// `shadow/<primary>/`: every recorded batch of `primary`'s and its shadows' predictions.
+pub fn shadow_prefix(primary: ModelVer) -> BucketKey {
+    key(&[SHADOW_ROOT, primary.name()])
+}
+
+/// One flushed batch of shadow records, by the UTC date it was written on.
+pub fn shadow_batch(primary: ModelVer, date: NaiveDate, id: &RunId) -> BucketKey {
+    key(&[SHADOW_ROOT, primary.name(), &date.format("%Y-%m-%d").to_string(), &format!("{id}.csv.gz")])
+}
+
 /// `leases/<name>/`: the records of one lease (see `crate::lease`).
 pub fn lease_prefix(name: &str) -> BucketKey {
     key(&[LEASES_ROOT, name])
@@ -141,8 +156,8 @@ pub fn prediction_output_key(model_ver: ModelVer, run: &RunId) -> BucketKey {
 pub const DEFAULT_OUTPUT_PREFIX: &str = "data/predict/output/";
 
 /// Areas no batch output may land in, whatever the output prefix: runs and
-/// their LATEST, hyperparameters, training data and prediction inputs.
-const PROTECTED: [&str; 4] = [MODEL_ROOT, "config", "data/train", "data/predict/input"];
+/// their LATEST, hyperparameters, training data, prediction inputs and shadow records.
+const PROTECTED: [&str; 5] = [MODEL_ROOT, "config", "data/train", "data/predict/input", SHADOW_ROOT];
 
 /// Why a batch may not write its output to a key.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

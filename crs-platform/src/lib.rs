@@ -27,4 +27,5 @@ pub mod request_id;
 pub mod runs;
 pub mod runtime;
 pub mod sample_data;
+pub mod shadow;
 pub mod webhook;

@@ -1,5 +1,6 @@
 //! serve-service settings: flags, each with an environment variable fallback.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use clap::Parser;
@@ -29,6 +30,24 @@ pub struct Config {
     /// Run to serve: `production` (follow the version's production alias), `latest` (follow model/<MODEL_VER>/LATEST) or a run id.
     #[arg(long, env = "MODEL_RUN", default_value = "production")]
     pub model_run: Selection,
+    /// Model versions served at once (comma-separated), each following its production alias; MODEL_VER is always among them and keeps MODEL_RUN.
+    #[arg(long, env = "SERVE_MODELS", value_delimiter = ',')]
+    pub serve_models: Vec<ModelVer>,
+    /// Most model versions held at once, configured or loaded on request; a load beyond it is refused.
+    #[arg(long, env = "MAX_LOADED_MODELS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_loaded_models: u32,
+    /// Shadow pairs `shadow:primary` (comma-separated): the shadow also scores every request to the primary, off the request path, and both predictions are recorded in the bucket under shadow/<primary>/.
+    #[arg(long, env = "SHADOW_MODELS", value_delimiter = ',', value_parser = parse_shadow_pair)]
+    pub shadow_models: Vec<ShadowPair>,
+    /// Requests waiting to be scored by their shadows; when it is full a request's shadow rows are dropped (and counted), never the request.
+    #[arg(long, env = "SHADOW_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub shadow_queue: u32,
+    /// Recorded shadow rows buffered before they are written to the bucket as one object.
+    #[arg(long, env = "SHADOW_FLUSH_ROWS", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub shadow_flush_rows: u32,
+    /// Seconds between writes of recorded shadow rows (also written at shutdown).
+    #[arg(long, env = "SHADOW_FLUSH_SECS", default_value_t = 10.0, value_parser = parse_poll_interval)]
+    pub shadow_flush_secs: f64,
     /// Slack incoming-webhook URL for batch and model notices; unset means no posts. Never logged.
     #[arg(long, env = "WEBHOOK_URL", hide_env_values = true)]
     pub webhook_url: Option<String>,
@@ -66,6 +85,12 @@ impl std::fmt::Debug for Config {
             .field("bucket_url", &self.bucket_url)
             .field("model_ver", &self.model_ver)
             .field("model_run", &self.model_run)
+            .field("serve_models", &self.serve_models)
+            .field("max_loaded_models", &self.max_loaded_models)
+            .field("shadow_models", &self.shadow_models)
+            .field("shadow_queue", &self.shadow_queue)
+            .field("shadow_flush_rows", &self.shadow_flush_rows)
+            .field("shadow_flush_secs", &self.shadow_flush_secs)
             .field("webhook_url", &self.webhook_url.as_ref().map(|_| "<secret>"))
             .field("poll_interval_secs", &self.poll_interval_secs)
             .field("max_predict_rows", &self.max_predict_rows)
@@ -100,9 +125,65 @@ fn parse_device_column(text: &str) -> Result<DeviceColumn, String> {
     DeviceColumn::parse(text).ok_or_else(|| format!("must be `name` or `code`, got {text:?}"))
 }
 
+/// A shadow model version and the primary whose requests it also scores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShadowPair {
+    pub shadow: ModelVer,
+    pub primary: ModelVer,
+}
+
+impl std::str::FromStr for ShadowPair {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        parse_shadow_pair(text)
+    }
+}
+
+fn parse_shadow_pair(text: &str) -> Result<ShadowPair, String> {
+    let Some((shadow, primary)) = text.trim().split_once(':') else {
+        return Err(format!("expected shadow:primary (e.g. v2:v1), got {text:?}"));
+    };
+    let version = |name: &str| ModelVer::parse(name.trim()).map_err(|e| e.to_string());
+    let pair = ShadowPair { shadow: version(shadow)?, primary: version(primary)? };
+    if pair.shadow == pair.primary {
+        return Err(format!("{text:?}: a model version cannot shadow itself"));
+    }
+    Ok(pair)
+}
+
+/// Why the model settings cannot be served together.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "SERVE_MODELS, MODEL_VER and SHADOW_MODELS name {} model versions ({}) but MAX_LOADED_MODELS is {max}",
+    versions.len(),
+    versions.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ")
+)]
+pub struct TooManyConfigured {
+    versions: Vec<ModelVer>,
+    max: u32,
+}
+
 impl Config {
     pub fn poll_interval(&self) -> Duration {
         Duration::from_secs_f64(self.poll_interval_secs.clamp(0.01, MAX_POLL_INTERVAL_SECS))
+    }
+
+    pub fn shadow_flush_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.shadow_flush_secs.clamp(0.01, MAX_POLL_INTERVAL_SECS))
+    }
+
+    /// Every version served from the start besides MODEL_VER: SERVE_MODELS and
+    /// both sides of each shadow pair, in version order, each once.
+    pub fn other_models(&self) -> Result<Vec<ModelVer>, TooManyConfigured> {
+        let mut versions: BTreeSet<ModelVer> = self.serve_models.iter().copied().collect();
+        versions.extend(self.shadow_models.iter().flat_map(|pair| [pair.shadow, pair.primary]));
+        versions.insert(self.model_ver);
+        if versions.len() > self.max_loaded_models as usize {
+            return Err(TooManyConfigured { versions: versions.into_iter().collect(), max: self.max_loaded_models });
+        }
+        versions.remove(&self.model_ver);
+        Ok(versions.into_iter().collect())
     }
 }
 
@@ -145,6 +226,49 @@ mod tests {
         }
         let config = parse(&["--poll-interval-secs", "0.25"]).unwrap();
         assert_eq!(config.poll_interval(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn serve_models_default_to_model_ver_alone_and_add_to_it() {
+        let config = parse(&[]).unwrap();
+        assert!(config.serve_models.is_empty() && config.shadow_models.is_empty());
+        assert_eq!(config.other_models().unwrap(), Vec::<ModelVer>::new());
+        assert_eq!(config.max_loaded_models, 4);
+
+        let config = parse(&["--model-ver", "v1", "--serve-models", "v0,v1"]).unwrap();
+        assert_eq!(config.other_models().unwrap(), vec![ModelVer::parse("v0").unwrap()]);
+        let config = parse(&["--serve-models", "v2", "--shadow-models", "v0:v1"]).unwrap();
+        let names: Vec<&str> = config.other_models().unwrap().into_iter().map(ModelVer::name).collect();
+        assert_eq!(names, ["v0", "v2"]);
+    }
+
+    #[test]
+    fn unknown_versions_and_bad_shadow_pairs_are_refused_naming_the_setting() {
+        let err = parse(&["--serve-models", "v0,v7"]).unwrap_err().to_string();
+        assert!(err.contains("--serve-models") && err.contains("unknown model version \"v7\""), "{err}");
+        for (bad, needle) in [
+            ("v0", "expected shadow:primary"),
+            ("v0:v9", "unknown model version \"v9\""),
+            ("v1:v1", "cannot shadow itself"),
+            ("v0-v1", "expected shadow:primary"),
+        ] {
+            let err = parse(&["--shadow-models", bad]).unwrap_err().to_string();
+            assert!(err.contains("--shadow-models") && err.contains(needle), "{bad}: {err}");
+        }
+        let config = parse(&["--shadow-models", "v0:v1,v2:v1"]).unwrap();
+        let v = |name| ModelVer::parse(name).unwrap();
+        assert_eq!(
+            config.shadow_models,
+            [ShadowPair { shadow: v("v0"), primary: v("v1") }, ShadowPair { shadow: v("v2"), primary: v("v1") }]
+        );
+    }
+
+    #[test]
+    fn more_configured_versions_than_max_loaded_models_is_a_startup_error() {
+        let config = parse(&["--serve-models", "v0,v2", "--max-loaded-models", "2"]).unwrap();
+        let err = config.other_models().unwrap_err().to_string();
+        assert!(err.contains("MAX_LOADED_MODELS is 2") && err.contains("v0, v1, v2"), "{err}");
+        assert!(parse(&["--max-loaded-models", "0"]).unwrap_err().to_string().contains("max-loaded-models"));
     }
 
     #[test]

@@ -4,7 +4,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crs_domain::data::{KeywordRows, RowProblem};
-use crs_proto::serve::{FeatureImportance, ModelInfo, PredictRequest};
+use crs_domain::models::ModelVer;
+use crs_platform::layout::RunId;
+use crs_proto::serve::{FeatureImportance, LoadedModel, ModelInfo, PredictRequest};
 use crs_proto::timestamp;
 
 use crate::model::Serving;
@@ -34,7 +36,32 @@ pub fn keyword_rows(request: &PredictRequest, max_rows: usize) -> Result<Keyword
     Ok(rows)
 }
 
-pub fn model_info(serving: &Serving) -> ModelInfo {
+/// The model version and run a request names; `None` where it leaves them empty.
+pub fn model_choice(model_ver: &str, run_id: &str) -> Result<(Option<ModelVer>, Option<RunId>), ServeError> {
+    let model_ver = match model_ver.trim() {
+        "" => None,
+        name => Some(ModelVer::parse(name)?),
+    };
+    let run_id = match run_id.trim() {
+        "" => None,
+        id => Some(RunId::parse(id)?),
+    };
+    Ok((model_ver, run_id))
+}
+
+/// One loaded version, for `ModelInfo.loaded`.
+pub fn loaded_model(serving: &Serving, shadow_of: Option<ModelVer>) -> LoadedModel {
+    LoadedModel {
+        model_ver: serving.model_ver().to_string(),
+        run_id: serving.run_id().to_string(),
+        selection: serving.selection.describe(),
+        loaded_at: Some(timestamp(serving.loaded_at)),
+        memory_bytes: serving.memory_bytes(),
+        shadow_of: shadow_of.map(|v| v.to_string()).unwrap_or_default(),
+    }
+}
+
+pub fn model_info(serving: &Serving, loaded: Vec<LoadedModel>) -> ModelInfo {
     let metadata = &serving.run.metadata;
     ModelInfo {
         model_ver: metadata.model_ver.to_string(),
@@ -54,5 +81,7 @@ pub fn model_info(serving: &Serving) -> ModelInfo {
             .into_iter()
             .map(|(feature, importance)| FeatureImportance { feature, importance })
             .collect(),
+        memory_bytes: serving.memory_bytes(),
+        loaded,
     }
 }

@@ -1,11 +1,12 @@
-//! The Open Inference Protocol (KServe V2) over gRPC, on the same model slot as
+//! The Open Inference Protocol (KServe V2) over gRPC, on the same model slots as
 //! `crs.serve.v1`. A model's name is its model version (`v1`) and its version is
-//! the run id; an empty version means the run being served.
+//! the run id; an empty version means the run that model version serves.
 //!
-//! The model repository extension works on the one slot: the index lists every
-//! registered model version (the served one READY), a load selects a version at
-//! its production run (as `LoadModel` does by default), and unloading the served model empties
-//! the slot until the next load.
+//! The model repository extension works on the slots: the index lists every
+//! registered model version (the loaded ones READY), a load gives a version its
+//! production run in its own slot (refused beyond MAX_LOADED_MODELS), and an
+//! unload empties that version's slot until its next load, leaving the others
+//! serving.
 
 use std::sync::Arc;
 
@@ -21,7 +22,8 @@ use crs_proto::inference::{
 use tonic::{Request, Response, Status};
 
 use crate::metrics::ServeMetrics;
-use crate::model::{ModelSlot, Selection, Serving};
+use crate::model::{Models, Selection, Serving};
+use crate::shadow::Shadows;
 use crate::status::ServeError;
 use crate::tensors;
 
@@ -30,20 +32,26 @@ const PLATFORM: &str = "crs";
 
 #[derive(Clone, Debug)]
 pub struct Inference {
-    slot: Arc<ModelSlot>,
+    models: Arc<Models>,
+    shadows: Arc<Shadows>,
     max_predict_rows: usize,
     metrics: Arc<ServeMetrics>,
 }
 
 impl Inference {
-    pub fn new(slot: Arc<ModelSlot>, max_predict_rows: usize, metrics: Arc<ServeMetrics>) -> Self {
-        Inference { slot, max_predict_rows, metrics }
+    pub fn new(
+        models: Arc<Models>,
+        shadows: Arc<Shadows>,
+        max_predict_rows: usize,
+        metrics: Arc<ServeMetrics>,
+    ) -> Self {
+        Inference { models, shadows, max_predict_rows, metrics }
     }
 
-    /// The served run if it is `name` at `version` (empty: whichever run is served).
+    /// The run model `name` serves, if it is `version` (empty: whichever it serves).
     fn serving(&self, name: &str, version: &str) -> Result<Arc<Serving>, ServeError> {
         let model_ver = known_model(name)?;
-        let Some(serving) = self.slot.current().filter(|s| s.model_ver() == model_ver) else {
+        let Some(serving) = self.models.current(model_ver) else {
             return Err(ServeError::NotFound(format!("model '{model_ver}' is not loaded")));
         };
         if !version.is_empty() && version != serving.run_id().as_str() {
@@ -68,6 +76,7 @@ impl Inference {
         let decoded = tensors::decode(request, model.required_attributes(), self.max_predict_rows)?;
         let cr = model.predict(&decoded.rows)?;
         let (output, raw) = tensors::output(&cr, decoded.raw);
+        self.shadows.offer(&serving, decoded.rows, &cr);
         Ok(ModelInferResponse {
             model_name: serving.model_ver().to_string(),
             model_version: serving.run_id().to_string(),
@@ -97,7 +106,7 @@ impl GrpcInferenceService for Inference {
 
     async fn server_ready(&self, _: Request<ServerReadyRequest>) -> Result<Response<ServerReadyResponse>, Status> {
         let call = self.metrics.call("ServerReady");
-        call.finish(Ok(Response::new(ServerReadyResponse { ready: self.slot.current().is_some() })))
+        call.finish(Ok(Response::new(ServerReadyResponse { ready: self.models.default_slot().current().is_some() })))
     }
 
     async fn model_ready(&self, request: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
@@ -154,9 +163,8 @@ impl GrpcInferenceService for Inference {
     ) -> Result<Response<RepositoryIndexResponse>, Status> {
         let call = self.metrics.call("RepositoryIndex");
         let ready_only = request.get_ref().ready;
-        let current = self.slot.current();
         let models = ModelVer::all()
-            .map(|model_ver| match current.as_ref().filter(|s| s.model_ver() == model_ver) {
+            .map(|model_ver| match self.models.current(model_ver) {
                 Some(serving) => ModelIndex {
                     name: model_ver.to_string(),
                     version: serving.run_id().to_string(),
@@ -183,8 +191,7 @@ impl GrpcInferenceService for Inference {
         let mut call = self.metrics.call("RepositoryModelLoad");
         call.model_named(name);
         let result = match known_model(name) {
-            // The slot holds one model: loading one replaces the one being served.
-            Ok(model_ver) => self.slot.select(model_ver, Selection::Production).await.map(|_| ()),
+            Ok(model_ver) => self.models.select(model_ver, Selection::Production).await.map(|_| ()),
             Err(e) => Err(e),
         };
         call.finish(result.map(|()| Response::new(RepositoryModelLoadResponse {})).map_err(Status::from))
@@ -199,7 +206,7 @@ impl GrpcInferenceService for Inference {
         call.model_named(name);
         let result = self.serving(name, "").map(|serving| {
             tracing::info!(model_ver = %serving.model_ver(), run_id = %serving.run_id(), "unload requested");
-            self.slot.unload();
+            self.models.unload(serving.model_ver());
             Response::new(RepositoryModelUnloadResponse {})
         });
         call.finish(result.map_err(Status::from))

@@ -1,6 +1,8 @@
-//! serve-service: loads the selected model run from the bucket and answers
-//! online (`Predict`) and batch (`PredictBatch`) predictions over gRPC, and the
-//! Open Inference Protocol (`inference.GRPCInferenceService`) beside them.
+//! serve-service: loads the selected model runs from the bucket (one per model
+//! version it serves) and answers online (`Predict`) and batch (`PredictBatch`)
+//! predictions over gRPC, and the Open Inference Protocol
+//! (`inference.GRPCInferenceService`) beside them; shadows score the requests
+//! of their primaries in the background.
 
 mod config;
 mod convert;
@@ -8,6 +10,7 @@ mod inference;
 mod metrics;
 mod model;
 mod service;
+mod shadow;
 mod status;
 mod tensors;
 
@@ -28,11 +31,12 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
-pub use config::Config;
+pub use config::{Config, ShadowPair};
 use inference::Inference;
 use metrics::ServeMetrics;
-use model::ModelSlot;
+use model::{Models, ModelsSetup};
 use service::{BatchSettings, Service};
+use shadow::{FlushSettings, Shadows};
 
 /// Runs the service on `listener` (and its metrics on `SERVE_METRICS_ADDR`, if
 /// set) until `shutdown` resolves, then drains in-flight requests for up to the
@@ -57,6 +61,7 @@ pub async fn run_with_metrics(
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let others = config.other_models()?;
     let mut registry = Registry::default();
     let metrics = Arc::new(ServeMetrics::new(&mut registry));
     // Dropped, and so stopped, however this function returns: after the drain, so
@@ -72,15 +77,26 @@ pub async fn run_with_metrics(
     health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     let reflection = crs_proto::reflection_service(&[SERVE_SERVICE, INFERENCE_SERVICE])?;
 
-    let slot = Arc::new(ModelSlot::new(
-        Catalog::new(ModelStore::new(bucket)),
-        config.model_ver,
-        config.model_run.clone(),
-        notifier.clone(),
+    let setup = ModelsSetup {
+        default: (config.model_ver, config.model_run.clone()),
+        others,
+        max_loaded: config.max_loaded_models as usize,
+    };
+    let models =
+        Arc::new(Models::new(Catalog::new(ModelStore::new(bucket.clone())), setup, notifier.clone(), metrics.clone()));
+    let flush = FlushSettings { rows: config.shadow_flush_rows as usize, every: config.shadow_flush_interval() };
+    let (shadows, recorder) = Shadows::start(
+        &config.shadow_models,
+        models.clone(),
+        bucket,
+        config.shadow_queue as usize,
+        flush,
         metrics.clone(),
-    ));
+    );
+    let shadows = Arc::new(shadows);
     let health_follows_slot = tokio::spawn({
-        let mut loaded = slot.loaded();
+        // The default version decides: requests that name no model need it.
+        let mut loaded = models.default_slot().loaded();
         let health = health.clone();
         async move {
             // SERVING while a model is in; an unload turns it back to NOT_SERVING.
@@ -97,27 +113,31 @@ pub async fn run_with_metrics(
             }
         }
     });
-    slot.refresh().await;
+    models.refresh().await;
     let poller = tokio::spawn({
-        let slot = slot.clone();
+        let models = models.clone();
         let interval = config.poll_interval();
         async move {
             loop {
                 tokio::time::sleep(interval).await;
-                slot.refresh().await;
+                models.refresh().await;
             }
         }
     });
 
-    let inference =
-        GrpcInferenceServiceServer::new(Inference::new(slot.clone(), config.max_predict_rows, metrics.clone()))
-            .max_decoding_message_size(config.max_message_bytes)
-            .max_encoding_message_size(config.max_message_bytes);
+    let inference = GrpcInferenceServiceServer::new(Inference::new(
+        models.clone(),
+        shadows.clone(),
+        config.max_predict_rows,
+        metrics.clone(),
+    ))
+    .max_decoding_message_size(config.max_message_bytes)
+    .max_encoding_message_size(config.max_message_bytes);
     let batch = BatchSettings { output_prefix: config.output_prefix.clone(), device_column: config.output_device };
-    let serve = ServeServiceServer::new(Service::new(slot, config.max_predict_rows, batch, metrics))
+    let serve = ServeServiceServer::new(Service::new(models, shadows, config.max_predict_rows, batch, metrics))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
-    tracing::info!(addr = %listener.local_addr()?, model_ver = %config.model_ver, run = %config.model_run.describe(), bucket = %config.bucket_url, "serve-service listening");
+    tracing::info!(addr = %listener.local_addr()?, model_ver = %config.model_ver, run = %config.model_run.describe(), serve_models = ?config.serve_models, shadow_models = ?config.shadow_models, bucket = %config.bucket_url, "serve-service listening");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
@@ -136,6 +156,9 @@ pub async fn run_with_metrics(
         result = &mut server => {
             poller.abort();
             health_follows_slot.abort();
+            if let Some(recorder) = recorder {
+                recorder.finish(Duration::from_secs(config.shutdown_grace_secs)).await;
+            }
             return result.context("gRPC server failed");
         }
         () = shutdown => {}
@@ -151,6 +174,11 @@ pub async fn run_with_metrics(
     match tokio::time::timeout(grace, &mut server).await {
         Ok(result) => result.context("gRPC server failed")?,
         Err(_) => tracing::warn!(?grace, "grace period over; exiting with requests still in flight"),
+    }
+    // Every request has been answered (or abandoned): what they queued for the
+    // shadows is all there is, and is written now.
+    if let Some(recorder) = recorder {
+        recorder.finish(grace).await;
     }
     notifier.flush(Duration::from_secs(3)).await;
     tracing::info!("serve-service stopped");

@@ -12,6 +12,8 @@
 //! | `crs_serve_model_refusals_total` | `model` |
 //! | `crs_serve_model_swaps_total` (a load that replaced a served run) | `model` |
 //! | `crs_serve_model_unloads_total` | `model` |
+//! | `crs_serve_shadow_rows_total` (rows a shadow scored and recorded) | `model` (the shadow) |
+//! | `crs_serve_shadow_dropped_rows_total` (rows a shadow did not score or record) | `model` (the shadow), `reason` |
 //!
 //! `model` is a registered model version or empty (the request named none, or
 //! an unknown one), so the label set stays small whatever clients send.
@@ -52,6 +54,36 @@ struct RunLabels {
     run_id: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    model: &'static str,
+    reason: &'static str,
+}
+
+/// Why rows of a request to a primary went without their shadow's prediction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShadowDrop {
+    /// The queue to the shadows was full (they score slower than requests come).
+    QueueFull,
+    /// The shadow had no run loaded.
+    NotLoaded,
+    /// The shadow could not score the rows (e.g. it needs attributes the request lacks).
+    Failed,
+    /// Scored, but the bucket refused the records for too long.
+    Unwritten,
+}
+
+impl ShadowDrop {
+    fn label(self) -> &'static str {
+        match self {
+            ShadowDrop::QueueFull => "queue_full",
+            ShadowDrop::NotLoaded => "not_loaded",
+            ShadowDrop::Failed => "failed",
+            ShadowDrop::Unwritten => "unwritten",
+        }
+    }
+}
+
 fn seconds_histogram() -> Histogram {
     Histogram::new(seconds_buckets())
 }
@@ -73,6 +105,8 @@ pub struct ServeMetrics {
     refusals: Family<ModelLabels, Counter>,
     swaps: Family<ModelLabels, Counter>,
     unloads: Family<ModelLabels, Counter>,
+    shadow_rows: Family<ModelLabels, Counter>,
+    shadow_dropped: Family<DropLabels, Counter>,
 }
 
 impl ServeMetrics {
@@ -89,6 +123,8 @@ impl ServeMetrics {
             refusals: Family::default(),
             swaps: Family::default(),
             unloads: Family::default(),
+            shadow_rows: Family::default(),
+            shadow_dropped: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("crs_serve");
         r.register("requests", "gRPC requests answered, by RPC, model and status code", metrics.requests.clone());
@@ -111,6 +147,12 @@ impl ServeMetrics {
         r.register("model_refusals", "Model runs refused (checksum, format or load failed)", metrics.refusals.clone());
         r.register("model_swaps", "Loads that replaced a run being served", metrics.swaps.clone());
         r.register("model_unloads", "Models unloaded on request", metrics.unloads.clone());
+        r.register("shadow_rows", "Rows a shadow model scored and recorded", metrics.shadow_rows.clone());
+        r.register(
+            "shadow_dropped_rows",
+            "Rows of requests to a primary that its shadow did not score or record, by reason",
+            metrics.shadow_dropped.clone(),
+        );
         metrics
     }
 
@@ -138,6 +180,15 @@ impl ServeMetrics {
 
     pub fn refused(&self, model_ver: ModelVer) {
         self.refusals.get_or_create(&ModelLabels { model: model_ver.name() }).inc();
+    }
+
+    pub fn shadow_scored(&self, shadow: ModelVer, rows: usize) {
+        self.shadow_rows.get_or_create(&ModelLabels { model: shadow.name() }).inc_by(rows as u64);
+    }
+
+    pub fn shadow_dropped(&self, shadow: ModelVer, reason: ShadowDrop, rows: usize) {
+        let labels = DropLabels { model: shadow.name(), reason: reason.label() };
+        self.shadow_dropped.get_or_create(&labels).inc_by(rows as u64);
     }
 
     pub fn unloaded(&self, model_ver: ModelVer, run_id: &str) {

@@ -1,7 +1,8 @@
-//! The model being served, and how it changes: loaded at start, swapped when
-//! LATEST moves or `LoadModel` asks, never replaced by a run that fails to load.
+//! The models being served, and how they change: one slot per model version,
+//! each loaded at start or on request, swapped when its production alias (or
+//! LATEST) moves or `LoadModel` asks, never replaced by a run that fails to load.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -66,17 +67,25 @@ impl Serving {
     pub fn run_id(&self) -> &RunId {
         &self.run.metadata.run_id
     }
+
+    /// An estimate of the memory the run takes while loaded: its artifact's
+    /// size, which is what its trees and tables deserialize from.
+    pub fn memory_bytes(&self) -> u64 {
+        self.run.metadata.artifact.size_bytes
+    }
 }
 
+/// One model version's slot.
 #[derive(Debug)]
 pub struct ModelSlot {
+    model_ver: ModelVer,
     catalog: Catalog,
     /// Swapped whole: a request holds its own `Arc` and finishes on the model it started with.
     current: RwLock<Option<Arc<Serving>>>,
     /// What the poller follows.
-    wanted: Mutex<(ModelVer, Selection)>,
+    wanted: Mutex<Selection>,
     /// Runs that failed to load, reported once and not retried.
-    refused: Mutex<HashSet<(ModelVer, RunId)>>,
+    refused: Mutex<HashSet<RunId>>,
     /// Set by an unload: the poller stays away until something is loaded again.
     unloaded: Mutex<bool>,
     /// Whether a model is in, for whoever reports health.
@@ -86,7 +95,7 @@ pub struct ModelSlot {
 }
 
 impl ModelSlot {
-    pub fn new(
+    fn new(
         catalog: Catalog,
         model_ver: ModelVer,
         selection: Selection,
@@ -94,9 +103,10 @@ impl ModelSlot {
         metrics: Arc<ServeMetrics>,
     ) -> Self {
         ModelSlot {
+            model_ver,
             catalog,
             current: RwLock::new(None),
-            wanted: Mutex::new((model_ver, selection)),
+            wanted: Mutex::new(selection),
             refused: Mutex::default(),
             unloaded: Mutex::new(false),
             loaded: watch::Sender::new(false),
@@ -105,12 +115,8 @@ impl ModelSlot {
         }
     }
 
-    pub fn store(&self) -> &ModelStore {
+    fn store(&self) -> &ModelStore {
         self.catalog.store()
-    }
-
-    pub fn notifier(&self) -> &Notifier {
-        &self.notifier
     }
 
     /// `true` while a model is in: from the first swap until an unload.
@@ -122,14 +128,18 @@ impl ModelSlot {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    fn is_unloaded(&self) -> bool {
+        *self.unloaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The model requests should use, or why there is none.
     pub fn require(&self) -> Result<Arc<Serving>, ServeError> {
         self.current().ok_or_else(|| {
-            let (ver, selection) = self.wanted();
-            if *self.unloaded.lock().unwrap_or_else(|e| e.into_inner()) {
+            let ver = self.model_ver;
+            if self.is_unloaded() {
                 return ServeError::NoModel(format!("model {ver} was unloaded; load a model to serve again"));
             }
-            ServeError::NoModel(match selection {
+            ServeError::NoModel(match self.wanted() {
                 Selection::Production => format!("waiting for a production run of model {ver}"),
                 Selection::Latest => format!("waiting for model/{ver}/LATEST to appear in the bucket"),
                 Selection::Run(id) => format!("waiting for run {id} of model {ver} to appear in the bucket"),
@@ -137,9 +147,10 @@ impl ModelSlot {
         })
     }
 
-    /// Loads a version and run on request and, once it has loaded, serves it and
-    /// follows that selection from then on.
-    pub async fn select(&self, model_ver: ModelVer, selection: Selection) -> Result<Arc<Serving>, ServeError> {
+    /// Loads a run on request and, once it has loaded, serves it and follows
+    /// that selection from then on.
+    async fn select(&self, selection: Selection) -> Result<Arc<Serving>, ServeError> {
+        let model_ver = self.model_ver;
         let run = match &selection {
             Selection::Production => {
                 let production = self.catalog.production(model_ver).await?;
@@ -149,19 +160,19 @@ impl ModelSlot {
             Selection::Latest => self.store().load_latest(model_ver).await?,
             Selection::Run(id) => self.store().load(model_ver, id).await?,
         };
-        *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = (model_ver, selection.clone());
+        *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = selection.clone();
         *self.unloaded.lock().unwrap_or_else(|e| e.into_inner()) = false;
         Ok(self.swap_in(run, selection))
     }
 
-    /// The version and run selection the slot follows.
-    pub fn wanted(&self) -> (ModelVer, Selection) {
+    /// The run selection the slot follows.
+    pub fn wanted(&self) -> Selection {
         self.wanted.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Empties the slot and stops following LATEST until the next
+    /// Empties the slot and stops following its selection until the next
     /// [`Self::select`]. Requests already holding the model finish on it.
-    pub fn unload(&self) -> Option<Arc<Serving>> {
+    fn unload(&self) -> Option<Arc<Serving>> {
         // Flag first, so that a poll racing this cannot load the model back.
         *self.unloaded.lock().unwrap_or_else(|e| e.into_inner()) = true;
         let previous = self.current.write().unwrap_or_else(|e| e.into_inner()).take();
@@ -174,11 +185,12 @@ impl ModelSlot {
     }
 
     /// One poll: loads the wanted run if it is not the one being served.
-    pub async fn refresh(&self) {
-        if *self.unloaded.lock().unwrap_or_else(|e| e.into_inner()) {
+    async fn refresh(&self) {
+        if self.is_unloaded() {
             return;
         }
-        let (model_ver, selection) = self.wanted();
+        let model_ver = self.model_ver;
+        let selection = self.wanted();
         let target = match &selection {
             Selection::Run(id) => Ok(Some(id.clone())),
             Selection::Production => self.catalog.production(model_ver).await.map_err(|e| e.to_string()),
@@ -193,27 +205,27 @@ impl ModelSlot {
                 return;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the bucket to look for a new model");
+                tracing::warn!(%model_ver, error = %e, "cannot read the bucket to look for a new model");
                 return;
             }
         };
-        let unchanged = self
-            .current()
-            .is_some_and(|s| s.model_ver() == model_ver && *s.run_id() == target && s.selection == selection);
-        let key = (model_ver, target.clone());
-        if unchanged || self.refused.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
+        let unchanged = self.current().is_some_and(|s| *s.run_id() == target && s.selection == selection);
+        if unchanged || self.refused.lock().unwrap_or_else(|e| e.into_inner()).contains(&target) {
             return;
         }
         match self.store().load(model_ver, &target).await {
             Ok(run) => {
-                self.swap_in(run, selection);
+                // An unload that came while the run was loading wins.
+                if !self.is_unloaded() {
+                    self.swap_in(run, selection);
+                }
             }
             // Not there (yet): a pinned run may still be on its way; look again next poll.
             Err(e @ LoadError::Storage(StorageError::NotFound { .. })) => {
                 tracing::info!(error = %e, "wanted model run not in the bucket yet");
             }
             // Present but unusable (checksum, format, structure, metadata): refuse it for good.
-            Err(e) => self.refuse(key, &e),
+            Err(e) => self.refuse(target, &e),
         }
     }
 
@@ -235,17 +247,168 @@ impl ModelSlot {
         serving
     }
 
-    fn refuse(&self, key: (ModelVer, RunId), error: &LoadError) {
+    fn refuse(&self, run: RunId, error: &LoadError) {
+        let model_ver = self.model_ver;
         let keeps = match self.current() {
             Some(s) => format!("still serving {} run {}", s.model_ver(), s.run_id()),
-            None => "no model is being served".to_owned(),
+            None => format!("no run of {model_ver} is being served"),
         };
-        tracing::error!(model_ver = %key.0, run_id = %key.1, error = %error, "refused a model run; {keeps}");
+        tracing::error!(%model_ver, run_id = %run, error = %error, "refused a model run; {keeps}");
         self.notifier.notify(
-            Notice::new(Outcome::Failed, format!("serve-service refused model {} run {}: {keeps}", key.0, key.1))
+            Notice::new(Outcome::Failed, format!("serve-service refused model {model_ver} run {run}: {keeps}"))
                 .field("reason", error),
         );
-        self.metrics.refused(key.0);
-        self.refused.lock().unwrap_or_else(|e| e.into_inner()).insert(key);
+        self.metrics.refused(model_ver);
+        self.refused.lock().unwrap_or_else(|e| e.into_inner()).insert(run);
+    }
+}
+
+/// What [`Models`] starts with.
+#[derive(Clone, Debug)]
+pub struct ModelsSetup {
+    /// The version requests that name none get, and its run selection.
+    pub default: (ModelVer, Selection),
+    /// Other versions served from the start, each following its production alias.
+    pub others: Vec<ModelVer>,
+    /// Most versions loaded (or waiting for a run) at once.
+    pub max_loaded: usize,
+}
+
+/// Every model version the service holds, one slot each. Versions configured at
+/// start keep their slot for good (an unload empties it); versions loaded on
+/// request get one while there is room.
+#[derive(Debug)]
+pub struct Models {
+    catalog: Catalog,
+    default: ModelVer,
+    max_loaded: usize,
+    slots: RwLock<BTreeMap<ModelVer, Arc<ModelSlot>>>,
+    /// Serializes loads, so that two of them cannot both take the last free place.
+    loading: tokio::sync::Mutex<()>,
+    notifier: Notifier,
+    metrics: Arc<ServeMetrics>,
+}
+
+impl Models {
+    pub fn new(catalog: Catalog, setup: ModelsSetup, notifier: Notifier, metrics: Arc<ServeMetrics>) -> Self {
+        let (default, selection) = setup.default;
+        let mut slots = BTreeMap::new();
+        let slot = |ver, selection| {
+            Arc::new(ModelSlot::new(catalog.clone(), ver, selection, notifier.clone(), metrics.clone()))
+        };
+        slots.insert(default, slot(default, selection));
+        for ver in setup.others {
+            slots.entry(ver).or_insert_with(|| slot(ver, Selection::Production));
+        }
+        Models {
+            catalog,
+            default,
+            max_loaded: setup.max_loaded,
+            slots: RwLock::new(slots),
+            loading: tokio::sync::Mutex::new(()),
+            notifier,
+            metrics,
+        }
+    }
+
+    pub fn store(&self) -> &ModelStore {
+        self.catalog.store()
+    }
+
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    pub fn default_ver(&self) -> ModelVer {
+        self.default
+    }
+
+    fn slots(&self) -> Vec<Arc<ModelSlot>> {
+        self.slots.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    pub fn slot(&self, model_ver: ModelVer) -> Option<Arc<ModelSlot>> {
+        self.slots.read().unwrap_or_else(|e| e.into_inner()).get(&model_ver).cloned()
+    }
+
+    /// The slot of the default version, which exists from start to end.
+    pub fn default_slot(&self) -> Arc<ModelSlot> {
+        self.slot(self.default).expect("the default version's slot is made at start and never removed")
+    }
+
+    /// The run `model_ver` serves now, if any.
+    pub fn current(&self, model_ver: ModelVer) -> Option<Arc<Serving>> {
+        self.slot(model_ver).and_then(|slot| slot.current())
+    }
+
+    /// Every run served now, in version order.
+    pub fn loaded(&self) -> Vec<Arc<Serving>> {
+        self.slots().iter().filter_map(|slot| slot.current()).collect()
+    }
+
+    /// The model a request should use: `model_ver` (the default if `None`) at
+    /// `run` (whichever it serves if `None`), or why there is none.
+    pub fn require(&self, model_ver: Option<ModelVer>, run: Option<&RunId>) -> Result<Arc<Serving>, ServeError> {
+        let model_ver = model_ver.unwrap_or(self.default);
+        let Some(slot) = self.slot(model_ver) else {
+            let loaded: Vec<String> = self.loaded().iter().map(|s| s.model_ver().to_string()).collect();
+            return Err(ServeError::NoModel(format!(
+                "model {model_ver} is not loaded (loaded: {}); load it first",
+                if loaded.is_empty() { "none".to_owned() } else { loaded.join(", ") }
+            )));
+        };
+        let serving = slot.require()?;
+        match run {
+            Some(run) if run != serving.run_id() => Err(ServeError::NotFound(format!(
+                "model {model_ver} does not serve run {run} (it serves run {})",
+                serving.run_id()
+            ))),
+            _ => Ok(serving),
+        }
+    }
+
+    /// Loads `model_ver` at `selection` and serves it from then on, in its own
+    /// slot: the other versions go on as they were. A version without a slot
+    /// gets one only while fewer than `max_loaded` are held.
+    pub async fn select(&self, model_ver: ModelVer, selection: Selection) -> Result<Arc<Serving>, ServeError> {
+        let _loading = self.loading.lock().await;
+        if let Some(slot) = self.slot(model_ver).filter(|slot| !slot.is_unloaded()) {
+            return slot.select(selection).await;
+        }
+        let held: Vec<ModelVer> = self
+            .slots()
+            .iter()
+            .filter(|slot| slot.model_ver != model_ver && !slot.is_unloaded())
+            .map(|slot| slot.model_ver)
+            .collect();
+        if held.len() >= self.max_loaded {
+            return Err(ServeError::TooManyModels { model_ver, max: self.max_loaded, held });
+        }
+        if let Some(slot) = self.slot(model_ver) {
+            return slot.select(selection).await;
+        }
+        let slot = Arc::new(ModelSlot::new(
+            self.catalog.clone(),
+            model_ver,
+            selection.clone(),
+            self.notifier.clone(),
+            self.metrics.clone(),
+        ));
+        let serving = slot.select(selection).await?;
+        self.slots.write().unwrap_or_else(|e| e.into_inner()).insert(model_ver, slot);
+        Ok(serving)
+    }
+
+    /// Empties `model_ver`'s slot, leaving every other version serving; the
+    /// run it served, if any.
+    pub fn unload(&self, model_ver: ModelVer) -> Option<Arc<Serving>> {
+        self.slot(model_ver).and_then(|slot| slot.unload())
+    }
+
+    /// One poll of every slot.
+    pub async fn refresh(&self) {
+        for slot in self.slots() {
+            slot.refresh().await;
+        }
     }
 }

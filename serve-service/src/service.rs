@@ -1,4 +1,4 @@
-//! The ServeService gRPC methods: thin wrappers over the model slot and the
+//! The ServeService gRPC methods: thin wrappers over the model slots and the
 //! platform's batch engine.
 
 use std::sync::Arc;
@@ -15,9 +15,10 @@ use crs_proto::serve::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::convert::{keyword_rows, model_info};
+use crate::convert::{keyword_rows, loaded_model, model_choice, model_info};
 use crate::metrics::{Call, ServeMetrics};
-use crate::model::{ModelSlot, Selection};
+use crate::model::{Models, Selection, Serving};
+use crate::shadow::Shadows;
 use crate::status::ServeError;
 
 /// Where and how batches write their output.
@@ -29,7 +30,8 @@ pub struct BatchSettings {
 
 #[derive(Clone, Debug)]
 pub struct Service {
-    slot: Arc<ModelSlot>,
+    models: Arc<Models>,
+    shadows: Arc<Shadows>,
     max_predict_rows: usize,
     batch: BatchSettings,
     metrics: Arc<ServeMetrics>,
@@ -37,18 +39,36 @@ pub struct Service {
 
 impl Service {
     pub fn new(
-        slot: Arc<ModelSlot>,
+        models: Arc<Models>,
+        shadows: Arc<Shadows>,
         max_predict_rows: usize,
         batch: BatchSettings,
         metrics: Arc<ServeMetrics>,
     ) -> Self {
-        Service { slot, max_predict_rows, batch, metrics }
+        Service { models, shadows, max_predict_rows, batch, metrics }
+    }
+
+    /// `ModelInfo` of `serving`, with every loaded version beside it.
+    fn info(&self, serving: &Serving) -> ModelInfo {
+        let loaded =
+            self.models.loaded().iter().map(|s| loaded_model(s, self.shadows.primary_of(s.model_ver()))).collect();
+        model_info(serving, loaded)
+    }
+
+    /// Labels a call with the model a request names, or the default one.
+    fn label(&self, call: &mut Call<'_>, model_ver: &str) {
+        if model_ver.is_empty() {
+            call.model(self.models.default_ver());
+        } else {
+            call.model_named(model_ver);
+        }
     }
 
     async fn batch(&self, request: PredictBatchRequest) -> Result<PredictBatchResponse, ServeError> {
         let input = BucketKey::parse(&request.input_key)?;
-        let serving = self.slot.require()?;
-        let bucket = self.slot.store().bucket();
+        let (model_ver, run) = model_choice(&request.model_ver, &request.run_id)?;
+        let serving = self.models.require(model_ver, run.as_ref())?;
+        let bucket = self.models.store().bucket();
         let output = match &request.output_key {
             Some(key) => {
                 let key = BucketKey::parse(key)?;
@@ -71,23 +91,27 @@ impl Service {
         let model = serving.run.model.clone();
         let options = BatchOptions { device_column, ..BatchOptions::default() };
         let report = predict_batch(bucket, model, &input, &output, options).await?;
-        Ok(PredictBatchResponse {
+        let response = PredictBatchResponse {
             output_key: output.to_string(),
             rows_read: report.rows_read,
             rows_written: report.rows_written,
             seconds: report.seconds,
             model_ver: serving.model_ver().to_string(),
             run_id: serving.run_id().to_string(),
-        })
+        };
+        self.shadows.offer_batch(&serving, input, report.rows_read);
+        Ok(response)
     }
 }
 
 impl Service {
     fn predict_rows(&self, request: &PredictRequest, call: &mut Call<'_>) -> Result<PredictResponse, ServeError> {
+        let (model_ver, run) = model_choice(&request.model_ver, &request.run_id)?;
         let rows = keyword_rows(request, self.max_predict_rows)?;
-        let serving = self.slot.require()?;
+        let serving = self.models.require(model_ver, run.as_ref())?;
         call.model(serving.model_ver());
         let cr = serving.run.model.predict(&rows)?;
+        self.shadows.offer(&serving, rows, &cr);
         Ok(PredictResponse { cr, model_ver: serving.model_ver().to_string(), run_id: serving.run_id().to_string() })
     }
 
@@ -96,7 +120,7 @@ impl Service {
         match self.batch(request).await {
             Ok(response) => {
                 tracing::info!(input = %input_key, output = %response.output_key, rows = response.rows_written, seconds = response.seconds, "batch done");
-                self.slot.notifier().notify(
+                self.models.notifier().notify(
                     Notice::new(Outcome::Succeeded, format!("batch prediction of {input_key} succeeded"))
                         .field("output", &response.output_key)
                         .field("rows", response.rows_written)
@@ -107,7 +131,7 @@ impl Service {
             }
             Err(e) => {
                 tracing::warn!(input = %input_key, error = %e, "batch failed");
-                self.slot.notifier().notify(
+                self.models.notifier().notify(
                     Notice::new(Outcome::Failed, format!("batch prediction of {input_key} failed")).field("reason", &e),
                 );
                 Err(e)
@@ -119,8 +143,8 @@ impl Service {
         let model_ver = ModelVer::parse(&request.model_ver)?;
         call.model(model_ver);
         let selection: Selection = request.run.parse()?;
-        let serving = self.slot.select(model_ver, selection).await?;
-        Ok(model_info(&serving))
+        let serving = self.models.select(model_ver, selection).await?;
+        Ok(self.info(&serving))
     }
 }
 
@@ -129,9 +153,7 @@ impl Service {
 impl ServeService for Service {
     async fn predict(&self, request: Request<PredictRequest>) -> Result<Response<PredictResponse>, Status> {
         let mut call = self.metrics.call("Predict");
-        if let Some(serving) = self.slot.current() {
-            call.model(serving.model_ver());
-        }
+        self.label(&mut call, &request.get_ref().model_ver);
         let result = self.predict_rows(request.get_ref(), &mut call);
         call.finish(result.map(Response::new).map_err(Status::from))
     }
@@ -141,9 +163,7 @@ impl ServeService for Service {
         request: Request<PredictBatchRequest>,
     ) -> Result<Response<PredictBatchResponse>, Status> {
         let mut call = self.metrics.call("PredictBatch");
-        if let Some(serving) = self.slot.current() {
-            call.model(serving.model_ver());
-        }
+        self.label(&mut call, &request.get_ref().model_ver);
         let result = self.batch_and_report(request.into_inner()).await;
         if let Ok(response) = &result
             && let Ok(model_ver) = ModelVer::parse(&response.model_ver)
@@ -153,12 +173,13 @@ impl ServeService for Service {
         call.finish(result.map(Response::new).map_err(Status::from))
     }
 
-    async fn get_model(&self, _: Request<GetModelRequest>) -> Result<Response<ModelInfo>, Status> {
+    async fn get_model(&self, request: Request<GetModelRequest>) -> Result<Response<ModelInfo>, Status> {
         let mut call = self.metrics.call("GetModel");
-        let result = self.slot.require().map(|serving| {
-            call.model(serving.model_ver());
-            model_info(&serving)
-        });
+        let request = request.into_inner();
+        self.label(&mut call, &request.model_ver);
+        let result = model_choice(&request.model_ver, &request.run_id)
+            .and_then(|(model_ver, run)| self.models.require(model_ver, run.as_ref()))
+            .map(|serving| self.info(&serving));
         call.finish(result.map(Response::new).map_err(Status::from))
     }
 

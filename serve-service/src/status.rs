@@ -36,6 +36,12 @@ pub enum ServeError {
     Batch(#[from] BatchError),
     #[error(transparent)]
     OutputKey(#[from] OutputKeyError),
+    #[error(
+        "cannot load model {model_ver}: {} of MAX_LOADED_MODELS={max} are loaded ({}); unload one first",
+        held.len(),
+        held.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ")
+    )]
+    TooManyModels { model_ver: ModelVer, max: usize, held: Vec<ModelVer> },
 }
 
 impl Classify for ServeError {
@@ -51,6 +57,9 @@ impl Classify for ServeError {
             ServeError::Catalog(e) => e.kind(),
             ServeError::Batch(e) => e.kind(),
             ServeError::OutputKey(e) => e.kind(),
+            // Not RESOURCE_EXHAUSTED: retrying as is fails again until someone
+            // unloads a model, which is what FAILED_PRECONDITION tells a client.
+            ServeError::TooManyModels { .. } => ErrorKind::Precondition,
         }
     }
 }
@@ -128,6 +137,14 @@ mod tests {
                 Code::Unavailable,
             ),
             (ServeError::Batch(BatchError::Output("disk full".into())), Code::Internal),
+            (
+                ServeError::TooManyModels {
+                    model_ver: ModelVer::parse("v2").unwrap(),
+                    max: 1,
+                    held: vec![ModelVer::parse("v1").unwrap()],
+                },
+                Code::FailedPrecondition,
+            ),
         ];
         for (error, expected) in cases {
             let message = error.to_string();

@@ -44,7 +44,7 @@ async fn without_a_model_it_starts_not_serving_and_refuses_predictions() {
         "no model loaded",
     );
     assert_status(
-        serve.client.get_model(GetModelRequest {}).await,
+        serve.client.get_model(GetModelRequest::default()).await,
         Code::FailedPrecondition,
         "production run of model v1",
     );
@@ -79,7 +79,7 @@ async fn bad_predict_requests_name_the_row_and_field() {
     request.rows[3].attribute_values.pop();
     assert_status(serve.client.predict(request).await, Code::InvalidArgument, "rows[3].attribute_values: has 159");
 
-    let model = serve.client.get_model(GetModelRequest {}).await.expect("model").into_inner();
+    let model = serve.client.get_model(GetModelRequest::default()).await.expect("model").into_inner();
     let needed = model.attribute_names.first().expect("the model uses attributes").clone();
     let mut request = good.clone();
     let position = request.attribute_names.iter().position(|n| *n == needed).expect("in input");
@@ -94,10 +94,11 @@ async fn bad_predict_requests_name_the_row_and_field() {
     assert_status(serve.client.predict(request).await, Code::InvalidArgument, "appears twice");
 
     let row = Row { entity_id: 1, device: "Tablet".into(), attribute_values: good.rows[0].attribute_values.clone() };
-    let request = PredictRequest { attribute_names: good.attribute_names.clone(), rows: vec![row; 10_001] };
+    let request =
+        PredictRequest { attribute_names: good.attribute_names.clone(), rows: vec![row; 10_001], ..Default::default() };
     assert_status(serve.client.predict(request).await, Code::InvalidArgument, "the limit is 10000");
 
-    let empty = PredictRequest { attribute_names: good.attribute_names.clone(), rows: vec![] };
+    let empty = PredictRequest { attribute_names: good.attribute_names.clone(), rows: vec![], ..Default::default() };
     assert!(serve.client.predict(empty).await.expect("empty request").into_inner().cr.is_empty());
     serve.stop().await.expect("clean stop");
 }
@@ -147,7 +148,7 @@ async fn bad_batches_are_refused_and_leave_no_output() {
     );
 
     // A file without an attribute the model needs.
-    let model = serve.client.get_model(GetModelRequest {}).await.expect("model").into_inner();
+    let model = serve.client.get_model(GetModelRequest::default()).await.expect("model").into_inner();
     let needed = &model.attribute_names[0];
     let header = lines[0].split(',').collect::<Vec<_>>();
     let drop_at = header.iter().position(|h| h == needed).expect("column");
@@ -204,7 +205,7 @@ async fn a_corrupted_run_is_refused_and_the_old_one_keeps_serving() {
         .expect("refusal webhook");
     assert!(notice.to_string().contains("checksum mismatch"), "{notice}");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let model = serve.client.get_model(GetModelRequest {}).await.expect("model").into_inner();
+    let model = serve.client.get_model(GetModelRequest::default()).await.expect("model").into_inner();
     assert_eq!(model.run_id, good);
     let mut health = serve.health();
     assert_eq!(serving_status(&mut health).await, ServingStatus::Serving);
@@ -221,7 +222,7 @@ async fn a_corrupted_run_is_refused_and_the_old_one_keeps_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn load_model_switches_versions_and_refuses_unknown_ones() {
+async fn load_model_loads_versions_beside_the_default_and_refuses_unknown_ones() {
     let mut stack = Stack::new().await;
     stack.train("v1").await;
     let v0 = stack.train("v0").await;
@@ -256,8 +257,12 @@ async fn load_model_switches_versions_and_refuses_unknown_ones() {
         (info.model_ver.as_str(), info.run_id.as_str(), info.selection.as_str()),
         ("v0", v0.as_str(), v0.as_str())
     );
+    // v0 loads beside the default version, which requests that name none still get.
     let request = sample_request(&stack).await;
+    let answer = serve.client.predict(request.clone()).await.expect("predict with the default").into_inner();
+    assert_eq!(answer.model_ver, "v1");
+    let request = PredictRequest { model_ver: "v0".into(), ..request };
     let answer = serve.client.predict(request).await.expect("predict with v0").into_inner();
-    assert_eq!(answer.model_ver, "v0");
+    assert_eq!((answer.model_ver.as_str(), answer.run_id.as_str()), ("v0", v0.as_str()));
     serve.stop().await.expect("clean stop");
 }

@@ -130,7 +130,7 @@ async fn health_metadata_inference_equal_to_predict_and_the_repository() {
     let request = ModelReadyRequest { name: "v0".into(), version: String::new() };
     assert!(!v2.model_ready(request).await.expect("v0 is known but not loaded").into_inner().ready);
 
-    let info = serve.client.get_model(GetModelRequest {}).await.expect("model").into_inner();
+    let info = serve.client.get_model(GetModelRequest::default()).await.expect("model").into_inner();
     let metadata = v2
         .model_metadata(ModelMetadataRequest { name: "v1".into(), version: String::new() })
         .await
@@ -215,7 +215,8 @@ async fn bad_inference_requests_name_the_tensor_and_row() {
     let mut serve = stack.start_serve(config).await;
     wait_until_serving(&serve).await;
     let mut v2 = client(serve.channel());
-    let attributes = serve.client.get_model(GetModelRequest {}).await.expect("model").into_inner().attribute_names;
+    let attributes =
+        serve.client.get_model(GetModelRequest::default()).await.expect("model").into_inner().attribute_names;
     let predict = rows(&stack, 3).await;
     let typed = infer_request(&predict, &attributes, false);
     let raw = infer_request(&predict, &attributes, true);

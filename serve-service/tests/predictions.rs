@@ -14,7 +14,7 @@ async fn batch_output_matches_online_predictions() {
     let mut serve = stack.start_serve(stack.serve_config()).await;
     wait_until_serving(&serve).await;
 
-    let model = serve.client.get_model(GetModelRequest {}).await.expect("get model").into_inner();
+    let model = serve.client.get_model(GetModelRequest::default()).await.expect("get model").into_inner();
     assert_eq!(
         (model.model_ver.as_str(), model.run_id.as_str(), model.selection.as_str()),
         ("v1", run_id.as_str(), "production")
@@ -106,7 +106,7 @@ async fn serving_follows_latest_without_failing_requests() {
     assert!(second > first);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut client = serve.client.clone();
-    while client.get_model(GetModelRequest {}).await.expect("model").into_inner().run_id != second {
+    while client.get_model(GetModelRequest::default()).await.expect("model").into_inner().run_id != second {
         assert!(tokio::time::Instant::now() < deadline, "serve-service never switched to the new run");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -83,7 +83,8 @@ async fn tritonclient_and_grpcio_reflection_work_unmodified() {
     let train = stack.start_train(stack.train_config()).await;
     wait_until_serving(&serve).await;
 
-    let attributes = serve.client.get_model(GetModelRequest {}).await.expect("model").into_inner().attribute_names;
+    let attributes =
+        serve.client.get_model(GetModelRequest::default()).await.expect("model").into_inner().attribute_names;
     let input = predict_request(&stack.get(PREDICTION_INPUT_KEY).await.expect("input"));
     let mut cases = Vec::new();
     for count in [1, 1_000] {

@@ -382,5 +382,9 @@ pub fn predict_request(csv: &[u8]) -> PredictRequest {
             }
         })
         .collect();
-    PredictRequest { attribute_names: attributes.iter().map(|&i| header[i].to_owned()).collect(), rows }
+    PredictRequest {
+        attribute_names: attributes.iter().map(|&i| header[i].to_owned()).collect(),
+        rows,
+        ..Default::default()
+    }
 }

@@ -48,7 +48,8 @@ async fn runs(client: &mut TrainServiceClient<Channel>) -> ModelVersionRuns {
 /// Waits until serve-service answers with `run`, at most a few poll intervals.
 async fn serving(serve: &mut ServeServiceClient<Channel>, run: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while serve.get_model(GetModelRequest {}).await.map(|m| m.into_inner().run_id).ok().as_deref() != Some(run) {
+    while serve.get_model(GetModelRequest::default()).await.map(|m| m.into_inner().run_id).ok().as_deref() != Some(run)
+    {
         assert!(tokio::time::Instant::now() < deadline, "serve-service did not follow production to {run}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -11,7 +11,11 @@
 //!    `ModelInfer` calls at concurrency 1, next to the gRPC health `Check` call
 //!    (the transport's floor) measured the same way;
 //! 2. rows per second of 100-row `Predict` and `ModelInfer` calls at each
-//!    `--concurrency` (8 and 32).
+//!    `--concurrency` (8 and 32);
+//! 3. the cost of a shadow: rows per second of 100-row `Predict` calls at
+//!    concurrency 8 against a serve-service with `--model-ver` alone and one
+//!    with `SHADOW_MODELS=<--shadow-model>:<--model-ver>`, and how many rows
+//!    the shadow scored and dropped meanwhile.
 //!
 //! The `ModelInfer` load generator speaks plain V2 to any server: `--v2-addr`
 //! (default: this serve-service), `--v2-model` and `--v2-version` pick the
@@ -41,11 +45,12 @@ use crs_platform::sample_data::SampleSizes;
 use crs_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use crs_proto::inference::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use crs_proto::inference::{ModelInferRequest, ModelMetadataRequest};
-use crs_proto::serve::PredictRequest;
 use crs_proto::serve::serve_service_client::ServeServiceClient;
+use crs_proto::serve::{GetModelRequest, PredictRequest};
 use crs_proto::train::train_service_client::TrainServiceClient;
 use crs_proto::train::{GetTrainingJobRequest, JobState, StartTrainingRequest};
-use crs_testkit::{Setup, Stack};
+use crs_testkit::{Setup, Stack, parse_metrics, scrape};
+use serve_service::ShadowPair;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -70,6 +75,12 @@ struct Args {
     /// Model version trained and served.
     #[arg(long, default_value = "v1")]
     model_ver: String,
+    /// Model version trained and run as the shadow of --model-ver in the shadow measurement.
+    #[arg(long, default_value = "v0")]
+    shadow_model: String,
+    /// Callers in the shadow measurement.
+    #[arg(long, default_value_t = 8)]
+    shadow_concurrency: usize,
     /// V2 (Open Inference Protocol) server for the ModelInfer measurements; default: this serve-service.
     #[arg(long)]
     v2_addr: Option<String>,
@@ -203,29 +214,39 @@ fn main() -> anyhow::Result<()> {
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.server_threads).enable_all().build()?;
     // The services run on their own runtime: the stack spawns them on the one it is started from.
     let model_ver = args.model_ver.parse()?;
-    let (stack, trainer, server) = services.block_on(async {
+    let shadow_pair: ShadowPair = format!("{}:{}", args.shadow_model, args.model_ver)
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--shadow-model: {e}"))?;
+    let (stack, trainer, server, (shadowed, shadowed_metrics)) = services.block_on(async {
         let stack = Stack::with(Setup { webhook: None, sizes: SampleSizes::default() }).await;
         let train = stack.start_train(stack.train_config()).await;
         let mut serve_config = stack.serve_config();
         serve_config.poll_interval_secs = 0.2;
         serve_config.model_ver = model_ver;
-        let serve = stack.start_serve(serve_config).await;
-        (stack, train, serve)
+        let serve = stack.start_serve(serve_config.clone()).await;
+        serve_config.shadow_models = vec![shadow_pair];
+        let shadowed = stack.start_serve_with_metrics(serve_config).await;
+        (stack, train, serve, shadowed)
     });
     let (train_addr, serve_addr) = (trainer.addr.to_string(), server.addr.to_string());
+    let shadowed_addr = shadowed.addr.to_string();
     let bucket_url = stack.bucket_url.clone();
 
     let client = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     client.block_on(async {
         let bucket = Bucket::open(&bucket_url)?;
         train(&train_addr, &args.model_ver).await?;
+        train(&train_addr, &args.shadow_model).await?;
         let template = request_rows(&bucket).await?;
         let serve = connect(&serve_addr).await?;
         wait_until_serving(&serve).await?;
         let duration = Duration::from_secs_f64(args.seconds);
 
-        let one_row =
-            PredictRequest { attribute_names: template.attribute_names.clone(), rows: template.rows[..1].to_vec() };
+        let one_row = PredictRequest {
+            attribute_names: template.attribute_names.clone(),
+            rows: template.rows[..1].to_vec(),
+            ..Default::default()
+        };
         let health = latencies(duration, || {
             let mut c = HealthClient::new(serve.clone());
             async move { c.check(HealthCheckRequest::default()).await.map(|_| ()) }
@@ -267,6 +288,7 @@ fn main() -> anyhow::Result<()> {
         let batch = PredictRequest {
             attribute_names: template.attribute_names.clone(),
             rows: template.rows.iter().cycle().take(args.rows).cloned().collect(),
+            ..Default::default()
         };
         let mut channels = Vec::new();
         let mut v2_channels = Vec::new();
@@ -297,9 +319,59 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         }
+
+        // The same load against the primary alone and against it with a shadow.
+        let shadow_channels = {
+            let mut shadow_channels = Vec::new();
+            for _ in 0..args.connections.max(1) {
+                shadow_channels.push(connect(&shadowed_addr).await?);
+            }
+            shadow_channels
+        };
+        wait_until_serving(&shadow_channels[0]).await?;
+        wait_for_model(&shadow_channels[0], &args.shadow_model).await?;
+        let concurrency = args.shadow_concurrency;
+        println!();
+        println!(
+            "shadow cost: {}-row Predict at concurrency {concurrency}, {:.1} s each; shadow {} of {}",
+            args.rows, args.seconds, args.shadow_model, args.model_ver
+        );
+        println!("{:<16}{:>10}{:>12}{:>12}{:>12}", "server", "requests", "rows/s", "p50 us", "p99 us");
+        let mut rates = Vec::new();
+        for (name, channels) in [("alone", &channels), ("with shadow", &shadow_channels)] {
+            let (requests, elapsed, per_call) =
+                throughput(duration, concurrency, channels, Call::Predict(batch.clone())).await?;
+            let rate = (requests * args.rows as u64) as f64 / elapsed.as_secs_f64();
+            rates.push(rate);
+            println!(
+                "{name:<16}{requests:>10}{rate:>12.0}{:>12.0}{:>12.0}",
+                pct(&per_call, 50.0),
+                pct(&per_call, 99.0)
+            );
+        }
+        println!("throughput with the shadow: {:.1}% of alone", 100.0 * rates[1] / rates[0]);
+        let (_, _, text) = scrape(shadowed_metrics).await;
+        let metrics = parse_metrics(&text);
+        let shadow_label = [("model", args.shadow_model.as_str())];
+        let dropped: f64 = ["queue_full", "not_loaded", "failed", "unwritten"]
+            .iter()
+            .map(|reason| {
+                let labels = [("model", args.shadow_model.as_str()), ("reason", *reason)];
+                metrics.value("crs_serve_shadow_dropped_rows_total", &labels)
+            })
+            .sum();
+        println!(
+            "shadow rows scored {:.0}, dropped {dropped:.0} (crs_serve_shadow_*_rows_total)",
+            metrics.value("crs_serve_shadow_rows_total", &shadow_label)
+        );
         anyhow::Ok(())
     })?;
-    drop((trainer, server, stack));
+    // Stopped as SIGTERM would: the shadowed server writes its records before the bucket goes.
+    services.block_on(async {
+        shadowed.stop().await?;
+        server.stop().await
+    })?;
+    drop((trainer, stack));
     drop(services);
     Ok(())
 }
@@ -322,6 +394,19 @@ async fn train(addr: &str, model_ver: &str) -> anyhow::Result<()> {
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// Waits until serve-service lists `model_ver` among its loaded models.
+async fn wait_for_model(channel: &Channel, model_ver: &str) -> anyhow::Result<()> {
+    let mut client = ServeServiceClient::new(channel.clone());
+    for _ in 0..600 {
+        let info = client.get_model(GetModelRequest::default()).await?.into_inner();
+        if info.loaded.iter().any(|m| m.model_ver == model_ver) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("serve-service never loaded {model_ver}")
 }
 
 async fn wait_until_serving(channel: &Channel) -> anyhow::Result<()> {

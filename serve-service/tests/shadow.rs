@@ -1,0 +1,321 @@
+//! Shadow models (SHADOW_MODELS): the primary's answers do not change, every
+//! row of every request is recorded for both models once the service stops,
+//! and `crctl compare` scores the two on outcomes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crs_domain::models::ModelVer;
+use crs_platform::bucket::BucketKey;
+use crs_platform::layout::EVAL_KEY;
+use crs_platform::shadow;
+use crs_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use crs_proto::inference::model_infer_request::InferInputTensor;
+use crs_proto::inference::{InferTensorContents, ModelInferRequest};
+use crs_proto::serve::serve_service_client::ServeServiceClient;
+use crs_proto::serve::{GetModelRequest, PredictBatchRequest, PredictRequest, PredictResponse};
+use crs_testkit::{Stack, gunzip, parse_metrics, predict_request, scrape, wait_until_serving};
+use tonic::transport::Channel;
+
+const REQUESTS: usize = 100;
+const ROWS: usize = 100;
+const TASKS: usize = 8;
+
+fn v(name: &str) -> ModelVer {
+    ModelVer::parse(name).expect("registered version")
+}
+
+/// `REQUESTS` requests of `ROWS` rows each, cycling through the rows of the
+/// evaluation file (so that its outcomes match them).
+async fn requests(stack: &Stack) -> Vec<PredictRequest> {
+    let all = predict_request(&stack.get(EVAL_KEY).await.expect("eval file"));
+    (0..REQUESTS)
+        .map(|i| PredictRequest {
+            rows: all.rows.iter().cycle().skip(i * 37).take(ROWS).cloned().collect(),
+            ..all.clone()
+        })
+        .collect()
+}
+
+/// Sends every request from `TASKS` concurrent tasks; the answers in request order.
+async fn send_all(client: &ServeServiceClient<Channel>, requests: &Arc<Vec<PredictRequest>>) -> Vec<PredictResponse> {
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let (mut client, requests) = (client.clone(), requests.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for i in (task..requests.len()).step_by(TASKS) {
+                    let answer = client.predict(requests[i].clone()).await.expect("predict").into_inner();
+                    answers.push((i, answer));
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut answers: Vec<Option<PredictResponse>> = vec![None; requests.len()];
+    for task in tasks {
+        for (i, answer) in task.await.expect("task") {
+            answers[i] = Some(answer);
+        }
+    }
+    answers.into_iter().map(|a| a.expect("every request answered")).collect()
+}
+
+/// (entity_id, device, cr bits) of every row answered, counted.
+fn tally<'a>(
+    requests: &[PredictRequest],
+    answers: impl Iterator<Item = &'a PredictResponse>,
+) -> HashMap<(i64, String, u64), usize> {
+    let mut counts = HashMap::new();
+    for (request, answer) in requests.iter().zip(answers) {
+        assert_eq!(request.rows.len(), answer.cr.len());
+        for (row, cr) in request.rows.iter().zip(&answer.cr) {
+            *counts.entry((row.entity_id, row.device.clone(), cr.to_bits())).or_default() += 1;
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_changes_no_answer_and_records_every_row_of_both_models() {
+    let mut stack = Stack::new().await;
+    let v1_run = stack.train("v1").await;
+    let v0_run = stack.train("v0").await;
+    let requests = Arc::new(requests(&stack).await);
+
+    // v1 alone: the reference answers.
+    let alone = stack.start_serve(stack.serve_config()).await;
+    wait_until_serving(&alone).await;
+    let reference = send_all(&alone.client, &requests).await;
+    alone.stop().await.expect("clean stop");
+
+    let mut config = stack.serve_config();
+    config.shadow_models = vec!["v0:v1".parse().expect("pair")];
+    // Small batches, so that the records span several objects.
+    config.shadow_flush_rows = 3_000;
+    let (shadowed, metrics_addr) = stack.start_serve_with_metrics(config).await;
+    wait_until_serving(&shadowed).await;
+    let answers = send_all(&shadowed.client, &requests).await;
+    for (i, (with, without)) in answers.iter().zip(&reference).enumerate() {
+        assert_eq!(with, without, "request {i} answered differently with a shadow");
+        assert_eq!(with.run_id, v1_run);
+    }
+    // What v0 itself answers to the same requests (not shadowed: v0 is no primary).
+    let mut v0_answers = Vec::new();
+    let mut client = shadowed.client.clone();
+    for request in requests.iter() {
+        let request = PredictRequest { model_ver: "v0".into(), ..request.clone() };
+        v0_answers.push(client.predict(request).await.expect("v0").into_inner());
+    }
+    let (_, _, text) = scrape(metrics_addr).await;
+    let metrics = parse_metrics(&text);
+    for reason in ["queue_full", "not_loaded", "failed"] {
+        let labels = [("model", "v0"), ("reason", reason)];
+        assert_eq!(metrics.value("crs_serve_shadow_dropped_rows_total", &labels), 0.0, "{reason}");
+    }
+    shadowed.stop().await.expect("clean stop");
+
+    // Stopped: everything is written.
+    let records = shadow::read_all(&stack.bucket, v("v1")).await.expect("records");
+    let recorded = |model: &str, run: &str| {
+        let mut counts: HashMap<(i64, String, u64), usize> = HashMap::new();
+        for row in records.iter().filter(|r| r.model == model) {
+            assert_eq!(row.run, run);
+            *counts.entry((row.entity_id, row.device.as_str().to_owned(), row.cr.to_bits())).or_default() += 1;
+        }
+        counts
+    };
+    assert_eq!(records.len(), 2 * REQUESTS * ROWS);
+    assert_eq!(recorded("v1", &v1_run), tally(&requests, answers.iter()));
+    assert_eq!(recorded("v0", &v0_run), tally(&requests, v0_answers.iter()));
+    let objects = stack.bucket.list(&BucketKey::parse("shadow/v1").expect("key")).await.expect("list");
+    assert!(objects.len() >= 2, "{} objects", objects.len());
+
+    let outcomes = BucketKey::parse(EVAL_KEY).expect("key");
+    let comparison = crctl::compare(&stack.bucket, v("v1"), v("v0"), &outcomes).await.expect("compare");
+    assert!(comparison.rows > 0 && comparison.clicks > 0.0, "{comparison:?}");
+    let winner = comparison.winner.as_deref().expect("a winner");
+    let (best, other) = if winner == "v1" {
+        (&comparison.primary, &comparison.shadow)
+    } else {
+        (&comparison.shadow, &comparison.primary)
+    };
+    assert_eq!(best.model_ver, winner);
+    assert!(best.logloss < other.logloss, "{comparison:?}");
+    assert_eq!((comparison.primary.runs.clone(), comparison.shadow.runs.clone()), (vec![v1_run], vec![v0_run]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadowed_batch_records_every_input_row_of_both_models() {
+    let mut stack = Stack::new().await;
+    let v1_run = stack.train("v1").await;
+    let v0_run = stack.train("v0").await;
+    let mut config = stack.serve_config();
+    config.shadow_models = vec!["v0:v1".parse().expect("pair")];
+    let mut serve = stack.start_serve(config).await;
+    wait_until_serving(&serve).await;
+
+    // The evaluation file is a valid batch input (its outcome columns are ignored).
+    let batch = PredictBatchRequest {
+        input_key: EVAL_KEY.into(),
+        output_key: Some("data/predict/output/eval.csv.gz".into()),
+        ..Default::default()
+    };
+    let done = serve.client.predict_batch(batch).await.expect("batch").into_inner();
+    assert_eq!(done.run_id, v1_run);
+    serve.stop().await.expect("clean stop");
+
+    let written: HashMap<(i64, String), u64> = gunzip(&stack.get(&done.output_key).await.expect("output"))
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            let cr: f64 = fields[2].parse().expect("cr");
+            ((fields[0].parse().expect("id"), fields[1].to_owned()), cr.to_bits())
+        })
+        .collect();
+    let records = shadow::read_all(&stack.bucket, v("v1")).await.expect("records");
+    for (model, run) in [("v1", &v1_run), ("v0", &v0_run)] {
+        let rows: Vec<_> = records.iter().filter(|r| r.model == model).collect();
+        assert_eq!(rows.len() as u64, done.rows_read, "{model}: one record per input row");
+        assert!(rows.iter().all(|r| &r.run == run), "{model}");
+    }
+    for row in records.iter().filter(|r| r.model == "v1") {
+        let key = (row.entity_id, row.device.as_str().to_owned());
+        assert_eq!(
+            written.get(&key),
+            Some(&row.cr.to_bits()),
+            "the recorded primary answer is the batch's for {key:?}"
+        );
+    }
+    let outcomes = BucketKey::parse(EVAL_KEY).expect("key");
+    let comparison = crctl::compare(&stack.bucket, v("v1"), v("v0"), &outcomes).await.expect("compare");
+    // Keys whose outcomes have no clicks are no observation: counted apart.
+    assert_eq!(comparison.rows + comparison.rows_without_outcome, written.len(), "{comparison:?}");
+    assert!(comparison.winner.is_some() && comparison.clicks > 0.0, "{comparison:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_shadow_queue_drops_and_counts_shadow_rows_and_fails_no_request() {
+    let mut stack = Stack::new().await;
+    stack.train("v1").await;
+    stack.train("v0").await;
+    let requests = Arc::new(requests(&stack).await);
+    let mut config = stack.serve_config();
+    config.shadow_models = vec!["v0:v1".parse().expect("pair")];
+    // One request may wait for the shadow; 8 callers outrun it (about half the
+    // requests were dropped in the dev profile).
+    config.shadow_queue = 1;
+    let (serve, metrics_addr) = stack.start_serve_with_metrics(config).await;
+    wait_until_serving(&serve).await;
+    let answers = send_all(&serve.client, &requests).await;
+    assert_eq!(answers.len(), REQUESTS);
+    // Drops are counted when a request is answered: final once all are.
+    let (_, _, text) = scrape(metrics_addr).await;
+    let dropped =
+        parse_metrics(&text).value("crs_serve_shadow_dropped_rows_total", &[("model", "v0"), ("reason", "queue_full")]);
+    serve.stop().await.expect("clean stop");
+
+    let records = shadow::read_all(&stack.bucket, v("v1")).await.expect("records");
+    let count = |model: &str| records.iter().filter(|r| r.model == model).count() as f64;
+    assert_eq!(dropped % ROWS as f64, 0.0, "whole requests are dropped");
+    assert_eq!(count("v1"), (REQUESTS * ROWS) as f64 - dropped, "a dropped request is not recorded at all");
+    assert_eq!(count("v0"), count("v1"), "every recorded request has both answers");
+}
+
+/// `request`'s rows as a typed V2 request to v1, attribute columns in `attributes` order.
+fn infer_request(request: &PredictRequest, attributes: &[String]) -> ModelInferRequest {
+    let columns: Vec<usize> = attributes
+        .iter()
+        .map(|name| request.attribute_names.iter().position(|n| n == name).expect("the input has every attribute"))
+        .collect();
+    let n = request.rows.len() as i64;
+    let tensor = |name: &str, datatype: &str, shape: Vec<i64>, contents| InferInputTensor {
+        name: name.into(),
+        datatype: datatype.into(),
+        shape,
+        contents: Some(contents),
+        ..Default::default()
+    };
+    let inputs = vec![
+        tensor(
+            "entity_id",
+            "INT64",
+            vec![n],
+            InferTensorContents {
+                int64_contents: request.rows.iter().map(|r| r.entity_id).collect(),
+                ..Default::default()
+            },
+        ),
+        tensor(
+            "device",
+            "BYTES",
+            vec![n],
+            InferTensorContents {
+                bytes_contents: request.rows.iter().map(|r| r.device.clone().into_bytes()).collect(),
+                ..Default::default()
+            },
+        ),
+        tensor(
+            "attributes",
+            "INT8",
+            vec![n, attributes.len() as i64],
+            InferTensorContents {
+                int_contents: request
+                    .rows
+                    .iter()
+                    .flat_map(|r| columns.iter().map(|&c| r.attribute_values[c] as i32))
+                    .collect(),
+                ..Default::default()
+            },
+        ),
+    ];
+    ModelInferRequest { model_name: "v1".into(), inputs, ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_infer_is_shadowed_and_a_shadow_without_a_run_fails_nothing() {
+    let mut stack = Stack::new().await;
+    let v1_run = stack.train("v1").await;
+    stack.train("v0").await;
+    let mut config = stack.serve_config();
+    // v2 has no run: it never loads, and only its records are missing.
+    config.shadow_models = vec!["v0:v1".parse().expect("pair"), "v2:v1".parse().expect("pair")];
+    let (mut serve, metrics_addr) = stack.start_serve_with_metrics(config).await;
+    wait_until_serving(&serve).await;
+
+    let all = requests(&stack).await;
+    let predict = all[0].clone();
+    let mut infer = all[1].clone();
+    infer.rows.truncate(40);
+    let answer = serve.client.predict(predict.clone()).await.expect("predict").into_inner();
+    assert_eq!((answer.run_id.as_str(), answer.cr.len()), (v1_run.as_str(), ROWS));
+    let info = serve.client.get_model(GetModelRequest::default()).await.expect("model").into_inner();
+    let mut v2 = GrpcInferenceServiceClient::new(serve.channel());
+    let inferred = v2.model_infer(infer_request(&infer, &info.attribute_names)).await.expect("infer").into_inner();
+    let rates = &inferred.outputs[0].contents.as_ref().expect("typed output").fp64_contents;
+    assert_eq!(rates.len(), 40);
+    let shadow_of: Vec<(&str, &str)> =
+        info.loaded.iter().map(|m| (m.model_ver.as_str(), m.shadow_of.as_str())).collect();
+    assert_eq!(shadow_of, [("v0", "v1"), ("v1", "")]);
+    // Scored in the background: wait for v0's rows, then v2's are counted as not loaded.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let metrics = loop {
+        let metrics = parse_metrics(&scrape(metrics_addr).await.2);
+        if metrics.value("crs_serve_shadow_rows_total", &[("model", "v0")]) == (ROWS + 40) as f64 {
+            break metrics;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "v0 never scored every row");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let not_loaded = [("model", "v2"), ("reason", "not_loaded")];
+    assert_eq!(metrics.value("crs_serve_shadow_dropped_rows_total", &not_loaded), (ROWS + 40) as f64);
+    serve.stop().await.expect("clean stop");
+
+    let records = shadow::read_all(&stack.bucket, v("v1")).await.expect("records");
+    let count = |model: &str| records.iter().filter(|r| r.model == model).count();
+    assert_eq!((count("v1"), count("v0"), count("v2")), (ROWS + 40, ROWS + 40, 0));
+    // The ModelInfer rows come back with the answer v1 gave.
+    let infer_rows: Vec<u64> = records.iter().filter(|r| r.model == "v1").skip(ROWS).map(|r| r.cr.to_bits()).collect();
+    assert_eq!(infer_rows, rates.iter().map(|c| c.to_bits()).collect::<Vec<_>>());
+}
