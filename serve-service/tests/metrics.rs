@@ -9,7 +9,6 @@ use crs_proto::inference::{
     ModelInferRequest, RepositoryModelLoadRequest, RepositoryModelUnloadRequest, ServerLiveRequest,
 };
 use crs_proto::serve::PredictBatchRequest;
-use crs_proto::train::PromoteRequest;
 use crs_testkit::{Metrics, Stack, parse_metrics, predict_request, scrape, wait_until_serving};
 
 async fn metrics(addr: std::net::SocketAddr) -> Metrics {
