@@ -5,8 +5,9 @@
 //! it, [`runs`] saves, lists, loads and promotes model runs, [`inputs`] fetches
 //! what a training run reads, [`batch`] streams batch predictions from an input
 //! object to an output object, [`webhook`] posts Slack notices, [`error`] sorts
-//! every failure into the kinds both services answer with, and [`runtime`] is
-//! logging and shutdown signals. [`sample_data`] writes a bucket's default data.
+//! every failure into the kinds both services answer with, [`runtime`] is
+//! logging and shutdown signals, and [`failpoint`] the crash tests' abort
+//! points. [`sample_data`] writes a bucket's default data.
 //!
 //! Models come from `crs-domain` and are used only through its small types:
 //! [`crs_domain::models::ModelVer`], [`crs_domain::models::TrainedModel`] and the
@@ -17,6 +18,7 @@ pub mod bucket;
 pub mod catalog;
 pub mod error;
 pub mod events;
+pub mod failpoint;
 pub mod ingest;
 pub mod inputs;
 pub mod layout;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::bucket::{Bucket, BucketKey, KeyError, StorageError};
 use crate::error::{Classify, ErrorKind};
 use crate::events::Stage;
+use crate::failpoint::{FailPoint, RUN_ARTIFACT_WRITTEN};
 use crate::layout::{self, ARTIFACT_FILE, ModelKey, RunId};
 
 /// A file the run read, as it was when read.
@@ -163,11 +164,22 @@ pub struct ModelStore {
     bucket: Bucket,
     /// Serialises LATEST updates made through this store.
     latest_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Shared by everything that writes through this store (the crash tests' hook).
+    fail: FailPoint,
 }
 
 impl ModelStore {
     pub fn new(bucket: Bucket) -> Self {
-        ModelStore { bucket, latest_lock: Arc::default() }
+        ModelStore { bucket, latest_lock: Arc::default(), fail: FailPoint::default() }
+    }
+
+    /// The store, aborting the process at `fail` (see [`crate::failpoint`]).
+    pub fn with_fail_point(self, fail: FailPoint) -> Self {
+        ModelStore { fail, ..self }
+    }
+
+    pub fn fail_point(&self) -> &FailPoint {
+        &self.fail
     }
 
     pub fn bucket(&self) -> &Bucket {
@@ -252,6 +264,9 @@ impl ModelStore {
             serde_json::to_vec_pretty(&metadata).expect("metadata is plain serde data"),
         ];
         for (i, (key, bytes)) in keys.iter().zip(contents).enumerate() {
+            if i == 2 {
+                self.fail.check(RUN_ARTIFACT_WRITTEN);
+            }
             if let Err(e) = self.bucket.put(key, bytes).await {
                 for written in &keys[..i] {
                     let _ = self.bucket.delete(written).await;

@@ -229,7 +229,8 @@ impl TrainService for TrainApi {
             async {
                 let bucket = self.catalog.store().bucket();
                 let incoming = self.cycles.incoming();
-                let entries = ingest_new(bucket, incoming, "crctl ingest", self.cycles.lease_ttl())
+                let fail = self.catalog.store().fail_point();
+                let entries = ingest_new(bucket, incoming, "crctl ingest", self.cycles.lease_ttl(), fail)
                     .await
                     .map_err(ApiError::from)?;
                 Ok::<_, Status>(Response::new(proto::IngestResponse {

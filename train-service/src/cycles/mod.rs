@@ -21,7 +21,6 @@ use tokio_util::task::TaskTracker;
 
 pub use record::{CycleRecord, CycleState};
 
-use crate::failpoint::FailPoint;
 use crate::jobs::Jobs;
 use crate::status::ApiError;
 
@@ -38,22 +37,13 @@ struct Inner {
     notifier: Notifier,
     incoming: BucketKey,
     lease_ttl: Duration,
-    fail: FailPoint,
     tasks: TaskTracker,
 }
 
 impl Cycles {
-    pub fn new(
-        catalog: Catalog,
-        jobs: Jobs,
-        notifier: Notifier,
-        incoming: BucketKey,
-        lease_ttl: Duration,
-        fail: FailPoint,
-    ) -> Self {
-        Cycles {
-            inner: Arc::new(Inner { catalog, jobs, notifier, incoming, lease_ttl, fail, tasks: TaskTracker::new() }),
-        }
+    /// Cycles abort at the fail point of `catalog`'s store, if it has one.
+    pub fn new(catalog: Catalog, jobs: Jobs, notifier: Notifier, incoming: BucketKey, lease_ttl: Duration) -> Self {
+        Cycles { inner: Arc::new(Inner { catalog, jobs, notifier, incoming, lease_ttl, tasks: TaskTracker::new() }) }
     }
 
     /// Starts a cycle of `model_ver` and returns its record; while one runs
@@ -77,6 +67,7 @@ impl Cycles {
         };
         let record = CycleRecord::new(cycle_id, model_ver, by);
         record.save(bucket).await?;
+        self.close_abandoned(model_ver, &record.cycle_id).await;
         tracing::info!(cycle_id = %record.cycle_id, %model_ver, %by, "cycle started");
         let inner = self.inner.clone();
         let started = record.clone();
@@ -111,6 +102,30 @@ impl Cycles {
         }
         records.sort_by(|a, b| b.cycle_id.cmp(&a.cycle_id));
         Ok(records)
+    }
+
+    /// Marks failed the records still saying `running` of cycles whose process
+    /// died: this one holds the version's lease, so no other cycle of it runs.
+    /// Best effort: a record left as it was misleads, but harms nothing.
+    async fn close_abandoned(&self, model_ver: ModelVer, current: &RunId) {
+        let records = match self.list(model_ver).await {
+            Ok(records) => records,
+            Err(e) => return tracing::warn!(error = %e, "cannot list the cycles to close abandoned ones"),
+        };
+        let bucket = self.inner.catalog.store().bucket();
+        for mut record in records {
+            if record.state != CycleState::Running || record.cycle_id == *current {
+                continue;
+            }
+            record.state = CycleState::Failed;
+            record.error =
+                Some(format!("abandoned at step {}: its process stopped before the cycle ended", record.step));
+            record.decision = format!("abandoned at {}", record.step);
+            match record.save(bucket).await {
+                Ok(()) => tracing::warn!(cycle_id = %record.cycle_id, step = %record.step, "closed an abandoned cycle"),
+                Err(e) => tracing::warn!(cycle_id = %record.cycle_id, error = %e, "cannot close an abandoned cycle"),
+            }
+        }
     }
 
     /// Waits up to `within` for cycles still running (at shutdown).

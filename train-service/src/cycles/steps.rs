@@ -14,7 +14,7 @@ use crs_domain::metrics::score;
 use crs_domain::models::ModelVer;
 use crs_platform::batch::{BatchOptions, predict_batch};
 use crs_platform::bucket::BucketKey;
-use crs_platform::ingest::{IngestError, ingest_new, ingested_data};
+use crs_platform::ingest::{IngestError, LedgerEntry, ingest_new, ingested_data};
 use crs_platform::inputs::{InputKeys, WeekPlan};
 use crs_platform::layout::{self, RunId};
 use crs_platform::lease::{Lease, LeaseError};
@@ -27,6 +27,9 @@ use super::record::{CycleRecord, CycleState};
 use crate::gate::lifecycle_config;
 use crate::jobs::{JobRequest, JobState};
 use crate::reports;
+
+/// How often a cycle looks whether the ingest lease is free again.
+const INGEST_LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Why a cycle failed; its message is the record's `error`.
 #[derive(Debug, thiserror::Error)]
@@ -96,13 +99,8 @@ impl Inner {
         let bucket = self.catalog.store().bucket().clone();
         let config = lifecycle_config(&self.catalog, model_ver).await?;
 
-        let new_entries = self
-            .step(
-                record,
-                "ingest",
-                ingest_new(&bucket, &self.incoming, &format!("cycle {}", record.cycle_id), self.lease_ttl),
-            )
-            .await?;
+        let holder = format!("cycle {}", record.cycle_id);
+        let new_entries = self.step(record, "ingest", self.ingest(&holder)).await?;
         let new_rows: u64 = new_entries.iter().map(|e| e.rows.used).sum();
         record.ingested = new_entries;
 
@@ -167,8 +165,25 @@ impl Inner {
         let started = Instant::now();
         let result = work.await.map_err(Into::into);
         record.timings.push(StageTiming { stage: name.to_owned(), seconds: started.elapsed().as_secs_f64() });
-        self.fail.check(&format!("cycle:{name}"));
+        self.catalog.store().fail_point().check(&format!("cycle:{name}"));
         result
+    }
+
+    /// Ingests the new files, waiting out an ingestion that holds the lease: a
+    /// `crctl ingest` that ends soon, or a crashed one whose lease expires
+    /// within its ttl.
+    async fn ingest(&self, holder: &str) -> Result<Vec<LedgerEntry>, IngestError> {
+        let bucket = self.catalog.store().bucket();
+        let fail = self.catalog.store().fail_point();
+        let deadline = Instant::now() + self.lease_ttl * 2;
+        loop {
+            match ingest_new(bucket, &self.incoming, holder, self.lease_ttl, fail).await {
+                Err(IngestError::Lease(LeaseError::Busy { .. })) if Instant::now() < deadline => {
+                    tokio::time::sleep(INGEST_LEASE_POLL).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Scores production on the weeks it was not trained on, against its score
@@ -262,7 +277,7 @@ impl Inner {
             timings: &record.timings,
         };
         record.report_key = reports::cycle(&self.catalog, summary).await.map(|k| k.to_string());
-        self.fail.check("cycle:report");
+        self.catalog.store().fail_point().check("cycle:report");
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use crs_platform::events::Stage;
+use crs_platform::failpoint::JOB_SAVED;
 use crs_platform::layout::RunId;
 use crs_platform::runs::{ArtifactRecord, FeatureImportance, RunMetadata, RunMetrics, ServiceRecord, StageTiming};
 
@@ -91,6 +92,7 @@ impl Inner {
                 return Err(JobError::Promote(e));
             }
         }
+        store.fail_point().check(JOB_SAVED);
         if job.draft {
             reports::run(&self.catalog, &metadata, &run.model, &eval, "draft").await;
             return Ok((metadata, None));
