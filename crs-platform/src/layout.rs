@@ -9,6 +9,7 @@
 //! model/<model_ver>/<run_id>/model.json.sha256                        its checksum
 //! model/<model_ver>/<run_id>/metadata.json                            the run's record
 //! model/<model_ver>/LATEST                                            the newest complete run's id
+//! model/<model_ver>/index.json                                        the metadata of every complete run (a cache)
 //! history/<model_ver>/<seq>.json                                      stage and alias changes, in order
 //! leases/<name>/<seq>.json                                            who holds a lease, until when
 //! data/incoming/...                                                   new raw files (INCOMING_PREFIX)
@@ -24,6 +25,18 @@
 //! file's rows are written before its ledger entry, and only rows a ledger
 //! entry names count as ingested. A batch
 //! output appears whole when its multipart upload completes, or not at all.
+//!
+//! `index.json` is a cache of the runs' metadata, never the truth: a listing
+//! reads it, then the metadata of any run folder it lacks, drops entries
+//! whose folder is gone, and writes it back when that changed it. A lost or
+//! stale index costs reads, never a wrong answer.
+//!
+//! Delete order (retention, `crate::retention`), the write order reversed so
+//! that no reader sees a run that cannot load: the run leaves the index, then
+//! its metadata goes (the run stops existing), then its checksum and
+//! artifact, then its report. A crash in between leaves a folder without
+//! metadata, which is no run, as a crash while writing one does. A cycle's
+//! record goes before its report, so no listed cycle lacks one it had.
 //!
 //! The event logs and leases are sequence-numbered objects written with
 //! create-if-absent and never changed: the highest number is the current
@@ -55,6 +68,7 @@ pub const ARTIFACT_FILE: &str = "model.json";
 const CHECKSUM_FILE: &str = "model.json.sha256";
 const METADATA_FILE: &str = "metadata.json";
 const LATEST_FILE: &str = "LATEST";
+const INDEX_FILE: &str = "index.json";
 const HISTORY_ROOT: &str = "history";
 const LEASES_ROOT: &str = "leases";
 
@@ -82,6 +96,19 @@ pub fn ledger_entry(seq: u64) -> BucketKey {
 /// The rows ledger entry `seq` added.
 pub fn ingested_rows(seq: u64) -> BucketKey {
     key(&[INGESTED, &format!("{seq:010}.csv.gz")])
+}
+
+/// `reports/<model_ver>/cycles/`: the reports of a version's cycles.
+pub fn cycle_reports(model_ver: ModelVer) -> BucketKey {
+    key(&["reports", model_ver.name(), "cycles"])
+}
+
+/// The id of the cycle or run an object under a per-id folder belongs to
+/// (`<id>.json`, `<id>.html`).
+pub fn id_of(key: &BucketKey) -> Option<RunId> {
+    let name = key.as_str().rsplit('/').next()?;
+    let (id, _extension) = name.rsplit_once('.')?;
+    RunId::parse(id).ok()
 }
 
 /// `cycles/<model_ver>/`: the records of a version's cycles.
@@ -235,6 +262,11 @@ impl ModelKey {
         key(&[MODEL_ROOT, self.0.name(), LATEST_FILE])
     }
 
+    /// The index of the version's runs: a file, so every folder beside it is still a run.
+    pub fn index(self) -> BucketKey {
+        key(&[MODEL_ROOT, self.0.name(), INDEX_FILE])
+    }
+
     /// `history/<model_ver>/`: the version's stage and alias history, kept
     /// apart from `model/<model_ver>/` so that every folder there is a run.
     pub fn events(self) -> BucketKey {
@@ -315,6 +347,14 @@ impl RunId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// When the run or cycle started, from its id; `None` for an id given by
+    /// hand in another form.
+    pub fn time(&self) -> Option<DateTime<Utc>> {
+        let stamp = self.0.split_once("Z-")?.0;
+        let naive = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%3f").ok()?;
+        Some(naive.and_utc())
+    }
 }
 
 impl TryFrom<String> for RunId {
@@ -351,6 +391,10 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), 50);
         assert!(RunId::parse(ids[0].as_str()).is_ok());
+        let given = RunId::parse("20261122T101500123Z-3fa9c2").unwrap();
+        assert_eq!(given.time().map(|t| t.to_rfc3339()), Some("2026-11-22T10:15:00.123+00:00".to_owned()));
+        assert!(ids.iter().all(|id| id.time().is_some_and(|t| t.timestamp_millis() >= now.timestamp_millis())));
+        assert_eq!(RunId::parse("by-hand").unwrap().time(), None);
         assert!(RunId::parse("../x").is_err());
         assert!(RunId::parse("a/b").is_err());
         assert!(serde_json::from_str::<RunId>("\"a/b\"").is_err());
@@ -362,6 +406,10 @@ mod tests {
         let run = RunId::parse("20261122T101500123Z-3fa9c2").unwrap();
         let model = ModelKey::new(v1);
         assert_eq!(model.latest().as_str(), "model/v1/LATEST");
+        assert_eq!(model.index().as_str(), "model/v1/index.json");
+        assert_eq!(id_of(&cycle_record(v1, &run)), Some(run.clone()));
+        assert_eq!(id_of(&cycle_report(v1, &run)), Some(run.clone()));
+        assert_eq!(cycle_report(v1, &run).as_str().rsplit_once('/').unwrap().0, cycle_reports(v1).as_str());
         assert_eq!(model.run(&run).metadata().as_str(), "model/v1/20261122T101500123Z-3fa9c2/metadata.json");
         assert_eq!(model.run(&run).artifact().as_str(), "model/v1/20261122T101500123Z-3fa9c2/model.json");
         assert_eq!(model.run(&run).checksum().as_str(), "model/v1/20261122T101500123Z-3fa9c2/model.json.sha256");

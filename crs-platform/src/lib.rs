@@ -3,7 +3,8 @@
 //! [`bucket`] is storage (an `object_store` location: a folder, S3 or memory)
 //! with checked keys and whole-or-nothing writes, [`layout`] names every key in
 //! it, [`runs`] saves, lists, loads and promotes model runs, [`inputs`] fetches
-//! what a training run reads, [`batch`] streams batch predictions from an input
+//! what a training run reads, [`retention`] deletes what a version no longer
+//! keeps, [`batch`] streams batch predictions from an input
 //! object to an output object, [`webhook`] posts Slack notices, [`error`] sorts
 //! every failure into the kinds both services answer with, [`runtime`] is
 //! logging and shutdown signals, and [`failpoint`] the crash tests' abort
@@ -26,6 +27,7 @@ pub mod lease;
 pub mod metrics;
 pub mod report;
 pub mod request_id;
+pub mod retention;
 pub mod runs;
 pub mod runtime;
 pub mod sample_data;

@@ -7,6 +7,7 @@ use crs_domain::models::ModelVer;
 use crs_platform::bucket::{Bucket, StorageError};
 use crs_platform::ingest::LedgerEntry;
 use crs_platform::layout::{self, RunId};
+use crs_platform::retention::Swept;
 use crs_platform::runs::StageTiming;
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,9 @@ pub struct CycleRecord {
     pub batch_output: Option<String>,
     pub report_key: Option<String>,
     pub timings: Vec<StageTiming>,
+    /// What the retention step deleted (absent in records from before it, or if it failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Swept>,
 }
 
 impl CycleRecord {
@@ -68,6 +72,7 @@ impl CycleRecord {
             batch_output: None,
             report_key: None,
             timings: Vec::new(),
+            retention: None,
         }
     }
 

@@ -18,6 +18,7 @@ use crs_platform::ingest::{IngestError, LedgerEntry, ingest_new, ingested_data};
 use crs_platform::inputs::{InputKeys, WeekPlan};
 use crs_platform::layout::{self, RunId};
 use crs_platform::lease::{Lease, LeaseError};
+use crs_platform::retention::{Policy, sweep};
 use crs_platform::runs::StageTiming;
 use crs_platform::webhook::{Notice, Outcome};
 use futures::StreamExt;
@@ -27,6 +28,8 @@ use super::record::{CycleRecord, CycleState};
 use crate::gate::lifecycle_config;
 use crate::jobs::{JobRequest, JobState};
 use crate::reports;
+
+const MILLIS_PER_DAY: f64 = 24.0 * 3600.0 * 1000.0;
 
 /// How often a cycle looks whether the ingest lease is free again.
 const INGEST_LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
@@ -128,6 +131,7 @@ impl Inner {
                 (Some(_), Some(d)) if !d.drifted => "new data, no drift: kept production".to_owned(),
                 _ => "kept production".to_owned(),
             };
+            self.retention(record, &config).await;
             self.report(record).await;
             return Ok(());
         }
@@ -147,6 +151,7 @@ impl Inner {
             let output = self.step(record, "batch", self.batch(model_ver, input)).await?;
             record.batch_output = Some(output);
         }
+        self.retention(record, &config).await;
         self.report(record).await;
         Ok(())
     }
@@ -263,6 +268,25 @@ impl Inner {
         let bucket = self.catalog.store().bucket();
         predict_batch(bucket, loaded.model, &input, &output, BatchOptions::default()).await?;
         Ok(output.to_string())
+    }
+
+    /// Deletes what the version no longer keeps, before the report so that the
+    /// report index lists only what is kept. Best effort, like the report: the
+    /// next cycle's sweep finishes what this one could not.
+    async fn retention(&self, record: &mut CycleRecord, config: &LifecycleConfig) {
+        record.step = "retention".to_owned();
+        let policy = Policy {
+            keep_runs: config.keep_runs,
+            keep_for: chrono::Duration::milliseconds((config.keep_days * MILLIS_PER_DAY) as i64),
+        };
+        let started = Instant::now();
+        match sweep(&self.catalog, record.model_ver, &policy, Utc::now()).await {
+            Ok(swept) => record.retention = Some(swept),
+            Err(e) => {
+                tracing::warn!(cycle_id = %record.cycle_id, error = %e, "retention failed; the next cycle retries")
+            }
+        }
+        record.timings.push(StageTiming { stage: "retention".to_owned(), seconds: started.elapsed().as_secs_f64() });
     }
 
     /// Reports are best effort: a cycle that did its work is not failed by them.
