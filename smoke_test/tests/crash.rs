@@ -48,7 +48,7 @@ fn start_for(step: &str) -> Start {
 fn a_cycle_killed_at_any_step_leaves_a_consistent_bucket_and_the_next_cycle_completes() {
     let started = Instant::now();
     let progress = |step: &str| eprintln!("[crash {:6.1} s] {step}", started.elapsed().as_secs_f64());
-    progress("building train-service and crctl");
+    progress("building the binaries (minutes if they are stale)");
     let bins = build_binaries();
     let dir = tempfile::Builder::new().prefix("crs-crash-").tempdir().expect("temp dir");
     let crctl = Crctl::new(&bins, &free_addr(), &free_addr());

@@ -20,7 +20,7 @@ const ROUNDS: u32 = 5;
 fn two_replicas_run_one_cycle_at_a_time_and_lose_no_promotion() {
     let started = Instant::now();
     let progress = |step: &str| eprintln!("[replicas {:6.1} s] {step}", started.elapsed().as_secs_f64());
-    progress("building train-service and crctl");
+    progress("building the binaries (minutes if they are stale)");
     let bins = build_binaries();
     let dir = tempfile::Builder::new().prefix("crs-replicas-").tempdir().expect("temp dir");
     let crctl = Crctl::new(&bins, &free_addr(), &free_addr());
