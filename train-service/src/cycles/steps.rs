@@ -104,8 +104,8 @@ impl Inner {
 
         let holder = format!("cycle {}", record.cycle_id);
         let new_entries = self.step(record, "ingest", self.ingest(&holder)).await?;
-        let new_rows: u64 = new_entries.iter().map(|e| e.rows.used).sum();
         record.ingested = new_entries;
+        let new_rows = self.unlearnt_rows(model_ver, &record.cycle_id).await?;
 
         let production = self.catalog.production(model_ver).await?;
         if let Some(production) = &production
@@ -189,6 +189,42 @@ impl Inner {
                 result => return result,
             }
         }
+    }
+
+    /// Rows no cycle has decided about and no run has learnt from: those
+    /// ingested after the later of the newest cycle that succeeded and the
+    /// newest run trained on ingested rows. Besides this cycle's, that counts
+    /// rows of a cycle killed before it decided and of `crctl ingest`.
+    async fn unlearnt_rows(&self, model_ver: ModelVer, current: &RunId) -> Result<u64, CycleError> {
+        let bucket = self.catalog.store().bucket();
+        let trained = self
+            .catalog
+            .store()
+            .runs(model_ver)
+            .await?
+            .into_iter()
+            .filter(|m| m.train_data.key == layout::INGESTED_NAME)
+            .map(|m| m.started_at)
+            .max();
+        let mut records = bucket.list(&layout::cycles(model_ver)).await?;
+        // Newest first (ids sort by time); usually the first one read is it.
+        records.reverse();
+        let mut decided = None;
+        for key in records {
+            if layout::id_of(&key).as_ref() == Some(current) {
+                continue;
+            }
+            let Some(bytes) = bucket.get_if_exists(&key).await? else { continue };
+            if let Ok(record) = serde_json::from_slice::<CycleRecord>(&bytes)
+                && record.state == CycleState::Succeeded
+            {
+                decided = record.finished_at;
+                break;
+            }
+        }
+        let since = trained.max(decided);
+        let ledger = crs_platform::ingest::ledger(bucket).await?;
+        Ok(ledger.iter().filter(|e| since.is_none_or(|t| e.at > t)).map(|e| e.rows.used).sum())
     }
 
     /// Scores production on the weeks it was not trained on, against its score
