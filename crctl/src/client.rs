@@ -12,8 +12,8 @@ use crs_proto::serve::{
 };
 use crs_proto::train::train_service_client::TrainServiceClient;
 use crs_proto::train::{
-    Evaluation, JobState, ListModelsRequest, ListTrainingJobsRequest, Stage, StartTrainingRequest,
-    WatchTrainingJobRequest,
+    CancelTrainingJobRequest, Evaluation, JobState, ListModelsRequest, ListTrainingJobsRequest, Stage,
+    StartTrainingRequest, WatchTrainingJobRequest,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
@@ -187,6 +187,7 @@ pub async fn train(args: TrainArgs, addrs: &Addresses) -> anyhow::Result<()> {
             Ok(())
         }
         JobState::Failed => bail!("job {} failed: {}", last.job_id, last.error),
+        JobState::Cancelled => bail!("job {} cancelled by {}: {}", last.job_id, last.cancelled_by, last.cancel_reason),
         other => bail!("job {} stream ended while {}", last.job_id, other.as_str_name()),
     }
 }
@@ -214,6 +215,36 @@ pub(crate) fn print_evaluation(name: &str, e: &Evaluation) {
         if let Some(m) = m {
             out!("  {label:<18}{:>10.5}{:>10.5}{:>10.4}{:>10.5}", m.wmae, m.wmse, m.logloss, m.mae);
         }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The job to cancel.
+    job_id: String,
+    /// Why it is cancelled, recorded with the job.
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// Who cancels it, recorded with the job.
+    #[arg(long, default_value = "crctl cancel")]
+    by: String,
+}
+
+/// Exits non-zero unless the job ended cancelled (it may have finished first).
+pub async fn cancel(args: CancelArgs, addrs: &Addresses) -> anyhow::Result<()> {
+    let request = CancelTrainingJobRequest { job_id: args.job_id, by: args.by, reason: args.reason };
+    let job = addrs.train().await?.cancel_training_job(request).await.map_err(status)?.into_inner();
+    if addrs.json {
+        print_json(&render::job(&job))?;
+    }
+    match job.state() {
+        JobState::Cancelled => {
+            if !addrs.json {
+                out!("job {} cancelled by {}: {}", job.job_id, job.cancelled_by, job.cancel_reason);
+            }
+            Ok(())
+        }
+        other => bail!("job {} was not cancelled: it is {}", job.job_id, other.as_str_name()),
     }
 }
 

@@ -93,6 +93,7 @@ pub fn job(job: &Job) -> proto::TrainingJob {
         JobState::Running => proto::JobState::Running,
         JobState::Succeeded => proto::JobState::Succeeded,
         JobState::Failed => proto::JobState::Failed,
+        JobState::Cancelled => proto::JobState::Cancelled,
     };
     let stage = match job.stage {
         None => proto::Stage::Unspecified,
@@ -128,6 +129,8 @@ pub fn job(job: &Job) -> proto::TrainingJob {
             best_trees: s.best_trees as u32,
             refitting: s.refitting,
         }),
+        cancelled_by: job.cancelled.as_ref().map(|c| c.by.clone()).unwrap_or_default(),
+        cancel_reason: job.cancelled.as_ref().map(|c| c.reason.clone()).unwrap_or_default(),
     }
 }
 

@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 
 use crate::convert;
 use crate::cycles::Cycles;
-use crate::jobs::Jobs;
+use crate::jobs::{Cancellation, Jobs};
 use crate::metrics::TrainMetrics;
 use crate::status::ApiError;
 
@@ -179,6 +179,26 @@ impl TrainService for TrainApi {
             async {
                 let jobs = self.jobs.list().iter().map(convert::job).collect();
                 Ok::<_, Status>(Response::new(proto::ListTrainingJobsResponse { jobs }))
+            }
+            .await,
+        )
+    }
+
+    async fn cancel_training_job(
+        &self,
+        request: Request<proto::CancelTrainingJobRequest>,
+    ) -> Result<Response<proto::TrainingJob>, Status> {
+        let call = self.metrics.call("CancelTrainingJob");
+        call.finish(
+            async {
+                let request = request.into_inner();
+                let or = |text: String, default: &str| if text.is_empty() { default.to_owned() } else { text };
+                let cancellation = Cancellation {
+                    by: or(request.by, "a CancelTrainingJob call"),
+                    reason: or(request.reason, "no reason given"),
+                };
+                let job = self.jobs.cancel(&request.job_id, cancellation).await?;
+                Ok::<_, Status>(Response::new(convert::job(&job)))
             }
             .await,
         )

@@ -291,6 +291,11 @@ impl Inner {
         }
         match last.state {
             JobState::Succeeded => Ok((last.run_id, last.gate)),
+            JobState::Cancelled => Err(CycleError::Train(format!(
+                "job {} cancelled by {}",
+                last.id,
+                last.cancelled.map_or_else(String::new, |c| format!("{}: {}", c.by, c.reason))
+            ))),
             _ => Err(CycleError::Train(format!("job {} failed: {}", last.id, last.error.unwrap_or_default()))),
         }
     }

@@ -21,7 +21,7 @@ use crs_platform::error::{Classify, ErrorKind};
 use crs_platform::inputs::{FetchError, InputKeys};
 use crs_platform::layout::RunId;
 
-pub use queue::Jobs;
+pub use queue::{CANCEL_WAIT, Jobs};
 
 pub use crate::config::SERVICE_NAME;
 
@@ -43,12 +43,30 @@ pub enum JobState {
     Running,
     Succeeded,
     Failed,
+    Cancelled,
 }
 
 impl JobState {
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed)
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Who cancelled a job, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cancellation {
+    pub by: String,
+    pub reason: String,
 }
 
 /// The stages of a running job, in order.
@@ -124,6 +142,8 @@ pub struct Job {
     pub gate: Option<String>,
     /// How a hyperparameter search is going, for versions that search.
     pub search: Option<SearchState>,
+    /// Set when the job ended cancelled.
+    pub cancelled: Option<Cancellation>,
 }
 
 /// A search's progress as a job reports it.
@@ -180,6 +200,8 @@ pub enum JobError {
     NotStarted,
     #[error("cut off by shutdown: still running when the grace period ended")]
     CutOff,
+    #[error("cancelled by {}: {}", .0.by, .0.reason)]
+    Cancelled(Cancellation),
 }
 
 impl Classify for JobError {
@@ -193,6 +215,8 @@ impl Classify for JobError {
             JobError::Train(_) => ErrorKind::InvalidInput,
             JobError::Crashed(_) => ErrorKind::Internal,
             JobError::NotStarted | JobError::CutOff => ErrorKind::Unavailable,
+            // Asked for: the caller knows, and nothing is wrong.
+            JobError::Cancelled(_) => ErrorKind::Precondition,
         }
     }
 }

@@ -9,19 +9,23 @@ use std::time::Duration;
 use chrono::Utc;
 use crs_platform::catalog::Catalog;
 use crs_platform::webhook::Notifier;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::log::JobLog;
-use super::{Job, JobRequest, JobState};
+use super::{Cancellation, Job, JobRequest, JobState};
 use crate::metrics::TrainMetrics;
 use crate::status::ApiError;
 
 /// How long jobs cut off by shutdown get to notice it. Only a job in the middle
 /// of writing its run needs it: saving is never interrupted halfway.
 const CUT_OFF_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a cancel waits for its job to stop. A job stops at once unless it
+/// is writing its run, which is never interrupted halfway.
+pub const CANCEL_WAIT: Duration = Duration::from_secs(30);
 
 /// The jobs of this process. Cheap to clone; clones share everything.
 #[derive(Clone, Debug)]
@@ -111,6 +115,7 @@ impl Jobs {
             evaluation: None,
             gate: None,
             search: None,
+            cancelled: None,
         };
         let log = JobLog::new(job.clone());
         {
@@ -145,6 +150,24 @@ impl Jobs {
     /// The job's current state, then every change until it ends.
     pub fn watch(&self, job_id: &str) -> Result<impl Stream<Item = Job> + Send + 'static, ApiError> {
         self.inner.log(job_id).map(|log| log.updates())
+    }
+
+    /// Cancels a queued or running job and returns it once it has stopped (or
+    /// after [`CANCEL_WAIT`], as it is then). The blocking fit of a job cut
+    /// off while training runs to its end on its own thread, but nothing of
+    /// the run is written.
+    pub async fn cancel(&self, job_id: &str, cancellation: Cancellation) -> Result<Job, ApiError> {
+        let log = self.inner.log(job_id)?;
+        let job = log.current();
+        if job.state.is_terminal() {
+            return Err(ApiError::Precondition(format!("job {job_id} has already ended: {}", job.state.as_str())));
+        }
+        tracing::info!(%job_id, by = %cancellation.by, reason = %cancellation.reason, "cancelling a job");
+        log.request_cancel(cancellation);
+        let updates = log.updates();
+        let mut updates = std::pin::pin!(updates);
+        let _ = tokio::time::timeout(CANCEL_WAIT, async { while updates.next().await.is_some() {} }).await;
+        Ok(log.current())
     }
 
     /// Refuses new jobs from now on; queued jobs fail instead of starting.

@@ -29,6 +29,9 @@ impl Inner {
         if self.cut_off.is_cancelled() {
             return Err(JobError::CutOff);
         }
+        if let Some(cancelled) = log.cancelled() {
+            return Err(cancelled);
+        }
         log.enter(JobStage::Saving);
         let started = Instant::now();
         let Trained { params, config, inputs, run, loading_seconds } = trained;
@@ -76,6 +79,11 @@ impl Inner {
         if self.cut_off.is_cancelled() {
             self.discard(&metadata).await;
             return Err(JobError::CutOff);
+        }
+        // The last point where a cancel keeps nothing: LATEST has not moved.
+        if let Some(cancelled) = log.cancelled() {
+            self.discard(&metadata).await;
+            return Err(cancelled);
         }
         match store.promote(metadata.model_ver, &metadata.run_id).await {
             Ok(moved) => {
