@@ -16,6 +16,7 @@
 //! data/ledger/<seq>.json                                              one entry per incoming file seen
 //! data/ingested/<seq>.csv.gz                                          the new rows of ledger entry <seq>
 //! cycles/<model_ver>/<cycle_id>.json                                  the record of one lifecycle cycle
+//! jobs/<job_id>.json                                                  a training job, as its process last wrote it
 //! reports/<model_ver>/...                                             HTML reports of runs and cycles
 //! ```
 //!
@@ -109,6 +110,16 @@ pub fn id_of(key: &BucketKey) -> Option<RunId> {
     let name = key.as_str().rsplit('/').next()?;
     let (id, _extension) = name.rsplit_once('.')?;
     RunId::parse(id).ok()
+}
+
+/// `jobs/`: the records of training jobs, of every replica.
+pub fn jobs() -> BucketKey {
+    key(&["jobs"])
+}
+
+/// A job's record; `job_id` must be one safe key segment (train-service's ids are).
+pub fn job_record(job_id: &str) -> Result<BucketKey, KeyError> {
+    jobs().join(&format!("{job_id}.json"))
 }
 
 /// `cycles/<model_ver>/`: the records of a version's cycles.
@@ -407,6 +418,8 @@ mod tests {
         let model = ModelKey::new(v1);
         assert_eq!(model.latest().as_str(), "model/v1/LATEST");
         assert_eq!(model.index().as_str(), "model/v1/index.json");
+        assert_eq!(job_record("job-1").unwrap().as_str(), "jobs/job-1.json");
+        assert!(job_record("../x").is_err());
         assert_eq!(id_of(&cycle_record(v1, &run)), Some(run.clone()));
         assert_eq!(id_of(&cycle_report(v1, &run)), Some(run.clone()));
         assert_eq!(cycle_report(v1, &run).as_str().rsplit_once('/').unwrap().0, cycle_reports(v1).as_str());

@@ -163,7 +163,7 @@ impl TrainService for TrainApi {
         let call = self.metrics.call("GetTrainingJob");
         call.finish(
             async {
-                let job = self.jobs.get(&request.into_inner().job_id)?;
+                let job = self.jobs.get(&request.into_inner().job_id).await?;
                 Ok::<_, Status>(Response::new(convert::job(&job)))
             }
             .await,
@@ -177,7 +177,7 @@ impl TrainService for TrainApi {
         let call = self.metrics.call("ListTrainingJobs");
         call.finish(
             async {
-                let jobs = self.jobs.list().iter().map(convert::job).collect();
+                let jobs = self.jobs.list().await?.iter().map(convert::job).collect();
                 Ok::<_, Status>(Response::new(proto::ListTrainingJobsResponse { jobs }))
             }
             .await,

@@ -7,6 +7,7 @@
 mod log;
 mod notices;
 mod queue;
+mod record;
 mod save;
 mod stages;
 
@@ -20,6 +21,7 @@ use crs_platform::bucket::StorageError;
 use crs_platform::error::{Classify, ErrorKind};
 use crs_platform::inputs::{FetchError, InputKeys};
 use crs_platform::layout::RunId;
+use serde::{Deserialize, Serialize};
 
 pub use queue::{CANCEL_WAIT, Jobs};
 
@@ -37,7 +39,8 @@ pub struct JobRequest {
     pub by: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
     Running,
@@ -63,14 +66,15 @@ impl JobState {
 }
 
 /// Who cancelled a job, and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cancellation {
     pub by: String,
     pub reason: String,
 }
 
 /// The stages of a running job, in order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum JobStage {
     /// Fetching data and config from the bucket, validating and aggregating them.
     LoadingData,
@@ -119,7 +123,7 @@ impl From<evaluation::Stage> for JobStage {
 }
 
 /// One job as it is at one moment.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Job {
     pub id: String,
     pub model_ver: ModelVer,
@@ -147,7 +151,7 @@ pub struct Job {
 }
 
 /// A search's progress as a job reports it.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SearchState {
     pub point: usize,
     pub points: usize,

@@ -1,13 +1,14 @@
 //! The jobs of this process: the registry every RPC reads, and the queue in
 //! front of the CPU (`MAX_CONCURRENT_JOBS` run, the rest wait their turn).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::Utc;
 use crs_platform::catalog::Catalog;
+use crs_platform::layout::RunId;
 use crs_platform::webhook::Notifier;
 use futures::{Stream, StreamExt};
 use tokio::sync::Semaphore;
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::log::JobLog;
+use super::record::{keep_recorded, recorded, recorded_job};
 use super::{Cancellation, Job, JobRequest, JobState};
 use crate::metrics::TrainMetrics;
 use crate::status::ApiError;
@@ -48,6 +50,8 @@ pub(super) struct Inner {
     pub(super) draining: CancellationToken,
     /// The grace period is over: running jobs stop where they are.
     pub(super) cut_off: CancellationToken,
+    /// This process, in the jobs' records and ids (unique across replicas and restarts).
+    replica: RunId,
 }
 
 #[derive(Debug, Default)]
@@ -70,6 +74,7 @@ impl Jobs {
                 tasks: TaskTracker::new(),
                 draining: CancellationToken::new(),
                 cut_off: CancellationToken::new(),
+                replica: RunId::generate(Utc::now()),
             }),
         }
     }
@@ -97,8 +102,10 @@ impl Jobs {
 
         let now = Utc::now();
         let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        // The replica's random tag keeps ids apart across processes on one bucket.
+        let tag = self.inner.replica.as_str().rsplit('-').next().unwrap_or_default();
         let job = Job {
-            id: format!("job-{}-{seq}", now.format("%Y%m%dT%H%M%S%3fZ")),
+            id: format!("job-{}-{tag}-{seq}", now.format("%Y%m%dT%H%M%S%3fZ")),
             model_ver: request.model_ver,
             state: JobState::Queued,
             stage: None,
@@ -131,20 +138,34 @@ impl Jobs {
             // lines and notices, in a span of its own with the job id.
             let request_id = crs_platform::request_id::current().unwrap_or_default();
             let span = tracing::info_span!(parent: None, "job", job_id = %job.id, request_id = %request_id);
-            let run = crs_platform::request_id::scope(request_id, self.inner.clone().run(log));
+            let run = crs_platform::request_id::scope(request_id, self.inner.clone().run(log.clone()));
             self.inner.tasks.spawn(tracing::Instrument::instrument(run, span));
+            let bucket = self.inner.catalog.store().bucket().clone();
+            self.inner.tasks.spawn(keep_recorded(bucket, self.inner.replica.to_string(), log));
         }
         tracing::info!(job_id = %job.id, model_ver = %job.model_ver, train_key = %job.keys.train, "job queued");
         Ok(job)
     }
 
-    pub fn get(&self, job_id: &str) -> Result<Job, ApiError> {
-        self.inner.log(job_id).map(|log| log.current())
+    /// A job of this process, or one recorded in the bucket by another (or an earlier one).
+    pub async fn get(&self, job_id: &str) -> Result<Job, ApiError> {
+        match self.inner.log(job_id) {
+            Ok(log) => Ok(log.current()),
+            Err(unknown) => {
+                let bucket = self.inner.catalog.store().bucket();
+                recorded_job(bucket, job_id, Utc::now()).await.ok_or(unknown)
+            }
+        }
     }
 
-    /// Every job, newest first.
-    pub fn list(&self) -> Vec<Job> {
-        self.inner.registry().logs.iter().rev().map(JobLog::current).collect()
+    /// Every job of this process and every job recorded in the bucket, newest first.
+    pub async fn list(&self) -> Result<Vec<Job>, ApiError> {
+        let mut jobs: Vec<Job> = self.inner.registry().logs.iter().map(JobLog::current).collect();
+        let recorded = recorded(self.inner.catalog.store().bucket(), Utc::now()).await?;
+        let local: HashSet<String> = jobs.iter().map(|j| j.id.clone()).collect();
+        jobs.extend(recorded.into_iter().filter(|j| !local.contains(&j.id)));
+        jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
+        Ok(jobs)
     }
 
     /// The job's current state, then every change until it ends.
@@ -157,7 +178,21 @@ impl Jobs {
     /// off while training runs to its end on its own thread, but nothing of
     /// the run is written.
     pub async fn cancel(&self, job_id: &str, cancellation: Cancellation) -> Result<Job, ApiError> {
-        let log = self.inner.log(job_id)?;
+        let log = match self.inner.log(job_id) {
+            Ok(log) => log,
+            Err(unknown) => {
+                let bucket = self.inner.catalog.store().bucket();
+                return match recorded_job(bucket, job_id, Utc::now()).await {
+                    Some(job) if !job.state.is_terminal() => {
+                        Err(ApiError::Precondition(format!("job {job_id} runs in another process: cancel it there")))
+                    }
+                    Some(job) => {
+                        Err(ApiError::Precondition(format!("job {job_id} has already ended: {}", job.state.as_str())))
+                    }
+                    None => Err(unknown),
+                };
+            }
+        };
         let job = log.current();
         if job.state.is_terminal() {
             return Err(ApiError::Precondition(format!("job {job_id} has already ended: {}", job.state.as_str())));
