@@ -12,8 +12,8 @@ use crs_proto::serve::{
 };
 use crs_proto::train::train_service_client::TrainServiceClient;
 use crs_proto::train::{
-    CancelTrainingJobRequest, Evaluation, JobState, ListModelsRequest, ListTrainingJobsRequest, Stage,
-    StartTrainingRequest, WatchTrainingJobRequest,
+    CancelCycleRequest, CancelTrainingJobRequest, CycleState, Evaluation, JobState, ListModelsRequest,
+    ListTrainingJobsRequest, Stage, StartTrainingRequest, WatchTrainingJobRequest,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
@@ -221,7 +221,14 @@ pub(crate) fn print_evaluation(name: &str, e: &Evaluation) {
 #[derive(Debug, Args)]
 pub struct CancelArgs {
     /// The job to cancel.
-    job_id: String,
+    #[arg(required_unless_present = "cycle", conflicts_with = "cycle")]
+    job_id: Option<String>,
+    /// Cancel this cycle instead (of --model-ver), on whichever replica runs it.
+    #[arg(long)]
+    cycle: Option<String>,
+    /// The cycle's model version; empty means train-service's default.
+    #[arg(long, env = "MODEL_VER", default_value = "", requires = "cycle")]
+    model_ver: String,
     /// Why it is cancelled, recorded with the job.
     #[arg(long, default_value = "")]
     reason: String,
@@ -230,9 +237,26 @@ pub struct CancelArgs {
     by: String,
 }
 
-/// Exits non-zero unless the job ended cancelled (it may have finished first).
+/// Exits non-zero unless the job or cycle ended cancelled (it may have finished first).
 pub async fn cancel(args: CancelArgs, addrs: &Addresses) -> anyhow::Result<()> {
-    let request = CancelTrainingJobRequest { job_id: args.job_id, by: args.by, reason: args.reason };
+    if let Some(cycle_id) = args.cycle {
+        let request = CancelCycleRequest { model_ver: args.model_ver, cycle_id, by: args.by, reason: args.reason };
+        let cycle = addrs.train().await?.cancel_cycle(request).await.map_err(status)?.into_inner();
+        if addrs.json {
+            print_json(&render::value(&cycle))?;
+        }
+        return match cycle.state() {
+            CycleState::Cancelled => {
+                if !addrs.json {
+                    out!("cycle {} {}", cycle.cycle_id, cycle.decision);
+                }
+                Ok(())
+            }
+            other => bail!("cycle {} was not cancelled: it is {}", cycle.cycle_id, other.as_str_name()),
+        };
+    }
+    let job_id = args.job_id.unwrap_or_default();
+    let request = CancelTrainingJobRequest { job_id, by: args.by, reason: args.reason };
     let job = addrs.train().await?.cancel_training_job(request).await.map_err(status)?.into_inner();
     if addrs.json {
         print_json(&render::job(&job))?;

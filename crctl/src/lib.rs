@@ -51,7 +51,7 @@ enum Command {
     Train(client::TrainArgs),
     /// List train-service's jobs.
     Jobs,
-    /// Cancel a queued or running training job; nothing of its run is kept.
+    /// Cancel a queued or running training job, or a running cycle (--cycle); nothing of the run is kept.
     Cancel(client::CancelArgs),
     /// List the stored runs of each model version, and which one LATEST points at.
     Models(client::ModelsArgs),

@@ -16,6 +16,7 @@
 //! data/ledger/<seq>.json                                              one entry per incoming file seen
 //! data/ingested/<seq>.csv.gz                                          the new rows of ledger entry <seq>
 //! cycles/<model_ver>/<cycle_id>.json                                  the record of one lifecycle cycle
+//! cancels/cycles/<model_ver>/<cycle_id>.json                         a request to cancel a running cycle
 //! jobs/<job_id>.json                                                  a training job, as its process last wrote it
 //! reports/<model_ver>/...                                             HTML reports of runs and cycles
 //! ```
@@ -120,6 +121,16 @@ pub fn jobs() -> BucketKey {
 /// A job's record; `job_id` must be one safe key segment (train-service's ids are).
 pub fn job_record(job_id: &str) -> Result<BucketKey, KeyError> {
     jobs().join(&format!("{job_id}.json"))
+}
+
+/// `cancels/cycles/<model_ver>/`: requests to cancel cycles, which the replica
+/// running one reads (outside `cycles/`, where every object is a record).
+pub fn cycle_cancels(model_ver: ModelVer) -> BucketKey {
+    key(&["cancels", "cycles", model_ver.name()])
+}
+
+pub fn cycle_cancel(model_ver: ModelVer, cycle_id: &RunId) -> BucketKey {
+    key(&["cancels", "cycles", model_ver.name(), &format!("{cycle_id}.json")])
 }
 
 /// `cycles/<model_ver>/`: the records of a version's cycles.

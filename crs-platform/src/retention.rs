@@ -90,6 +90,12 @@ pub async fn sweep(
         bucket.delete(&key).await?;
         swept.cycles.push(id);
     }
+    // Requests to cancel cycles long over.
+    for key in bucket.list(&layout::cycle_cancels(model_ver)).await? {
+        if old(&key).is_some_and(|id| !running.contains(&id)) {
+            bucket.delete(&key).await?;
+        }
+    }
     for key in bucket.list(&layout::cycle_reports(model_ver)).await? {
         if old(&key).is_some_and(|id| !running.contains(&id)) {
             bucket.delete(&key).await?;

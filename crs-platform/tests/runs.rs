@@ -288,6 +288,9 @@ async fn retention_keeps_the_production_history_latest_candidates_and_the_newest
     for id in [&old_done, &old_running, &recent, &orphan_report] {
         bucket.put(&layout::cycle_report(v1, id), "<!DOCTYPE html>").await.unwrap();
     }
+    for id in [&old_done, &recent] {
+        bucket.put(&layout::cycle_cancel(v1, id), "{}").await.unwrap();
+    }
 
     let policy = Policy { keep_runs: 2, keep_for: chrono::Duration::days(30) };
     let swept = sweep(&catalog, v1, &policy, now).await.unwrap();
@@ -311,6 +314,8 @@ async fn retention_keeps_the_production_history_latest_candidates_and_the_newest
         assert!(bucket.exists(&layout::cycle_report(v1, id)).await.unwrap(), "{id}");
     }
     assert!(!bucket.exists(&layout::cycle_report(v1, &orphan_report)).await.unwrap());
+    assert!(!bucket.exists(&layout::cycle_cancel(v1, &old_done)).await.unwrap());
+    assert!(bucket.exists(&layout::cycle_cancel(v1, &recent)).await.unwrap());
 
     // A second sweep finds nothing more to do.
     assert_eq!(sweep(&catalog, v1, &policy, now).await.unwrap(), Swept::default());

@@ -286,6 +286,28 @@ impl TrainService for TrainApi {
         )
     }
 
+    async fn cancel_cycle(
+        &self,
+        request: Request<proto::CancelCycleRequest>,
+    ) -> Result<Response<proto::Cycle>, Status> {
+        let call = self.metrics.call("CancelCycle");
+        call.finish(
+            async {
+                let request = request.into_inner();
+                let model_ver = self.model_ver(&request.model_ver)?;
+                let id = RunId::parse(&request.cycle_id).map_err(ApiError::from)?;
+                let or = |text: String, default: &str| if text.is_empty() { default.to_owned() } else { text };
+                let cancellation = Cancellation {
+                    by: or(request.by, "a CancelCycle call"),
+                    reason: or(request.reason, "no reason given"),
+                };
+                let record = self.cycles.cancel(model_ver, &id, cancellation).await?;
+                Ok::<_, Status>(Response::new(convert::cycle(&record)))
+            }
+            .await,
+        )
+    }
+
     async fn list_cycles(
         &self,
         request: Request<proto::ListCyclesRequest>,

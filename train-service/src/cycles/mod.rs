@@ -13,6 +13,7 @@ use std::time::Duration;
 use chrono::Utc;
 use crs_domain::models::ModelVer;
 use crs_platform::bucket::BucketKey;
+use crs_platform::bucket::StorageError;
 use crs_platform::catalog::Catalog;
 use crs_platform::layout::{self, RunId};
 use crs_platform::lease::{Lease, LeaseError};
@@ -21,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 pub use record::{CycleRecord, CycleState};
 
-use crate::jobs::Jobs;
+use crate::jobs::{CANCEL_WAIT, Cancellation, Jobs};
 use crate::status::ApiError;
 
 /// The cycles of this process, and the settings they share.
@@ -102,6 +103,41 @@ impl Cycles {
         }
         records.sort_by(|a, b| b.cycle_id.cmp(&a.cycle_id));
         Ok(records)
+    }
+
+    /// Asks cycle `cycle_id` to stop, wherever it runs, and returns its record
+    /// once it has stopped, or after [`CANCEL_WAIT`] as it is then. The request
+    /// is an object in the bucket that the cycle reads before each step and,
+    /// while training, every [`steps::CANCEL_POLL`].
+    pub async fn cancel(
+        &self,
+        model_ver: ModelVer,
+        cycle_id: &RunId,
+        cancellation: Cancellation,
+    ) -> Result<CycleRecord, ApiError> {
+        let record = self.get(model_ver, cycle_id).await?;
+        if record.state != CycleState::Running {
+            return Err(ApiError::Precondition(format!(
+                "cycle {cycle_id} has already ended: {}",
+                record.state.as_str()
+            )));
+        }
+        let bucket = self.inner.catalog.store().bucket();
+        let bytes = serde_json::to_vec_pretty(&cancellation).expect("cancellations are plain serde data");
+        match bucket.create(&layout::cycle_cancel(model_ver, cycle_id), bytes).await {
+            // Asked before: the first request's who and why stand.
+            Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(%cycle_id, %model_ver, by = %cancellation.by, reason = %cancellation.reason, "cancelling a cycle");
+        let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+        loop {
+            let record = self.get(model_ver, cycle_id).await?;
+            if record.state != CycleState::Running || tokio::time::Instant::now() >= deadline {
+                return Ok(record);
+            }
+            tokio::time::sleep(steps::CANCEL_POLL / 2).await;
+        }
     }
 
     /// Marks failed the records still saying `running` of cycles whose process

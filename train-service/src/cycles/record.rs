@@ -11,6 +11,7 @@ use crs_platform::retention::Swept;
 use crs_platform::runs::StageTiming;
 use serde::{Deserialize, Serialize};
 
+use crate::jobs::Cancellation;
 use crate::status::ApiError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +20,18 @@ pub enum CycleState {
     Running,
     Succeeded,
     Failed,
+    Cancelled,
+}
+
+impl CycleState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CycleState::Running => "running",
+            CycleState::Succeeded => "succeeded",
+            CycleState::Failed => "failed",
+            CycleState::Cancelled => "cancelled",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,6 +63,9 @@ pub struct CycleRecord {
     /// What the retention step deleted (absent in records from before it, or if it failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Swept>,
+    /// Who cancelled the cycle and why, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled: Option<Cancellation>,
 }
 
 impl CycleRecord {
@@ -73,6 +89,7 @@ impl CycleRecord {
             report_key: None,
             timings: Vec::new(),
             retention: None,
+            cancelled: None,
         }
     }
 

@@ -26,10 +26,13 @@ use futures::StreamExt;
 use super::Inner;
 use super::record::{CycleRecord, CycleState};
 use crate::gate::lifecycle_config;
-use crate::jobs::{JobRequest, JobState};
+use crate::jobs::{Cancellation, JobRequest, JobState};
 use crate::reports;
 
 const MILLIS_PER_DAY: f64 = 24.0 * 3600.0 * 1000.0;
+
+/// How often a training cycle looks for a request to cancel it.
+pub(super) const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How often a cycle looks whether the ingest lease is free again.
 const INGEST_LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
@@ -57,6 +60,8 @@ pub enum CycleError {
     Storage(#[from] crs_platform::bucket::StorageError),
     #[error("{0}")]
     Crashed(String),
+    #[error("cancelled by {}: {}", .0.by, .0.reason)]
+    Cancelled(Cancellation),
 }
 
 impl Inner {
@@ -73,6 +78,12 @@ impl Inner {
         drop(lost_rx);
         match outcome {
             Ok(()) => record.state = CycleState::Succeeded,
+            Err(CycleError::Cancelled(cancellation)) => {
+                record.state = CycleState::Cancelled;
+                record.decision =
+                    format!("cancelled at {} by {}: {}", record.step, cancellation.by, cancellation.reason);
+                record.cancelled = Some(cancellation);
+            }
             Err(e) => {
                 record.state = CycleState::Failed;
                 record.error = Some(e.to_string());
@@ -156,6 +167,22 @@ impl Inner {
         Ok(())
     }
 
+    /// The request to cancel this cycle, if someone made one. An unreadable
+    /// request is no request: the cycle goes on, and says why in its log.
+    async fn cancellation(&self, model_ver: ModelVer, cycle_id: &RunId) -> Option<Cancellation> {
+        let key = layout::cycle_cancel(model_ver, cycle_id);
+        match self.catalog.store().bucket().get_if_exists(&key).await {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes)
+                .inspect_err(|e| tracing::warn!(%key, error = %e, "ignoring an unreadable cancel request"))
+                .ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "cannot read whether the cycle was cancelled");
+                None
+            }
+        }
+    }
+
     /// Runs one step, timing it and recording it as the current step.
     async fn step<T, E: Into<CycleError>>(
         &self,
@@ -163,6 +190,9 @@ impl Inner {
         name: &str,
         work: impl Future<Output = Result<T, E>>,
     ) -> Result<T, CycleError> {
+        if let Some(cancellation) = self.cancellation(record.model_ver, &record.cycle_id).await {
+            return Err(CycleError::Cancelled(cancellation));
+        }
         record.step = name.to_owned();
         if let Err(e) = record.save(self.catalog.store().bucket()).await {
             tracing::warn!(error = %e, "could not update the cycle's record");
@@ -285,17 +315,34 @@ impl Inner {
         let job = self.jobs.start(request).await.map_err(|e| CycleError::Train(e.to_string()))?;
         let updates = self.jobs.watch(&job.id).map_err(|e| CycleError::Train(e.to_string()))?;
         let mut updates = std::pin::pin!(updates);
+        let job_id = job.id.clone();
         let mut last = job;
-        while let Some(update) = updates.next().await {
-            last = update;
+        let mut poll = tokio::time::interval(CANCEL_POLL);
+        let mut cancelled = false;
+        loop {
+            tokio::select! {
+                update = updates.next() => match update {
+                    Some(update) => last = update,
+                    None => break,
+                },
+                _ = poll.tick(), if !cancelled => {
+                    if let Some(cancellation) = self.cancellation(model_ver, cycle_id).await {
+                        cancelled = true;
+                        // Returns once the job has stopped; the updates say how it ended.
+                        if let Err(e) = self.jobs.cancel(&job_id, cancellation).await {
+                            tracing::warn!(%job_id, error = %e, "could not cancel the cycle's job");
+                        }
+                    }
+                }
+            }
         }
         match last.state {
             JobState::Succeeded => Ok((last.run_id, last.gate)),
-            JobState::Cancelled => Err(CycleError::Train(format!(
-                "job {} cancelled by {}",
-                last.id,
-                last.cancelled.map_or_else(String::new, |c| format!("{}: {}", c.by, c.reason))
-            ))),
+            // By this cycle's request, or the job's own.
+            JobState::Cancelled => Err(CycleError::Cancelled(last.cancelled.unwrap_or_else(|| Cancellation {
+                by: "unknown".to_owned(),
+                reason: format!("job {} was cancelled", last.id),
+            }))),
             _ => Err(CycleError::Train(format!("job {} failed: {}", last.id, last.error.unwrap_or_default()))),
         }
     }
