@@ -35,6 +35,9 @@ pub struct Swept {
     pub cycles: Vec<RunId>,
     /// Cycle reports deleted (those of the deleted records, and any left without one).
     pub reports: usize,
+    /// Records of ended training jobs of the version deleted (train-service sweeps those).
+    #[serde(default)]
+    pub jobs: usize,
 }
 
 /// Deletes what `policy` does not keep of `model_ver`, as of `now`. A crash

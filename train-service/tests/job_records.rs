@@ -9,8 +9,8 @@ use std::time::Duration;
 use common::TestServer;
 use crs_proto::train::train_service_client::TrainServiceClient;
 use crs_proto::train::{
-    CancelTrainingJobRequest, GetTrainingJobRequest, JobState, ListTrainingJobsRequest, StartTrainingRequest,
-    TrainingJob,
+    CancelTrainingJobRequest, GetTrainingJobRequest, JobState, ListTrainingJobsRequest, RunCycleRequest,
+    StartTrainingRequest, TrainingJob,
 };
 use tonic::Code;
 use tonic::transport::Channel;
@@ -69,4 +69,30 @@ async fn jobs_are_listed_by_every_replica_and_after_a_restart() {
     assert!(dead.error.starts_with("abandoned: a replica that died stopped updating it"), "{dead:?}");
     let jobs = list(&mut later).await;
     assert_eq!(jobs.iter().filter(|j| j.job_id == job.job_id).count(), 1, "listed once: {jobs:#?}");
+
+    // A cycle's retention deletes the records of jobs that ended more than keep_days ago.
+    let mut old = record.clone();
+    old["job"]["id"] = "job-of-last-year".into();
+    old["job"]["state"] = "succeeded".into();
+    let year_ago = (chrono::Utc::now() - chrono::Duration::days(365)).to_rfc3339();
+    old["job"]["created_at"] = year_ago.clone().into();
+    old["job"]["finished_at"] = year_ago.into();
+    first.stack.put("jobs/job-of-last-year.json", serde_json::to_vec(&old).unwrap()).await;
+    let cycle = later.run_cycle(RunCycleRequest { model_ver: "v1".into() }).await.expect("cycle").into_inner();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let record = loop {
+        let key = format!("cycles/v1/{}.json", cycle.cycle_id);
+        let record: serde_json::Value =
+            serde_json::from_slice(&first.stack.get(&key).await.expect("cycle record")).unwrap();
+        if record["state"] != "running" {
+            break record;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the cycle did not end: {record:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The dead process's record is over an hour old but within keep_days: kept, like the recent ones.
+    assert_eq!(record["retention"]["jobs"], 1, "{record:#}");
+    assert!(first.stack.get("jobs/job-of-last-year.json").await.is_none());
+    let ids: Vec<String> = list(&mut later).await.into_iter().map(|j| j.job_id).collect();
+    assert!(ids.contains(&job.job_id) && ids.contains(&"job-of-a-dead-process".to_owned()), "{ids:?}");
 }

@@ -368,8 +368,18 @@ impl Inner {
             keep_for: chrono::Duration::milliseconds((config.keep_days * MILLIS_PER_DAY) as i64),
         };
         let started = Instant::now();
-        match sweep(&self.catalog, record.model_ver, &policy, Utc::now()).await {
-            Ok(swept) => record.retention = Some(swept),
+        let now = Utc::now();
+        match sweep(&self.catalog, record.model_ver, &policy, now).await {
+            Ok(mut swept) => {
+                // Training jobs are train-service's records, so it sweeps them here.
+                if let Some(cutoff) = now.checked_sub_signed(policy.keep_for) {
+                    match self.jobs.sweep(record.model_ver, cutoff).await {
+                        Ok(jobs) => swept.jobs = jobs,
+                        Err(e) => tracing::warn!(error = %e, "could not sweep the job records; the next cycle retries"),
+                    }
+                }
+                record.retention = Some(swept);
+            }
             Err(e) => {
                 tracing::warn!(cycle_id = %record.cycle_id, error = %e, "retention failed; the next cycle retries")
             }

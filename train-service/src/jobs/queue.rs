@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use crs_domain::models::ModelVer;
+use crs_platform::bucket::StorageError;
 use crs_platform::catalog::Catalog;
 use crs_platform::layout::RunId;
 use crs_platform::webhook::Notifier;
@@ -16,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::log::JobLog;
-use super::record::{keep_recorded, recorded, recorded_job};
+use super::record::{keep_recorded, recorded, recorded_job, sweep};
 use super::{Cancellation, Job, JobRequest, JobState};
 use crate::metrics::TrainMetrics;
 use crate::status::ApiError;
@@ -203,6 +205,12 @@ impl Jobs {
         let mut updates = std::pin::pin!(updates);
         let _ = tokio::time::timeout(CANCEL_WAIT, async { while updates.next().await.is_some() {} }).await;
         Ok(log.current())
+    }
+
+    /// Deletes the records of `model_ver`'s jobs that ended before `cutoff`
+    /// (retention); returns how many.
+    pub async fn sweep(&self, model_ver: ModelVer, cutoff: DateTime<Utc>) -> Result<usize, StorageError> {
+        sweep(self.inner.catalog.store().bucket(), model_ver, cutoff, Utc::now()).await
     }
 
     /// Refuses new jobs from now on; queued jobs fail instead of starting.

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use crs_domain::models::ModelVer;
 use crs_platform::bucket::{Bucket, StorageError};
 use crs_platform::layout;
 use futures::StreamExt;
@@ -86,6 +87,28 @@ pub(super) async fn recorded_job(bucket: &Bucket, job_id: &str, now: DateTime<Ut
     let key = layout::job_record(job_id).ok()?;
     let bytes = bucket.get_if_exists(&key).await.ok()??;
     serde_json::from_slice::<JobRecord>(&bytes).ok().map(|record| shown(record, now))
+}
+
+/// Deletes the records of `model_ver`'s jobs that ended (or were abandoned)
+/// before `cutoff`; returns how many.
+pub(super) async fn sweep(
+    bucket: &Bucket,
+    model_ver: ModelVer,
+    cutoff: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<usize, StorageError> {
+    let mut deleted = 0;
+    for key in bucket.list(&layout::jobs()).await? {
+        let Some(bytes) = bucket.get_if_exists(&key).await? else { continue };
+        let Ok(record) = serde_json::from_slice::<JobRecord>(&bytes) else { continue };
+        let job = shown(record, now);
+        let ended = job.finished_at.unwrap_or(job.created_at);
+        if job.model_ver == model_ver && job.state.is_terminal() && ended < cutoff {
+            bucket.delete(&key).await?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
 }
 
 fn shown(record: JobRecord, now: DateTime<Utc>) -> Job {
