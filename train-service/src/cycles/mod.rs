@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::BucketKey;
-use crs_platform::bucket::StorageError;
+use crs_platform::bucket::{BucketKey, StorageError};
 use crs_platform::catalog::Catalog;
 use crs_platform::layout::{self, RunId};
 use crs_platform::lease::{Lease, LeaseError};
@@ -68,11 +67,14 @@ impl Cycles {
         };
         let record = CycleRecord::new(cycle_id, model_ver, by);
         record.save(bucket).await?;
-        self.close_abandoned(model_ver, &record.cycle_id).await;
         tracing::info!(cycle_id = %record.cycle_id, %model_ver, %by, "cycle started");
-        let inner = self.inner.clone();
+        let cycles = self.clone();
         let started = record.clone();
-        self.inner.tasks.spawn(async move { inner.run(started, lease).await });
+        // Closing dead cycles reads every record: in the cycle's task, not in the caller's request.
+        self.inner.tasks.spawn(async move {
+            cycles.close_abandoned(model_ver, &started.cycle_id).await;
+            cycles.inner.clone().run(started, lease).await;
+        });
         Ok(record)
     }
 
