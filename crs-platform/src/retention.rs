@@ -6,7 +6,8 @@
 //! decides about those). Archived and rejected runs beyond the newest
 //! `keep_runs` are deleted with their reports, in the delete order of
 //! `layout.rs`. Cycle records and cycle reports older than `keep_for` go too,
-//! except the record of a cycle still running.
+//! except the record of a cycle still running, and so do run folders without
+//! metadata (left by a crash while a run was written) older than `keep_for`.
 
 use std::collections::BTreeSet;
 
@@ -35,6 +36,9 @@ pub struct Swept {
     pub cycles: Vec<RunId>,
     /// Cycle reports deleted (those of the deleted records, and any left without one).
     pub reports: usize,
+    /// Folders of runs never completed (no metadata) deleted.
+    #[serde(default)]
+    pub incomplete: Vec<RunId>,
     /// Records of ended training jobs of the version deleted (train-service sweeps those).
     #[serde(default)]
     pub jobs: usize,
@@ -74,6 +78,23 @@ pub async fn sweep(
 
     // Kept "forever" when the age reaches back before the calendar does.
     let cutoff = now.checked_sub_signed(policy.keep_for);
+    let listed: BTreeSet<&RunId> = list.runs.iter().map(|r| &r.metadata.run_id).collect();
+    for folder in bucket.list_folders(&layout::ModelKey::new(model_ver).prefix()).await? {
+        let Ok(run) = RunId::parse(&folder) else { continue };
+        // Recent ones may be runs being written now.
+        let stale = run.time().zip(cutoff).is_some_and(|(time, cutoff)| time < cutoff);
+        let keys = layout::ModelKey::new(model_ver).run(&run);
+        if listed.contains(&run) || kept.contains(&run) || !stale || bucket.exists(&keys.metadata()).await? {
+            continue;
+        }
+        // A local folder outlives its objects; only one with objects left is swept.
+        if bucket.list(&keys.prefix()).await?.is_empty() {
+            continue;
+        }
+        store.delete_run(model_ver, &run).await?;
+        tracing::info!(%model_ver, run_id = %run, "retention: deleted a run that was never completed");
+        swept.incomplete.push(run);
+    }
     let old = |key: &BucketKey| {
         layout::id_of(key).filter(|id| id.time().zip(cutoff).is_some_and(|(time, cutoff)| time < cutoff))
     };

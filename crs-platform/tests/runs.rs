@@ -292,11 +292,20 @@ async fn retention_keeps_the_production_history_latest_candidates_and_the_newest
         bucket.put(&layout::cycle_cancel(v1, id), "{}").await.unwrap();
     }
 
+    // Folders without metadata, as a crash while writing a run leaves them: an old one and a recent one.
+    let (old_partial, new_partial) = (cycle("20260104T000000000Z-eeeeee"), RunId::generate(Utc::now()));
+    for run in [&old_partial, &new_partial] {
+        bucket.put(&ModelKey::new(v1).run(run).artifact(), "{}").await.unwrap();
+    }
+
     let policy = Policy { keep_runs: 2, keep_for: chrono::Duration::days(30) };
     let swept = sweep(&catalog, v1, &policy, now).await.unwrap();
     // Of the rejected runs r2..r5 the newest two stay; r7 is archived but LATEST names it.
     assert_eq!(swept.runs, runs[2..4].to_vec());
     assert_eq!((swept.cycles.clone(), swept.reports), (vec![old_done.clone()], 2));
+    assert_eq!(swept.incomplete, vec![old_partial.clone()]);
+    assert!(!bucket.exists(&ModelKey::new(v1).run(&old_partial).artifact()).await.unwrap());
+    assert!(bucket.exists(&ModelKey::new(v1).run(&new_partial).artifact()).await.unwrap(), "may be being written");
     for run in &runs[2..4] {
         assert!(bucket.list(&ModelKey::new(v1).run(run).prefix()).await.unwrap().is_empty(), "{run}");
         assert!(!bucket.exists(&layout::run_report(v1, run)).await.unwrap(), "{run}");
