@@ -12,8 +12,8 @@ use crs_proto::serve::{
 };
 use crs_proto::train::train_service_client::TrainServiceClient;
 use crs_proto::train::{
-    Evaluation, JobState, ListModelsRequest, ListTrainingJobsRequest, Stage, StartTrainingRequest,
-    WatchTrainingJobRequest,
+    CancelCycleRequest, CancelTrainingJobRequest, CycleState, Evaluation, JobState, ListModelsRequest,
+    ListTrainingJobsRequest, Stage, StartTrainingRequest, WatchTrainingJobRequest,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
@@ -187,6 +187,7 @@ pub async fn train(args: TrainArgs, addrs: &Addresses) -> anyhow::Result<()> {
             Ok(())
         }
         JobState::Failed => bail!("job {} failed: {}", last.job_id, last.error),
+        JobState::Cancelled => bail!("job {} cancelled by {}: {}", last.job_id, last.cancelled_by, last.cancel_reason),
         other => bail!("job {} stream ended while {}", last.job_id, other.as_str_name()),
     }
 }
@@ -214,6 +215,60 @@ pub(crate) fn print_evaluation(name: &str, e: &Evaluation) {
         if let Some(m) = m {
             out!("  {label:<18}{:>10.5}{:>10.5}{:>10.4}{:>10.5}", m.wmae, m.wmse, m.logloss, m.mae);
         }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The job to cancel.
+    #[arg(required_unless_present = "cycle", conflicts_with = "cycle")]
+    job_id: Option<String>,
+    /// Cancel this cycle instead (of --model-ver), on whichever replica runs it.
+    #[arg(long)]
+    cycle: Option<String>,
+    /// The cycle's model version; empty means train-service's default.
+    #[arg(long, env = "MODEL_VER", default_value = "", requires = "cycle")]
+    model_ver: String,
+    /// Why it is cancelled, recorded with the job.
+    #[arg(long, default_value = "")]
+    reason: String,
+    /// Who cancels it, recorded with the job.
+    #[arg(long, default_value = "crctl cancel")]
+    by: String,
+}
+
+/// Exits non-zero unless the job or cycle ended cancelled (it may have finished first).
+pub async fn cancel(args: CancelArgs, addrs: &Addresses) -> anyhow::Result<()> {
+    if let Some(cycle_id) = args.cycle {
+        let request = CancelCycleRequest { model_ver: args.model_ver, cycle_id, by: args.by, reason: args.reason };
+        let cycle = addrs.train().await?.cancel_cycle(request).await.map_err(status)?.into_inner();
+        if addrs.json {
+            print_json(&render::value(&cycle))?;
+        }
+        return match cycle.state() {
+            CycleState::Cancelled => {
+                if !addrs.json {
+                    out!("cycle {} {}", cycle.cycle_id, cycle.decision);
+                }
+                Ok(())
+            }
+            other => bail!("cycle {} was not cancelled: it is {}", cycle.cycle_id, other.as_str_name()),
+        };
+    }
+    let job_id = args.job_id.unwrap_or_default();
+    let request = CancelTrainingJobRequest { job_id, by: args.by, reason: args.reason };
+    let job = addrs.train().await?.cancel_training_job(request).await.map_err(status)?.into_inner();
+    if addrs.json {
+        print_json(&render::job(&job))?;
+    }
+    match job.state() {
+        JobState::Cancelled => {
+            if !addrs.json {
+                out!("job {} cancelled by {}: {}", job.job_id, job.cancelled_by, job.cancel_reason);
+            }
+            Ok(())
+        }
+        other => bail!("job {} was not cancelled: it is {}", job.job_id, other.as_str_name()),
     }
 }
 

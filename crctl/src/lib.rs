@@ -53,6 +53,8 @@ enum Command {
     Train(client::TrainArgs),
     /// List train-service's jobs.
     Jobs,
+    /// Cancel a queued or running training job, or a running cycle (--cycle); nothing of the run is kept.
+    Cancel(client::CancelArgs),
     /// List the stored runs of each model version, and which one LATEST points at.
     Models(client::ModelsArgs),
     /// Show what serve-service has loaded: the default model, and every model version it holds.
@@ -101,6 +103,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Versions => offline::versions(cli.addresses.json),
             Command::Train(args) => client::train(args, &cli.addresses).await,
             Command::Jobs => client::jobs(&cli.addresses).await,
+            Command::Cancel(args) => client::cancel(args, &cli.addresses).await,
             Command::Models(args) => client::models(args, &cli.addresses).await,
             Command::Model => client::model(&cli.addresses).await,
             Command::LoadModel(args) => client::load_model(args, &cli.addresses).await,

@@ -74,6 +74,9 @@ pub async fn cycle(args: CycleArgs, addrs: &Addresses) -> anyhow::Result<()> {
             out!("  report: {}", cycle.report_key);
         }
     }
+    if cycle.state() == CycleState::Cancelled {
+        bail!("cycle {} cancelled by {}: {}", cycle.cycle_id, cycle.cancelled_by, cycle.cancel_reason);
+    }
     if cycle.state() == CycleState::Failed {
         bail!("cycle {} failed: {}", cycle.cycle_id, cycle.error);
     }

@@ -153,6 +153,8 @@ mod tests {
                 best_trees: 173,
                 refitting: true,
             }),
+            cancelled_by: String::new(),
+            cancel_reason: String::new(),
         }
     }
 

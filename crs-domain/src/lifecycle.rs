@@ -73,7 +73,8 @@ pub struct LifecycleConfig {
     pub batch_input: Option<String>,
     /// Archived and rejected runs kept per version (production history is always kept).
     pub keep_runs: usize,
-    /// Days reports and cycle records are kept.
+    /// Days cycle records, cycle reports, records of ended training jobs and
+    /// run folders never completed are kept.
     pub keep_days: f64,
 }
 

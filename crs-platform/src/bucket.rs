@@ -18,8 +18,24 @@ use tokio::io::AsyncRead;
 use crate::error::{Classify, ErrorKind};
 
 /// A checked, relative key inside the bucket, e.g. `data/train/train.csv.gz`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Stored records hold it as a string, checked again when read back.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct BucketKey(Path);
+
+impl TryFrom<String> for BucketKey {
+    type Error = KeyError;
+
+    fn try_from(key: String) -> Result<Self, KeyError> {
+        BucketKey::parse(&key)
+    }
+}
+
+impl From<BucketKey> for String {
+    fn from(key: BucketKey) -> String {
+        key.0.into()
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum KeyError {

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bucket::{Bucket, BucketKey, StorageError};
 use crate::error::{Classify, ErrorKind};
+use crate::failpoint::{FailPoint, INGEST_ROWS_WRITTEN};
 use crate::layout::{self, sequence_number};
 use crate::lease::{Lease, LeaseError};
 
@@ -129,16 +130,21 @@ pub async fn ingest_new(
     incoming: &BucketKey,
     holder: &str,
     ttl: Duration,
+    fail: &FailPoint,
 ) -> Result<Vec<LedgerEntry>, IngestError> {
     let lease = Lease::acquire(bucket, LEASE, holder, ttl).await?;
-    let result = ingest_under_lease(bucket, incoming).await;
+    let result = ingest_under_lease(bucket, incoming, fail).await;
     if let Err(e) = lease.release().await {
         tracing::warn!(error = %e, "could not release the ingest lease; it expires by itself");
     }
     result
 }
 
-async fn ingest_under_lease(bucket: &Bucket, incoming: &BucketKey) -> Result<Vec<LedgerEntry>, IngestError> {
+async fn ingest_under_lease(
+    bucket: &Bucket,
+    incoming: &BucketKey,
+    fail: &FailPoint,
+) -> Result<Vec<LedgerEntry>, IngestError> {
     let mut entries = ledger(bucket).await?;
     let mut seen = SeenRows::default();
     for entry in entries.iter().filter(|e| e.outcome == Outcome::Ingested && e.rows.used > 0) {
@@ -185,6 +191,7 @@ async fn ingest_under_lease(bucket: &Bucket, incoming: &BucketKey) -> Result<Vec
                     entry.weeks = new_rows.weeks;
                     if entry.rows.used > 0 {
                         bucket.put(&layout::ingested_rows(seq), gzip(&new_rows.csv)).await?;
+                        fail.check(INGEST_ROWS_WRITTEN);
                     }
                     seen = after;
                 }

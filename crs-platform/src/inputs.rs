@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use crs_domain::data::{DataError, DataFile, PreparedData, prepare, prepare_by_week};
 use crs_domain::models::{ModelVer, ParamError};
+use serde::{Deserialize, Serialize};
 
 use crate::bucket::{Bucket, BucketKey, StorageError};
 use crate::error::{Classify, ErrorKind};
@@ -13,7 +14,7 @@ use crate::layout;
 use crate::runs::{DataRecord, WeekSplit};
 
 /// Training on the ingested rows, split by time instead of by file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WeekPlan {
     /// Newest weeks held out to judge on.
     pub holdout_weeks: usize,
@@ -42,7 +43,7 @@ impl Classify for FetchError {
 }
 
 /// Where a run's inputs are in the bucket.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputKeys {
     pub train: BucketKey,
     /// `None`: hold out a share of the training keywords.

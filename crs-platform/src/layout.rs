@@ -9,12 +9,15 @@
 //! model/<model_ver>/<run_id>/model.json.sha256                        its checksum
 //! model/<model_ver>/<run_id>/metadata.json                            the run's record
 //! model/<model_ver>/LATEST                                            the newest complete run's id
+//! model/<model_ver>/index.json                                        the metadata of every complete run (a cache)
 //! history/<model_ver>/<seq>.json                                      stage and alias changes, in order
 //! leases/<name>/<seq>.json                                            who holds a lease, until when
 //! data/incoming/...                                                   new raw files (INCOMING_PREFIX)
 //! data/ledger/<seq>.json                                              one entry per incoming file seen
 //! data/ingested/<seq>.csv.gz                                          the new rows of ledger entry <seq>
 //! cycles/<model_ver>/<cycle_id>.json                                  the record of one lifecycle cycle
+//! cancels/cycles/<model_ver>/<cycle_id>.json                         a request to cancel a running cycle
+//! jobs/<job_id>.json                                                  a training job, as its process last wrote it
 //! reports/<model_ver>/...                                             HTML reports of runs and cycles
 //! shadow/<primary>/<date>/<id>.csv.gz                                 a primary's and its shadows' predictions
 //! ```
@@ -28,6 +31,18 @@
 //!
 //! Shadow records are written with create-if-absent under a fresh id and never
 //! changed: each object is one flushed batch, and the set only grows.
+//!
+//! `index.json` is a cache of the runs' metadata, never the truth: a listing
+//! reads it, then the metadata of any run folder it lacks, drops entries
+//! whose folder is gone, and writes it back when that changed it. A lost or
+//! stale index costs reads, never a wrong answer.
+//!
+//! Delete order (retention, `crate::retention`), the write order reversed so
+//! that no reader sees a run that cannot load: the run leaves the index, then
+//! its metadata goes (the run stops existing), then its checksum and
+//! artifact, then its report. A crash in between leaves a folder without
+//! metadata, which is no run, as a crash while writing one does. A cycle's
+//! record goes before its report, so no listed cycle lacks one it had.
 //!
 //! The event logs and leases are sequence-numbered objects written with
 //! create-if-absent and never changed: the highest number is the current
@@ -59,6 +74,7 @@ pub const ARTIFACT_FILE: &str = "model.json";
 const CHECKSUM_FILE: &str = "model.json.sha256";
 const METADATA_FILE: &str = "metadata.json";
 const LATEST_FILE: &str = "LATEST";
+const INDEX_FILE: &str = "index.json";
 const HISTORY_ROOT: &str = "history";
 const LEASES_ROOT: &str = "leases";
 const SHADOW_ROOT: &str = "shadow";
@@ -87,6 +103,39 @@ pub fn ledger_entry(seq: u64) -> BucketKey {
 /// The rows ledger entry `seq` added.
 pub fn ingested_rows(seq: u64) -> BucketKey {
     key(&[INGESTED, &format!("{seq:010}.csv.gz")])
+}
+
+/// `reports/<model_ver>/cycles/`: the reports of a version's cycles.
+pub fn cycle_reports(model_ver: ModelVer) -> BucketKey {
+    key(&["reports", model_ver.name(), "cycles"])
+}
+
+/// The id of the cycle or run an object under a per-id folder belongs to
+/// (`<id>.json`, `<id>.html`).
+pub fn id_of(key: &BucketKey) -> Option<RunId> {
+    let name = key.as_str().rsplit('/').next()?;
+    let (id, _extension) = name.rsplit_once('.')?;
+    RunId::parse(id).ok()
+}
+
+/// `jobs/`: the records of training jobs, of every replica.
+pub fn jobs() -> BucketKey {
+    key(&["jobs"])
+}
+
+/// A job's record; `job_id` must be one safe key segment (train-service's ids are).
+pub fn job_record(job_id: &str) -> Result<BucketKey, KeyError> {
+    jobs().join(&format!("{job_id}.json"))
+}
+
+/// `cancels/cycles/<model_ver>/`: requests to cancel cycles, which the replica
+/// running one reads (outside `cycles/`, where every object is a record).
+pub fn cycle_cancels(model_ver: ModelVer) -> BucketKey {
+    key(&["cancels", "cycles", model_ver.name()])
+}
+
+pub fn cycle_cancel(model_ver: ModelVer, cycle_id: &RunId) -> BucketKey {
+    key(&["cancels", "cycles", model_ver.name(), &format!("{cycle_id}.json")])
 }
 
 /// `cycles/<model_ver>/`: the records of a version's cycles.
@@ -250,6 +299,11 @@ impl ModelKey {
         key(&[MODEL_ROOT, self.0.name(), LATEST_FILE])
     }
 
+    /// The index of the version's runs: a file, so every folder beside it is still a run.
+    pub fn index(self) -> BucketKey {
+        key(&[MODEL_ROOT, self.0.name(), INDEX_FILE])
+    }
+
     /// `history/<model_ver>/`: the version's stage and alias history, kept
     /// apart from `model/<model_ver>/` so that every folder there is a run.
     pub fn events(self) -> BucketKey {
@@ -330,6 +384,14 @@ impl RunId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// When the run or cycle started, from its id; `None` for an id given by
+    /// hand in another form.
+    pub fn time(&self) -> Option<DateTime<Utc>> {
+        let stamp = self.0.split_once("Z-")?.0;
+        let naive = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%S%3f").ok()?;
+        Some(naive.and_utc())
+    }
 }
 
 impl TryFrom<String> for RunId {
@@ -366,6 +428,10 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), 50);
         assert!(RunId::parse(ids[0].as_str()).is_ok());
+        let given = RunId::parse("20261122T101500123Z-3fa9c2").unwrap();
+        assert_eq!(given.time().map(|t| t.to_rfc3339()), Some("2026-11-22T10:15:00.123+00:00".to_owned()));
+        assert!(ids.iter().all(|id| id.time().is_some_and(|t| t.timestamp_millis() >= now.timestamp_millis())));
+        assert_eq!(RunId::parse("by-hand").unwrap().time(), None);
         assert!(RunId::parse("../x").is_err());
         assert!(RunId::parse("a/b").is_err());
         assert!(serde_json::from_str::<RunId>("\"a/b\"").is_err());
@@ -377,6 +443,12 @@ mod tests {
         let run = RunId::parse("20261122T101500123Z-3fa9c2").unwrap();
         let model = ModelKey::new(v1);
         assert_eq!(model.latest().as_str(), "model/v1/LATEST");
+        assert_eq!(model.index().as_str(), "model/v1/index.json");
+        assert_eq!(job_record("job-1").unwrap().as_str(), "jobs/job-1.json");
+        assert!(job_record("../x").is_err());
+        assert_eq!(id_of(&cycle_record(v1, &run)), Some(run.clone()));
+        assert_eq!(id_of(&cycle_report(v1, &run)), Some(run.clone()));
+        assert_eq!(cycle_report(v1, &run).as_str().rsplit_once('/').unwrap().0, cycle_reports(v1).as_str());
         assert_eq!(model.run(&run).metadata().as_str(), "model/v1/20261122T101500123Z-3fa9c2/metadata.json");
         assert_eq!(model.run(&run).artifact().as_str(), "model/v1/20261122T101500123Z-3fa9c2/model.json");
         assert_eq!(model.run(&run).checksum().as_str(), "model/v1/20261122T101500123Z-3fa9c2/model.json.sha256");

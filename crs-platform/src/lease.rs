@@ -7,6 +7,11 @@
 //! next number, and the highest record says who holds the lease until when.
 //! Two processes racing for the next number cannot both win, so a holder that
 //! fails to renew knows at once that it has lost the lease.
+//!
+//! Releasing deletes the records below the release, so that a lease taken
+//! every few minutes does not fill its folder. A holder frozen for longer than
+//! its ttl could then write a number that was deleted; renewing therefore also
+//! checks that what it wrote is the newest record, and finds out it lost.
 
 use std::time::Duration;
 
@@ -114,15 +119,24 @@ impl Lease {
     /// Extends the lease by its ttl from now; [`LeaseError::Lost`] if it expired
     /// and someone else took it meanwhile.
     pub async fn renew(&mut self) -> Result<(), LeaseError> {
-        self.write(self.seq + 1, false).await?;
-        self.seq += 1;
-        Ok(())
+        let seq = self.seq + 1;
+        self.write(seq, false).await?;
+        self.seq = seq;
+        match current(&self.bucket, &self.name).await? {
+            Some(newest) if newest.seq == seq => Ok(()),
+            newest => Err(LeaseError::Lost { name: self.name.clone(), seq: newest.map_or(seq, |r| r.seq) }),
+        }
     }
 
     /// Gives the lease back, so the next holder need not wait for the expiry.
     pub async fn release(mut self) -> Result<(), LeaseError> {
         self.write(self.seq + 1, true).await?;
         self.seq += 1;
+        for key in self.bucket.list(&lease_prefix(&self.name)).await? {
+            if sequence_number(&key).is_some_and(|seq| seq < self.seq) {
+                self.bucket.delete(&key).await?;
+            }
+        }
         Ok(())
     }
 
@@ -165,6 +179,30 @@ mod tests {
         assert_eq!(taken.holder(), "next");
         let err = stale.renew().await.unwrap_err();
         assert!(matches!(err, LeaseError::Lost { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn release_keeps_only_the_newest_record_and_a_stale_holder_still_finds_out() {
+        let bucket = Bucket::open("memory://").unwrap();
+        for holder in ["a", "b", "c"] {
+            let mut lease = Lease::acquire(&bucket, "cycle-v1", holder, TTL).await.unwrap();
+            lease.renew().await.unwrap();
+            lease.release().await.unwrap();
+        }
+        let keys = bucket.list(&lease_prefix("cycle-v1")).await.unwrap();
+        assert_eq!(keys, vec![lease_record("cycle-v1", 9)]);
+
+        // A holder frozen past its ttl, whose next number was pruned away.
+        let mut frozen = Lease::acquire(&bucket, "cycle-v1", "frozen", Duration::ZERO).await.unwrap();
+        let mut next = Lease::acquire(&bucket, "cycle-v1", "next", TTL).await.unwrap();
+        next.renew().await.unwrap();
+        next.release().await.unwrap();
+        assert_eq!(frozen.seq, 10);
+        assert!(!bucket.exists(&lease_record("cycle-v1", 11)).await.unwrap(), "pruned");
+        let err = frozen.renew().await.unwrap_err();
+        assert!(matches!(err, LeaseError::Lost { seq: 13, .. }), "{err}");
+        let newest = current(&bucket, "cycle-v1").await.unwrap().unwrap();
+        assert_eq!((newest.seq, newest.holder.as_str(), newest.released), (13, "next", true));
     }
 
     #[tokio::test]

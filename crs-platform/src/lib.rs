@@ -3,10 +3,12 @@
 //! [`bucket`] is storage (an `object_store` location: a folder, S3 or memory)
 //! with checked keys and whole-or-nothing writes, [`layout`] names every key in
 //! it, [`runs`] saves, lists, loads and promotes model runs, [`inputs`] fetches
-//! what a training run reads, [`batch`] streams batch predictions from an input
+//! what a training run reads, [`retention`] deletes what a version no longer
+//! keeps, [`batch`] streams batch predictions from an input
 //! object to an output object, [`webhook`] posts Slack notices, [`error`] sorts
-//! every failure into the kinds both services answer with, and [`runtime`] is
-//! logging and shutdown signals. [`sample_data`] writes a bucket's default data.
+//! every failure into the kinds both services answer with, [`runtime`] is
+//! logging and shutdown signals, and [`failpoint`] the crash tests' abort
+//! points. [`sample_data`] writes a bucket's default data.
 //!
 //! Models come from `crs-domain` and are used only through its small types:
 //! [`crs_domain::models::ModelVer`], [`crs_domain::models::TrainedModel`] and the
@@ -17,6 +19,7 @@ pub mod bucket;
 pub mod catalog;
 pub mod error;
 pub mod events;
+pub mod failpoint;
 pub mod ingest;
 pub mod inputs;
 pub mod layout;
@@ -24,6 +27,7 @@ pub mod lease;
 pub mod metrics;
 pub mod report;
 pub mod request_id;
+pub mod retention;
 pub mod runs;
 pub mod runtime;
 pub mod sample_data;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::bucket::{Bucket, BucketKey, KeyError, StorageError};
 use crate::error::{Classify, ErrorKind};
 use crate::events::Stage;
+use crate::failpoint::{FailPoint, RUN_ARTIFACT_WRITTEN};
 use crate::layout::{self, ARTIFACT_FILE, ModelKey, RunId};
 
 /// A file the run read, as it was when read.
@@ -115,6 +116,17 @@ pub struct WeekSplit {
     pub eval: Vec<i64>,
 }
 
+/// `model/<ver>/index.json`.
+#[derive(Deserialize)]
+struct RunIndex {
+    runs: Vec<RunMetadata>,
+}
+
+#[derive(Serialize)]
+struct RunIndexRef<'a> {
+    runs: &'a [RunMetadata],
+}
+
 /// A run loaded and checked, ready to predict.
 #[derive(Debug)]
 pub struct LoadedRun {
@@ -163,11 +175,22 @@ pub struct ModelStore {
     bucket: Bucket,
     /// Serialises LATEST updates made through this store.
     latest_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Shared by everything that writes through this store (the crash tests' hook).
+    fail: FailPoint,
 }
 
 impl ModelStore {
     pub fn new(bucket: Bucket) -> Self {
-        ModelStore { bucket, latest_lock: Arc::default() }
+        ModelStore { bucket, latest_lock: Arc::default(), fail: FailPoint::default() }
+    }
+
+    /// The store, aborting the process at `fail` (see [`crate::failpoint`]).
+    pub fn with_fail_point(self, fail: FailPoint) -> Self {
+        ModelStore { fail, ..self }
+    }
+
+    pub fn fail_point(&self) -> &FailPoint {
+        &self.fail
     }
 
     pub fn bucket(&self) -> &Bucket {
@@ -191,13 +214,26 @@ impl ModelStore {
         }
     }
 
-    /// Complete runs (with metadata), oldest first.
+    /// Complete runs (with metadata), oldest first. Reads the version's index
+    /// and only the metadata of runs it lacks, and rewrites it when it was
+    /// missing or stale (see `layout.rs`).
     pub async fn runs(&self, model_ver: ModelVer) -> Result<Vec<RunMetadata>, LoadError> {
+        let model = ModelKey::new(model_ver);
+        let folders = self.bucket.list_folders(&model.prefix()).await?;
+        let mut indexed = self.read_index(model_ver).await?;
+        let mut changed = false;
         let mut runs = Vec::new();
-        for folder in self.bucket.list_folders(&ModelKey::new(model_ver).prefix()).await? {
+        for folder in folders {
             let Ok(run) = RunId::parse(&folder) else { continue };
+            if let Some(metadata) = indexed.remove(&run) {
+                runs.push(metadata);
+                continue;
+            }
             match self.metadata(model_ver, &run).await {
-                Ok(metadata) => runs.push(metadata),
+                Ok(metadata) => {
+                    changed = true;
+                    runs.push(metadata);
+                }
                 // Not complete (no metadata yet): not a run.
                 Err(LoadError::Storage(StorageError::NotFound { .. })) => continue,
                 // One unreadable run must not hide the others.
@@ -205,7 +241,45 @@ impl ModelStore {
                 Err(e) => return Err(e),
             }
         }
+        // Entries left over are runs deleted since.
+        if changed || !indexed.is_empty() {
+            self.write_index(model_ver, &runs).await;
+        }
         Ok(runs)
+    }
+
+    /// The index as stored; empty when missing or unreadable (it is rebuilt).
+    async fn read_index(&self, model_ver: ModelVer) -> Result<BTreeMap<RunId, RunMetadata>, StorageError> {
+        let key = ModelKey::new(model_ver).index();
+        let Some(bytes) = self.bucket.get_if_exists(&key).await? else { return Ok(BTreeMap::new()) };
+        match serde_json::from_slice::<RunIndex>(&bytes) {
+            Ok(index) => Ok(index.runs.into_iter().map(|m| (m.run_id.clone(), m)).collect()),
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "unreadable run index; rebuilding it from the runs' metadata");
+                Ok(BTreeMap::new())
+            }
+        }
+    }
+
+    /// Best effort: a failed write costs the next listing some reads.
+    async fn write_index(&self, model_ver: ModelVer, runs: &[RunMetadata]) {
+        let key = ModelKey::new(model_ver).index();
+        let index = RunIndexRef { runs };
+        let bytes = serde_json::to_vec(&index).expect("metadata is plain serde data");
+        if let Err(e) = self.bucket.put(&key, bytes).await {
+            tracing::warn!(%key, error = %e, "could not write the run index");
+        }
+    }
+
+    /// Drops `run` from the index, first step of deleting it (see `layout.rs`).
+    pub async fn unindex(&self, model_ver: ModelVer, run: &RunId) -> Result<(), StorageError> {
+        let mut indexed = self.read_index(model_ver).await?;
+        if indexed.remove(run).is_some() {
+            let runs: Vec<RunMetadata> = indexed.into_values().collect();
+            let bytes = serde_json::to_vec(&RunIndexRef { runs: &runs }).expect("metadata is plain serde data");
+            self.bucket.put(&ModelKey::new(model_ver).index(), bytes).await?;
+        }
+        Ok(())
     }
 
     pub async fn metadata(&self, model_ver: ModelVer, run: &RunId) -> Result<RunMetadata, LoadError> {
@@ -252,12 +326,19 @@ impl ModelStore {
             serde_json::to_vec_pretty(&metadata).expect("metadata is plain serde data"),
         ];
         for (i, (key, bytes)) in keys.iter().zip(contents).enumerate() {
+            if i == 2 {
+                self.fail.check(RUN_ARTIFACT_WRITTEN);
+            }
             if let Err(e) = self.bucket.put(key, bytes).await {
                 for written in &keys[..i] {
                     let _ = self.bucket.delete(written).await;
                 }
                 return Err(e);
             }
+        }
+        // Keeps listings to one read; a failure here only costs the next listing a few.
+        if let Err(e) = self.runs(metadata.model_ver).await {
+            tracing::warn!(error = %e, "could not update the run index");
         }
         Ok(())
     }
@@ -278,9 +359,16 @@ impl ModelStore {
         Ok(true)
     }
 
-    /// Removes every object of a run (for a job that failed after writing some).
+    /// Removes every object of a run, in the delete order of `layout.rs`: out
+    /// of the index, metadata (the run stops existing), checksum, artifact,
+    /// then anything else in its folder.
     pub async fn delete_run(&self, model_ver: ModelVer, run: &RunId) -> Result<(), StorageError> {
-        for key in self.bucket.list(&ModelKey::new(model_ver).run(run).prefix()).await? {
+        self.unindex(model_ver, run).await?;
+        let keys = ModelKey::new(model_ver).run(run);
+        for key in [keys.metadata(), keys.checksum(), keys.artifact()] {
+            self.bucket.delete(&key).await?;
+        }
+        for key in self.bucket.list(&keys.prefix()).await? {
             self.bucket.delete(&key).await?;
         }
         Ok(())

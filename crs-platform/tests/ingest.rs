@@ -7,9 +7,20 @@ use std::time::Duration;
 use crs_domain::data::TrainingTable;
 use crs_domain::data::synth::{SynthSpec, write_week};
 use crs_platform::bucket::{Bucket, BucketKey};
-use crs_platform::ingest::{Outcome, ingest_new, ingested_data, ledger};
+use crs_platform::failpoint::FailPoint;
+use crs_platform::ingest::{IngestError, LedgerEntry, Outcome, ingested_data, ledger};
+use crs_platform::layout;
 
 const TTL: Duration = Duration::from_secs(60);
+
+async fn ingest_new(
+    bucket: &Bucket,
+    incoming: &BucketKey,
+    holder: &str,
+    ttl: Duration,
+) -> Result<Vec<LedgerEntry>, IngestError> {
+    crs_platform::ingest::ingest_new(bucket, incoming, holder, ttl, &FailPoint::default()).await
+}
 
 fn week(week: i64) -> Vec<u8> {
     let mut csv = Vec::new();
@@ -88,4 +99,31 @@ async fn two_ingestions_at_once_do_not_both_run() {
     let added: usize = [&a, &b].iter().filter_map(|r| r.as_ref().ok()).map(Vec::len).sum();
     assert_eq!(added, 1, "{a:?} {b:?}");
     assert_eq!(ledger(&bucket).await.unwrap().len(), 1);
+}
+
+/// A crash between writing a file's rows and its ledger entry leaves a rows
+/// object no entry names: it is not ingested data, and the next ingestion
+/// replaces it rather than adding its rows twice.
+#[tokio::test]
+async fn rows_without_a_ledger_entry_do_not_count_and_are_replaced() {
+    let bucket = Bucket::open("memory://").unwrap();
+    let incoming = key("data/incoming");
+    bucket.put(&key("data/incoming/week1.csv"), week(1)).await.unwrap();
+    ingest_new(&bucket, &incoming, "test", TTL).await.unwrap();
+    let before = ingested_data(&bucket).await.unwrap().unwrap().bytes;
+
+    // What the crashed ingestion of week 2 left: its rows at the next number.
+    let orphan = layout::ingested_rows(2);
+    bucket.put(&orphan, bucket.get(&layout::ingested_rows(1)).await.unwrap()).await.unwrap();
+    assert_eq!(ingested_data(&bucket).await.unwrap().unwrap().bytes, before, "unreferenced rows are not data");
+
+    bucket.put(&key("data/incoming/week2.csv"), week(2)).await.unwrap();
+    let added = ingest_new(&bucket, &incoming, "test", TTL).await.unwrap();
+    assert_eq!((added.len(), added[0].seq, added[0].weeks.clone()), (1, 2, vec![2]));
+    let data = ingested_data(&bucket).await.unwrap().unwrap();
+    let table = TrainingTable::read(&data.name, Cursor::new(data.bytes.clone())).unwrap();
+    assert_eq!(table.weeks().unwrap(), vec![1, 2]);
+    assert_eq!(table.counts.duplicates_dropped, 0, "week 1 was not added again");
+    let used: u64 = ledger(&bucket).await.unwrap().iter().map(|e| e.rows.used).sum();
+    assert_eq!(table.counts.read, used);
 }

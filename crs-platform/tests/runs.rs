@@ -12,8 +12,11 @@ use crs_domain::evaluation::{TrainingRun, train_and_evaluate};
 use crs_domain::metrics::Metrics;
 use crs_domain::models::{ARTIFACT_FORMAT_VERSION, ArtifactError, ModelVer, sha256_hex};
 use crs_platform::bucket::{Bucket, BucketKey, StorageError};
+use crs_platform::catalog::Catalog;
+use crs_platform::events::{Change, Stage};
 use crs_platform::inputs::{InputKeys, Inputs};
-use crs_platform::layout::{EVAL_KEY, RunId, TRAIN_KEY};
+use crs_platform::layout::{self, EVAL_KEY, ModelKey, RunId, TRAIN_KEY};
+use crs_platform::retention::{Policy, Swept, sweep};
 use crs_platform::runs::{ArtifactRecord, DataRecord, LoadError, ModelStore, RunMetadata, RunMetrics, ServiceRecord};
 use crs_platform::sample_data::{SampleSizes, write_sample_data};
 
@@ -182,4 +185,147 @@ async fn model_store_reports_missing_runs_by_key() {
     let err = store.load(ver("v1"), &id).await.unwrap_err();
     assert!(matches!(err, LoadError::Storage(StorageError::NotFound { .. })), "{err:?}");
     assert_eq!(err.to_string(), format!("model/v1/{id}/metadata.json: not found in the bucket"));
+}
+
+/// Saves `count` runs of v1, oldest first, with their stage as written.
+async fn save_runs(store: &ModelStore, count: usize, stage: Option<Stage>) -> Vec<RunId> {
+    let run = v1_run();
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        let id = RunId::generate(Utc::now());
+        let mut meta = metadata(run, &id);
+        meta.stage = stage;
+        store.save_run(&run.model, &mut meta).await.unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+fn ids(runs: &[RunMetadata]) -> Vec<RunId> {
+    runs.iter().map(|m| m.run_id.clone()).collect()
+}
+
+#[tokio::test]
+async fn runs_are_listed_from_the_index_which_heals_when_missing_stale_or_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::open(&dir.path().to_string_lossy()).unwrap();
+    let store = ModelStore::new(bucket.clone());
+    let saved = save_runs(&store, 3, None).await;
+    let index_key = ModelKey::new(ver("v1")).index();
+    let index: serde_json::Value = serde_json::from_slice(&bucket.get(&index_key).await.unwrap()).unwrap();
+    assert_eq!(index["runs"].as_array().map(Vec::len), Some(3), "saving a run updates the index");
+
+    // The listing takes the index's copy and does not read the run's metadata.
+    let mut tampered = index.clone();
+    tampered["runs"][0]["labels"]["test"] = "from the index".into();
+    bucket.put(&index_key, serde_json::to_vec(&tampered).unwrap()).await.unwrap();
+    let runs = store.runs(ver("v1")).await.unwrap();
+    assert_eq!((ids(&runs), runs[0].labels["test"].as_str()), (saved.clone(), "from the index"));
+
+    // Missing, stale (a run short, a run too many) or unreadable: rebuilt from the metadata.
+    bucket.delete(&index_key).await.unwrap();
+    assert_eq!(ids(&store.runs(ver("v1")).await.unwrap()), saved);
+    assert!(bucket.exists(&index_key).await.unwrap(), "a missing index is written back");
+    let mut stale = index.clone();
+    stale["runs"].as_array_mut().unwrap().remove(1);
+    let mut gone = index["runs"][0].clone();
+    gone["run_id"] = "20200101T000000000Z-000000".into();
+    stale["runs"].as_array_mut().unwrap().push(gone);
+    bucket.put(&index_key, serde_json::to_vec(&stale).unwrap()).await.unwrap();
+    assert_eq!(ids(&store.runs(ver("v1")).await.unwrap()), saved);
+    let healed: serde_json::Value = serde_json::from_slice(&bucket.get(&index_key).await.unwrap()).unwrap();
+    let healed: Vec<&str> = healed["runs"].as_array().unwrap().iter().map(|m| m["run_id"].as_str().unwrap()).collect();
+    assert_eq!(healed, saved.iter().map(RunId::as_str).collect::<Vec<_>>());
+    bucket.put(&index_key, "{not json").await.unwrap();
+    assert_eq!(ids(&store.runs(ver("v1")).await.unwrap()), saved);
+
+    // A folder without metadata (a run being written, or a crash) is no run.
+    let partial = ModelKey::new(ver("v1")).run(&RunId::generate(Utc::now())).artifact();
+    bucket.put(&partial, "{}").await.unwrap();
+    assert_eq!(ids(&store.runs(ver("v1")).await.unwrap()), saved);
+
+    // A deleted run leaves the index before its metadata goes.
+    store.delete_run(ver("v1"), &saved[1]).await.unwrap();
+    assert!(bucket.list(&ModelKey::new(ver("v1")).run(&saved[1]).prefix()).await.unwrap().is_empty());
+    let index: serde_json::Value = serde_json::from_slice(&bucket.get(&index_key).await.unwrap()).unwrap();
+    assert_eq!(index["runs"].as_array().map(Vec::len), Some(2));
+    assert_eq!(ids(&store.runs(ver("v1")).await.unwrap()), vec![saved[0].clone(), saved[2].clone()]);
+}
+
+#[tokio::test]
+async fn retention_keeps_the_production_history_latest_candidates_and_the_newest_archived_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = Bucket::open(&dir.path().to_string_lossy()).unwrap();
+    let catalog = Catalog::new(ModelStore::new(bucket.clone()));
+    let store = catalog.store();
+    let v1 = ver("v1");
+    // r0 and r1 were production in turn; r2..r5 rejected; r6 a candidate; r7 a pre-stages run LATEST names.
+    let mut runs = save_runs(store, 7, Some(Stage::Candidate)).await;
+    runs.extend(save_runs(store, 1, None).await);
+    assert!(store.promote(v1, &runs[7]).await.unwrap());
+    let log = catalog.log(v1);
+    log.append(1, "cycle a", "first", Change::Promote { run_id: runs[0].clone(), previous: None }, None).await.unwrap();
+    let second = Change::Promote { run_id: runs[1].clone(), previous: Some(runs[0].clone()) };
+    log.append(2, "cycle b", "better", second, None).await.unwrap();
+    for (seq, run) in (3..).zip(&runs[2..6]) {
+        let rejected = Change::Stage { run_id: run.clone(), stage: Stage::Rejected };
+        log.append(seq, "cycle c", "worse", rejected, None).await.unwrap();
+    }
+    for run in &runs {
+        bucket.put(&layout::run_report(v1, run), "<!DOCTYPE html>").await.unwrap();
+    }
+
+    // Old and new cycle records and reports, against a fixed clock.
+    let now = "2026-03-01T00:00:00Z".parse().unwrap();
+    let cycle = |id: &str| RunId::parse(id).unwrap();
+    let (old_done, old_running, recent) =
+        (cycle("20260101T000000000Z-aaaaaa"), cycle("20260102T000000000Z-bbbbbb"), cycle("20260220T000000000Z-cccccc"));
+    let orphan_report = cycle("20260103T000000000Z-dddddd");
+    for (id, state) in [(&old_done, "succeeded"), (&old_running, "running"), (&recent, "failed")] {
+        let record = serde_json::json!({ "cycle_id": id, "state": state });
+        bucket.put(&layout::cycle_record(v1, id), serde_json::to_vec(&record).unwrap()).await.unwrap();
+    }
+    for id in [&old_done, &old_running, &recent, &orphan_report] {
+        bucket.put(&layout::cycle_report(v1, id), "<!DOCTYPE html>").await.unwrap();
+    }
+    for id in [&old_done, &recent] {
+        bucket.put(&layout::cycle_cancel(v1, id), "{}").await.unwrap();
+    }
+
+    // Folders without metadata, as a crash while writing a run leaves them: an old one and a recent one.
+    let (old_partial, new_partial) = (cycle("20260104T000000000Z-eeeeee"), RunId::generate(Utc::now()));
+    for run in [&old_partial, &new_partial] {
+        bucket.put(&ModelKey::new(v1).run(run).artifact(), "{}").await.unwrap();
+    }
+
+    let policy = Policy { keep_runs: 2, keep_for: chrono::Duration::days(30) };
+    let swept = sweep(&catalog, v1, &policy, now).await.unwrap();
+    // Of the rejected runs r2..r5 the newest two stay; r7 is archived but LATEST names it.
+    assert_eq!(swept.runs, runs[2..4].to_vec());
+    assert_eq!((swept.cycles.clone(), swept.reports), (vec![old_done.clone()], 2));
+    assert_eq!(swept.incomplete, vec![old_partial.clone()]);
+    assert!(!bucket.exists(&ModelKey::new(v1).run(&old_partial).artifact()).await.unwrap());
+    assert!(bucket.exists(&ModelKey::new(v1).run(&new_partial).artifact()).await.unwrap(), "may be being written");
+    for run in &runs[2..4] {
+        assert!(bucket.list(&ModelKey::new(v1).run(run).prefix()).await.unwrap().is_empty(), "{run}");
+        assert!(!bucket.exists(&layout::run_report(v1, run)).await.unwrap(), "{run}");
+    }
+    let kept: Vec<RunId> = catalog.runs(v1).await.unwrap().runs.into_iter().map(|r| r.metadata.run_id).collect();
+    let expected: Vec<RunId> = [0, 1, 4, 5, 6, 7].iter().map(|&i| runs[i].clone()).collect();
+    assert_eq!(kept, expected);
+    for run in &expected {
+        store.load(v1, run).await.unwrap_or_else(|e| panic!("{run}: {e}"));
+        assert!(bucket.exists(&layout::run_report(v1, run)).await.unwrap(), "{run}");
+    }
+    assert!(!bucket.exists(&layout::cycle_record(v1, &old_done)).await.unwrap());
+    for id in [&old_running, &recent] {
+        assert!(bucket.exists(&layout::cycle_record(v1, id)).await.unwrap(), "{id}");
+        assert!(bucket.exists(&layout::cycle_report(v1, id)).await.unwrap(), "{id}");
+    }
+    assert!(!bucket.exists(&layout::cycle_report(v1, &orphan_report)).await.unwrap());
+    assert!(!bucket.exists(&layout::cycle_cancel(v1, &old_done)).await.unwrap());
+    assert!(bucket.exists(&layout::cycle_cancel(v1, &recent)).await.unwrap());
+
+    // A second sweep finds nothing more to do.
+    assert_eq!(sweep(&catalog, v1, &policy, now).await.unwrap(), Swept::default());
 }

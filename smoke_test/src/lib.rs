@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use crs_testkit::{Behaviour, WebhookReceiver};
 use sha2::{Digest, Sha256};
 
+pub mod lifecycle;
+
 /// Every variable the services or `crctl` read. Children start without the
 /// caller's values so that a developer's shell cannot change what is tested.
 pub const CONFIG_VARS: &[&str] = &[
@@ -33,6 +35,12 @@ pub const CONFIG_VARS: &[&str] = &[
     "MAX_PREDICT_ROWS",
     "MAX_MESSAGE_BYTES",
     "RUST_LOG",
+    "INCOMING_PREFIX",
+    "CYCLE_INTERVAL_SECS",
+    "CYCLE_LEASE_SECS",
+    "CRS_FAIL_AT",
+    "TRAIN_METRICS_ADDR",
+    "LOG_FORMAT",
 ];
 
 /// The device names of the data contract, all of which the generated data has.
@@ -303,6 +311,13 @@ impl Service {
             None => Ok(()),
             Some(status) => Err(format!("{} exited ({status}); log:\n{}", self.name, tail(&self.log(), 40))),
         }
+    }
+
+    /// Waits up to `within` for the process to end by itself.
+    pub fn wait_for_exit(&mut self, within: Duration) -> ExitStatus {
+        wait_until(within, &format!("{} to exit", self.name), || {
+            self.child.try_wait().expect("wait for the service").ok_or_else(|| "still running".to_owned())
+        })
     }
 
     /// Sends SIGTERM, as a container runtime does, and waits up to `within`

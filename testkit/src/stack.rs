@@ -319,7 +319,7 @@ pub async fn wait_for_end(client: &mut TrainServiceClient<Channel>, job_id: &str
     let updates = watch_to_end(client, job_id).await;
     let last = updates.last().cloned().expect("watch sends at least the current state");
     assert!(
-        matches!(last.state(), JobState::Succeeded | JobState::Failed),
+        matches!(last.state(), JobState::Succeeded | JobState::Failed | JobState::Cancelled),
         "the watch stream ended before the job did: {last:?}"
     );
     last
@@ -331,7 +331,7 @@ pub async fn wait_for_stage(client: &mut TrainServiceClient<Channel>, job_id: &s
     let mut stream = client.watch_training_job(request).await.expect("watch").into_inner();
     let wait = async {
         while let Some(job) = stream.message().await.expect("watch message") {
-            let ended = matches!(job.state(), JobState::Succeeded | JobState::Failed);
+            let ended = matches!(job.state(), JobState::Succeeded | JobState::Failed | JobState::Cancelled);
             if job.stage() as i32 >= stage as i32 || ended {
                 return job;
             }

@@ -70,6 +70,7 @@ pub fn cycle(record: &CycleRecord) -> proto::Cycle {
         CycleState::Running => proto::CycleState::Running,
         CycleState::Succeeded => proto::CycleState::Succeeded,
         CycleState::Failed => proto::CycleState::Failed,
+        CycleState::Cancelled => proto::CycleState::Cancelled,
     };
     proto::Cycle {
         cycle_id: record.cycle_id.to_string(),
@@ -84,6 +85,8 @@ pub fn cycle(record: &CycleRecord) -> proto::Cycle {
         error: record.error.clone().unwrap_or_default(),
         record_key: record.key().to_string(),
         report_key: record.report_key.clone().unwrap_or_default(),
+        cancelled_by: record.cancelled.as_ref().map(|c| c.by.clone()).unwrap_or_default(),
+        cancel_reason: record.cancelled.as_ref().map(|c| c.reason.clone()).unwrap_or_default(),
     }
 }
 
@@ -93,6 +96,7 @@ pub fn job(job: &Job) -> proto::TrainingJob {
         JobState::Running => proto::JobState::Running,
         JobState::Succeeded => proto::JobState::Succeeded,
         JobState::Failed => proto::JobState::Failed,
+        JobState::Cancelled => proto::JobState::Cancelled,
     };
     let stage = match job.stage {
         None => proto::Stage::Unspecified,
@@ -128,6 +132,8 @@ pub fn job(job: &Job) -> proto::TrainingJob {
             best_trees: s.best_trees as u32,
             refitting: s.refitting,
         }),
+        cancelled_by: job.cancelled.as_ref().map(|c| c.by.clone()).unwrap_or_default(),
+        cancel_reason: job.cancelled.as_ref().map(|c| c.reason.clone()).unwrap_or_default(),
     }
 }
 

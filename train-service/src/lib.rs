@@ -9,7 +9,6 @@
 pub mod config;
 pub mod convert;
 pub mod cycles;
-pub mod failpoint;
 pub mod gate;
 pub mod jobs;
 pub mod metrics;
@@ -25,6 +24,7 @@ use anyhow::Context;
 use crs_domain::models::ModelVer;
 use crs_platform::bucket::{Bucket, BucketKey};
 use crs_platform::catalog::Catalog;
+use crs_platform::failpoint::FailPoint;
 use crs_platform::layout;
 use crs_platform::runs::ModelStore;
 use crs_platform::webhook::{self, Notifier};
@@ -35,7 +35,6 @@ use tonic_health::ServingStatus;
 
 pub use config::Config;
 use cycles::Cycles;
-use failpoint::FailPoint;
 use jobs::Jobs;
 use metrics::TrainMetrics;
 use service::TrainApi;
@@ -78,7 +77,8 @@ pub async fn run_with_metrics(
     let bucket = Bucket::open(&config.bucket_url).context("BUCKET_URL")?;
     let notifier = Notifier::new(config.webhook_url.as_deref(), config::SERVICE_NAME).context("WEBHOOK_URL")?;
     let incoming = BucketKey::parse(&config.incoming_prefix).context("INCOMING_PREFIX")?;
-    let store = ModelStore::new(bucket);
+    let fail = FailPoint::new(config.fail_at.as_deref()).context("CRS_FAIL_AT")?;
+    let store = ModelStore::new(bucket).with_fail_point(fail);
     let catalog = Catalog::new(store.clone());
     let max_jobs = usize::try_from(config.max_concurrent_jobs).unwrap_or(usize::MAX);
     let jobs = Jobs::new(catalog.clone(), notifier.clone(), max_jobs, metrics.clone());
@@ -88,7 +88,6 @@ pub async fn run_with_metrics(
         notifier.clone(),
         incoming,
         Duration::from_secs(config.cycle_lease_secs),
-        FailPoint::new(config.fail_at.clone()),
     );
     let scheduler = config
         .cycle_interval_secs

@@ -8,6 +8,7 @@ use crs_domain::lifecycle::DriftReport;
 use crs_domain::models::{ModelVer, TrainedModel};
 use crs_platform::bucket::BucketKey;
 use crs_platform::catalog::Catalog;
+use crs_platform::failpoint::CYCLE_REPORT_WRITTEN;
 use crs_platform::layout::{self, RunId};
 use crs_platform::report::{self, RunDiagnostics};
 use crs_platform::runs::{RunMetadata, StageTiming};
@@ -57,6 +58,7 @@ pub async fn cycle(catalog: &Catalog, cycle: CycleSummary<'_>) -> Option<BucketK
     let title = format!("Model {} cycle {}", cycle.model_ver, cycle.cycle_id);
     let html = report::cycle_report(&title, cycle.decision, &cycle.record, cycle.drift, cycle.timings, &versions());
     let written = put(catalog, &key, html).await;
+    catalog.store().fail_point().check(CYCLE_REPORT_WRITTEN);
     index(catalog, cycle.model_ver).await;
     written.then_some(key)
 }

@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 
 use crate::convert;
 use crate::cycles::Cycles;
-use crate::jobs::Jobs;
+use crate::jobs::{Cancellation, Jobs};
 use crate::metrics::TrainMetrics;
 use crate::status::ApiError;
 
@@ -163,7 +163,7 @@ impl TrainService for TrainApi {
         let call = self.metrics.call("GetTrainingJob");
         call.finish(
             async {
-                let job = self.jobs.get(&request.into_inner().job_id)?;
+                let job = self.jobs.get(&request.into_inner().job_id).await?;
                 Ok::<_, Status>(Response::new(convert::job(&job)))
             }
             .await,
@@ -177,8 +177,28 @@ impl TrainService for TrainApi {
         let call = self.metrics.call("ListTrainingJobs");
         call.finish(
             async {
-                let jobs = self.jobs.list().iter().map(convert::job).collect();
+                let jobs = self.jobs.list().await?.iter().map(convert::job).collect();
                 Ok::<_, Status>(Response::new(proto::ListTrainingJobsResponse { jobs }))
+            }
+            .await,
+        )
+    }
+
+    async fn cancel_training_job(
+        &self,
+        request: Request<proto::CancelTrainingJobRequest>,
+    ) -> Result<Response<proto::TrainingJob>, Status> {
+        let call = self.metrics.call("CancelTrainingJob");
+        call.finish(
+            async {
+                let request = request.into_inner();
+                let or = |text: String, default: &str| if text.is_empty() { default.to_owned() } else { text };
+                let cancellation = Cancellation {
+                    by: or(request.by, "a CancelTrainingJob call"),
+                    reason: or(request.reason, "no reason given"),
+                };
+                let job = self.jobs.cancel(&request.job_id, cancellation).await?;
+                Ok::<_, Status>(Response::new(convert::job(&job)))
             }
             .await,
         )
@@ -229,7 +249,8 @@ impl TrainService for TrainApi {
             async {
                 let bucket = self.catalog.store().bucket();
                 let incoming = self.cycles.incoming();
-                let entries = ingest_new(bucket, incoming, "crctl ingest", self.cycles.lease_ttl())
+                let fail = self.catalog.store().fail_point();
+                let entries = ingest_new(bucket, incoming, "crctl ingest", self.cycles.lease_ttl(), fail)
                     .await
                     .map_err(ApiError::from)?;
                 Ok::<_, Status>(Response::new(proto::IngestResponse {
@@ -260,6 +281,28 @@ impl TrainService for TrainApi {
                 let model_ver = self.model_ver(&request.model_ver)?;
                 let id = RunId::parse(&request.cycle_id).map_err(ApiError::from)?;
                 Ok::<_, Status>(Response::new(convert::cycle(&self.cycles.get(model_ver, &id).await?)))
+            }
+            .await,
+        )
+    }
+
+    async fn cancel_cycle(
+        &self,
+        request: Request<proto::CancelCycleRequest>,
+    ) -> Result<Response<proto::Cycle>, Status> {
+        let call = self.metrics.call("CancelCycle");
+        call.finish(
+            async {
+                let request = request.into_inner();
+                let model_ver = self.model_ver(&request.model_ver)?;
+                let id = RunId::parse(&request.cycle_id).map_err(ApiError::from)?;
+                let or = |text: String, default: &str| if text.is_empty() { default.to_owned() } else { text };
+                let cancellation = Cancellation {
+                    by: or(request.by, "a CancelCycle call"),
+                    reason: or(request.reason, "no reason given"),
+                };
+                let record = self.cycles.cancel(model_ver, &id, cancellation).await?;
+                Ok::<_, Status>(Response::new(convert::cycle(&record)))
             }
             .await,
         )

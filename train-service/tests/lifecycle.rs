@@ -106,6 +106,11 @@ async fn ingest_drift_retrain_promote_and_roll_back() {
     assert_eq!((steady.run_id.as_str(), steady.production_run_id.as_str()), ("", champion.as_str()));
     let record: serde_json::Value = serde_json::from_slice(&stack.get(&steady.record_key).await.unwrap()).unwrap();
     assert_eq!(record["drift"]["drifted"], false, "{record:#}");
+    assert_eq!(
+        record["retention"]["runs"],
+        serde_json::json!([]),
+        "a cycle sweeps, and keeps every run here: {record:#}"
+    );
     assert!(record["drift"]["logloss"].as_f64().is_some() && record["drift"]["reference_logloss"].as_f64().is_some());
 
     // Weeks 6 and 7 drifted: drift found, a challenger trained on week 6 and

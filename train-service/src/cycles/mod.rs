@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::BucketKey;
+use crs_platform::bucket::{BucketKey, StorageError};
 use crs_platform::catalog::Catalog;
 use crs_platform::layout::{self, RunId};
 use crs_platform::lease::{Lease, LeaseError};
@@ -21,8 +21,7 @@ use tokio_util::task::TaskTracker;
 
 pub use record::{CycleRecord, CycleState};
 
-use crate::failpoint::FailPoint;
-use crate::jobs::Jobs;
+use crate::jobs::{CANCEL_WAIT, Cancellation, Jobs};
 use crate::status::ApiError;
 
 /// The cycles of this process, and the settings they share.
@@ -38,22 +37,13 @@ struct Inner {
     notifier: Notifier,
     incoming: BucketKey,
     lease_ttl: Duration,
-    fail: FailPoint,
     tasks: TaskTracker,
 }
 
 impl Cycles {
-    pub fn new(
-        catalog: Catalog,
-        jobs: Jobs,
-        notifier: Notifier,
-        incoming: BucketKey,
-        lease_ttl: Duration,
-        fail: FailPoint,
-    ) -> Self {
-        Cycles {
-            inner: Arc::new(Inner { catalog, jobs, notifier, incoming, lease_ttl, fail, tasks: TaskTracker::new() }),
-        }
+    /// Cycles abort at the fail point of `catalog`'s store, if it has one.
+    pub fn new(catalog: Catalog, jobs: Jobs, notifier: Notifier, incoming: BucketKey, lease_ttl: Duration) -> Self {
+        Cycles { inner: Arc::new(Inner { catalog, jobs, notifier, incoming, lease_ttl, tasks: TaskTracker::new() }) }
     }
 
     /// Starts a cycle of `model_ver` and returns its record; while one runs
@@ -78,9 +68,13 @@ impl Cycles {
         let record = CycleRecord::new(cycle_id, model_ver, by);
         record.save(bucket).await?;
         tracing::info!(cycle_id = %record.cycle_id, %model_ver, %by, "cycle started");
-        let inner = self.inner.clone();
+        let cycles = self.clone();
         let started = record.clone();
-        self.inner.tasks.spawn(async move { inner.run(started, lease).await });
+        // Closing dead cycles reads every record: in the cycle's task, not in the caller's request.
+        self.inner.tasks.spawn(async move {
+            cycles.close_abandoned(model_ver, &started.cycle_id).await;
+            cycles.inner.clone().run(started, lease).await;
+        });
         Ok(record)
     }
 
@@ -111,6 +105,65 @@ impl Cycles {
         }
         records.sort_by(|a, b| b.cycle_id.cmp(&a.cycle_id));
         Ok(records)
+    }
+
+    /// Asks cycle `cycle_id` to stop, wherever it runs, and returns its record
+    /// once it has stopped, or after [`CANCEL_WAIT`] as it is then. The request
+    /// is an object in the bucket that the cycle reads before each step and,
+    /// while training, every [`steps::CANCEL_POLL`].
+    pub async fn cancel(
+        &self,
+        model_ver: ModelVer,
+        cycle_id: &RunId,
+        cancellation: Cancellation,
+    ) -> Result<CycleRecord, ApiError> {
+        let record = self.get(model_ver, cycle_id).await?;
+        if record.state != CycleState::Running {
+            return Err(ApiError::Precondition(format!(
+                "cycle {cycle_id} has already ended: {}",
+                record.state.as_str()
+            )));
+        }
+        let bucket = self.inner.catalog.store().bucket();
+        let bytes = serde_json::to_vec_pretty(&cancellation).expect("cancellations are plain serde data");
+        match bucket.create(&layout::cycle_cancel(model_ver, cycle_id), bytes).await {
+            // Asked before: the first request's who and why stand.
+            Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(%cycle_id, %model_ver, by = %cancellation.by, reason = %cancellation.reason, "cancelling a cycle");
+        let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+        loop {
+            let record = self.get(model_ver, cycle_id).await?;
+            if record.state != CycleState::Running || tokio::time::Instant::now() >= deadline {
+                return Ok(record);
+            }
+            tokio::time::sleep(steps::CANCEL_POLL / 2).await;
+        }
+    }
+
+    /// Marks failed the records still saying `running` of cycles whose process
+    /// died: this one holds the version's lease, so no other cycle of it runs.
+    /// Best effort: a record left as it was misleads, but harms nothing.
+    async fn close_abandoned(&self, model_ver: ModelVer, current: &RunId) {
+        let records = match self.list(model_ver).await {
+            Ok(records) => records,
+            Err(e) => return tracing::warn!(error = %e, "cannot list the cycles to close abandoned ones"),
+        };
+        let bucket = self.inner.catalog.store().bucket();
+        for mut record in records {
+            if record.state != CycleState::Running || record.cycle_id == *current {
+                continue;
+            }
+            record.state = CycleState::Failed;
+            record.error =
+                Some(format!("abandoned at step {}: its process stopped before the cycle ended", record.step));
+            record.decision = format!("abandoned at {}", record.step);
+            match record.save(bucket).await {
+                Ok(()) => tracing::warn!(cycle_id = %record.cycle_id, step = %record.step, "closed an abandoned cycle"),
+                Err(e) => tracing::warn!(cycle_id = %record.cycle_id, error = %e, "cannot close an abandoned cycle"),
+            }
+        }
     }
 
     /// Waits up to `within` for cycles still running (at shutdown).

@@ -7,9 +7,11 @@ use crs_domain::models::ModelVer;
 use crs_platform::bucket::{Bucket, StorageError};
 use crs_platform::ingest::LedgerEntry;
 use crs_platform::layout::{self, RunId};
+use crs_platform::retention::Swept;
 use crs_platform::runs::StageTiming;
 use serde::{Deserialize, Serialize};
 
+use crate::jobs::Cancellation;
 use crate::status::ApiError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +20,18 @@ pub enum CycleState {
     Running,
     Succeeded,
     Failed,
+    Cancelled,
+}
+
+impl CycleState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CycleState::Running => "running",
+            CycleState::Succeeded => "succeeded",
+            CycleState::Failed => "failed",
+            CycleState::Cancelled => "cancelled",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,6 +60,12 @@ pub struct CycleRecord {
     pub batch_output: Option<String>,
     pub report_key: Option<String>,
     pub timings: Vec<StageTiming>,
+    /// What the retention step deleted (absent in records from before it, or if it failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Swept>,
+    /// Who cancelled the cycle and why, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled: Option<Cancellation>,
 }
 
 impl CycleRecord {
@@ -68,6 +88,8 @@ impl CycleRecord {
             batch_output: None,
             report_key: None,
             timings: Vec::new(),
+            retention: None,
+            cancelled: None,
         }
     }
 

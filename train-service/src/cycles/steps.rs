@@ -14,10 +14,11 @@ use crs_domain::metrics::score;
 use crs_domain::models::ModelVer;
 use crs_platform::batch::{BatchOptions, predict_batch};
 use crs_platform::bucket::BucketKey;
-use crs_platform::ingest::{IngestError, ingest_new, ingested_data};
+use crs_platform::ingest::{IngestError, LedgerEntry, ingest_new, ingested_data};
 use crs_platform::inputs::{InputKeys, WeekPlan};
 use crs_platform::layout::{self, RunId};
 use crs_platform::lease::{Lease, LeaseError};
+use crs_platform::retention::{Policy, sweep};
 use crs_platform::runs::StageTiming;
 use crs_platform::webhook::{Notice, Outcome};
 use futures::StreamExt;
@@ -25,8 +26,16 @@ use futures::StreamExt;
 use super::Inner;
 use super::record::{CycleRecord, CycleState};
 use crate::gate::lifecycle_config;
-use crate::jobs::{JobRequest, JobState};
+use crate::jobs::{Cancellation, JobRequest, JobState};
 use crate::reports;
+
+const MILLIS_PER_DAY: f64 = 24.0 * 3600.0 * 1000.0;
+
+/// How often a training cycle looks for a request to cancel it.
+pub(super) const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How often a cycle looks whether the ingest lease is free again.
+const INGEST_LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Why a cycle failed; its message is the record's `error`.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +60,8 @@ pub enum CycleError {
     Storage(#[from] crs_platform::bucket::StorageError),
     #[error("{0}")]
     Crashed(String),
+    #[error("cancelled by {}: {}", .0.by, .0.reason)]
+    Cancelled(Cancellation),
 }
 
 impl Inner {
@@ -67,6 +78,12 @@ impl Inner {
         drop(lost_rx);
         match outcome {
             Ok(()) => record.state = CycleState::Succeeded,
+            Err(CycleError::Cancelled(cancellation)) => {
+                record.state = CycleState::Cancelled;
+                record.decision =
+                    format!("cancelled at {} by {}: {}", record.step, cancellation.by, cancellation.reason);
+                record.cancelled = Some(cancellation);
+            }
             Err(e) => {
                 record.state = CycleState::Failed;
                 record.error = Some(e.to_string());
@@ -96,15 +113,10 @@ impl Inner {
         let bucket = self.catalog.store().bucket().clone();
         let config = lifecycle_config(&self.catalog, model_ver).await?;
 
-        let new_entries = self
-            .step(
-                record,
-                "ingest",
-                ingest_new(&bucket, &self.incoming, &format!("cycle {}", record.cycle_id), self.lease_ttl),
-            )
-            .await?;
-        let new_rows: u64 = new_entries.iter().map(|e| e.rows.used).sum();
+        let holder = format!("cycle {}", record.cycle_id);
+        let new_entries = self.step(record, "ingest", self.ingest(&holder)).await?;
         record.ingested = new_entries;
+        let new_rows = self.unlearnt_rows(model_ver, &record.cycle_id).await?;
 
         let production = self.catalog.production(model_ver).await?;
         if let Some(production) = &production
@@ -130,6 +142,7 @@ impl Inner {
                 (Some(_), Some(d)) if !d.drifted => "new data, no drift: kept production".to_owned(),
                 _ => "kept production".to_owned(),
             };
+            self.retention(record, &config).await;
             self.report(record).await;
             return Ok(());
         }
@@ -149,8 +162,25 @@ impl Inner {
             let output = self.step(record, "batch", self.batch(model_ver, input)).await?;
             record.batch_output = Some(output);
         }
+        self.retention(record, &config).await;
         self.report(record).await;
         Ok(())
+    }
+
+    /// The request to cancel this cycle, if someone made one. An unreadable
+    /// request is no request: the cycle goes on, and says why in its log.
+    async fn cancellation(&self, model_ver: ModelVer, cycle_id: &RunId) -> Option<Cancellation> {
+        let key = layout::cycle_cancel(model_ver, cycle_id);
+        match self.catalog.store().bucket().get_if_exists(&key).await {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes)
+                .inspect_err(|e| tracing::warn!(%key, error = %e, "ignoring an unreadable cancel request"))
+                .ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "cannot read whether the cycle was cancelled");
+                None
+            }
+        }
     }
 
     /// Runs one step, timing it and recording it as the current step.
@@ -160,6 +190,9 @@ impl Inner {
         name: &str,
         work: impl Future<Output = Result<T, E>>,
     ) -> Result<T, CycleError> {
+        if let Some(cancellation) = self.cancellation(record.model_ver, &record.cycle_id).await {
+            return Err(CycleError::Cancelled(cancellation));
+        }
         record.step = name.to_owned();
         if let Err(e) = record.save(self.catalog.store().bucket()).await {
             tracing::warn!(error = %e, "could not update the cycle's record");
@@ -167,8 +200,61 @@ impl Inner {
         let started = Instant::now();
         let result = work.await.map_err(Into::into);
         record.timings.push(StageTiming { stage: name.to_owned(), seconds: started.elapsed().as_secs_f64() });
-        self.fail.check(&format!("cycle:{name}"));
+        self.catalog.store().fail_point().check(&format!("cycle:{name}"));
         result
+    }
+
+    /// Ingests the new files, waiting out an ingestion that holds the lease: a
+    /// `crctl ingest` that ends soon, or a crashed one whose lease expires
+    /// within its ttl.
+    async fn ingest(&self, holder: &str) -> Result<Vec<LedgerEntry>, IngestError> {
+        let bucket = self.catalog.store().bucket();
+        let fail = self.catalog.store().fail_point();
+        let deadline = Instant::now() + self.lease_ttl * 2;
+        loop {
+            match ingest_new(bucket, &self.incoming, holder, self.lease_ttl, fail).await {
+                Err(IngestError::Lease(LeaseError::Busy { .. })) if Instant::now() < deadline => {
+                    tokio::time::sleep(INGEST_LEASE_POLL).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// Rows no cycle has decided about and no run has learnt from: those
+    /// ingested after the later of the newest cycle that succeeded and the
+    /// newest run trained on ingested rows. Besides this cycle's, that counts
+    /// rows of a cycle killed before it decided and of `crctl ingest`.
+    async fn unlearnt_rows(&self, model_ver: ModelVer, current: &RunId) -> Result<u64, CycleError> {
+        let bucket = self.catalog.store().bucket();
+        let trained = self
+            .catalog
+            .store()
+            .runs(model_ver)
+            .await?
+            .into_iter()
+            .filter(|m| m.train_data.key == layout::INGESTED_NAME)
+            .map(|m| m.started_at)
+            .max();
+        let mut records = bucket.list(&layout::cycles(model_ver)).await?;
+        // Newest first (ids sort by time); usually the first one read is it.
+        records.reverse();
+        let mut decided = None;
+        for key in records {
+            if layout::id_of(&key).as_ref() == Some(current) {
+                continue;
+            }
+            let Some(bytes) = bucket.get_if_exists(&key).await? else { continue };
+            if let Ok(record) = serde_json::from_slice::<CycleRecord>(&bytes)
+                && record.state == CycleState::Succeeded
+            {
+                decided = record.finished_at;
+                break;
+            }
+        }
+        let since = trained.max(decided);
+        let ledger = crs_platform::ingest::ledger(bucket).await?;
+        Ok(ledger.iter().filter(|e| since.is_none_or(|t| e.at > t)).map(|e| e.rows.used).sum())
     }
 
     /// Scores production on the weeks it was not trained on, against its score
@@ -229,12 +315,34 @@ impl Inner {
         let job = self.jobs.start(request).await.map_err(|e| CycleError::Train(e.to_string()))?;
         let updates = self.jobs.watch(&job.id).map_err(|e| CycleError::Train(e.to_string()))?;
         let mut updates = std::pin::pin!(updates);
+        let job_id = job.id.clone();
         let mut last = job;
-        while let Some(update) = updates.next().await {
-            last = update;
+        let mut poll = tokio::time::interval(CANCEL_POLL);
+        let mut cancelled = false;
+        loop {
+            tokio::select! {
+                update = updates.next() => match update {
+                    Some(update) => last = update,
+                    None => break,
+                },
+                _ = poll.tick(), if !cancelled => {
+                    if let Some(cancellation) = self.cancellation(model_ver, cycle_id).await {
+                        cancelled = true;
+                        // Returns once the job has stopped; the updates say how it ended.
+                        if let Err(e) = self.jobs.cancel(&job_id, cancellation).await {
+                            tracing::warn!(%job_id, error = %e, "could not cancel the cycle's job");
+                        }
+                    }
+                }
+            }
         }
         match last.state {
             JobState::Succeeded => Ok((last.run_id, last.gate)),
+            // By this cycle's request, or the job's own.
+            JobState::Cancelled => Err(CycleError::Cancelled(last.cancelled.unwrap_or_else(|| Cancellation {
+                by: "unknown".to_owned(),
+                reason: format!("job {} was cancelled", last.id),
+            }))),
             _ => Err(CycleError::Train(format!("job {} failed: {}", last.id, last.error.unwrap_or_default()))),
         }
     }
@@ -250,6 +358,35 @@ impl Inner {
         Ok(output.to_string())
     }
 
+    /// Deletes what the version no longer keeps, before the report so that the
+    /// report index lists only what is kept. Best effort, like the report: the
+    /// next cycle's sweep finishes what this one could not.
+    async fn retention(&self, record: &mut CycleRecord, config: &LifecycleConfig) {
+        record.step = "retention".to_owned();
+        let policy = Policy {
+            keep_runs: config.keep_runs,
+            keep_for: chrono::Duration::milliseconds((config.keep_days * MILLIS_PER_DAY) as i64),
+        };
+        let started = Instant::now();
+        let now = Utc::now();
+        match sweep(&self.catalog, record.model_ver, &policy, now).await {
+            Ok(mut swept) => {
+                // Training jobs are train-service's records, so it sweeps them here.
+                if let Some(cutoff) = now.checked_sub_signed(policy.keep_for) {
+                    match self.jobs.sweep(record.model_ver, cutoff).await {
+                        Ok(jobs) => swept.jobs = jobs,
+                        Err(e) => tracing::warn!(error = %e, "could not sweep the job records; the next cycle retries"),
+                    }
+                }
+                record.retention = Some(swept);
+            }
+            Err(e) => {
+                tracing::warn!(cycle_id = %record.cycle_id, error = %e, "retention failed; the next cycle retries")
+            }
+        }
+        record.timings.push(StageTiming { stage: "retention".to_owned(), seconds: started.elapsed().as_secs_f64() });
+    }
+
     /// Reports are best effort: a cycle that did its work is not failed by them.
     async fn report(&self, record: &mut CycleRecord) {
         record.step = "report".to_owned();
@@ -262,7 +399,7 @@ impl Inner {
             timings: &record.timings,
         };
         record.report_key = reports::cycle(&self.catalog, summary).await.map(|k| k.to_string());
-        self.fail.check("cycle:report");
+        self.catalog.store().fail_point().check("cycle:report");
     }
 }
 

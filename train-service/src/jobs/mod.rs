@@ -7,6 +7,7 @@
 mod log;
 mod notices;
 mod queue;
+mod record;
 mod save;
 mod stages;
 
@@ -20,8 +21,9 @@ use crs_platform::bucket::StorageError;
 use crs_platform::error::{Classify, ErrorKind};
 use crs_platform::inputs::{FetchError, InputKeys};
 use crs_platform::layout::RunId;
+use serde::{Deserialize, Serialize};
 
-pub use queue::Jobs;
+pub use queue::{CANCEL_WAIT, Jobs};
 
 pub use crate::config::SERVICE_NAME;
 
@@ -37,22 +39,42 @@ pub struct JobRequest {
     pub by: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
     Running,
     Succeeded,
     Failed,
+    Cancelled,
 }
 
 impl JobState {
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed)
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
     }
 }
 
+/// Who cancelled a job, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancellation {
+    pub by: String,
+    pub reason: String,
+}
+
 /// The stages of a running job, in order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum JobStage {
     /// Fetching data and config from the bucket, validating and aggregating them.
     LoadingData,
@@ -101,7 +123,7 @@ impl From<evaluation::Stage> for JobStage {
 }
 
 /// One job as it is at one moment.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Job {
     pub id: String,
     pub model_ver: ModelVer,
@@ -124,10 +146,12 @@ pub struct Job {
     pub gate: Option<String>,
     /// How a hyperparameter search is going, for versions that search.
     pub search: Option<SearchState>,
+    /// Set when the job ended cancelled.
+    pub cancelled: Option<Cancellation>,
 }
 
 /// A search's progress as a job reports it.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SearchState {
     pub point: usize,
     pub points: usize,
@@ -180,6 +204,8 @@ pub enum JobError {
     NotStarted,
     #[error("cut off by shutdown: still running when the grace period ended")]
     CutOff,
+    #[error("cancelled by {}: {}", .0.by, .0.reason)]
+    Cancelled(Cancellation),
 }
 
 impl Classify for JobError {
@@ -193,6 +219,8 @@ impl Classify for JobError {
             JobError::Train(_) => ErrorKind::InvalidInput,
             JobError::Crashed(_) => ErrorKind::Internal,
             JobError::NotStarted | JobError::CutOff => ErrorKind::Unavailable,
+            // Asked for: the caller knows, and nothing is wrong.
+            JobError::Cancelled(_) => ErrorKind::Precondition,
         }
     }
 }

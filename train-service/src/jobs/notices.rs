@@ -34,3 +34,9 @@ pub(super) fn failed(job: &Job, reason: &str) -> Notice {
         .field("Model", job.model_ver)
         .field("Training data", &job.keys.train)
 }
+
+pub(super) fn cancelled(job: &Job, reason: &str) -> Notice {
+    Notice::new(Outcome::Failed, format!("Training job {} {reason}", job.id))
+        .field("Model", job.model_ver)
+        .field("Run", job.run_id.as_ref().map_or("none".to_owned(), ToString::to_string))
+}

@@ -1,27 +1,35 @@
 //! The jobs of this process: the registry every RPC reads, and the queue in
 //! front of the CPU (`MAX_CONCURRENT_JOBS` run, the rest wait their turn).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use crs_domain::models::ModelVer;
+use crs_platform::bucket::StorageError;
 use crs_platform::catalog::Catalog;
+use crs_platform::layout::RunId;
 use crs_platform::webhook::Notifier;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::log::JobLog;
-use super::{Job, JobRequest, JobState};
+use super::record::{keep_recorded, recorded, recorded_job, sweep};
+use super::{Cancellation, Job, JobRequest, JobState};
 use crate::metrics::TrainMetrics;
 use crate::status::ApiError;
 
 /// How long jobs cut off by shutdown get to notice it. Only a job in the middle
 /// of writing its run needs it: saving is never interrupted halfway.
 const CUT_OFF_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a cancel waits for its job to stop. A job stops at once unless it
+/// is writing its run, which is never interrupted halfway.
+pub const CANCEL_WAIT: Duration = Duration::from_secs(30);
 
 /// The jobs of this process. Cheap to clone; clones share everything.
 #[derive(Clone, Debug)]
@@ -44,6 +52,8 @@ pub(super) struct Inner {
     pub(super) draining: CancellationToken,
     /// The grace period is over: running jobs stop where they are.
     pub(super) cut_off: CancellationToken,
+    /// This process, in the jobs' records and ids (unique across replicas and restarts).
+    replica: RunId,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +76,7 @@ impl Jobs {
                 tasks: TaskTracker::new(),
                 draining: CancellationToken::new(),
                 cut_off: CancellationToken::new(),
+                replica: RunId::generate(Utc::now()),
             }),
         }
     }
@@ -93,8 +104,10 @@ impl Jobs {
 
         let now = Utc::now();
         let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        // The replica's random tag keeps ids apart across processes on one bucket.
+        let tag = self.inner.replica.as_str().rsplit('-').next().unwrap_or_default();
         let job = Job {
-            id: format!("job-{}-{seq}", now.format("%Y%m%dT%H%M%S%3fZ")),
+            id: format!("job-{}-{tag}-{seq}", now.format("%Y%m%dT%H%M%S%3fZ")),
             model_ver: request.model_ver,
             state: JobState::Queued,
             stage: None,
@@ -111,6 +124,7 @@ impl Jobs {
             evaluation: None,
             gate: None,
             search: None,
+            cancelled: None,
         };
         let log = JobLog::new(job.clone());
         {
@@ -126,25 +140,77 @@ impl Jobs {
             // lines and notices, in a span of its own with the job id.
             let request_id = crs_platform::request_id::current().unwrap_or_default();
             let span = tracing::info_span!(parent: None, "job", job_id = %job.id, request_id = %request_id);
-            let run = crs_platform::request_id::scope(request_id, self.inner.clone().run(log));
+            let run = crs_platform::request_id::scope(request_id, self.inner.clone().run(log.clone()));
             self.inner.tasks.spawn(tracing::Instrument::instrument(run, span));
+            let bucket = self.inner.catalog.store().bucket().clone();
+            self.inner.tasks.spawn(keep_recorded(bucket, self.inner.replica.to_string(), log));
         }
         tracing::info!(job_id = %job.id, model_ver = %job.model_ver, train_key = %job.keys.train, "job queued");
         Ok(job)
     }
 
-    pub fn get(&self, job_id: &str) -> Result<Job, ApiError> {
-        self.inner.log(job_id).map(|log| log.current())
+    /// A job of this process, or one recorded in the bucket by another (or an earlier one).
+    pub async fn get(&self, job_id: &str) -> Result<Job, ApiError> {
+        match self.inner.log(job_id) {
+            Ok(log) => Ok(log.current()),
+            Err(unknown) => {
+                let bucket = self.inner.catalog.store().bucket();
+                recorded_job(bucket, job_id, Utc::now()).await.ok_or(unknown)
+            }
+        }
     }
 
-    /// Every job, newest first.
-    pub fn list(&self) -> Vec<Job> {
-        self.inner.registry().logs.iter().rev().map(JobLog::current).collect()
+    /// Every job of this process and every job recorded in the bucket, newest first.
+    pub async fn list(&self) -> Result<Vec<Job>, ApiError> {
+        let mut jobs: Vec<Job> = self.inner.registry().logs.iter().map(JobLog::current).collect();
+        let recorded = recorded(self.inner.catalog.store().bucket(), Utc::now()).await?;
+        let local: HashSet<String> = jobs.iter().map(|j| j.id.clone()).collect();
+        jobs.extend(recorded.into_iter().filter(|j| !local.contains(&j.id)));
+        jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
+        Ok(jobs)
     }
 
     /// The job's current state, then every change until it ends.
     pub fn watch(&self, job_id: &str) -> Result<impl Stream<Item = Job> + Send + 'static, ApiError> {
         self.inner.log(job_id).map(|log| log.updates())
+    }
+
+    /// Cancels a queued or running job and returns it once it has stopped (or
+    /// after [`CANCEL_WAIT`], as it is then). The blocking fit of a job cut
+    /// off while training runs to its end on its own thread, but nothing of
+    /// the run is written.
+    pub async fn cancel(&self, job_id: &str, cancellation: Cancellation) -> Result<Job, ApiError> {
+        let log = match self.inner.log(job_id) {
+            Ok(log) => log,
+            Err(unknown) => {
+                let bucket = self.inner.catalog.store().bucket();
+                return match recorded_job(bucket, job_id, Utc::now()).await {
+                    Some(job) if !job.state.is_terminal() => {
+                        Err(ApiError::Precondition(format!("job {job_id} runs in another process: cancel it there")))
+                    }
+                    Some(job) => {
+                        Err(ApiError::Precondition(format!("job {job_id} has already ended: {}", job.state.as_str())))
+                    }
+                    None => Err(unknown),
+                };
+            }
+        };
+        let job = log.current();
+        if job.state.is_terminal() {
+            return Err(ApiError::Precondition(format!("job {job_id} has already ended: {}", job.state.as_str())));
+        }
+        tracing::info!(%job_id, by = %cancellation.by, reason = %cancellation.reason, "cancelling a job");
+        log.request_cancel(cancellation);
+        let updates = log.updates();
+        let mut updates = std::pin::pin!(updates);
+        let _ = tokio::time::timeout(CANCEL_WAIT, async { while updates.next().await.is_some() {} }).await;
+        Ok(log.current())
+    }
+
+    /// Deletes the records of `model_ver`'s jobs that ended before `cutoff`
+    /// (retention); returns how many.
+    pub async fn sweep(&self, model_ver: ModelVer, cutoff: DateTime<Utc>) -> Result<usize, StorageError> {
+        sweep(self.inner.catalog.store().bucket(), model_ver, cutoff, Utc::now()).await
     }
 
     /// Refuses new jobs from now on; queued jobs fail instead of starting.

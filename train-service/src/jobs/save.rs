@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use crs_platform::events::Stage;
+use crs_platform::failpoint::JOB_SAVED;
 use crs_platform::layout::RunId;
 use crs_platform::runs::{ArtifactRecord, FeatureImportance, RunMetadata, RunMetrics, ServiceRecord, StageTiming};
 
@@ -27,6 +28,9 @@ impl Inner {
     ) -> Result<(RunMetadata, Option<String>), JobError> {
         if self.cut_off.is_cancelled() {
             return Err(JobError::CutOff);
+        }
+        if let Some(cancelled) = log.cancelled() {
+            return Err(cancelled);
         }
         log.enter(JobStage::Saving);
         let started = Instant::now();
@@ -76,6 +80,11 @@ impl Inner {
             self.discard(&metadata).await;
             return Err(JobError::CutOff);
         }
+        // The last point where a cancel keeps nothing: LATEST has not moved.
+        if let Some(cancelled) = log.cancelled() {
+            self.discard(&metadata).await;
+            return Err(cancelled);
+        }
         match store.promote(metadata.model_ver, &metadata.run_id).await {
             Ok(moved) => {
                 tracing::info!(
@@ -91,6 +100,7 @@ impl Inner {
                 return Err(JobError::Promote(e));
             }
         }
+        store.fail_point().check(JOB_SAVED);
         if job.draft {
             reports::run(&self.catalog, &metadata, &run.model, &eval, "draft").await;
             return Ok((metadata, None));

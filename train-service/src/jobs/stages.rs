@@ -29,11 +29,13 @@ impl Inner {
     pub(super) async fn run(self: Arc<Self>, log: JobLog) {
         let slot = tokio::select! {
             biased;
-            () = self.draining.cancelled() => None,
-            slot = self.slots.clone().acquire_owned() => slot.ok(),
+            () = self.draining.cancelled() => Err(JobError::NotStarted),
+            () = log.cancel_requested() => Err(log.cancelled().expect("cancellation was requested")),
+            slot = self.slots.clone().acquire_owned() => slot.map_err(|_| JobError::NotStarted),
         };
-        let Some(_slot) = slot else {
-            return self.fail(&log, JobError::NotStarted);
+        let _slot = match slot {
+            Ok(slot) => slot,
+            Err(e) => return self.fail(&log, e),
         };
 
         let started_at = Utc::now();
@@ -54,6 +56,7 @@ impl Inner {
         let trained = tokio::select! {
             biased;
             () = self.cut_off.cancelled() => Err(JobError::CutOff),
+            () = log.cancel_requested() => Err(log.cancelled().expect("cancellation was requested")),
             trained = self.train(&log) => trained,
         };
         let saved = match trained {
@@ -115,14 +118,31 @@ impl Inner {
 
     pub(super) fn fail(&self, log: &JobLog, error: JobError) {
         let reason = error.to_string();
+        let cancelled = match error {
+            JobError::Cancelled(cancellation) => Some(cancellation),
+            _ => None,
+        };
         log.update(|job| {
-            job.state = JobState::Failed;
             job.finished_at = Some(Utc::now());
-            job.error = Some(reason.clone());
+            match &cancelled {
+                Some(cancellation) => {
+                    job.state = JobState::Cancelled;
+                    job.cancelled = Some(cancellation.clone());
+                }
+                None => {
+                    job.state = JobState::Failed;
+                    job.error = Some(reason.clone());
+                }
+            }
         });
         let job = log.current();
         self.metrics.job_ended(job.model_ver, false, job.started_at.is_some(), &[]);
-        tracing::warn!(job_id = %job.id, error = %reason, "job failed");
-        self.notifier.notify(notices::failed(&job, &reason));
+        if cancelled.is_some() {
+            tracing::info!(job_id = %job.id, %reason, "job cancelled");
+            self.notifier.notify(notices::cancelled(&job, &reason));
+        } else {
+            tracing::warn!(job_id = %job.id, error = %reason, "job failed");
+            self.notifier.notify(notices::failed(&job, &reason));
+        }
     }
 }

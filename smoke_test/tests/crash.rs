@@ -1,0 +1,142 @@
+//! Crashes in the middle of a cycle, with the real train-service binary: for
+//! every fail point (`crs_platform::failpoint::STEPS`), train-service runs a
+//! cycle with `CRS_FAIL_AT=<step>` on a copy of a bucket with new files and
+//! aborts there, as `kill -9` would; a restart without the fail point must find
+//! the bucket consistent, get past the dead cycle's lease within its ttl, and
+//! complete the next cycle.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crs_platform::failpoint::STEPS;
+use serde_json::Value;
+use smoke_test::lifecycle::{
+    CYCLE, LEASE_SECS, TrainProcess, Weeks, check_ingestion, check_production, cycle_record, cycle_records,
+    lifecycle_bucket, wait_for_cycle,
+};
+use smoke_test::{Crctl, build_binaries, copy_tree, free_addr, tail, wait_until};
+
+/// A process aborted at its fail point has done so well within this.
+const ABORT: Duration = Duration::from_secs(180);
+
+/// The bucket a crash is tried on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Start {
+    /// Three weeks waiting and no run yet: the cycle ingests, trains, promotes
+    /// the first production run, batch-predicts and reports.
+    Empty,
+    /// A production run, and a fourth week waiting: the cycle also checks drift.
+    Production,
+}
+
+/// Which bucket reaches `step`. A new fail point must be placed here.
+fn start_for(step: &str) -> Start {
+    match step {
+        "cycle:drift" => Start::Production,
+        "ingest:rows-written"
+        | "cycle:ingest"
+        | "run:artifact-written"
+        | "job:saved"
+        | "cycle:train"
+        | "cycle:batch"
+        | "cycle:report-written"
+        | "cycle:report" => Start::Empty,
+        other => panic!("fail point {other} has no bucket here that reaches it"),
+    }
+}
+
+#[test]
+fn a_cycle_killed_at_any_step_leaves_a_consistent_bucket_and_the_next_cycle_completes() {
+    let started = Instant::now();
+    let progress = |step: &str| eprintln!("[crash {:6.1} s] {step}", started.elapsed().as_secs_f64());
+    progress("building the binaries (minutes if they are stale)");
+    let bins = build_binaries();
+    let dir = tempfile::Builder::new().prefix("crs-crash-").tempdir().expect("temp dir");
+    let crctl = Crctl::new(&bins, &free_addr(), &free_addr());
+    let weeks = Weeks::generate(&crctl, dir.path(), 4);
+
+    let empty = dir.path().join("empty");
+    lifecycle_bucket(&crctl, &empty);
+    for week in 1..=3 {
+        weeks.deliver(&empty, week);
+    }
+    progress("a clean cycle makes the bucket with a production run");
+    let production = dir.path().join("production");
+    copy_tree(&empty, &production, &[]);
+    let mut clean = TrainProcess::start(&bins, &production, &dir.path().join("logs/clean"), None);
+    let cycle_id = clean.cycle().unwrap_or_else(|e| panic!("the clean cycle did not start: {e}"));
+    let record = wait_for_cycle(&production, &cycle_id, &mut clean.service);
+    assert_eq!(record["state"], "succeeded", "{record:#}");
+    assert!(record["gate"].as_str().is_some_and(|g| g.starts_with("production")), "{record:#}");
+    drop(clean);
+    weeks.deliver(&production, 4);
+
+    for (i, step) in STEPS.iter().enumerate() {
+        let template = match start_for(step) {
+            Start::Empty => &empty,
+            Start::Production => &production,
+        };
+        let bucket = dir.path().join(format!("step{i}"));
+        copy_tree(template, &bucket, &[]);
+        progress(&format!("{step}: a cycle aborted there"));
+        let crashed = crash_at(&bins, &bucket, &dir.path().join(format!("logs/step{i}")), step);
+        progress(&format!("{step}: restarted; the next cycle"));
+        let next = recover(&bins, &bucket, &dir.path().join(format!("logs/step{i}-restart")), step, &crashed);
+        if start_for(step) == Start::Production {
+            // The dead cycle ingested week 4 and never decided about it: the next one does.
+            assert!(next["run_id"].as_str().is_some(), "{step}: week 4 was not trained on: {next:#}");
+        }
+    }
+    progress("done");
+}
+
+/// Runs a cycle that aborts at `step`; returns the dead cycle's id.
+fn crash_at(bins: &Path, bucket: &Path, logs: &Path, step: &str) -> String {
+    let mut process = TrainProcess::start(bins, bucket, logs, Some(step));
+    // The process may abort before it answers; the cycle's record names it anyway.
+    let answered = process.cycle();
+    let status = process.service.wait_for_exit(ABORT);
+    let log = process.service.log();
+    assert!(!status.success(), "{step}: the process exited normally: {status}\n{}", tail(&log, 30));
+    assert!(log.contains(&format!("fail point {step}: aborting")), "{step}: not aborted there:\n{}", tail(&log, 30));
+    let records = cycle_records(bucket);
+    let running: Vec<_> = records.iter().filter(|r| r["state"] == "running").collect();
+    assert_eq!(running.len(), 1, "{step}: one cycle died running: {records:#?}");
+    let cycle_id = running[0]["cycle_id"].as_str().expect("cycle id").to_owned();
+    if let Ok(id) = answered {
+        assert_eq!(id, cycle_id, "{step}");
+    }
+    cycle_id
+}
+
+/// Restarts train-service without a fail point, checks what it finds, and
+/// returns the record of the cycle it completed.
+fn recover(bins: &Path, bucket: &Path, logs: &Path, step: &str, crashed: &str) -> Value {
+    let mut process = TrainProcess::start(bins, bucket, logs, None);
+    // Until the dead cycle's lease runs out, a request gets the dead cycle.
+    let lease_expired = Instant::now() + Duration::from_secs(LEASE_SECS + 5);
+    let next = wait_until(Duration::from_secs(LEASE_SECS + 30), "a new cycle to start", || {
+        let id = process.cycle()?;
+        if id == crashed {
+            assert!(Instant::now() < lease_expired, "{step}: the dead cycle's lease still blocks after its ttl");
+            Err(format!("still {crashed}"))
+        } else {
+            Ok(id)
+        }
+    });
+    let record = wait_for_cycle(bucket, &next, &mut process.service);
+    assert_eq!(record["state"], "succeeded", "{step}: the cycle after the crash: {record:#}");
+    let dead = cycle_record(bucket, crashed).expect("the dead cycle's record");
+    assert_eq!(dead["state"], "failed", "{step}: the dead cycle's record is closed: {dead:#}");
+    assert!(dead["error"].as_str().is_some_and(|e| e.starts_with("abandoned at step")), "{dead:#}");
+
+    let rows = check_ingestion(bucket);
+    // Ingesting again adds nothing.
+    let again = process.crctl.ok(&["ingest"]);
+    assert_eq!(check_ingestion(bucket), rows, "{step}: a second ingestion changed the rows:\n{again}");
+    let (production, _) = check_production(bucket);
+    assert_eq!(record["production_run_id"], production.as_str(), "{step}: {record:#}");
+    let status = process.service.terminate(CYCLE);
+    assert!(status.success(), "{step}: the restarted process did not stop cleanly: {status}");
+    record
+}
