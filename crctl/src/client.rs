@@ -361,8 +361,16 @@ fn print_model(info: &ModelInfo, addrs: &Addresses) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn model(addrs: &Addresses) -> anyhow::Result<()> {
-    let info = addrs.serve().await?.get_model(GetModelRequest::default()).await.map_err(status)?.into_inner();
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Model version to describe; default: the service's MODEL_VER.
+    #[arg(long, default_value = "")]
+    model_ver: String,
+}
+
+pub async fn model(args: ModelArgs, addrs: &Addresses) -> anyhow::Result<()> {
+    let request = GetModelRequest { model_ver: args.model_ver, ..Default::default() };
+    let info = addrs.serve().await?.get_model(request).await.map_err(status)?.into_inner();
     print_model(&info, addrs)
 }
 

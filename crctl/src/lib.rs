@@ -57,8 +57,8 @@ enum Command {
     Cancel(client::CancelArgs),
     /// List the stored runs of each model version, and which one LATEST points at.
     Models(client::ModelsArgs),
-    /// Show what serve-service has loaded: the default model, and every model version it holds.
-    Model,
+    /// Show what serve-service has loaded: one model version (default: the service's), and every version it holds.
+    Model(client::ModelArgs),
     /// Make serve-service load a model version at a run (or latest).
     LoadModel(client::LoadModelArgs),
     /// Predict the rows of a local CSV file online, printing entity_id,device,cr.
@@ -105,7 +105,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Jobs => client::jobs(&cli.addresses).await,
             Command::Cancel(args) => client::cancel(args, &cli.addresses).await,
             Command::Models(args) => client::models(args, &cli.addresses).await,
-            Command::Model => client::model(&cli.addresses).await,
+            Command::Model(args) => client::model(args, &cli.addresses).await,
             Command::LoadModel(args) => client::load_model(args, &cli.addresses).await,
             Command::Predict(args) => client::predict(args, &cli.addresses).await,
             Command::PredictBatch(args) => client::predict_batch(args, &cli.addresses).await,

@@ -535,8 +535,10 @@ impl Stack {
         let model = self.crctl.json(&["load-model", "--model-ver", "v2", "--run", &run_id]);
         assert_eq!((model["model_ver"].as_str(), model["run_id"].as_str()), (Some("v2"), Some(run_id.as_str())));
         assert!(model["importance"].as_array().is_some_and(|i| !i.is_empty()), "{model:#}");
-        assert!(self.crctl.ok(&["model"]).stdout.contains("feature importance"), "crctl model shows the importances");
-        let batch = self.crctl.json(&["predict-batch"]);
+        let shown = self.crctl.ok(&["model", "--model-ver", "v2"]).stdout;
+        assert!(shown.contains("feature importance"), "crctl model shows the importances: {shown}");
+        // v2 is loaded beside the default version (v1), so requests name it.
+        let batch = self.crctl.json(&["predict-batch", "--model-ver", "v2"]);
         assert_eq!(batch["model_ver"], "v2", "{batch:#}");
         assert!(batch["rows_written"].as_u64().is_some_and(|rows| rows > 0), "{batch:#}");
     }

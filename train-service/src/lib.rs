@@ -88,6 +88,7 @@ pub async fn run_with_metrics(
         notifier.clone(),
         incoming,
         Duration::from_secs(config.cycle_lease_secs),
+        metrics.clone(),
     );
     let scheduler = config
         .cycle_interval_secs

@@ -8,6 +8,8 @@
 //! | `crs_train_jobs_total` (jobs ended) | `model`, `outcome` (`succeeded`, `failed`) |
 //! | `crs_train_jobs_running` (gauge) | |
 //! | `crs_train_stage_duration_seconds` (histogram, stages of succeeded jobs) | `model`, `stage` |
+//! | `crs_train_cycles_total` (lifecycle cycles ended) | `model`, `outcome` (`succeeded`, `failed`, `cancelled`) |
+//! | `crs_train_cycle_step_duration_seconds` (histogram, steps of ended cycles) | `model`, `step` |
 
 use std::time::Instant;
 
@@ -45,6 +47,12 @@ struct StageLabels {
     stage: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    model: &'static str,
+    step: String,
+}
+
 fn seconds_histogram() -> Histogram {
     Histogram::new(seconds_buckets())
 }
@@ -57,6 +65,8 @@ pub struct TrainMetrics {
     jobs: Family<JobLabels, Counter>,
     running: Gauge,
     stages: Family<StageLabels, Histogram, fn() -> Histogram>,
+    cycles: Family<JobLabels, Counter>,
+    cycle_steps: Family<StepLabels, Histogram, fn() -> Histogram>,
 }
 
 impl TrainMetrics {
@@ -69,6 +79,8 @@ impl TrainMetrics {
             jobs: Family::default(),
             running: Gauge::default(),
             stages: Family::new_with_constructor(seconds_histogram),
+            cycles: Family::default(),
+            cycle_steps: Family::new_with_constructor(seconds_histogram),
         };
         let r = registry.sub_registry_with_prefix("crs_train");
         r.register("requests", "gRPC requests answered, by RPC and status code", metrics.requests.clone());
@@ -86,6 +98,13 @@ impl TrainMetrics {
             "Time each stage of a succeeded job took",
             Unit::Seconds,
             metrics.stages.clone(),
+        );
+        r.register("cycles", "Lifecycle cycles ended, by model version and outcome", metrics.cycles.clone());
+        r.register_with_unit(
+            "cycle_step_duration",
+            "Time each step of an ended lifecycle cycle took",
+            Unit::Seconds,
+            metrics.cycle_steps.clone(),
         );
         metrics
     }
@@ -109,6 +128,17 @@ impl TrainMetrics {
         for timing in stages {
             let labels = StageLabels { model: model_ver.name(), stage: timing.stage.clone() };
             self.stages.get_or_create(&labels).observe(timing.seconds);
+        }
+    }
+}
+
+impl TrainMetrics {
+    /// A cycle ended as `outcome` after the steps timed in `steps`.
+    pub fn cycle_ended(&self, model_ver: ModelVer, outcome: &'static str, steps: &[StageTiming]) {
+        self.cycles.get_or_create(&JobLabels { model: model_ver.name(), outcome }).inc();
+        for timing in steps {
+            let labels = StepLabels { model: model_ver.name(), step: timing.stage.clone() };
+            self.cycle_steps.get_or_create(&labels).observe(timing.seconds);
         }
     }
 }

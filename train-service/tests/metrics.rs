@@ -1,8 +1,10 @@
-//! train-service's Prometheus endpoint: requests by RPC and code, jobs by
-//! outcome, stage timings of succeeded jobs.
+//! train-service's Prometheus endpoint: requests by RPC and code, jobs and
+//! cycles by outcome, stage timings of succeeded jobs, step timings of cycles.
 
 use crs_platform::layout::EVAL_KEY;
-use crs_proto::train::{JobState, StartTrainingRequest};
+use std::time::Duration;
+
+use crs_proto::train::{CycleState, GetCycleRequest, JobState, RunCycleRequest, StartTrainingRequest};
 use crs_testkit::{Metrics, Stack, parse_metrics, scrape, train_to_end};
 
 async fn metrics(addr: std::net::SocketAddr) -> Metrics {
@@ -27,6 +29,17 @@ async fn jobs_stages_and_requests_are_counted() {
     assert_eq!(train_to_end(&mut train.client, bad_data).await.state(), JobState::Failed);
     let bad = StartTrainingRequest { model_ver: "v9".into(), ..Default::default() };
     train.client.start_training(bad).await.expect_err("unknown version");
+    // A cycle with nothing new to ingest: it ingests nothing, trains nothing and succeeds.
+    let request = RunCycleRequest { model_ver: "v1".into() };
+    let mut cycle = train.client.run_cycle(request).await.expect("cycle").into_inner();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while cycle.state() == CycleState::Running {
+        assert!(tokio::time::Instant::now() < deadline, "the cycle did not end");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let request = GetCycleRequest { model_ver: "v1".into(), cycle_id: cycle.cycle_id.clone() };
+        cycle = train.client.get_cycle(request).await.expect("get cycle").into_inner();
+    }
+    assert_eq!(cycle.state(), CycleState::Succeeded, "{cycle:?}");
 
     let after = metrics(addr).await;
     assert_eq!(after.types.get("crs_train_jobs").map(String::as_str), Some("counter"));
@@ -40,6 +53,10 @@ async fn jobs_stages_and_requests_are_counted() {
     assert_eq!(value("crs_train_requests_total", &refused), 1.0);
     assert_eq!(value("crs_train_request_errors_total", &refused), 1.0);
     assert_eq!(value("crs_train_request_duration_seconds_count", &[("rpc", "StartTraining")]), 3.0);
+    assert_eq!(after.types.get("crs_train_cycles").map(String::as_str), Some("counter"));
+    assert_eq!(value("crs_train_cycles_total", &[("model", "v1"), ("outcome", "succeeded")]), 1.0);
+    let ingest = [("model", "v1"), ("step", "ingest")];
+    assert_eq!(value("crs_train_cycle_step_duration_seconds_count", &ingest), 1.0);
     for stage in ["loading_data", "training", "evaluating"] {
         let labels = [("model", "v1"), ("stage", stage)];
         assert_eq!(value("crs_train_stage_duration_seconds_count", &labels), 1.0, "{stage}");

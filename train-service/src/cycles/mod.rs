@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 pub use record::{CycleRecord, CycleState};
 
 use crate::jobs::{CANCEL_WAIT, Cancellation, Jobs};
+use crate::metrics::TrainMetrics;
 use crate::status::ApiError;
 
 /// The cycles of this process, and the settings they share.
@@ -37,13 +38,22 @@ struct Inner {
     notifier: Notifier,
     incoming: BucketKey,
     lease_ttl: Duration,
+    metrics: Arc<TrainMetrics>,
     tasks: TaskTracker,
 }
 
 impl Cycles {
     /// Cycles abort at the fail point of `catalog`'s store, if it has one.
-    pub fn new(catalog: Catalog, jobs: Jobs, notifier: Notifier, incoming: BucketKey, lease_ttl: Duration) -> Self {
-        Cycles { inner: Arc::new(Inner { catalog, jobs, notifier, incoming, lease_ttl, tasks: TaskTracker::new() }) }
+    pub fn new(
+        catalog: Catalog,
+        jobs: Jobs,
+        notifier: Notifier,
+        incoming: BucketKey,
+        lease_ttl: Duration,
+        metrics: Arc<TrainMetrics>,
+    ) -> Self {
+        let tasks = TaskTracker::new();
+        Cycles { inner: Arc::new(Inner { catalog, jobs, notifier, incoming, lease_ttl, metrics, tasks }) }
     }
 
     /// Starts a cycle of `model_ver` and returns its record; while one runs

@@ -105,6 +105,7 @@ impl Inner {
             tracing::warn!(error = %e, "could not release the cycle lease; it expires by itself");
         }
         tracing::info!(cycle_id = %record.cycle_id, model_ver = %record.model_ver, decision = %record.decision, state = ?record.state, "cycle ended");
+        self.metrics.cycle_ended(record.model_ver, record.state.as_str(), &record.timings);
         self.notifier.notify(notice(&record));
     }
 
