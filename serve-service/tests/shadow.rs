@@ -1,6 +1,6 @@
-//! Shadow models (SHADOW_MODELS): the primary's answers do not change, every
-//! row of every request is recorded for both models once the service stops,
-//! and `crctl compare` scores the two on outcomes.
+//! Shadow models (SHADOW_MODELS): under 10,000 requests the primary's answers
+//! do not change, every row of every request is recorded for both models once
+//! the service stops, and `crctl compare` scores the two on outcomes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,18 +20,22 @@ use tonic::transport::Channel;
 const REQUESTS: usize = 100;
 const ROWS: usize = 100;
 const TASKS: usize = 8;
+/// The load of the answers-unchanged test: many small requests, so that the
+/// shadow path runs once per request 10,000 times.
+const LOAD_REQUESTS: usize = 10_000;
+const LOAD_ROWS: usize = 2;
 
 fn v(name: &str) -> ModelVer {
     ModelVer::parse(name).expect("registered version")
 }
 
-/// `REQUESTS` requests of `ROWS` rows each, cycling through the rows of the
+/// `count` requests of `rows` rows each, cycling through the rows of the
 /// evaluation file (so that its outcomes match them).
-async fn requests(stack: &Stack) -> Vec<PredictRequest> {
+async fn requests(stack: &Stack, count: usize, rows: usize) -> Vec<PredictRequest> {
     let all = predict_request(&stack.get(EVAL_KEY).await.expect("eval file"));
-    (0..REQUESTS)
+    (0..count)
         .map(|i| PredictRequest {
-            rows: all.rows.iter().cycle().skip(i * 37).take(ROWS).cloned().collect(),
+            rows: all.rows.iter().cycle().skip(i * 37).take(rows).cloned().collect(),
             ..all.clone()
         })
         .collect()
@@ -81,7 +85,7 @@ async fn a_shadow_changes_no_answer_and_records_every_row_of_both_models() {
     let mut stack = Stack::new().await;
     let v1_run = stack.train("v1").await;
     let v0_run = stack.train("v0").await;
-    let requests = Arc::new(requests(&stack).await);
+    let requests = Arc::new(requests(&stack, LOAD_REQUESTS, LOAD_ROWS).await);
 
     // v1 alone: the reference answers.
     let alone = stack.start_serve(stack.serve_config()).await;
@@ -91,8 +95,10 @@ async fn a_shadow_changes_no_answer_and_records_every_row_of_both_models() {
 
     let mut config = stack.serve_config();
     config.shadow_models = vec!["v0:v1".parse().expect("pair")];
-    // Small batches, so that the records span several objects.
+    // Small batches, so that the records span several objects; a queue that holds
+    // every request, so that none is dropped however slowly the shadow keeps up.
     config.shadow_flush_rows = 3_000;
+    config.shadow_queue = LOAD_REQUESTS as u32;
     let (shadowed, metrics_addr) = stack.start_serve_with_metrics(config).await;
     wait_until_serving(&shadowed).await;
     let answers = send_all(&shadowed.client, &requests).await;
@@ -125,7 +131,7 @@ async fn a_shadow_changes_no_answer_and_records_every_row_of_both_models() {
         }
         counts
     };
-    assert_eq!(records.len(), 2 * REQUESTS * ROWS);
+    assert_eq!(records.len(), 2 * LOAD_REQUESTS * LOAD_ROWS);
     assert_eq!(recorded("v1", &v1_run), tally(&requests, answers.iter()));
     assert_eq!(recorded("v0", &v0_run), tally(&requests, v0_answers.iter()));
     let objects = stack.bucket.list(&BucketKey::parse("shadow/v1").expect("key")).await.expect("list");
@@ -200,7 +206,7 @@ async fn a_full_shadow_queue_drops_and_counts_shadow_rows_and_fails_no_request()
     let mut stack = Stack::new().await;
     stack.train("v1").await;
     stack.train("v0").await;
-    let requests = Arc::new(requests(&stack).await);
+    let requests = Arc::new(requests(&stack, REQUESTS, ROWS).await);
     let mut config = stack.serve_config();
     config.shadow_models = vec!["v0:v1".parse().expect("pair")];
     // One request may wait for the shadow; 8 callers outrun it (about half the
@@ -284,7 +290,7 @@ async fn model_infer_is_shadowed_and_a_shadow_without_a_run_fails_nothing() {
     let (mut serve, metrics_addr) = stack.start_serve_with_metrics(config).await;
     wait_until_serving(&serve).await;
 
-    let all = requests(&stack).await;
+    let all = requests(&stack, REQUESTS, ROWS).await;
     let predict = all[0].clone();
     let mut infer = all[1].clone();
     infer.rows.truncate(40);
