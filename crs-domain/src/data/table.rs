@@ -492,16 +492,24 @@ impl Read for ReadAhead {
     }
 }
 
+impl Chunk {
+    pub fn entity_ids(&self) -> PolarsResult<&Int64Chunked> {
+        self.frame.column(ENTITY_ID)?.i64()
+    }
+
+    /// A prediction input chunk's attribute columns in `attribute_names` order,
+    /// each in one piece so that [`Int32Chunked::cont_slice`] succeeds.
+    pub fn attribute_columns(&self, attribute_names: &[String]) -> PolarsResult<Vec<Int32Chunked>> {
+        attribute_names.iter().map(|name| self.frame.column(name)?.i32().map(|c| c.rechunk().into_owned())).collect()
+    }
+}
+
 /// Builds model input rows from a validated chunk.
 pub fn keyword_rows(chunk: Chunk, attribute_names: &Arc<[String]>) -> PolarsResult<KeywordRows> {
-    let frame = &chunk.frame;
-    let entity_id = frame.column(ENTITY_ID)?.i64()?;
+    let entity_id = chunk.entity_ids()?;
     let width = attribute_names.len();
-    let height = frame.height();
-    let columns = attribute_names
-        .iter()
-        .map(|name| frame.column(name)?.i32().map(|c| c.rechunk()))
-        .collect::<PolarsResult<Vec<_>>>()?;
+    let height = chunk.frame.height();
+    let columns = chunk.attribute_columns(attribute_names)?;
     let slices = columns.iter().map(|c| c.cont_slice()).collect::<PolarsResult<Vec<&[i32]>>>()?;
     // Written row by row, reading every column in step: sequential on both sides.
     let mut values = Vec::with_capacity(height * width);
