@@ -75,20 +75,7 @@ impl FeaturePipeline {
     /// safe only for columns the model never reads (see
     /// [`crate::models::TrainedModel::required_attributes`]).
     pub fn transform(&self, rows: &KeywordRows, required: &[String]) -> Result<Features, FeatureError> {
-        let positions: HashMap<&str, usize> =
-            rows.attribute_names().iter().enumerate().map(|(i, name)| (name.as_str(), i)).collect();
-        let missing: Vec<String> = required.iter().filter(|a| !positions.contains_key(a.as_str())).cloned().collect();
-        if !missing.is_empty() {
-            return Err(FeatureError::MissingAttributes(missing));
-        }
-        // (matrix column, column in rows) of every attribute the rows carry.
-        let sources: Vec<(usize, usize)> = self
-            .attributes
-            .iter()
-            .enumerate()
-            .filter_map(|(j, a)| positions.get(a.as_str()).map(|&source| (self.devices.len() + j, source)))
-            .collect();
-
+        let sources = self.sources(rows.attribute_names(), required)?;
         let mut matrix = Array2::<f32>::zeros((rows.len(), self.width()));
         for (i, mut out) in matrix.rows_mut().into_iter().enumerate() {
             if let Some(slot) = self.devices.iter().position(|d| *d == rows.device[i]) {
@@ -100,6 +87,49 @@ impl FeaturePipeline {
             }
         }
         Ok(Features { matrix, devices: rows.device.clone() })
+    }
+
+    /// [`Self::transform`] of rows given as attribute columns, named by `names`,
+    /// each as long as `devices`. Batches read columns: building the matrix
+    /// straight from them skips a row-major copy of every chunk.
+    pub fn transform_columns(
+        &self,
+        names: &[String],
+        columns: &[&[i32]],
+        devices: &[Device],
+        required: &[String],
+    ) -> Result<Features, FeatureError> {
+        debug_assert_eq!(names.len(), columns.len());
+        debug_assert!(columns.iter().all(|c| c.len() == devices.len()));
+        let sources: Vec<(usize, &[i32])> =
+            self.sources(names, required)?.into_iter().map(|(column, source)| (column, columns[source])).collect();
+        let mut matrix = Array2::<f32>::zeros((devices.len(), self.width()));
+        for (i, mut out) in matrix.rows_mut().into_iter().enumerate() {
+            if let Some(slot) = self.devices.iter().position(|d| *d == devices[i]) {
+                out[slot] = 1.0;
+            }
+            // Validated cells are 0 or 1, exactly what `transform` writes for them.
+            for &(column, values) in &sources {
+                out[column] = values[i] as f32;
+            }
+        }
+        Ok(Features { matrix, devices: devices.to_vec() })
+    }
+
+    /// (matrix column, position in `names`) of every pipeline attribute in
+    /// `names`, after checking that `names` has every `required` one.
+    fn sources(&self, names: &[String], required: &[String]) -> Result<Vec<(usize, usize)>, FeatureError> {
+        let positions: HashMap<&str, usize> = names.iter().enumerate().map(|(i, name)| (name.as_str(), i)).collect();
+        let missing: Vec<String> = required.iter().filter(|a| !positions.contains_key(a.as_str())).cloned().collect();
+        if !missing.is_empty() {
+            return Err(FeatureError::MissingAttributes(missing));
+        }
+        Ok(self
+            .attributes
+            .iter()
+            .enumerate()
+            .filter_map(|(j, a)| positions.get(a.as_str()).map(|&source| (self.devices.len() + j, source)))
+            .collect())
     }
 }
 
@@ -136,6 +166,27 @@ mod tests {
         let features = pipeline.transform(&input, &pipeline.attributes).unwrap();
         assert_eq!(features.matrix.row(0).to_vec(), vec![1.0, 0.0, 1.0]);
         assert_eq!(features.matrix.row(1).to_vec(), vec![0.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn transform_columns_matches_transform() {
+        let pipeline = FeaturePipeline {
+            devices: vec![Device::Computer, Device::Tablet],
+            attributes: vec!["att2".into(), "att1".into(), "att4".into()],
+        };
+        let input =
+            rows(&["att1", "att9", "att2"], &[(Device::Computer, &[1, 0, 0]), (Device::Smartphone, &[0, 1, 1])]);
+        let names: Vec<String> = input.attribute_names().to_vec();
+        let columns: Vec<Vec<i32>> =
+            (0..names.len()).map(|j| (0..input.len()).map(|i| i32::from(input.attributes(i)[j])).collect()).collect();
+        let slices: Vec<&[i32]> = columns.iter().map(Vec::as_slice).collect();
+        let required = ["att1".to_owned()];
+        let from_rows = pipeline.transform(&input, &required).unwrap();
+        let from_columns = pipeline.transform_columns(&names, &slices, &input.device, &required).unwrap();
+        assert_eq!(from_columns.matrix, from_rows.matrix);
+        assert_eq!(from_columns.devices, from_rows.devices);
+        let err = pipeline.transform_columns(&names, &slices, &input.device, &["att4".to_owned()]).unwrap_err();
+        assert_eq!(err, FeatureError::MissingAttributes(vec!["att4".into()]));
     }
 
     #[test]

@@ -464,6 +464,26 @@ fn prediction_input_cells_are_still_checked() {
 }
 
 #[test]
+fn prediction_input_attributes_out_of_range_get_the_contract_messages() {
+    // Prediction input attributes are parsed narrow; values outside that type's
+    // range must be reported like any other value that is not 0 or 1.
+    for (value, expected) in [
+        ("300", "row 2, column 'att2': expected 0 or 1, found 300"),
+        ("-1", "row 2, column 'att2': expected 0 or 1, found -1"),
+        ("99999999999", "row 2, column 'att2': expected 0 or 1, found 99999999999"),
+        ("-99999999999", "row 2, column 'att2': expected 0 or 1, found -99999999999"),
+        ("1.5", "row 2, column 'att2': expected an integer, found \"1.5\""),
+    ] {
+        let text = format!("entity_id,att1,att2,device\n1,0,1,Computer\n2,1,{value},Tablet\n");
+        let reader =
+            TableReader::open("p.csv", Cursor::new(text.into_bytes()), TableKind::PredictionInput, Attributes::All)
+                .unwrap();
+        let err = reader.read_all().unwrap_err();
+        assert_eq!(err.to_string(), format!("p.csv: {expected}"), "{value}");
+    }
+}
+
+#[test]
 fn feature_pipeline_rejects_missing_attributes_by_name() {
     let names = |n: &[&str]| -> Arc<[String]> { n.iter().map(|s| s.to_string()).collect() };
     let mut train = KeywordRows::new(names(&["att1", "att2", "att3"]));

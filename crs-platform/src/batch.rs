@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use crs_domain::data::{Attributes, Chunk, DEFAULT_CHUNK_BYTES, DataError, TableKind, TableReader, keyword_rows};
+use crs_domain::data::{Attributes, Chunk, DEFAULT_CHUNK_BYTES, DataError, TableKind, TableReader};
 use crs_domain::features::FeatureError;
 use crs_domain::models::TrainedModel;
 use flate2::Compression;
@@ -229,12 +229,16 @@ fn write_predictions(
     let mut csv = CsvWriter::new(&mut gzip).include_header(false).batched(&schema).map_err(output_error)?;
     let mut rows_written = 0u64;
     for chunk in chunks {
-        let rows = keyword_rows(chunk?, attribute_names).map_err(output_error)?;
-        let rates = model.predict(&rows)?;
-        let mut entity = Vec::with_capacity(rows.len());
-        let mut device = Vec::with_capacity(rows.len());
-        let mut cr = Vec::with_capacity(rows.len());
-        for ((&e, &d), &rate) in rows.entity_id.iter().zip(&rows.device).zip(&rates) {
+        let chunk = chunk?;
+        let columns = chunk.attribute_columns(attribute_names).map_err(output_error)?;
+        let slices = columns.iter().map(|c| c.cont_slice()).collect::<PolarsResult<Vec<_>>>().map_err(output_error)?;
+        let rates = model.predict_columns(attribute_names, &slices, &chunk.devices)?;
+        let entity_ids = chunk.entity_ids().map_err(output_error)?;
+        let height = chunk.devices.len();
+        let mut entity = Vec::with_capacity(height);
+        let mut device = Vec::with_capacity(height);
+        let mut cr = Vec::with_capacity(height);
+        for ((e, &d), &rate) in entity_ids.into_no_null_iter().zip(&chunk.devices).zip(&rates) {
             if seen[d.index()].insert(e) {
                 entity.push(e);
                 device.push(d);

@@ -34,7 +34,8 @@ pub enum Attributes {
 
 /// One validated chunk: typed columns `entity_id`, `device`, the attributes in
 /// [`TableReader::attribute_names`] order, then `week`, `Clicks`, `Conversions`
-/// where the file kind has them.
+/// where the file kind has them. Attributes are Int64 in training files and Int32
+/// in prediction input (see [`keyword_rows`]).
 #[derive(Debug)]
 pub struct Chunk {
     pub frame: DataFrame,
@@ -64,6 +65,10 @@ pub struct TableReader {
     input: Box<dyn BufRead + Send>,
     header: Vec<Column>,
     schema: SchemaRef,
+    /// `schema` with every integer column as Int64: what a chunk the narrow
+    /// schema refused is parsed with again, so a value out of the narrow range is
+    /// reported by `validate` exactly as it would be had it been parsed wide.
+    wide_schema: SchemaRef,
     projection: Arc<[PlSmallStr]>,
     attribute_names: Arc<[String]>,
     ignored_columns: Vec<String>,
@@ -107,6 +112,13 @@ impl TableReader {
         let (header, attribute_names) = plan_columns(file, &names, kind, &attributes)?;
 
         let schema: Schema = header.iter().map(|c| Field::new(c.name.as_str().into(), c.dtype.clone())).collect();
+        let wide_schema: Schema = header
+            .iter()
+            .map(|c| {
+                let dtype = if c.dtype.is_integer() { DataType::Int64 } else { c.dtype.clone() };
+                Field::new(c.name.as_str().into(), dtype)
+            })
+            .collect();
         let mut projection: Vec<PlSmallStr> = vec![ENTITY_ID.into(), DEVICE.into()];
         projection.extend(attribute_names.iter().map(|a| PlSmallStr::from(a.as_str())));
         for name in [WEEK, CLICKS, CONVERSIONS] {
@@ -121,6 +133,7 @@ impl TableReader {
             input,
             header,
             schema: Arc::new(schema),
+            wide_schema: Arc::new(wide_schema),
             projection: projection.into(),
             attribute_names,
             ignored_columns,
@@ -235,10 +248,16 @@ impl TableReader {
 
     /// polars refused a chunk: find the first cell (or line) that explains why.
     fn diagnose(&self, bytes: &[u8], first_row: u64, error: PolarsError) -> DataError {
+        if self.wide_schema != self.schema
+            && let Ok(wide) = self.parse(bytes, &self.wide_schema)
+            && let Err(e) = self.validate(&wide, first_row)
+        {
+            return e;
+        }
         let text_schema: Schema =
             self.header.iter().map(|c| Field::new(c.name.as_str().into(), DataType::String)).collect();
         if let Ok(text) = self.parse(bytes, &Arc::new(text_schema)) {
-            let integer_columns = self.header.iter().filter(|c| c.dtype == DataType::Int64);
+            let integer_columns = self.header.iter().filter(|c| c.dtype.is_integer());
             let first_bad = integer_columns
                 .filter_map(|c| {
                     let values = text.column(&c.name).ok()?.str().ok()?;
@@ -299,18 +318,28 @@ impl TableReader {
 }
 
 fn first_bad_integer(values: &polars::prelude::Column, check: Check) -> Option<(usize, Problem)> {
-    let values = values.i64().ok()?;
+    match values.dtype() {
+        DataType::Int32 => first_bad_value(values.i32().ok()?, check),
+        _ => first_bad_value(values.i64().ok()?, check),
+    }
+}
+
+fn first_bad_value<T>(values: &ChunkedArray<T>, check: Check) -> Option<(usize, Problem)>
+where
+    T: PolarsIntegerType,
+    T::Native: Into<i64>,
+{
     let missing = (values.null_count() > 0)
         .then(|| values.iter().position(|v| v.is_none()).map(|i| (i, Problem::MissingValue)))
         .flatten();
     // The common case, no nulls, runs as a tight loop over the values.
     // Null slots hold arbitrary values: a hit there is not a bad value (the null is reported).
     let bad = match check {
-        Check::Binary => values.into_no_null_iter().position(|v| v as u64 > 1),
-        Check::NonNegative => values.into_no_null_iter().position(|v| v < 0),
+        Check::Binary => values.into_no_null_iter().position(|v| Into::<i64>::into(v) as u64 > 1),
+        Check::NonNegative => values.into_no_null_iter().position(|v| Into::<i64>::into(v) < 0),
         _ => None,
     }
-    .and_then(|i| values.get(i).map(|v| (i, v)))
+    .and_then(|i| values.get(i).map(|v| (i, Into::<i64>::into(v))))
     .map(|(i, v)| (i, if check == Check::Binary { Problem::NotBinary(v) } else { Problem::Negative(v) }));
     match (missing, bad) {
         (Some(m), Some(b)) => Some(if m.0 < b.0 { m } else { b }),
@@ -396,8 +425,13 @@ fn plan_columns(
                 n if n.starts_with(ATTRIBUTE_PREFIX) && wanted.contains(n) => Check::Binary,
                 _ => Check::Ignored,
             };
+            // Prediction input attributes are parsed as Int32 (the narrowest type
+            // polars' CSV reader has without extra features): half the memory
+            // traffic of Int64 in the batch's largest cost. Training callers read
+            // attributes as Int64, so training files keep it.
             let dtype = match check {
                 Check::Device | Check::Ignored => DataType::String,
+                Check::Binary if kind == TableKind::PredictionInput => DataType::Int32,
                 _ => DataType::Int64,
             };
             Column { name: name.clone(), dtype, check }
@@ -458,17 +492,25 @@ impl Read for ReadAhead {
     }
 }
 
+impl Chunk {
+    pub fn entity_ids(&self) -> PolarsResult<&Int64Chunked> {
+        self.frame.column(ENTITY_ID)?.i64()
+    }
+
+    /// A prediction input chunk's attribute columns in `attribute_names` order,
+    /// each in one piece so that [`Int32Chunked::cont_slice`] succeeds.
+    pub fn attribute_columns(&self, attribute_names: &[String]) -> PolarsResult<Vec<Int32Chunked>> {
+        attribute_names.iter().map(|name| self.frame.column(name)?.i32().map(|c| c.rechunk().into_owned())).collect()
+    }
+}
+
 /// Builds model input rows from a validated chunk.
 pub fn keyword_rows(chunk: Chunk, attribute_names: &Arc<[String]>) -> PolarsResult<KeywordRows> {
-    let frame = &chunk.frame;
-    let entity_id = frame.column(ENTITY_ID)?.i64()?;
+    let entity_id = chunk.entity_ids()?;
     let width = attribute_names.len();
-    let height = frame.height();
-    let columns = attribute_names
-        .iter()
-        .map(|name| frame.column(name)?.i64().map(|c| c.rechunk()))
-        .collect::<PolarsResult<Vec<_>>>()?;
-    let slices = columns.iter().map(|c| c.cont_slice()).collect::<PolarsResult<Vec<&[i64]>>>()?;
+    let height = chunk.frame.height();
+    let columns = chunk.attribute_columns(attribute_names)?;
+    let slices = columns.iter().map(|c| c.cont_slice()).collect::<PolarsResult<Vec<&[i32]>>>()?;
     // Written row by row, reading every column in step: sequential on both sides.
     let mut values = Vec::with_capacity(height * width);
     for i in 0..height {
