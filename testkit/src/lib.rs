@@ -18,6 +18,6 @@ pub use metrics::{Metrics, Sample, parse_metrics, scrape};
 pub use reflection::reflected_services;
 pub use stack::{
     Running, SIZES, Setup, Stack, fixture_dir, gunzip, key_of, parse_config, predict_request, serving_status,
-    train_to_end, wait_for_end, wait_for_stage, wait_until_serving, watch_to_end,
+    train_to_end, wait_for_cycle, wait_for_end, wait_for_stage, wait_until_serving, watch_to_end,
 };
 pub use webhook::{Behaviour, WebhookReceiver};

@@ -12,7 +12,10 @@ use crs_platform::sample_data::{SampleSizes, write_sample_data};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::serve::{PredictRequest, Row};
 use crs_proto::train::train_service_client::TrainServiceClient;
-use crs_proto::train::{JobState, PromoteRequest, Stage, StartTrainingRequest, TrainingJob, WatchTrainingJobRequest};
+use crs_proto::train::{
+    Cycle, CycleState, GetCycleRequest, JobState, PromoteRequest, Stage, StartTrainingRequest, TrainingJob,
+    WatchTrainingJobRequest,
+};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -323,6 +326,18 @@ pub async fn wait_for_end(client: &mut TrainServiceClient<Channel>, job_id: &str
         "the watch stream ended before the job did: {last:?}"
     );
     last
+}
+
+/// Polls `cycle` until it is no longer running, for at most `within`; its final state.
+pub async fn wait_for_cycle(client: &mut TrainServiceClient<Channel>, mut cycle: Cycle, within: Duration) -> Cycle {
+    let deadline = tokio::time::Instant::now() + within;
+    while cycle.state() == CycleState::Running {
+        assert!(tokio::time::Instant::now() < deadline, "cycle did not end: {cycle:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let request = GetCycleRequest { model_ver: cycle.model_ver.clone(), cycle_id: cycle.cycle_id.clone() };
+        cycle = client.get_cycle(request).await.expect("get cycle").into_inner();
+    }
+    cycle
 }
 
 /// Waits until the job reaches `stage` (or ends).

@@ -8,10 +8,8 @@ use crs_domain::data::synth::{SynthSpec, write_week};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::serve::{GetModelRequest, PredictRequest};
 use crs_proto::train::train_service_client::TrainServiceClient;
-use crs_proto::train::{
-    Cycle, CycleState, GetCycleRequest, ListModelsRequest, ModelVersionRuns, RollbackRequest, RunCycleRequest,
-};
-use crs_testkit::{Stack, predict_request, wait_until_serving};
+use crs_proto::train::{Cycle, CycleState, ListModelsRequest, ModelVersionRuns, RollbackRequest, RunCycleRequest};
+use crs_testkit::{Stack, predict_request, wait_for_cycle, wait_until_serving};
 use tonic::transport::Channel;
 
 const SPEC: SynthSpec = SynthSpec { first_entity: 1, keywords: 400, attributes: 20, seed: 9 };
@@ -27,14 +25,7 @@ fn week(week: i64, drifted: bool) -> Vec<u8> {
 
 async fn cycle(client: &mut TrainServiceClient<Channel>) -> Cycle {
     let started = client.run_cycle(RunCycleRequest { model_ver: "v1".into() }).await.expect("run cycle").into_inner();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let mut cycle = started;
-    while cycle.state() == CycleState::Running {
-        assert!(tokio::time::Instant::now() < deadline, "cycle did not end: {cycle:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let request = GetCycleRequest { model_ver: "v1".into(), cycle_id: cycle.cycle_id.clone() };
-        cycle = client.get_cycle(request).await.expect("get cycle").into_inner();
-    }
+    let cycle = wait_for_cycle(client, started, Duration::from_secs(120)).await;
     assert_eq!(cycle.state(), CycleState::Succeeded, "{cycle:?}");
     println!("cycle {}: {}", cycle.cycle_id, cycle.decision);
     cycle

@@ -1,11 +1,11 @@
 //! train-service's Prometheus endpoint: requests by RPC and code, jobs and
 //! cycles by outcome, stage timings of succeeded jobs, step timings of cycles.
 
-use crs_platform::layout::EVAL_KEY;
 use std::time::Duration;
 
-use crs_proto::train::{CycleState, GetCycleRequest, JobState, RunCycleRequest, StartTrainingRequest};
-use crs_testkit::{Metrics, Stack, parse_metrics, scrape, train_to_end};
+use crs_platform::layout::EVAL_KEY;
+use crs_proto::train::{CycleState, JobState, RunCycleRequest, StartTrainingRequest};
+use crs_testkit::{Metrics, Stack, parse_metrics, scrape, train_to_end, wait_for_cycle};
 
 async fn metrics(addr: std::net::SocketAddr) -> Metrics {
     let (status, content_type, body) = scrape(addr).await;
@@ -31,14 +31,8 @@ async fn jobs_stages_and_requests_are_counted() {
     train.client.start_training(bad).await.expect_err("unknown version");
     // A cycle with nothing new to ingest: it ingests nothing, trains nothing and succeeds.
     let request = RunCycleRequest { model_ver: "v1".into() };
-    let mut cycle = train.client.run_cycle(request).await.expect("cycle").into_inner();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while cycle.state() == CycleState::Running {
-        assert!(tokio::time::Instant::now() < deadline, "the cycle did not end");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let request = GetCycleRequest { model_ver: "v1".into(), cycle_id: cycle.cycle_id.clone() };
-        cycle = train.client.get_cycle(request).await.expect("get cycle").into_inner();
-    }
+    let started = train.client.run_cycle(request).await.expect("cycle").into_inner();
+    let cycle = wait_for_cycle(&mut train.client, started, Duration::from_secs(60)).await;
     assert_eq!(cycle.state(), CycleState::Succeeded, "{cycle:?}");
 
     let after = metrics(addr).await;

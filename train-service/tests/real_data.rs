@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use crs_proto::train::{CycleState, GetCycleRequest, RunCycleRequest, StartTrainingRequest};
-use crs_testkit::{Stack, gunzip, train_to_end};
+use crs_proto::train::{CycleState, RunCycleRequest, StartTrainingRequest};
+use crs_testkit::{Stack, gunzip, train_to_end, wait_for_cycle};
 
 fn real_data() -> Option<String> {
     let Some(path) = std::env::var_os("CRS_REAL_DATA").filter(|p| !p.is_empty()) else {
@@ -45,14 +45,8 @@ async fn a_cycle_on_the_second_real_week() {
 
     stack.put("data/incoming/week30.csv", week30).await;
     stack.put("data/incoming/week31.csv", week31).await;
-    let mut cycle = client.run_cycle(RunCycleRequest::default()).await.expect("cycle").into_inner();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-    while cycle.state() == CycleState::Running {
-        assert!(tokio::time::Instant::now() < deadline, "cycle did not end");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let request = GetCycleRequest { model_ver: cycle.model_ver.clone(), cycle_id: cycle.cycle_id.clone() };
-        cycle = client.get_cycle(request).await.expect("get cycle").into_inner();
-    }
+    let started = client.run_cycle(RunCycleRequest::default()).await.expect("cycle").into_inner();
+    let cycle = wait_for_cycle(&mut client, started, Duration::from_secs(300)).await;
     assert_eq!(cycle.state(), CycleState::Succeeded, "{cycle:?}");
     let record: serde_json::Value = serde_json::from_slice(&stack.get(&cycle.record_key).await.unwrap()).unwrap();
     let drift = &record["drift"];
