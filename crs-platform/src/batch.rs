@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use crs_domain::data::{Attributes, Chunk, DEFAULT_CHUNK_BYTES, DataError, TableKind, TableReader};
+use crs_domain::data::{Attributes, Chunk, DEFAULT_CHUNK_BYTES, DataError, Device, TableKind, TableReader};
 use crs_domain::features::FeatureError;
 use crs_domain::models::TrainedModel;
 use flate2::Compression;
@@ -172,8 +172,8 @@ pub async fn predict_batch(
 
 /// Reads, predicts and writes gzip CSV into `out`; returns (rows read, rows written).
 ///
-/// Two stages on two threads: one decompresses, parses and validates the next
-/// chunk while the other predicts, formats and compresses the current one.
+/// Two stages on two threads: one decompresses, parses, validates and predicts
+/// the next chunk while the other formats and compresses the current one.
 fn predict_stream(
     mut reader: TableReader,
     model: &TrainedModel,
@@ -182,9 +182,11 @@ fn predict_stream(
 ) -> Result<(u64, u64), BatchError> {
     let attribute_names = reader.attribute_names().clone();
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Chunk, DataError>>(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Predicted, BatchError>>(1);
         let parser = std::thread::Builder::new().name("crs-parse".into()).spawn_scoped(scope, move || {
             while let Some(next) = reader.next_chunk().transpose() {
+                let next =
+                    next.map_err(BatchError::from).and_then(|chunk| Predicted::new(chunk, &attribute_names, model));
                 let failed = next.is_err();
                 // A closed channel means the writing stage failed and has its error.
                 if tx.send(next).is_err() || failed {
@@ -196,22 +198,40 @@ fn predict_stream(
         let Ok(parser) = parser else {
             return Err(BatchError::Output("cannot start the parsing thread".into()));
         };
-        let written = write_predictions(rx, &attribute_names, model, devices, out);
+        let written = write_predictions(rx, devices, out);
         let rows_read = parser.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         Ok((rows_read, written?))
     })
 }
 
-/// Predicts each chunk and writes one gzip CSV line per (entity_id, device) not
-/// seen before; returns the lines written.
+/// A chunk's keys and their predicted rates.
+struct Predicted {
+    entity_ids: Vec<i64>,
+    devices: Vec<Device>,
+    rates: Vec<f64>,
+}
+
+impl Predicted {
+    fn new(chunk: Chunk, attribute_names: &[String], model: &TrainedModel) -> Result<Self, BatchError> {
+        let columns = chunk.attribute_columns(attribute_names).map_err(output_error)?;
+        let slices = columns.iter().map(|c| c.cont_slice()).collect::<PolarsResult<Vec<_>>>().map_err(output_error)?;
+        let rates = model.predict_columns(attribute_names, &slices, &chunk.devices)?;
+        let entity_ids = chunk.entity_ids().map_err(output_error)?.into_no_null_iter().collect();
+        Ok(Predicted { entity_ids, devices: chunk.devices, rates })
+    }
+}
+
+fn output_error(e: PolarsError) -> BatchError {
+    BatchError::Output(e.to_string())
+}
+
+/// Writes one gzip CSV line per (entity_id, device) not seen before; returns
+/// the lines written.
 fn write_predictions(
-    chunks: std::sync::mpsc::Receiver<Result<Chunk, DataError>>,
-    attribute_names: &Arc<[String]>,
-    model: &TrainedModel,
+    chunks: std::sync::mpsc::Receiver<Result<Predicted, BatchError>>,
     devices: DeviceColumn,
     out: impl Write,
 ) -> Result<u64, BatchError> {
-    let output_error = |e: PolarsError| BatchError::Output(e.to_string());
     let mut seen: [PlHashSet<i64>; 3] = Default::default();
     let mut gzip = GzEncoder::new(out, Compression::fast());
     gzip.write_all(OUTPUT_HEADER.as_bytes()).and_then(|()| gzip.write_all(b"\n")).map_err(io_error)?;
@@ -230,15 +250,11 @@ fn write_predictions(
     let mut rows_written = 0u64;
     for chunk in chunks {
         let chunk = chunk?;
-        let columns = chunk.attribute_columns(attribute_names).map_err(output_error)?;
-        let slices = columns.iter().map(|c| c.cont_slice()).collect::<PolarsResult<Vec<_>>>().map_err(output_error)?;
-        let rates = model.predict_columns(attribute_names, &slices, &chunk.devices)?;
-        let entity_ids = chunk.entity_ids().map_err(output_error)?;
         let height = chunk.devices.len();
         let mut entity = Vec::with_capacity(height);
         let mut device = Vec::with_capacity(height);
         let mut cr = Vec::with_capacity(height);
-        for ((e, &d), &rate) in entity_ids.into_no_null_iter().zip(&chunk.devices).zip(&rates) {
+        for ((&e, &d), &rate) in chunk.entity_ids.iter().zip(&chunk.devices).zip(&chunk.rates) {
             if seen[d.index()].insert(e) {
                 entity.push(e);
                 device.push(d);

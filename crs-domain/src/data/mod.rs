@@ -5,6 +5,7 @@ mod error;
 mod ingest;
 mod prepare;
 mod rows;
+mod scan;
 mod schema;
 mod table;
 mod training;

@@ -13,6 +13,7 @@ use polars::prelude::*;
 
 use super::error::{DataError, Problem};
 use super::rows::KeywordRows;
+use super::scan::{Cell, Scanned, scan_plain};
 use super::schema::{
     ATTRIBUTE_PREFIX, CLICKS, CONVERSIONS, DEVICE, Device, ENTITY_ID, TableKind, WEEK, attribute_name, attribute_number,
 };
@@ -72,6 +73,8 @@ pub struct TableReader {
     projection: Arc<[PlSmallStr]>,
     attribute_names: Arc<[String]>,
     ignored_columns: Vec<String>,
+    /// The shortcut past polars for plain prediction input (see `scan`).
+    plain: Option<PlainPlan>,
     carry: Vec<u8>,
     next_row: u64,
     chunk_bytes: usize,
@@ -127,6 +130,7 @@ impl TableReader {
             }
         }
         let ignored_columns = header.iter().filter(|c| c.check == Check::Ignored).map(|c| c.name.clone()).collect();
+        let plain = (kind == TableKind::PredictionInput).then(|| PlainPlan::new(&header, &attribute_names));
 
         Ok(TableReader {
             file: file.to_owned(),
@@ -137,6 +141,7 @@ impl TableReader {
             projection: projection.into(),
             attribute_names,
             ignored_columns,
+            plain,
             carry: Vec::new(),
             next_row: 1,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
@@ -171,14 +176,22 @@ impl TableReader {
             return if self.next_row == 1 { Err(DataError::new(&self.file, Problem::NoRows)) } else { Ok(None) };
         };
         let first_row = self.next_row;
-        let frame = match self.parse(&bytes, &self.schema) {
-            Ok(frame) => frame,
-            Err(error) => return Err(self.diagnose(&bytes, first_row, error)),
+        let scanned =
+            self.plain.as_ref().and_then(|plan| plan.frame(scan_plain(&bytes, &plan.cells)?, &self.projection));
+        let (frame, devices) = match scanned {
+            Some(plain) => plain,
+            None => {
+                let frame = match self.parse(&bytes, &self.schema) {
+                    Ok(frame) => frame,
+                    Err(error) => return Err(self.diagnose(&bytes, first_row, error)),
+                };
+                if frame.height() == 0 {
+                    return self.next_chunk();
+                }
+                let devices = self.validate(&frame, first_row)?;
+                (frame, devices)
+            }
         };
-        if frame.height() == 0 {
-            return self.next_chunk();
-        }
-        let devices = self.validate(&frame, first_row)?;
         self.next_row += frame.height() as u64;
         Ok(Some(Chunk { frame, first_row, devices }))
     }
@@ -440,6 +453,65 @@ fn plan_columns(
     Ok((header, attribute_names))
 }
 
+/// How the scanner's slots map to a prediction-input chunk's columns.
+#[derive(Debug)]
+struct PlainPlan {
+    cells: Vec<Cell>,
+    /// Name of each integer slot (`entity_id`, and `week` when present).
+    integer_names: Vec<String>,
+}
+
+impl PlainPlan {
+    fn new(header: &[Column], attribute_names: &[String]) -> Self {
+        let mut integer_names = Vec::new();
+        let cells = header
+            .iter()
+            .map(|column| match column.check {
+                Check::Ignored => Cell::Skip,
+                Check::Device => Cell::Device,
+                Check::Binary => Cell::Binary(
+                    attribute_names.iter().position(|a| *a == column.name).expect("read attributes are in the header"),
+                ),
+                Check::AnyInteger | Check::NonNegative => {
+                    integer_names.push(column.name.clone());
+                    Cell::Integer(integer_names.len() - 1)
+                }
+            })
+            .collect();
+        PlainPlan { cells, integer_names }
+    }
+
+    /// The frame polars would have parsed (same columns, names and types), or
+    /// `None` for an empty chunk, which the polars path handles.
+    fn frame(&self, scanned: Scanned, projection: &[PlSmallStr]) -> Option<(DataFrame, Vec<Device>)> {
+        if scanned.devices.is_empty() {
+            return None;
+        }
+        let Scanned { integers, binaries, devices } = scanned;
+        let mut integers: Vec<Option<Vec<i64>>> = integers.into_iter().map(Some).collect();
+        let mut binaries: Vec<Option<Vec<i32>>> = binaries.into_iter().map(Some).collect();
+        let mut attribute_slot = 0;
+        let columns = projection
+            .iter()
+            .map(|name| {
+                if name.as_str() == DEVICE {
+                    let names: Vec<&str> = devices.iter().map(|d| d.as_str()).collect();
+                    return Some(polars::prelude::Column::new(name.clone(), names));
+                }
+                if let Some(slot) = self.integer_names.iter().position(|n| n == name.as_str()) {
+                    return Some(Int64Chunked::from_vec(name.clone(), integers[slot].take()?).into_column());
+                }
+                // Attributes come in the projection in slot order.
+                let values = binaries.get_mut(attribute_slot)?.take()?;
+                attribute_slot += 1;
+                Some(Int32Chunked::from_vec(name.clone(), values).into_column())
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let frame = DataFrame::new_infer_height(columns).ok()?;
+        Some((frame, devices))
+    }
+}
+
 /// Reads `inner` on a thread of its own, a few blocks ahead of the caller, so
 /// that decompressing overlaps parsing. The thread ends when the reader is dropped.
 struct ReadAhead {
@@ -522,4 +594,56 @@ pub fn keyword_rows(chunk: Chunk, attribute_names: &Arc<[String]>) -> PolarsResu
         attribute_names.clone(),
         values,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::synth::{SynthSpec, write_prediction_input};
+
+    /// Every chunk of `input` read with the scanner and, separately, with polars alone.
+    fn both_ways(input: &[u8], attributes: &[&str]) -> [Vec<(DataFrame, Vec<Device>)>; 2] {
+        let wanted: Arc<[String]> = attributes.iter().map(|a| a.to_string()).collect();
+        [true, false].map(|shortcut| {
+            let mut reader = TableReader::open(
+                "input.csv",
+                Cursor::new(input.to_vec()),
+                TableKind::PredictionInput,
+                Attributes::Only(wanted.clone()),
+            )
+            .unwrap()
+            .with_chunk_bytes(700);
+            if !shortcut {
+                reader.plain = None;
+            }
+            std::iter::from_fn(|| reader.next_chunk().unwrap()).map(|c| (c.frame, c.devices)).collect()
+        })
+    }
+
+    fn assert_same(input: &[u8], attributes: &[&str]) {
+        let [scanned, parsed] = both_ways(input, attributes);
+        assert_eq!(scanned.len(), parsed.len());
+        for ((scanned, scanned_devices), (parsed, parsed_devices)) in scanned.iter().zip(&parsed) {
+            assert_eq!(scanned_devices, parsed_devices);
+            assert_eq!(scanned.height(), parsed.height());
+            for column in parsed.columns() {
+                assert_eq!(scanned.column(column.name()).unwrap(), column, "{}", column.name());
+            }
+            assert_eq!(scanned.width(), parsed.width());
+        }
+    }
+
+    #[test]
+    fn the_scanner_reads_what_polars_reads() {
+        let mut generated = Vec::new();
+        let spec = SynthSpec { first_entity: 1, keywords: 40, attributes: 9, seed: 5 };
+        write_prediction_input(&spec, &mut generated).unwrap();
+        assert_same(&generated, &["att2", "att9", "att1"]);
+
+        let odd = "entity_id,att1,note,device,att2,week\n\
+                   007,1,free text; with: punctuation,Tablet,0,-0\n\
+                   -9223372036854775808,0,,Computer,1,12\n\
+                   9223372036854775807,1,x,Smartphone,1,13";
+        assert_same(odd.as_bytes(), &["att2", "att1"]);
+    }
 }
