@@ -14,7 +14,6 @@ use std::time::Duration;
 use crs_platform::layout::EVAL_KEY;
 use crs_platform::security::{Access, RPC_ACCESS, Secret};
 use crs_proto::serve::LoadModelRequest;
-use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::train::StartTrainingRequest;
 use crs_proto::train::train_service_client::TrainServiceClient;
 use crs_testkit::{Behaviour, Setup, Stack, capture_logs, fixture_dir, gunzip, reflected_services, wait_for_end};
@@ -66,17 +65,17 @@ fn methods_of(service: &str) -> Vec<String> {
     methods
 }
 
-/// Calls `path` with an empty message (valid for any request type) as a
+/// Calls `path` with an empty message (the encoding of any request type's defaults) as a
 /// stream of one, which any kind of method takes, and returns the code the
 /// call was answered with: OK once the answer's headers say the call reached
 /// the service.
 async fn code_of(channel: Channel, path: &str, token: Option<&str>) -> Code {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("channel ready");
-    let request = with_token(tokio_stream::iter([prost_types::Empty {}]), token);
-    let codec = tonic_prost::ProstCodec::<prost_types::Empty, prost_types::Empty>::default();
-    let path = path.parse().expect("method path");
-    match tokio::time::timeout(Duration::from_secs(30), grpc.streaming(request, path, codec)).await {
+    let request = with_token(tokio_stream::iter([()]), token);
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    let method = path.parse().expect("method path");
+    match tokio::time::timeout(Duration::from_secs(30), grpc.streaming(request, method, codec)).await {
         Ok(Ok(_)) => Code::Ok,
         Ok(Err(status)) => status.code(),
         Err(_) => panic!("{path} did not answer within 30 s"),
@@ -119,7 +118,7 @@ async fn every_rpc_needs_the_token_exactly_where_the_table_says() {
 /// A channel to `addr` over TLS, trusting the test CA.
 async fn tls_channel(addr: std::net::SocketAddr) -> Result<Channel, tonic::transport::Error> {
     let ca = Certificate::from_pem(std::fs::read(fixture_dir().join("tls/ca.pem")).expect("test CA"));
-    Channel::from_shared(format!("https://localhost:{}", addr.port()))
+    Channel::from_shared(format!("https://{addr}"))
         .expect("uri")
         .tls_config(ClientTlsConfig::new().ca_certificate(ca))?
         .connect()
@@ -149,7 +148,8 @@ async fn tls_servers_answer_clients_that_trust_the_ca_and_no_plaintext_client() 
         assert!(answer.is_ok(), "{server} over TLS: {answer:?}");
         // The running services' own plaintext clients (`http://`) get no answer.
         let plain = Channel::from_shared(format!("http://{server}")).expect("uri").connect_lazy();
-        let check = HealthClient::new(plain).check(HealthCheckRequest { service: String::new() });
+        let mut plain = HealthClient::new(plain);
+        let check = plain.check(HealthCheckRequest { service: String::new() });
         let answer = tokio::time::timeout(Duration::from_secs(10), check).await;
         assert!(!matches!(answer, Ok(Ok(_))), "{server} answered a plaintext client: {answer:?}");
     }
