@@ -12,7 +12,12 @@ const WRONG: &str = "tok-crctl-guess-wrong";
 
 /// crctl with `args` and only the environment given: never the developer's.
 fn crctl(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_crctl")).env_clear().envs(env.iter().copied()).args(args).output().expect("run crctl")
+    Command::new(env!("CARGO_BIN_EXE_crctl"))
+        .env_clear()
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .expect("run crctl")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -305,8 +305,14 @@ mod tests {
         let token = Secret::new("s3cret-token");
         assert!(carries(b"Bearer s3cret-token", &token));
         assert!(carries(b"bearer s3cret-token", &token));
-        for wrong in [&b""[..], b"s3cret-token", b"Bearer ", b"Bearer s3cret-toke", b"Bearer s3cret-token2", b"Basic s3cret-token"]
-        {
+        for wrong in [
+            &b""[..],
+            b"s3cret-token",
+            b"Bearer ",
+            b"Bearer s3cret-toke",
+            b"Bearer s3cret-token2",
+            b"Basic s3cret-token",
+        ] {
             assert!(!carries(wrong, &token), "{}", String::from_utf8_lossy(wrong));
         }
     }
@@ -319,7 +325,10 @@ mod tests {
         let path = file.to_str().expect("utf8 path");
         let token = parse(&["--auth-token-file", path]).token.token().expect("token").expect("set");
         assert_eq!(token.expose(), "from-a-file");
-        assert!(matches!(parse(&["--auth-token", "x", "--auth-token-file", path]).token.token(), Err(SecurityError::TokenTwice)));
+        assert!(matches!(
+            parse(&["--auth-token", "x", "--auth-token-file", path]).token.token(),
+            Err(SecurityError::TokenTwice)
+        ));
         assert!(parse(&[]).token.token().expect("no token").is_none());
         std::fs::write(&file, "\n").expect("write token");
         assert!(matches!(parse(&["--auth-token-file", path]).token.token(), Err(SecurityError::EmptyToken { .. })));
@@ -338,6 +347,30 @@ mod tests {
         assert!(parse(&[]).tls_identity().expect("plaintext").is_none());
         assert!(matches!(parse(&["--tls-cert", "cert.pem"]).tls_identity(), Err(SecurityError::HalfTls)));
         assert!(matches!(parse(&["--tls-key", "key.pem"]).tls_identity(), Err(SecurityError::HalfTls)));
+    }
+
+    #[test]
+    fn the_token_guards_exactly_the_rpcs_that_change_something() {
+        // Spelled out again on purpose: opening an RPC must change this test as well as the table.
+        let guarded: Vec<&str> = RPC_ACCESS
+            .iter()
+            .filter(|(_, access)| *access == Access::Token)
+            .filter_map(|(rpc, _)| rpc.rsplit('/').next())
+            .collect();
+        let changing = [
+            "StartTraining",
+            "CancelTrainingJob",
+            "Ingest",
+            "RunCycle",
+            "CancelCycle",
+            "Promote",
+            "Rollback",
+            "PredictBatch",
+            "LoadModel",
+            "RepositoryModelLoad",
+            "RepositoryModelUnload",
+        ];
+        assert_eq!(guarded, changing);
     }
 
     #[test]

@@ -145,7 +145,9 @@ pub async fn run_with_metrics(
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         let identity = tonic::transport::Identity::from_pem(tls.cert_pem, tls.key_pem);
-        builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity)).context("TLS_CERT, TLS_KEY")?;
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .context("TLS_CERT, TLS_KEY")?;
     }
     let server = builder
         .layer(crs_platform::request_id::RequestIdLayer)

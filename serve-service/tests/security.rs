@@ -171,8 +171,11 @@ fn bucket_texts(dir: &Path, texts: &mut Vec<(String, String)>) {
             continue;
         }
         let bytes = std::fs::read(&path).expect("read bucket file");
-        let text =
-            if bytes.starts_with(&[0x1f, 0x8b]) { gunzip(&bytes) } else { String::from_utf8_lossy(&bytes).into_owned() };
+        let text = if bytes.starts_with(&[0x1f, 0x8b]) {
+            gunzip(&bytes)
+        } else {
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
         texts.push((path.display().to_string(), text));
     }
 }
@@ -241,9 +244,11 @@ async fn the_token_and_the_webhook_url_never_show_in_logs_answers_or_the_bucket(
     let mut files = Vec::new();
     bucket_texts(&stack.bucket_dir(), &mut files);
     assert!(files.iter().any(|(name, _)| name.contains("jobs")), "the jobs were recorded");
-    let everything = logged.iter().map(|line| ("log line".to_owned(), line.clone())).chain(files).chain(
-        seen.into_iter().map(|answer| ("answer".to_owned(), answer)),
-    );
+    let everything = logged
+        .iter()
+        .map(|line| ("log line".to_owned(), line.clone()))
+        .chain(files)
+        .chain(seen.into_iter().map(|answer| ("answer".to_owned(), answer)));
     for (place, text) in everything {
         for secret in secrets {
             assert!(!text.contains(secret), "{secret:?} in {place}: {text}");
