@@ -48,6 +48,8 @@ async fn crctl_reaches_a_tls_service_with_tls_ca_and_sends_the_token() {
     // A mutating RPC needs the token, from a file or the variable.
     let ingested = crctl(&["ingest"], &[tls[0], tls[1], ("AUTH_TOKEN_FILE", token_file)]);
     assert!(ingested.status.success(), "crctl ingest with the token: {}", String::from_utf8_lossy(&ingested.stderr));
+    let ingested = crctl(&["ingest"], &[tls[0], tls[1], ("AUTH_TOKEN", TOKEN)]);
+    assert!(ingested.status.success(), "crctl ingest with AUTH_TOKEN: {}", String::from_utf8_lossy(&ingested.stderr));
     let ingested = crctl(&["--auth-token", TOKEN, "ingest"], &tls);
     assert!(ingested.status.success(), "crctl --auth-token ingest: {}", String::from_utf8_lossy(&ingested.stderr));
     for env in [&tls[..], &[tls[0], tls[1], ("AUTH_TOKEN", WRONG)]] {
