@@ -17,3 +17,13 @@ export WEBHOOK_URL="${WEBHOOK_URL:-}"
 # Where the services listen, host:port.
 export TRAIN_ADDR="${TRAIN_ADDR:-127.0.0.1:50051}"
 export SERVE_ADDR="${SERVE_ADDR:-127.0.0.1:50052}"
+# Security, unset by default (README "Security"); each is passed on only when set.
+# AUTH_TOKEN or AUTH_TOKEN_FILE: the bearer token the services require on every RPC
+# that changes something, and that crctl sends. A secret: keep it out of git.
+# TLS_CERT and TLS_KEY: PEM files the services serve TLS with. TLS_CA: the PEM of the
+# CA crctl trusts; set, crctl connects with https.
+if [[ -n ${AUTH_TOKEN:-} ]]; then export AUTH_TOKEN; fi
+if [[ -n ${AUTH_TOKEN_FILE:-} ]]; then export AUTH_TOKEN_FILE; fi
+if [[ -n ${TLS_CERT:-} ]]; then export TLS_CERT; fi
+if [[ -n ${TLS_KEY:-} ]]; then export TLS_KEY; fi
+if [[ -n ${TLS_CA:-} ]]; then export TLS_CA; fi

@@ -15,7 +15,9 @@ Usage: ./build_pipeline.sh [--service train|serve|both] [--build-only] [--force]
   -h, --help    this help
 
 Settings (see .env_pipelines.sh): MODEL_VER, BUCKET_URL, TRAIN_KEY, EVAL_KEY,
-PREDICT_INPUT_KEY, CONFIG_KEY, WEBHOOK_URL, TRAIN_ADDR, SERVE_ADDR.
+PREDICT_INPUT_KEY, CONFIG_KEY, WEBHOOK_URL, TRAIN_ADDR, SERVE_ADDR; when set,
+AUTH_TOKEN or AUTH_TOKEN_FILE, TLS_CERT, TLS_KEY and TLS_CA go to the services
+and crctl as they are (with TLS_CA, crctl uses https).
 Services already listening at TRAIN_ADDR / SERVE_ADDR are used as they are;
 otherwise the pipeline starts them and stops them when it ends.
 USAGE

@@ -1,11 +1,13 @@
 //! Commands that talk to the services over gRPC.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use crs_domain::data::{Attributes, KeywordRows, TableKind, TableReader, keyword_rows};
 use crs_platform::layout::{PREDICTION_INPUT_KEY, TRAIN_KEY};
+use crs_platform::security::{AUTHORIZATION, TokenSettings, bearer};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::serve::{
     DeviceFormat, GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictRequest, Row,
@@ -20,12 +22,13 @@ use serde_json::Value;
 
 use crate::render;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-/// Where the services are; the same variables the services listen on.
+/// Where the services are (the same variables the services listen on), and
+/// how to reach them: TLS and the bearer token, as the services are set.
 #[derive(Debug, Args)]
 pub struct Addresses {
     /// train-service address, host:port.
@@ -34,48 +37,76 @@ pub struct Addresses {
     /// serve-service address, host:port.
     #[arg(long, env = "SERVE_ADDR", default_value = "127.0.0.1:50052", global = true)]
     serve_addr: String,
+    /// PEM certificate of the CA that signed the services' TLS certificates; set, crctl connects with https.
+    #[arg(long, env = "TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    token: TokenSettings,
     /// Print one JSON object instead of text meant for people.
     #[arg(long, global = true)]
     pub json: bool,
 }
 
 /// Every call of this crctl run carries one `x-request-id`, so the services'
-/// log lines and notices for it can be found; errors print it.
+/// log lines and notices for it can be found (errors print it), and the bearer
+/// token when one is set.
 #[derive(Clone, Debug)]
-pub struct WithRequestId;
+pub struct CallMetadata {
+    authorization: Option<tonic::metadata::AsciiMetadataValue>,
+}
 
 fn request_id() -> &'static str {
     static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     ID.get_or_init(|| format!("crctl-{}", crs_platform::request_id::generate()))
 }
 
-impl tonic::service::Interceptor for WithRequestId {
+impl tonic::service::Interceptor for CallMetadata {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         let id = tonic::metadata::MetadataValue::from_static(request_id());
         request.metadata_mut().insert(crs_platform::request_id::HEADER, id);
+        if let Some(authorization) = &self.authorization {
+            request.metadata_mut().insert(AUTHORIZATION, authorization.clone());
+        }
         Ok(request)
     }
 }
 
-type Client = InterceptedService<Channel, WithRequestId>;
+type Client = InterceptedService<Channel, CallMetadata>;
 
 impl Addresses {
-    async fn channel(addr: &str) -> anyhow::Result<Channel> {
-        let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
-        Channel::from_shared(uri.clone())
+    async fn channel(&self, addr: &str) -> anyhow::Result<Channel> {
+        let scheme = if self.tls_ca.is_some() { "https" } else { "http" };
+        let uri = if addr.contains("://") { addr.to_owned() } else { format!("{scheme}://{addr}") };
+        let mut endpoint = Channel::from_shared(uri.clone())
             .with_context(|| format!("bad address {addr}"))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .with_context(|| format!("cannot reach {uri}"))
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(ca) = &self.tls_ca {
+            let ca = Certificate::from_pem(crs_platform::security::read_pem("TLS_CA", ca)?);
+            endpoint = endpoint.tls_config(ClientTlsConfig::new().ca_certificate(ca)).context("TLS_CA")?;
+        }
+        endpoint.connect().await.with_context(|| format!("cannot reach {uri}"))
+    }
+
+    fn metadata(&self) -> anyhow::Result<CallMetadata> {
+        let authorization = match self.token.token()? {
+            Some(token) => {
+                let mut value = tonic::metadata::AsciiMetadataValue::try_from(bearer(&token))
+                    .context("AUTH_TOKEN is not a valid header value")?;
+                // Kept out of any debug output of the request.
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        Ok(CallMetadata { authorization })
     }
 
     pub(crate) async fn train(&self) -> anyhow::Result<TrainServiceClient<Client>> {
-        Ok(TrainServiceClient::with_interceptor(Self::channel(&self.train_addr).await?, WithRequestId))
+        Ok(TrainServiceClient::with_interceptor(self.channel(&self.train_addr).await?, self.metadata()?))
     }
 
     async fn serve(&self) -> anyhow::Result<ServeServiceClient<Client>> {
-        Ok(ServeServiceClient::with_interceptor(Self::channel(&self.serve_addr).await?, WithRequestId)
+        Ok(ServeServiceClient::with_interceptor(self.channel(&self.serve_addr).await?, self.metadata()?)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20))
     }
@@ -526,7 +557,7 @@ pub async fn health(args: HealthArgs, addrs: &Addresses) -> anyhow::Result<()> {
         ServiceName::Train => &addrs.train_addr,
         ServiceName::Serve => &addrs.serve_addr,
     };
-    let mut client = HealthClient::new(Addresses::channel(addr).await?);
+    let mut client = HealthClient::new(addrs.channel(addr).await?);
     let answer =
         tokio::time::timeout(Duration::from_secs(5), client.check(HealthCheckRequest { service: String::new() }))
             .await

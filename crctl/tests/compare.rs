@@ -11,6 +11,8 @@ use crs_testkit::{Stack, predict_request};
 
 fn crctl(stack: &Stack, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_crctl"))
+        // Nothing from the developer's shell (TLS_CA, AUTH_TOKEN, ...).
+        .env_clear()
         .arg("compare")
         .args(args)
         .env("BUCKET_URL", &stack.bucket_url)

@@ -23,6 +23,8 @@ async fn predict_never_sends_more_rows_than_batch_rows() {
     std::fs::write(&input, format!("entity_id,att1,device\n{rows}")).expect("write input");
 
     let output = Command::new(env!("CARGO_BIN_EXE_crctl"))
+        // Nothing from the developer's shell (TLS_CA, AUTH_TOKEN, ...).
+        .env_clear()
         .args(["predict", "--json", "--batch-rows", "100", "--input"])
         .arg(&input)
         .env("SERVE_ADDR", serve.addr.to_string())

@@ -7,7 +7,8 @@
 //! keeps, [`batch`] streams batch predictions from an input
 //! object to an output object, [`webhook`] posts Slack notices, [`error`] sorts
 //! every failure into the kinds both services answer with, [`runtime`] is
-//! logging and shutdown signals, and [`failpoint`] the crash tests' abort
+//! logging and shutdown signals, [`security`] the bearer token, the table of
+//! which RPC needs it and the TLS files, and [`failpoint`] the crash tests' abort
 //! points. [`sample_data`] writes a bucket's default data.
 //!
 //! Models come from `crs-domain` and are used only through its small types:
@@ -31,5 +32,6 @@ pub mod retention;
 pub mod runs;
 pub mod runtime;
 pub mod sample_data;
+pub mod security;
 pub mod shadow;
 pub mod webhook;

@@ -7,12 +7,16 @@ of the first rows of a prediction-input CSV.
     pip install grpcio grpcio-tools
     python3 examples/python/client.py --train-addr 127.0.0.1:50051 \
         --serve-addr 127.0.0.1:50052 --input bucket/data/predict/input/prediction_input.csv.gz
+
+It reads the variables crctl reads: TLS_CA (a PEM CA; set, it connects with TLS) and
+AUTH_TOKEN or AUTH_TOKEN_FILE (the bearer token the services require to train).
 """
 
 import argparse
 import csv
 import gzip
 import importlib
+import os
 import pathlib
 import sys
 import tempfile
@@ -42,6 +46,26 @@ def generate_stubs(out_dir):
     return train_pb2, train_grpc, serve_pb2, serve_grpc
 
 
+def open_channel(addr):
+    """A channel to addr: TLS trusting TLS_CA when it is set, plaintext otherwise."""
+    ca = os.environ.get("TLS_CA")
+    if not ca:
+        return grpc.insecure_channel(addr)
+    with open(ca, "rb") as f:
+        return grpc.secure_channel(addr, grpc.ssl_channel_credentials(root_certificates=f.read()))
+
+
+def call_metadata():
+    """The bearer token from AUTH_TOKEN or AUTH_TOKEN_FILE, as gRPC metadata; never printed."""
+    token, path = os.environ.get("AUTH_TOKEN"), os.environ.get("AUTH_TOKEN_FILE")
+    if token and path:
+        sys.exit("AUTH_TOKEN and AUTH_TOKEN_FILE are both set; set one")
+    if path:
+        with open(path) as f:
+            token = f.read().rstrip("\r\n")
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
 def read_rows(path, limit):
     opener = gzip.open if open(path, "rb").read(2) == b"\x1f\x8b" else open
     with opener(path, "rt", newline="") as f:
@@ -53,12 +77,12 @@ def read_rows(path, limit):
 
 def train(stubs, addr, model_ver, eval_key):
     train_pb2, train_grpc = stubs
-    with grpc.insecure_channel(addr) as channel:
+    with open_channel(addr) as channel:
         client = train_grpc.TrainServiceStub(channel)
         request = train_pb2.StartTrainingRequest(model_ver=model_ver, labels={"client": "python"})
         if eval_key:
             request.eval_key = eval_key
-        job = client.StartTraining(request)
+        job = client.StartTraining(request, metadata=call_metadata())
         print(f"started job {job.job_id} ({train_pb2.JobState.Name(job.state)})")
         deadline = time.monotonic() + 300
         while job.state not in (train_pb2.JOB_STATE_SUCCEEDED, train_pb2.JOB_STATE_FAILED):
@@ -75,7 +99,7 @@ def train(stubs, addr, model_ver, eval_key):
 
 def predict(stubs, addr, names, rows):
     serve_pb2, serve_grpc = stubs
-    with grpc.insecure_channel(addr) as channel:
+    with open_channel(addr) as channel:
         client = serve_grpc.ServeServiceStub(channel)
         request = serve_pb2.PredictRequest(
             attribute_names=names,

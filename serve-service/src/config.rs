@@ -72,6 +72,9 @@ pub struct Config {
     /// Log lines as `text` or as `json` (one object per line, with the request and job ids of the spans).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// The bearer token required on every RPC that changes something, and TLS.
+    #[command(flatten)]
+    pub security: crs_platform::security::ServerSecurity,
     /// Seconds in-flight requests get to finish after SIGTERM or Ctrl+C.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -100,6 +103,7 @@ impl std::fmt::Debug for Config {
             .field("metrics_addr", &self.metrics_addr)
             .field("log_format", &self.log_format)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("security", &self.security)
             .finish()
     }
 }

@@ -62,6 +62,17 @@ pub async fn run_with_metrics(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let others = config.other_models()?;
+    let token = config.security.token.token()?;
+    let tls = config.security.tls_identity()?;
+    let serves_tls = tls.is_some();
+    // Built now so that a bad certificate or key stops the start before anything else.
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        let identity = tonic::transport::Identity::from_pem(tls.cert_pem, tls.key_pem);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .context("TLS_CERT, TLS_KEY")?;
+    }
     let mut registry = Registry::default();
     let metrics = Arc::new(ServeMetrics::new(&mut registry));
     // Dropped, and so stopped, however this function returns: after the drain, so
@@ -137,11 +148,12 @@ pub async fn run_with_metrics(
     let serve = ServeServiceServer::new(Service::new(models, shadows, config.max_predict_rows, batch, metrics))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
-    tracing::info!(addr = %listener.local_addr()?, model_ver = %config.model_ver, run = %config.model_run.describe(), serve_models = ?config.serve_models, shadow_models = ?config.shadow_models, bucket = %config.bucket_url, "serve-service listening");
+    tracing::info!(addr = %listener.local_addr()?, model_ver = %config.model_ver, run = %config.model_run.describe(), serve_models = ?config.serve_models, shadow_models = ?config.shadow_models, bucket = %config.bucket_url, tls = serves_tls, auth_token = token.is_some(), "serve-service listening");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
+    let server = builder
         .layer(crs_platform::request_id::RequestIdLayer)
+        .layer(crs_platform::security::AuthLayer::new(token))
         .add_service(health_service)
         .add_service(reflection.v1)
         .add_service(reflection.v1alpha)

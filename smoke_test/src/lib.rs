@@ -41,6 +41,11 @@ pub const CONFIG_VARS: &[&str] = &[
     "CRS_FAIL_AT",
     "TRAIN_METRICS_ADDR",
     "LOG_FORMAT",
+    "AUTH_TOKEN",
+    "AUTH_TOKEN_FILE",
+    "TLS_CERT",
+    "TLS_KEY",
+    "TLS_CA",
 ];
 
 /// The device names of the data contract, all of which the generated data has.

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use smoke_test::{
-    Crctl, Csv, DEVICES, Service, Webhooks, build_binaries, copy_tree, free_addr, parse_json, run, sha256_hex, tail,
-    wait_until, workspace_root,
+    CONFIG_VARS, Crctl, Csv, DEVICES, Service, Webhooks, build_binaries, copy_tree, free_addr, parse_json, run,
+    sha256_hex, tail, wait_until, workspace_root,
 };
 
 const TRAIN_KEY: &str = "data/train/train.csv.gz";
@@ -470,6 +470,10 @@ impl Stack {
         let local = self.dir.path().join("prediction_input.csv.gz");
         let script = workspace_root().join("examples/python/client.py");
         let mut command = Command::new("python3");
+        // The client reads TLS_CA and the token variables, as crctl does.
+        for var in CONFIG_VARS {
+            command.env_remove(var);
+        }
         command
             .arg(&script)
             .args(["--train-addr", &self.train_addr, "--serve-addr", &self.serve_addr, "--input", path_arg(&local)])

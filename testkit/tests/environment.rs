@@ -21,6 +21,7 @@ async fn settings_in_the_environment_do_not_reach_the_stack() {
         assert_eq!(serve.max_predict_rows, 10_000);
         let train = stack.train_config();
         assert_eq!((train.model_ver.name(), train.max_concurrent_jobs), ("v1", 2));
+        assert!(serve.security.token.auth_token.is_none() && train.security.tls_cert.is_none());
         let defaults: train_service::Config = parse_config(&[]);
         assert_eq!(defaults.addr, "127.0.0.1:50051");
         return;
@@ -34,6 +35,8 @@ async fn settings_in_the_environment_do_not_reach_the_stack() {
         .env("MAX_CONCURRENT_JOBS", "7")
         .env("TRAIN_ADDR", "127.0.0.1:1")
         .env("BUCKET_URL", "memory://")
+        .env("AUTH_TOKEN", "from-the-shell")
+        .env("TLS_CERT", "shell.pem")
         .status()
         .expect("run the probe");
     assert!(status.success(), "the stack's configs followed the environment");

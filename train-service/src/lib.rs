@@ -70,6 +70,17 @@ pub async fn run_with_metrics(
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let token = config.security.token.token()?;
+    let tls = config.security.tls_identity()?;
+    let serves_tls = tls.is_some();
+    // Built now so that a bad certificate or key stops the start before anything else.
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        let identity = tonic::transport::Identity::from_pem(tls.cert_pem, tls.key_pem);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .context("TLS_CERT, TLS_KEY")?;
+    }
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(TrainMetrics::new(&mut registry));
     // Dropped, and so stopped, however this function returns.
@@ -104,12 +115,15 @@ pub async fn run_with_metrics(
         model_ver = %config.model_ver,
         max_concurrent_jobs = max_jobs,
         webhook = notifier.is_enabled(),
+        tls = serves_tls,
+        auth_token = token.is_some(),
         "train-service listening"
     );
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .layer(crs_platform::request_id::RequestIdLayer)
+            .layer(crs_platform::security::AuthLayer::new(token))
             .add_service(health_service)
             .add_service(reflection.v1)
             .add_service(reflection.v1alpha)
