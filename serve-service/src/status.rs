@@ -131,6 +131,7 @@ mod tests {
             (storage(StorageError::Config { url: "s3://b".into(), message: "no region".into() }), Code::Internal),
             (
                 storage(StorageError::Backend {
+                    bucket: "s3://b".into(),
                     key: "k".into(),
                     source: object_store::Error::Generic { store: "S3", source: "connection refused".into() },
                 }),

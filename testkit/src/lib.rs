@@ -10,14 +10,16 @@
 mod logs;
 mod metrics;
 mod reflection;
+mod s3;
 mod stack;
 mod webhook;
 
 pub use logs::{CapturedLogs, capture_logs};
 pub use metrics::{Metrics, Sample, parse_metrics, scrape};
 pub use reflection::reflected_services;
+pub use s3::{Auth, S3Server};
 pub use stack::{
-    Running, SIZES, Setup, Stack, fixture_dir, gunzip, key_of, parse_config, predict_request, serving_status,
+    Backend, Running, SIZES, Setup, Stack, fixture_dir, gunzip, key_of, parse_config, predict_request, serving_status,
     train_to_end, wait_for_cycle, wait_for_end, wait_for_stage, wait_until_serving, watch_to_end,
 };
 pub use webhook::{Behaviour, WebhookReceiver};
