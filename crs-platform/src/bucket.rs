@@ -154,9 +154,25 @@ impl StorageError {
             source @ (object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) => {
                 StorageError::Denied { bucket, key, source }
             }
+            source if is_refused_listing(&source) => StorageError::Denied { bucket, key, source },
             source => StorageError::Backend { bucket, key, source },
         }
     }
+}
+
+/// object_store types a refused get or put as `PermissionDenied`, but a
+/// refused listing only as a generic error whose message carries the status.
+fn is_refused_listing(error: &object_store::Error) -> bool {
+    let object_store::Error::Generic { source, .. } = error else { return false };
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+    while let Some(error) = next {
+        let message = error.to_string();
+        if message.contains("403 Forbidden") || message.contains("401 Unauthorized") {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 /// Where an `s3://` bucket's endpoint, region and credentials come from.

@@ -87,12 +87,12 @@ async fn of_two_writers_replacing_what_they_both_read_exactly_one_wins() {
     assert_eq!(bucket.get(&key).await.expect("read"), Bytes::from_static(b"run-c\n"));
 
     // LATEST moves only forward, whichever of two stores (two replicas) writes first.
-    let model_ver = ModelVer::parse("v1").expect("version");
+    let model_ver = ModelVer::parse("v0").expect("version");
     let earlier = RunId::parse("20260101T000000000Z-aaaaaa").expect("run id");
     let later = RunId::parse("20260102T000000000Z-bbbbbb").expect("run id");
     let (one, two) = (ModelStore::new(bucket.clone()), ModelStore::new(bucket.clone()));
     for run in [&earlier, &later] {
-        bucket.put(&key_of(&format!("model/v1/{run}/metadata.json")), "{}").await.expect("a run");
+        bucket.put(&key_of(&format!("model/v0/{run}/metadata.json")), "{}").await.expect("a run");
     }
     assert!(two.promote(model_ver, &later).await.expect("promote"));
     assert!(!one.promote(model_ver, &earlier).await.expect("promote"), "LATEST must not move back");
@@ -127,7 +127,9 @@ async fn a_failed_batch_leaves_neither_an_object_nor_a_pending_upload() {
     let (name, bucket) = bucket_on(&server).await;
     let fixtures = ModelStore::new(Bucket::open(&fixture_dir().to_string_lossy()).expect("fixture bucket"));
     let model_ver = ModelVer::parse("v1").expect("version");
-    let run = fixtures.load_latest(model_ver).await.expect("the committed v1 run");
+    let runs = std::fs::read_dir(fixture_dir().join("model/v1")).expect("committed v1 runs");
+    let run_id = runs.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).next().expect("a v1 run");
+    let run = fixtures.load(model_ver, &RunId::parse(&run_id).expect("run id")).await.expect("the committed v1 run");
 
     // The committed input, with a bad row at its end: earlier chunks are
     // predicted and their parts uploaded before the reader reaches it.
