@@ -137,6 +137,15 @@ mod tests {
                 }),
                 Code::Unavailable,
             ),
+            (
+                // The service's own credentials, not the caller's: the operator must fix them.
+                storage(StorageError::Denied {
+                    bucket: "s3://b".into(),
+                    key: "k".into(),
+                    source: object_store::Error::PermissionDenied { path: "k".into(), source: "403".into() },
+                }),
+                Code::Internal,
+            ),
             (ServeError::Batch(BatchError::Output("disk full".into())), Code::Internal),
             (
                 ServeError::TooManyModels {

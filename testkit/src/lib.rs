@@ -1,7 +1,8 @@
 //! Test support shared by the workspace: the one in-process stack every
-//! integration test starts (a temp-dir bucket with generated data, both
-//! services on `127.0.0.1:0`, a real webhook receiver, gRPC clients), helpers
-//! to drive it, and committed fixture runs. Real servers and files, no mocks.
+//! integration test starts (a temp-dir or S3 bucket with generated data, both
+//! services on `127.0.0.1:0`, a real webhook receiver, gRPC clients), the moto
+//! S3 server, helpers to drive them, and committed fixture runs. Real servers
+//! and files, no mocks.
 //!
 //! Configs are built from the services' documented defaults without reading
 //! the environment, so a model version or any other setting in a developer's shell
