@@ -106,14 +106,14 @@ pub enum StorageError {
         bucket: String,
         key: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     #[error("bucket {bucket}: {key}: access refused, check the bucket's credentials: {source}")]
     Denied {
         bucket: String,
         key: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     #[error("{key}: already exists in the bucket")]
     AlreadyExists { key: String },
@@ -152,10 +152,10 @@ impl StorageError {
             object_store::Error::AlreadyExists { .. } => StorageError::AlreadyExists { key },
             object_store::Error::Precondition { .. } => StorageError::Conflict { key },
             source @ (object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) => {
-                StorageError::Denied { bucket, key, source }
+                StorageError::Denied { bucket, key, source: Box::new(source) }
             }
-            source if is_refused_listing(&source) => StorageError::Denied { bucket, key, source },
-            source => StorageError::Backend { bucket, key, source },
+            source if is_refused_listing(&source) => StorageError::Denied { bucket, key, source: Box::new(source) },
+            source => StorageError::Backend { bucket, key, source: Box::new(source) },
         }
     }
 }
@@ -191,7 +191,9 @@ impl fmt::Debug for S3Env {
         match self {
             S3Env::Process => f.write_str("Process"),
             // Names only: the values include the secret key.
-            S3Env::Explicit(vars) => f.debug_tuple("Explicit").field(&vars.iter().map(|(k, _)| k).collect::<Vec<_>>()).finish(),
+            S3Env::Explicit(vars) => {
+                f.debug_tuple("Explicit").field(&vars.iter().map(|(k, _)| k).collect::<Vec<_>>()).finish()
+            }
         }
     }
 }
@@ -332,8 +334,9 @@ impl Bucket {
     pub async fn reader(&self, key: &BucketKey) -> Result<impl AsyncRead + Send + Unpin + 'static, StorageError> {
         let result = self.store.get(&key.0).await.map_err(|e| self.error(key, e))?;
         let (owned, url) = (key.clone(), self.url.clone());
-        let stream =
-            result.into_stream().map_err(move |e| std::io::Error::other(StorageError::from_store(&url, owned.as_str(), e)));
+        let stream = result
+            .into_stream()
+            .map_err(move |e| std::io::Error::other(StorageError::from_store(&url, owned.as_str(), e)));
         Ok(tokio_util::io::StreamReader::new(stream))
     }
 
@@ -379,10 +382,7 @@ impl Bucket {
     /// sequence-numbered logs and leases that several replicas share.
     pub async fn create(&self, key: &BucketKey, bytes: impl Into<Bytes>) -> Result<(), StorageError> {
         let payload = PutPayload::from_bytes(bytes.into());
-        self.store
-            .put_opts(&key.0, payload, PutMode::Create.into())
-            .await
-            .map_err(|e| self.error(key, e))?;
+        self.store.put_opts(&key.0, payload, PutMode::Create.into()).await.map_err(|e| self.error(key, e))?;
         Ok(())
     }
 
@@ -403,7 +403,12 @@ impl Bucket {
     /// the same version, exactly one succeeds, on S3 and in memory. A local
     /// folder has no compare-and-swap, so there the write is unconditional once
     /// the object exists: one host's folder, whose writers order themselves.
-    pub async fn replace(&self, key: &BucketKey, bytes: impl Into<Bytes>, read: Option<&Versioned>) -> Result<(), StorageError> {
+    pub async fn replace(
+        &self,
+        key: &BucketKey,
+        bytes: impl Into<Bytes>,
+        read: Option<&Versioned>,
+    ) -> Result<(), StorageError> {
         let bytes = bytes.into();
         let Some(read) = read else {
             return match self.create(key, bytes).await {
@@ -428,8 +433,7 @@ impl Bucket {
 
     /// The names of the "folders" directly under `prefix`.
     pub async fn list_folders(&self, prefix: &BucketKey) -> Result<Vec<String>, StorageError> {
-        let listing =
-            self.store.list_with_delimiter(Some(&prefix.0)).await.map_err(|e| self.error(prefix, e))?;
+        let listing = self.store.list_with_delimiter(Some(&prefix.0)).await.map_err(|e| self.error(prefix, e))?;
         let mut names: Vec<String> =
             listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_owned)).collect();
         names.sort();
@@ -438,8 +442,7 @@ impl Bucket {
 
     /// Every object under `prefix`, at any depth, with its size and etag, sorted by key.
     pub async fn list_objects(&self, prefix: &BucketKey) -> Result<Vec<ObjectInfo>, StorageError> {
-        let metas: Vec<_> =
-            self.store.list(Some(&prefix.0)).try_collect().await.map_err(|e| self.error(prefix, e))?;
+        let metas: Vec<_> = self.store.list(Some(&prefix.0)).try_collect().await.map_err(|e| self.error(prefix, e))?;
         let mut objects: Vec<ObjectInfo> =
             metas.into_iter().map(|m| ObjectInfo { key: BucketKey(m.location), size: m.size, etag: m.e_tag }).collect();
         objects.sort_by(|a, b| a.key.cmp(&b.key));
@@ -448,8 +451,7 @@ impl Bucket {
 
     /// Every key under `prefix`, at any depth.
     pub async fn list(&self, prefix: &BucketKey) -> Result<Vec<BucketKey>, StorageError> {
-        let metas: Vec<_> =
-            self.store.list(Some(&prefix.0)).try_collect().await.map_err(|e| self.error(prefix, e))?;
+        let metas: Vec<_> = self.store.list(Some(&prefix.0)).try_collect().await.map_err(|e| self.error(prefix, e))?;
         let mut keys: Vec<BucketKey> = metas.into_iter().map(|m| BucketKey(m.location)).collect();
         keys.sort();
         Ok(keys)
@@ -480,7 +482,10 @@ impl fmt::Debug for Upload {
 impl Upload {
     /// Waits until fewer than `parts` parts are being uploaded.
     pub async fn wait_for_capacity(&mut self, parts: usize) -> Result<(), StorageError> {
-        self.writer.wait_for_capacity(parts).await.map_err(|e| StorageError::from_store(&self.bucket, self.key.as_str(), e))
+        self.writer
+            .wait_for_capacity(parts)
+            .await
+            .map_err(|e| StorageError::from_store(&self.bucket, self.key.as_str(), e))
     }
 
     /// Buffers `bytes`, starting a part upload whenever a part is full.

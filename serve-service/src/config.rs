@@ -4,9 +4,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use clap::Parser;
-use crs_platform::bucket::S3Env;
 use crs_domain::models::ModelVer;
 use crs_platform::batch::DeviceColumn;
+use crs_platform::bucket::S3Env;
 use crs_platform::layout::{DEFAULT_OUTPUT_PREFIX, OutputPrefix};
 use crs_platform::runtime::LogFormat;
 

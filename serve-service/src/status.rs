@@ -133,7 +133,7 @@ mod tests {
                 storage(StorageError::Backend {
                     bucket: "s3://b".into(),
                     key: "k".into(),
-                    source: object_store::Error::Generic { store: "S3", source: "connection refused".into() },
+                    source: Box::new(object_store::Error::Generic { store: "S3", source: "connection refused".into() }),
                 }),
                 Code::Unavailable,
             ),
@@ -142,7 +142,7 @@ mod tests {
                 storage(StorageError::Denied {
                     bucket: "s3://b".into(),
                     key: "k".into(),
-                    source: object_store::Error::PermissionDenied { path: "k".into(), source: "403".into() },
+                    source: Box::new(object_store::Error::PermissionDenied { path: "k".into(), source: "403".into() }),
                 }),
                 Code::Internal,
             ),

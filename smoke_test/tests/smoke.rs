@@ -240,9 +240,9 @@ impl Stack {
         let common: Vec<(&str, String)> = s3_vars
             .chain([
                 ("BUCKET_URL", bucket_arg.to_owned()),
-            ("WEBHOOK_URL", webhooks.url()),
-            ("MODEL_VER", "v1".to_owned()),
-            ("SHUTDOWN_GRACE_SECS", "10".to_owned()),
+                ("WEBHOOK_URL", webhooks.url()),
+                ("MODEL_VER", "v1".to_owned()),
+                ("SHUTDOWN_GRACE_SECS", "10".to_owned()),
                 ("RUST_LOG", "info".to_owned()),
             ])
             .collect();

@@ -209,8 +209,13 @@ fn install() -> Result<PathBuf, String> {
     println!("installing {} into {}", REQUIREMENTS_PATH, venv.display());
     let _ = std::fs::remove_dir_all(&venv);
     run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    run(Command::new(venv.join("bin").join("pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", "-r", REQUIREMENTS_PATH]))?;
+    run(Command::new(venv.join("bin").join("pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-r",
+        REQUIREMENTS_PATH,
+    ]))?;
     std::fs::write(&marker, REQUIREMENTS).map_err(|e| format!("{}: {e}", marker.display()))?;
     Ok(moto)
 }

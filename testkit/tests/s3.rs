@@ -142,7 +142,8 @@ async fn a_failed_batch_leaves_neither_an_object_nor_a_pending_upload() {
     let (input, output) = (key_of("data/predict/input/bad.csv"), key_of("data/predict/output/v1/bad/out.csv.gz"));
     bucket.put(&input, text).await.expect("upload the input");
 
-    let options = BatchOptions { chunk_bytes: 16 << 10, handoff_bytes: 1 << 10, part_bytes: 1 << 10, ..Default::default() };
+    let options =
+        BatchOptions { chunk_bytes: 16 << 10, handoff_bytes: 1 << 10, part_bytes: 1 << 10, ..Default::default() };
     let err = predict_batch(&bucket, Arc::clone(&run.model), &input, &output, options).await.unwrap_err();
     assert!(matches!(err, BatchError::Data(_)), "{err}");
     assert!(!bucket.exists(&output).await.expect("head"), "a failed batch left an object");

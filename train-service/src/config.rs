@@ -5,8 +5,8 @@ use std::fmt;
 use std::time::Duration;
 
 use clap::Parser;
-use crs_platform::bucket::S3Env;
 use crs_domain::models::ModelVer;
+use crs_platform::bucket::S3Env;
 use crs_platform::runtime::LogFormat;
 
 /// Recorded in every run's metadata and report, and in webhooks, as the service that wrote them.

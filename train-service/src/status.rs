@@ -146,7 +146,7 @@ mod tests {
                 StorageError::Denied {
                     bucket: "s3://b".into(),
                     key: "k".into(),
-                    source: object_store::Error::PermissionDenied { path: "k".into(), source: "403".into() },
+                    source: Box::new(object_store::Error::PermissionDenied { path: "k".into(), source: "403".into() }),
                 }
                 .into(),
                 Code::Internal,
