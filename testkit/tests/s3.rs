@@ -201,3 +201,28 @@ async fn refused_or_missing_credentials_fail_within_seconds_naming_the_bucket() 
         assert!(message.contains("access refused"), "{message}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_endpoint_fails_within_seconds_naming_the_bucket() {
+    // A port nobody listens on: every attempt is refused at once, so the time
+    // taken is the retries' own.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let env = S3Env::Explicit(vec![
+        ("AWS_ENDPOINT".into(), format!("http://127.0.0.1:{port}")),
+        ("AWS_ALLOW_HTTP".into(), "true".into()),
+        ("AWS_ACCESS_KEY_ID".into(), "key".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "secret".into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+    ]);
+    let url = "s3://crs-unreachable";
+    let bucket = Bucket::open_with(url, &env).expect("opening checks nothing remote");
+    let started = Instant::now();
+    let err = bucket.get(&key_of("model/v1/LATEST")).await.unwrap_err();
+    assert!(started.elapsed() < FAIL_FAST, "took {:?}", started.elapsed());
+    let message = err.to_string();
+    // The bound `Bucket::open` sets; object_store's default is ten, for up to three minutes.
+    assert!(message.contains("after 3 retries"), "{message}");
+    assert!(message.contains(url) && message.contains("model/v1/LATEST"), "{message}");
+    // Worth retrying later: the service answers UNAVAILABLE.
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{message}");
+}
