@@ -154,15 +154,17 @@ impl StorageError {
             source @ (object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) => {
                 StorageError::Denied { bucket, key, source: Box::new(source) }
             }
-            source if is_refused_listing(&source) => StorageError::Denied { bucket, key, source: Box::new(source) },
+            source if is_refused_generic(&source) => StorageError::Denied { bucket, key, source: Box::new(source) },
             source => StorageError::Backend { bucket, key, source: Box::new(source) },
         }
     }
 }
 
 /// object_store types a refused get or put as `PermissionDenied`, but a
-/// refused listing only as a generic error whose message carries the status.
-fn is_refused_listing(error: &object_store::Error) -> bool {
+/// refused listing only as a generic error whose message carries the status;
+/// `refused_or_missing_credentials_fail_within_seconds_naming_the_bucket`
+/// notices if that message changes.
+fn is_refused_generic(error: &object_store::Error) -> bool {
     let object_store::Error::Generic { source, .. } = error else { return false };
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
     while let Some(error) = next {
@@ -198,9 +200,10 @@ impl fmt::Debug for S3Env {
     }
 }
 
-/// Each request's limit. object_store's defaults retry for up to three
-/// minutes, which turns a wrong endpoint or missing credentials into what looks
-/// like a hang; these fail within seconds and still ride out a brief blip.
+/// How long an S3 request may take and how often it is retried. object_store's
+/// defaults retry for up to three minutes, which turns a wrong endpoint or
+/// missing credentials into what looks like a hang; these fail within seconds
+/// and still ride out a brief blip.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_RETRIES: usize = 3;
