@@ -4,15 +4,19 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload, WriteMultipart};
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutPayload, RetryConfig, UpdateVersion,
+    WriteMultipart,
+};
 use tokio::io::AsyncRead;
 
 use crate::error::{Classify, ErrorKind};
@@ -97,11 +101,19 @@ pub enum StorageError {
     Key(#[from] KeyError),
     #[error("{key}: not found in the bucket")]
     NotFound { key: String },
-    #[error("{key}: {source}")]
+    #[error("bucket {bucket}: {key}: {source}")]
     Backend {
+        bucket: String,
         key: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
+    },
+    #[error("bucket {bucket}: {key}: access refused, check the bucket's credentials: {source}")]
+    Denied {
+        bucket: String,
+        key: String,
+        #[source]
+        source: Box<object_store::Error>,
     },
     #[error("{key}: already exists in the bucket")]
     AlreadyExists { key: String },
@@ -127,20 +139,110 @@ impl Classify for StorageError {
             // Usually an object store that is down or throttling: worth a retry.
             StorageError::Backend { .. } => ErrorKind::Unavailable,
             // A bucket URL or credentials the operator must fix.
-            StorageError::Config { .. } => ErrorKind::Internal,
+            StorageError::Config { .. } | StorageError::Denied { .. } => ErrorKind::Internal,
         }
     }
 }
 
 impl StorageError {
-    pub(crate) fn from_store(key: &BucketKey, source: object_store::Error) -> Self {
+    fn from_store(bucket: &str, key: &str, source: object_store::Error) -> Self {
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
         match source {
-            object_store::Error::NotFound { .. } => StorageError::NotFound { key: key.to_string() },
-            object_store::Error::AlreadyExists { .. } => StorageError::AlreadyExists { key: key.to_string() },
-            object_store::Error::Precondition { .. } => StorageError::Conflict { key: key.to_string() },
-            source => StorageError::Backend { key: key.to_string(), source },
+            object_store::Error::NotFound { .. } => StorageError::NotFound { key },
+            object_store::Error::AlreadyExists { .. } => StorageError::AlreadyExists { key },
+            object_store::Error::Precondition { .. } => StorageError::Conflict { key },
+            source @ (object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) => {
+                StorageError::Denied { bucket, key, source: Box::new(source) }
+            }
+            source if is_refused_generic(&source) => StorageError::Denied { bucket, key, source: Box::new(source) },
+            source => StorageError::Backend { bucket, key, source: Box::new(source) },
         }
     }
+}
+
+/// object_store types a refused get or put as `PermissionDenied`, but a
+/// refused listing only as a generic error whose message carries the status;
+/// `refused_or_missing_credentials_fail_within_seconds_naming_the_bucket`
+/// notices if that message changes.
+fn is_refused_generic(error: &object_store::Error) -> bool {
+    let object_store::Error::Generic { source, .. } = error else { return false };
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+    while let Some(error) = next {
+        let message = error.to_string();
+        if message.contains("403 Forbidden") || message.contains("401 Unauthorized") {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
+/// Where an `s3://` bucket's endpoint, region and credentials come from.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum S3Env {
+    /// The process's `AWS_*` variables: how the services and crctl run.
+    #[default]
+    Process,
+    /// These `AWS_*` variables and none of the process's: tests, whose results
+    /// must not depend on the shell that runs them.
+    Explicit(Vec<(String, String)>),
+}
+
+impl fmt::Debug for S3Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            S3Env::Process => f.write_str("Process"),
+            // Names only: the values include the secret key.
+            S3Env::Explicit(vars) => {
+                f.debug_tuple("Explicit").field(&vars.iter().map(|(k, _)| k).collect::<Vec<_>>()).finish()
+            }
+        }
+    }
+}
+
+/// How long an S3 request may take and how often it is retried. object_store's
+/// defaults retry for up to three minutes, which turns a wrong endpoint or
+/// missing credentials into what looks like a hang; these fail within seconds
+/// and still ride out a brief blip.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const MAX_RETRIES: usize = 3;
+const RETRY_TIMEOUT: Duration = Duration::from_secs(15);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// An S3 client for `bucket` with `env`'s settings over our timeouts and retries.
+fn s3_store(bucket: &str, env: &S3Env) -> Result<AmazonS3, object_store::Error> {
+    let vars: Vec<(String, String)> = match env {
+        // As `AmazonS3Builder::from_env` reads them.
+        S3Env::Process => std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| k.starts_with("AWS_"))
+            .collect(),
+        S3Env::Explicit(vars) => vars.clone(),
+    };
+    let retry = RetryConfig {
+        backoff: BackoffConfig { max_backoff: MAX_BACKOFF, ..BackoffConfig::default() },
+        max_retries: MAX_RETRIES,
+        retry_timeout: RETRY_TIMEOUT,
+    };
+    // Our options first, so that `AWS_ALLOW_HTTP` and the like still apply on top.
+    let mut builder = AmazonS3Builder::new()
+        .with_client_options(ClientOptions::new().with_timeout(REQUEST_TIMEOUT).with_connect_timeout(CONNECT_TIMEOUT))
+        .with_retry(retry);
+    for (key, value) in vars {
+        if let Ok(key) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+            builder = builder.with_config(key, value);
+        }
+    }
+    builder.with_bucket_name(bucket).build()
+}
+
+/// An object as read, with the version a compare-and-swap write checks; see
+/// [`Bucket::replace`].
+#[derive(Clone, Debug)]
+pub struct Versioned {
+    pub bytes: Bytes,
+    version: UpdateVersion,
 }
 
 /// Where config, data and models live: a local folder, S3 (or an S3-compatible
@@ -162,13 +264,18 @@ impl Bucket {
     /// folder, created if missing), `s3://bucket[/prefix]` (endpoint, region and
     /// credentials from the usual `AWS_*` variables), or `memory://` (tests).
     pub fn open(url: &str) -> Result<Self, StorageError> {
+        Self::open_with(url, &S3Env::Process)
+    }
+
+    /// [`Bucket::open`], with an `s3://` bucket's settings taken from `env`.
+    pub fn open_with(url: &str, env: &S3Env) -> Result<Self, StorageError> {
         let config = |message: String| StorageError::Config { url: url.to_owned(), message };
         let store: Arc<dyn ObjectStore> = if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
                 return Err(config("no bucket name".into()));
             }
-            let s3 = AmazonS3Builder::from_env().with_bucket_name(bucket).build().map_err(|e| config(e.to_string()))?;
+            let s3 = s3_store(bucket, env).map_err(|e| config(e.to_string()))?;
             let prefix = prefix.trim_matches('/');
             if prefix.is_empty() {
                 Arc::new(s3)
@@ -207,16 +314,32 @@ impl Bucket {
         &self.url
     }
 
+    fn error(&self, key: &BucketKey, source: object_store::Error) -> StorageError {
+        StorageError::from_store(&self.url, key.as_str(), source)
+    }
+
+    /// One listing of the bucket's top level, so that a wrong endpoint, a
+    /// missing bucket or refused credentials fail a service at startup, naming
+    /// the bucket, rather than its first request.
+    pub async fn check_access(&self) -> Result<(), StorageError> {
+        match self.store.list_with_delimiter(None).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(StorageError::from_store(&self.url, "listing the bucket", e)),
+        }
+    }
+
     pub async fn get(&self, key: &BucketKey) -> Result<Bytes, StorageError> {
-        let result = self.store.get(&key.0).await.map_err(|e| StorageError::from_store(key, e))?;
-        result.bytes().await.map_err(|e| StorageError::from_store(key, e))
+        let result = self.store.get(&key.0).await.map_err(|e| self.error(key, e))?;
+        result.bytes().await.map_err(|e| self.error(key, e))
     }
 
     /// Streams an object, for files too large to hold in memory.
     pub async fn reader(&self, key: &BucketKey) -> Result<impl AsyncRead + Send + Unpin + 'static, StorageError> {
-        let result = self.store.get(&key.0).await.map_err(|e| StorageError::from_store(key, e))?;
-        let owned = key.clone();
-        let stream = result.into_stream().map_err(move |e| std::io::Error::other(StorageError::from_store(&owned, e)));
+        let result = self.store.get(&key.0).await.map_err(|e| self.error(key, e))?;
+        let (owned, url) = (key.clone(), self.url.clone());
+        let stream = result
+            .into_stream()
+            .map_err(move |e| std::io::Error::other(StorageError::from_store(&url, owned.as_str(), e)));
         Ok(tokio_util::io::StreamReader::new(stream))
     }
 
@@ -224,8 +347,12 @@ impl Bucket {
     /// visible at `key` until [`Upload::finish`]; an aborted or dropped upload
     /// leaves no object.
     pub async fn upload(&self, key: &BucketKey, part_bytes: usize) -> Result<Upload, StorageError> {
-        let upload = self.store.put_multipart(&key.0).await.map_err(|e| StorageError::from_store(key, e))?;
-        Ok(Upload { key: key.clone(), writer: WriteMultipart::new_with_chunk_size(upload, part_bytes) })
+        let upload = self.store.put_multipart(&key.0).await.map_err(|e| self.error(key, e))?;
+        Ok(Upload {
+            bucket: self.url.clone(),
+            key: key.clone(),
+            writer: WriteMultipart::new_with_chunk_size(upload, part_bytes),
+        })
     }
 
     /// Like [`Bucket::get`], with a missing object as `None`.
@@ -241,14 +368,14 @@ impl Bucket {
         match self.store.head(&key.0).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(StorageError::from_store(key, e)),
+            Err(e) => Err(self.error(key, e)),
         }
     }
 
     /// Writes a whole object; readers see the old object or the new one, never a part.
     pub async fn put(&self, key: &BucketKey, bytes: impl Into<Bytes>) -> Result<(), StorageError> {
         let payload = PutPayload::from_bytes(bytes.into());
-        self.store.put(&key.0, payload).await.map_err(|e| StorageError::from_store(key, e))?;
+        self.store.put(&key.0, payload).await.map_err(|e| self.error(key, e))?;
         Ok(())
     }
 
@@ -258,24 +385,58 @@ impl Bucket {
     /// sequence-numbered logs and leases that several replicas share.
     pub async fn create(&self, key: &BucketKey, bytes: impl Into<Bytes>) -> Result<(), StorageError> {
         let payload = PutPayload::from_bytes(bytes.into());
-        self.store
-            .put_opts(&key.0, payload, PutMode::Create.into())
-            .await
-            .map_err(|e| StorageError::from_store(key, e))?;
+        self.store.put_opts(&key.0, payload, PutMode::Create.into()).await.map_err(|e| self.error(key, e))?;
         Ok(())
+    }
+
+    /// Like [`Bucket::get_if_exists`], with the version [`Bucket::replace`] checks.
+    pub async fn get_versioned(&self, key: &BucketKey) -> Result<Option<Versioned>, StorageError> {
+        let result = match self.store.get(&key.0).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.error(key, e)),
+        };
+        let version = UpdateVersion { e_tag: result.meta.e_tag.clone(), version: result.meta.version.clone() };
+        let bytes = result.bytes().await.map_err(|e| self.error(key, e))?;
+        Ok(Some(Versioned { bytes, version }))
+    }
+
+    /// Writes `bytes` at `key` only if it is still as `read` (`None`: still
+    /// absent); otherwise [`StorageError::Conflict`]. Of two writers that read
+    /// the same version, exactly one succeeds, on S3 and in memory. A local
+    /// folder has no compare-and-swap, so there the write is unconditional once
+    /// the object exists: one host's folder, whose writers order themselves.
+    pub async fn replace(
+        &self,
+        key: &BucketKey,
+        bytes: impl Into<Bytes>,
+        read: Option<&Versioned>,
+    ) -> Result<(), StorageError> {
+        let bytes = bytes.into();
+        let Some(read) = read else {
+            return match self.create(key, bytes).await {
+                Err(StorageError::AlreadyExists { key }) => Err(StorageError::Conflict { key }),
+                other => other,
+            };
+        };
+        let mode = PutMode::Update(read.version.clone());
+        match self.store.put_opts(&key.0, PutPayload::from_bytes(bytes.clone()), mode.into()).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::NotImplemented { .. }) => self.put(key, bytes).await,
+            Err(e) => Err(self.error(key, e)),
+        }
     }
 
     pub async fn delete(&self, key: &BucketKey) -> Result<(), StorageError> {
         match self.store.delete(&key.0).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(StorageError::from_store(key, e)),
+            Err(e) => Err(self.error(key, e)),
         }
     }
 
     /// The names of the "folders" directly under `prefix`.
     pub async fn list_folders(&self, prefix: &BucketKey) -> Result<Vec<String>, StorageError> {
-        let listing =
-            self.store.list_with_delimiter(Some(&prefix.0)).await.map_err(|e| StorageError::from_store(prefix, e))?;
+        let listing = self.store.list_with_delimiter(Some(&prefix.0)).await.map_err(|e| self.error(prefix, e))?;
         let mut names: Vec<String> =
             listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_owned)).collect();
         names.sort();
@@ -284,8 +445,7 @@ impl Bucket {
 
     /// Every object under `prefix`, at any depth, with its size and etag, sorted by key.
     pub async fn list_objects(&self, prefix: &BucketKey) -> Result<Vec<ObjectInfo>, StorageError> {
-        let metas: Vec<_> =
-            self.store.list(Some(&prefix.0)).try_collect().await.map_err(|e| StorageError::from_store(prefix, e))?;
+        let metas: Vec<_> = self.store.list(Some(&prefix.0)).try_collect().await.map_err(|e| self.error(prefix, e))?;
         let mut objects: Vec<ObjectInfo> =
             metas.into_iter().map(|m| ObjectInfo { key: BucketKey(m.location), size: m.size, etag: m.e_tag }).collect();
         objects.sort_by(|a, b| a.key.cmp(&b.key));
@@ -294,8 +454,7 @@ impl Bucket {
 
     /// Every key under `prefix`, at any depth.
     pub async fn list(&self, prefix: &BucketKey) -> Result<Vec<BucketKey>, StorageError> {
-        let metas: Vec<_> =
-            self.store.list(Some(&prefix.0)).try_collect().await.map_err(|e| StorageError::from_store(prefix, e))?;
+        let metas: Vec<_> = self.store.list(Some(&prefix.0)).try_collect().await.map_err(|e| self.error(prefix, e))?;
         let mut keys: Vec<BucketKey> = metas.into_iter().map(|m| BucketKey(m.location)).collect();
         keys.sort();
         Ok(keys)
@@ -312,6 +471,7 @@ pub struct ObjectInfo {
 
 /// A multipart upload in progress; see [`Bucket::upload`].
 pub struct Upload {
+    bucket: String,
     key: BucketKey,
     writer: WriteMultipart,
 }
@@ -325,7 +485,10 @@ impl fmt::Debug for Upload {
 impl Upload {
     /// Waits until fewer than `parts` parts are being uploaded.
     pub async fn wait_for_capacity(&mut self, parts: usize) -> Result<(), StorageError> {
-        self.writer.wait_for_capacity(parts).await.map_err(|e| StorageError::from_store(&self.key, e))
+        self.writer
+            .wait_for_capacity(parts)
+            .await
+            .map_err(|e| StorageError::from_store(&self.bucket, self.key.as_str(), e))
     }
 
     /// Buffers `bytes`, starting a part upload whenever a part is full.
@@ -335,13 +498,13 @@ impl Upload {
 
     /// Uploads the rest and completes the object, which then appears whole.
     pub async fn finish(self) -> Result<(), StorageError> {
-        self.writer.finish().await.map(drop).map_err(|e| StorageError::from_store(&self.key, e))
+        self.writer.finish().await.map(drop).map_err(|e| StorageError::from_store(&self.bucket, self.key.as_str(), e))
     }
 
     /// Abandons the upload; nothing appears at the key.
     pub async fn abort(self) {
         if let Err(e) = self.writer.abort().await {
-            tracing::warn!(key = %self.key, error = %e, "could not abort a multipart upload");
+            tracing::warn!(bucket = %self.bucket, key = %self.key, error = %e, "could not abort a multipart upload");
         }
     }
 }

@@ -352,11 +352,23 @@ impl ModelStore {
             return Err(StorageError::NotFound { key: metadata.to_string() });
         }
         let _guard = self.latest_lock.lock().await;
-        if self.latest(model_ver).await?.is_some_and(|current| current >= *run) {
-            return Ok(false);
+        let key = model.latest();
+        // A compare-and-swap, so that a replica moving LATEST to an earlier run
+        // at the same moment cannot undo a later one; the loser reads again.
+        loop {
+            let read = self.bucket.get_versioned(&key).await?;
+            if let Some(read) = &read {
+                let current = RunId::parse(String::from_utf8_lossy(&read.bytes).trim())?;
+                if current >= *run {
+                    return Ok(false);
+                }
+            }
+            match self.bucket.replace(&key, format!("{run}\n"), read.as_ref()).await {
+                Ok(()) => return Ok(true),
+                Err(StorageError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
         }
-        self.bucket.put(&model.latest(), format!("{run}\n")).await?;
-        Ok(true)
     }
 
     /// Removes every object of a run, in the delete order of `layout.rs`: out

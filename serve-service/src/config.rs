@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use crs_domain::models::ModelVer;
 use crs_platform::batch::DeviceColumn;
+use crs_platform::bucket::S3Env;
 use crs_platform::layout::{DEFAULT_OUTPUT_PREFIX, OutputPrefix};
 use crs_platform::runtime::LogFormat;
 
@@ -24,6 +25,10 @@ pub struct Config {
     /// The bucket: a folder, file://..., s3://bucket/prefix (AWS_* variables configure S3) or memory://.
     #[arg(long, env = "BUCKET_URL", default_value = "./bucket")]
     pub bucket_url: String,
+    /// Where an s3:// bucket's endpoint, region and credentials come from: the
+    /// process's `AWS_*` variables, unless a test gives its own.
+    #[arg(skip)]
+    pub s3_env: S3Env,
     /// Model version to serve (v0, v1, ...).
     #[arg(long, env = "MODEL_VER", default_value = "v1")]
     pub model_ver: ModelVer,
@@ -86,6 +91,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("addr", &self.addr)
             .field("bucket_url", &self.bucket_url)
+            .field("s3_env", &self.s3_env)
             .field("model_ver", &self.model_ver)
             .field("model_run", &self.model_run)
             .field("serve_models", &self.serve_models)

@@ -78,7 +78,8 @@ pub async fn run_with_metrics(
     // Dropped, and so stopped, however this function returns: after the drain, so
     // that a last scrape still sees the requests it answered.
     let _metrics_server = metrics_listener.map(|listener| crs_platform::metrics::serve(listener, Arc::new(registry)));
-    let bucket = Bucket::open(&config.bucket_url).context("BUCKET_URL")?;
+    let bucket = Bucket::open_with(&config.bucket_url, &config.s3_env).context("BUCKET_URL")?;
+    bucket.check_access().await.context("BUCKET_URL")?;
     let notifier = Notifier::new(config.webhook_url.as_deref(), "serve-service").context("WEBHOOK_URL")?;
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -131,10 +131,20 @@ mod tests {
             (storage(StorageError::Config { url: "s3://b".into(), message: "no region".into() }), Code::Internal),
             (
                 storage(StorageError::Backend {
+                    bucket: "s3://b".into(),
                     key: "k".into(),
-                    source: object_store::Error::Generic { store: "S3", source: "connection refused".into() },
+                    source: Box::new(object_store::Error::Generic { store: "S3", source: "connection refused".into() }),
                 }),
                 Code::Unavailable,
+            ),
+            (
+                // The service's own credentials, not the caller's: the operator must fix them.
+                storage(StorageError::Denied {
+                    bucket: "s3://b".into(),
+                    key: "k".into(),
+                    source: Box::new(object_store::Error::PermissionDenied { path: "k".into(), source: "403".into() }),
+                }),
+                Code::Internal,
             ),
             (ServeError::Batch(BatchError::Output("disk full".into())), Code::Internal),
             (

@@ -1,15 +1,25 @@
-//! Online and batch predictions from a run trained by train-service.
+//! Online and batch predictions from a run trained by train-service, and
+//! reloads, on a local folder and on S3 (moto): the same scenarios on each.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use crs_platform::layout::PREDICTION_INPUT_KEY;
 use crs_proto::serve::{GetModelRequest, PredictBatchRequest};
-use crs_testkit::{Stack, gunzip, predict_request, wait_until_serving};
+use crs_testkit::{Backend, Setup, Stack, gunzip, predict_request, wait_until_serving};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_output_matches_online_predictions() {
-    let mut stack = Stack::new().await;
+    batch_output_matches_online_predictions_on(Backend::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_output_matches_online_predictions_on_s3() {
+    batch_output_matches_online_predictions_on(Backend::S3).await;
+}
+
+async fn batch_output_matches_online_predictions_on(backend: Backend) {
+    let Some(mut stack) = Stack::on(backend, Setup::default()).await else { return };
     let run_id = stack.train("v1").await;
     let mut serve = stack.start_serve(stack.serve_config()).await;
     wait_until_serving(&serve).await;
@@ -75,7 +85,16 @@ async fn batch_output_matches_online_predictions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serving_follows_latest_without_failing_requests() {
-    let mut stack = Stack::new().await;
+    serving_follows_latest_without_failing_requests_on(Backend::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_follows_latest_without_failing_requests_on_s3() {
+    serving_follows_latest_without_failing_requests_on(Backend::S3).await;
+}
+
+async fn serving_follows_latest_without_failing_requests_on(backend: Backend) {
+    let Some(mut stack) = Stack::on(backend, Setup::default()).await else { return };
     let first = stack.train("v1").await;
     // A retrain on the same data is no better, so only LATEST moves to it.
     let mut config = stack.serve_config();

@@ -48,6 +48,19 @@ pub const CONFIG_VARS: &[&str] = &[
     "TLS_CA",
 ];
 
+/// Removes [`CONFIG_VARS`] and every `AWS_*` variable (object_store reads them
+/// all) from what `command` inherits.
+fn clear_config(command: &mut Command) {
+    for var in CONFIG_VARS {
+        command.env_remove(var);
+    }
+    for (var, _) in std::env::vars_os() {
+        if var.to_str().is_some_and(|v| v.starts_with("AWS_")) {
+            command.env_remove(var);
+        }
+    }
+}
+
 /// The device names of the data contract, all of which the generated data has.
 pub const DEVICES: [&str; 3] = ["Computer", "Smartphone", "Tablet"];
 
@@ -220,6 +233,8 @@ pub struct Crctl {
     program: PathBuf,
     train_addr: String,
     serve_addr: String,
+    /// Further variables, e.g. an S3 bucket's `AWS_*` settings.
+    env: Vec<(String, String)>,
 }
 
 /// Any single crctl call, training included, ends well within this.
@@ -227,14 +242,23 @@ const CRCTL_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Crctl {
     pub fn new(bin_dir: &Path, train_addr: &str, serve_addr: &str) -> Self {
-        Crctl { program: bin_dir.join("crctl"), train_addr: train_addr.to_owned(), serve_addr: serve_addr.to_owned() }
+        Crctl {
+            program: bin_dir.join("crctl"),
+            train_addr: train_addr.to_owned(),
+            serve_addr: serve_addr.to_owned(),
+            env: Vec::new(),
+        }
+    }
+
+    /// The same, with `env` set for every call as well.
+    pub fn with_env(self, env: Vec<(String, String)>) -> Self {
+        Crctl { env, ..self }
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
         let mut command = Command::new(&self.program);
-        for var in CONFIG_VARS {
-            command.env_remove(var);
-        }
+        clear_config(&mut command);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command.env("TRAIN_ADDR", &self.train_addr).env("SERVE_ADDR", &self.serve_addr).args(args);
         run(&mut command, CRCTL_TIMEOUT)
     }
@@ -283,9 +307,7 @@ impl Service {
         let log = log_dir.join(format!("{name}.log"));
         let file = File::create(&log).expect("create the service log");
         let mut command = Command::new(bin_dir.join(name));
-        for var in CONFIG_VARS {
-            command.env_remove(var);
-        }
+        clear_config(&mut command);
         // Plain text logs: they are read from a file, not a terminal.
         command.env("NO_COLOR", "1").envs(env.iter().map(|(k, v)| (k, v)));
         let child = command
@@ -412,13 +434,16 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// The text of a CSV file, gzip or plain (told apart by the gzip magic bytes).
 pub fn read_text(path: &Path) -> String {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text_of(&path.display().to_string(), bytes)
+}
+
+/// [`read_text`] of bytes read from `name`.
+pub fn text_of(name: &str, bytes: Vec<u8>) -> String {
     if !bytes.starts_with(&[0x1f, 0x8b]) {
         return String::from_utf8(bytes).expect("UTF-8 CSV");
     }
     let mut text = String::new();
-    flate2::read::GzDecoder::new(&bytes[..])
-        .read_to_string(&mut text)
-        .unwrap_or_else(|e| panic!("gunzip {}: {e}", path.display()));
+    flate2::read::GzDecoder::new(&bytes[..]).read_to_string(&mut text).unwrap_or_else(|e| panic!("gunzip {name}: {e}"));
     text
 }
 

@@ -1,6 +1,8 @@
 //! The end-to-end smoke test: the workspace's own train-service, serve-service
 //! and crctl binaries, run as separate processes on free local ports over a
 //! temporary copy of the bucket, with a real HTTP server collecting webhooks.
+//! The same test runs on a local folder and on S3 (a moto server on loopback,
+//! its settings given to the children explicitly).
 //!
 //! One test walks the life of a model: train through gRPC, the run in the
 //! bucket, serve-service picking it up, batch and online predictions and their
@@ -11,14 +13,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crs_platform::bucket::{Bucket, BucketKey, S3Env};
+use crs_testkit::{Auth, Backend, S3Server};
 use serde_json::Value;
 use smoke_test::{
-    CONFIG_VARS, Crctl, Csv, DEVICES, Service, Webhooks, build_binaries, copy_tree, free_addr, parse_json, run,
-    sha256_hex, tail, wait_until, workspace_root,
+    CONFIG_VARS, Crctl, Csv, DEVICES, Service, Webhooks, build_binaries, free_addr, parse_json, run, sha256_hex,
+    tail, text_of, wait_until, workspace_root,
 };
 
 const TRAIN_KEY: &str = "data/train/train.csv.gz";
@@ -36,15 +41,29 @@ const WEBHOOK: Duration = Duration::from_secs(10);
 /// Both services must stop this soon after SIGTERM when nothing is running.
 const STOP: Duration = Duration::from_secs(20);
 
+/// One smoke test at a time: each needs the 2 cores its time limits assume.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 #[test]
 fn built_binaries_train_serve_and_stop_cleanly() {
-    let started = Instant::now();
-    let progress = |step: &str| eprintln!("[smoke {:6.1} s] {step}", started.elapsed().as_secs_f64());
+    smoke(Backend::Local);
+}
 
+#[test]
+fn built_binaries_train_serve_and_stop_cleanly_on_s3() {
+    smoke(Backend::S3);
+}
+
+fn smoke(backend: Backend) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let started = Instant::now();
+    let progress = |step: &str| eprintln!("[smoke {backend:?} {:6.1} s] {step}", started.elapsed().as_secs_f64());
+
+    let Some(files) = Files::new(backend) else { return };
     progress("building train-service, serve-service and crctl (minutes if they are stale)");
     let bins = build_binaries();
     progress("starting both services over a temporary bucket");
-    let mut stack = Stack::start(&bins);
+    let mut stack = Stack::start(&bins, files);
 
     progress("health: train-service serving, serve-service up without a model");
     stack.wait_for_health();
@@ -66,10 +85,13 @@ fn built_binaries_train_serve_and_stop_cleanly() {
     stack.bad_requests(&trained);
     progress("a training job on bad data fails and changes nothing");
     stack.bad_training_data(&trained);
-    progress("the Python client against the live services");
-    stack.python_client();
-    progress("v2: a small search, its record in the run, served and batch-predicted");
-    stack.v2();
+    // Clients and a model version, not storage: once is enough.
+    if backend == Backend::Local {
+        progress("the Python client against the live services");
+        stack.python_client();
+        progress("v2: a small search, its record in the run, served and batch-predicted");
+        stack.v2();
+    }
     progress("graceful shutdown on SIGTERM");
     stack.shutdown();
     progress("done");
@@ -99,8 +121,86 @@ struct Batch {
     cr: BTreeMap<(i64, String), f64>,
 }
 
+/// The bucket the services share, read and written by the test through the
+/// same `Bucket` type they use: a temporary folder, or a fresh bucket on moto.
+struct Files {
+    url: String,
+    bucket: Bucket,
+    /// What the children need to reach an S3 bucket; empty for a folder.
+    vars: Vec<(String, String)>,
+    /// Held, not read: the server runs until the services are gone (fields of
+    /// `Stack` drop in order).
+    _s3: Option<S3Server>,
+    runtime: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    /// `None` when the S3 tests are skipped (see `S3Server::start_or_skip`).
+    fn new(backend: Backend) -> Option<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let dir = tempfile::Builder::new().prefix("crs-smoke-").tempdir().expect("temp dir");
+        let (url, s3) = match backend {
+            Backend::Local => (dir.path().join("bucket").to_str().expect("UTF-8 temp path").to_owned(), None),
+            Backend::S3 => {
+                let server = runtime.block_on(S3Server::start_or_skip(Auth::Off))?;
+                let name = runtime.block_on(server.create_bucket());
+                (format!("s3://{name}/smoke"), Some(server))
+            }
+        };
+        let vars = s3.as_ref().map(S3Server::vars).unwrap_or_default();
+        let bucket = Bucket::open_with(&url, &S3Env::Explicit(vars.clone())).expect("open the bucket");
+        let files = Files { url, bucket, vars, _s3: s3, runtime, dir };
+        // The committed bucket (config and README). Generated data and models
+        // are left out: a developer's LATEST would make serve-service start with
+        // a model, and full-size data would make the test slow.
+        files.upload_tree(&workspace_root().join("bucket"), "", &["data", "model"]);
+        Some(files)
+    }
+
+    fn upload_tree(&self, from: &Path, prefix: &str, skip: &[&str]) {
+        for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display())) {
+            let entry = entry.expect("folder entry");
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if skip.contains(&name.as_str()) {
+                continue;
+            }
+            let key = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            if entry.file_type().expect("file type").is_dir() {
+                self.upload_tree(&entry.path(), &key, &[]);
+            } else {
+                self.write(&key, std::fs::read(entry.path()).expect("read a committed file"));
+            }
+        }
+    }
+
+    fn key(key: &str) -> BucketKey {
+        BucketKey::parse(key).expect("test key")
+    }
+
+    fn read(&self, key: &str) -> Vec<u8> {
+        self.runtime.block_on(self.bucket.get(&Self::key(key))).unwrap_or_else(|e| panic!("read {key}: {e}")).to_vec()
+    }
+
+    fn exists(&self, key: &str) -> bool {
+        self.runtime.block_on(self.bucket.exists(&Self::key(key))).expect("bucket")
+    }
+
+    fn write(&self, key: &str, bytes: Vec<u8>) {
+        self.runtime.block_on(self.bucket.put(&Self::key(key), bytes)).unwrap_or_else(|e| panic!("write {key}: {e}"));
+    }
+
+    fn csv(&self, key: &str) -> Csv {
+        Csv::parse(&text_of(key, self.read(key)))
+    }
+
+    fn folders(&self, prefix: &str) -> BTreeSet<String> {
+        self.runtime.block_on(self.bucket.list_folders(&Self::key(prefix))).expect("list").into_iter().collect()
+    }
+}
+
 /// The running system. Fields drop in order: the services are stopped (and
-/// print their logs on a failure) before the temporary folder goes.
+/// print their logs on a failure) before the bucket goes.
 struct Stack {
     train: Service,
     serve: Service,
@@ -108,24 +208,17 @@ struct Stack {
     crctl: Crctl,
     train_addr: String,
     serve_addr: String,
-    bucket: PathBuf,
-    dir: tempfile::TempDir,
+    files: Files,
 }
 
 impl Stack {
-    fn start(bins: &Path) -> Self {
-        let dir = tempfile::Builder::new().prefix("crs-smoke-").tempdir().expect("temp dir");
-        let bucket = dir.path().join("bucket");
-        // The committed bucket (config and README). Generated data and models
-        // are left out: a developer's LATEST would make serve-service start with
-        // a model, and full-size data would make the test slow.
-        copy_tree(&workspace_root().join("bucket"), &bucket, &["data", "model"]);
+    fn start(bins: &Path, files: Files) -> Self {
         let train_addr = free_addr();
         let serve_addr = free_addr();
-        let crctl = Crctl::new(bins, &train_addr, &serve_addr);
+        let crctl = Crctl::new(bins, &train_addr, &serve_addr).with_env(files.vars.clone());
 
         // Fresh small data, the same on every run (fixed seed): the services may be debug builds.
-        let bucket_arg = bucket.to_str().expect("UTF-8 temp path");
+        let bucket_arg = files.url.as_str();
         let generated = crctl.ok(&[
             "gen-data",
             "--bucket",
@@ -139,44 +232,41 @@ impl Stack {
         ]);
         assert!(generated.stdout.contains(&format!("wrote {TRAIN_KEY}")), "{generated}");
         for key in [TRAIN_KEY, EVAL_KEY, INPUT_KEY] {
-            assert!(bucket.join(key).is_file(), "gen-data did not write {key}:\n{generated}");
+            assert!(files.exists(key), "gen-data did not write {key}:\n{generated}");
         }
 
         let webhooks = Webhooks::start();
-        let common = [
-            ("BUCKET_URL", bucket_arg.to_owned()),
-            ("WEBHOOK_URL", webhooks.url()),
-            ("MODEL_VER", "v1".to_owned()),
-            ("SHUTDOWN_GRACE_SECS", "10".to_owned()),
-            ("RUST_LOG", "info".to_owned()),
-        ];
-        let with = |extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
+        let s3_vars = files.vars.iter().map(|(k, v)| (k.as_str(), v.clone()));
+        let common: Vec<(&str, String)> = s3_vars
+            .chain([
+                ("BUCKET_URL", bucket_arg.to_owned()),
+                ("WEBHOOK_URL", webhooks.url()),
+                ("MODEL_VER", "v1".to_owned()),
+                ("SHUTDOWN_GRACE_SECS", "10".to_owned()),
+                ("RUST_LOG", "info".to_owned()),
+            ])
+            .collect();
+        let with = |extra: &[(&'static str, String)]| -> Vec<(&str, String)> {
             common.iter().cloned().chain(extra.iter().cloned()).collect()
         };
-        let train = Service::start(bins, "train-service", &with(&[("TRAIN_ADDR", train_addr.clone())]), dir.path());
+        let logs = files.dir.path();
+        let train = Service::start(bins, "train-service", &with(&[("TRAIN_ADDR", train_addr.clone())]), logs);
         let serve = Service::start(
             bins,
             "serve-service",
             &with(&[("SERVE_ADDR", serve_addr.clone()), ("POLL_INTERVAL_SECS", "0.2".to_owned())]),
-            dir.path(),
+            logs,
         );
-        Stack { train, serve, webhooks, crctl, train_addr, serve_addr, bucket, dir }
+        Stack { train, serve, webhooks, crctl, train_addr, serve_addr, files }
     }
 
     fn latest(&self) -> String {
-        let path = self.bucket.join("model/v1/LATEST");
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())).trim().to_owned()
+        String::from_utf8(self.files.read("model/v1/LATEST")).expect("UTF-8 LATEST").trim().to_owned()
     }
 
     /// The run folders of model v1 in the bucket.
     fn runs(&self) -> BTreeSet<String> {
-        let folder = self.bucket.join("model/v1");
-        let Ok(entries) = std::fs::read_dir(&folder) else { return BTreeSet::new() };
-        entries
-            .map(|e| e.expect("folder entry"))
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect()
+        self.files.folders("model/v1")
     }
 
     /// train-service answers SERVING; serve-service answers, but NOT_SERVING and
@@ -223,8 +313,7 @@ impl Stack {
 
     /// The run is complete in the bucket, its checksums agree, and LATEST names it.
     fn check_run_files(&self, job: Job) -> Trained {
-        let run = self.bucket.join("model/v1").join(&job.run_id);
-        let read = |name: &str| std::fs::read(run.join(name)).unwrap_or_else(|e| panic!("run file {name}: {e}"));
+        let read = |name: &str| self.files.read(&format!("model/v1/{}/{name}", job.run_id));
         let artifact = read("model.json");
         let sidecar = String::from_utf8(read("model.json.sha256")).expect("UTF-8 checksum file");
         let metadata: Value = serde_json::from_slice(&read("metadata.json")).expect("metadata.json is JSON");
@@ -267,9 +356,9 @@ impl Stack {
         assert_eq!(response["input_key"], INPUT_KEY, "{response:#}");
         assert_eq!(response["run_id"], trained.run_id.as_str(), "{response:#}");
 
-        let input = Csv::read(&self.bucket.join(INPUT_KEY));
+        let input = self.files.csv(INPUT_KEY);
         let input_keys = input.keys();
-        let output = Csv::read(&self.bucket.join(&output_key));
+        let output = self.files.csv(&output_key);
         assert_eq!(output.header, OUTPUT_HEADER);
         assert_eq!(response["rows_read"], input.rows.len(), "{response:#}");
         assert_eq!(response["rows_written"], output.rows.len(), "{response:#}");
@@ -295,8 +384,8 @@ impl Stack {
     /// `crctl predict` reads a local file and predicts it through the Predict
     /// RPC; the same model must give the batch's numbers.
     fn predict_online(&self, trained: &Trained, batch: &Batch) {
-        let local = self.dir.path().join("prediction_input.csv.gz");
-        std::fs::copy(self.bucket.join(INPUT_KEY), &local).expect("local copy of the input");
+        let local = self.files.dir.path().join("prediction_input.csv.gz");
+        std::fs::write(&local, self.files.read(INPUT_KEY)).expect("local copy of the input");
         let output = self.crctl.ok(&["predict", "--input", path_arg(&local)]);
         let online = Csv::parse(&output.stdout);
         assert_eq!(online.header, OUTPUT_HEADER, "{output}");
@@ -409,7 +498,7 @@ impl Stack {
         assert!(last_needed > 1, "dropping att1 would leave no attribute column: {model:#}");
         // Attribute columns are numbered without gaps, so keep att1 up to the
         // one before the model's highest: a valid file lacking a needed column.
-        let mut input = Csv::read(&self.bucket.join(INPUT_KEY));
+        let mut input = self.files.csv(INPUT_KEY);
         let keep: Vec<usize> = (0..input.columns.len())
             .filter(|&i| {
                 let number = input.columns[i].strip_prefix("att").and_then(|n| n.parse::<u32>().ok());
@@ -420,7 +509,7 @@ impl Stack {
         input.columns = pick(&input.columns);
         input.header = input.columns.join(",");
         input.rows = input.rows.iter().take(10).map(|row| pick(row)).collect();
-        let path = self.dir.path().join("without_an_attribute.csv");
+        let path = self.files.dir.path().join("without_an_attribute.csv");
         std::fs::write(&path, input.to_text()).expect("write the local file");
         self.crctl.refused(
             &["predict", "--input", path_arg(&path)],
@@ -434,12 +523,12 @@ impl Stack {
     /// and the runs as they were.
     fn bad_training_data(&self, trained: &Trained) {
         let runs = self.runs();
-        let mut data = Csv::read(&self.bucket.join(TRAIN_KEY));
+        let mut data = self.files.csv(TRAIN_KEY);
         let clicks = data.column("Clicks");
         // Row numbers in messages count data rows from 1.
         data.rows[2][clicks] = "-5".to_owned();
         let key = "data/train/negative_clicks.csv";
-        std::fs::write(self.bucket.join(key), data.to_text()).expect("write the bad training file");
+        self.files.write(key, data.to_text().into_bytes());
 
         let output = self.crctl.run(&["--json", "train", "--train", key, "--wait"]);
         assert!(!output.success(), "a job on bad data must fail:\n{output}");
@@ -467,7 +556,7 @@ impl Stack {
             );
             return;
         }
-        let local = self.dir.path().join("prediction_input.csv.gz");
+        let local = self.files.dir.path().join("prediction_input.csv.gz");
         let script = workspace_root().join("examples/python/client.py");
         let mut command = Command::new("python3");
         // The client reads TLS_CA and the token variables, as crctl does.
@@ -507,10 +596,8 @@ impl Stack {
     /// v2 trains, searches, records its search and importances, and is served
     /// and batch-predicted like any version.
     fn v2(&self) {
-        let config = self.bucket.join("config/v2/smoke.yaml");
-        std::fs::create_dir_all(config.parent().expect("config folder")).expect("config folder");
         let grid = "learning_rate: 0.3\nmax_depth: [2, 3]\nl2: 1\nmax_trees: 60\nfolds: 3\nearly_stopping_rounds: 5\n";
-        std::fs::write(&config, grid).expect("write the v2 config");
+        self.files.write("config/v2/smoke.yaml", grid.as_bytes().to_vec());
         let job = self.crctl.json(&[
             "train",
             "--model-ver",
@@ -528,8 +615,7 @@ impl Stack {
             "{job:#}"
         );
         let run_id = job["run_id"].as_str().expect("run id").to_owned();
-        let metadata =
-            std::fs::read(self.bucket.join("model/v2").join(&run_id).join("metadata.json")).expect("metadata");
+        let metadata = self.files.read(&format!("model/v2/{run_id}/metadata.json"));
         let metadata: Value = serde_json::from_slice(&metadata).expect("metadata.json is JSON");
         let points = metadata["fit_report"]["search"]["points"].as_array().expect("the search in the metadata");
         assert_eq!(points.len(), 2, "{metadata:#}");

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches};
-use crs_platform::bucket::{Bucket, BucketKey};
+use crs_platform::bucket::{Bucket, BucketKey, S3Env};
 use crs_platform::layout::EVAL_KEY;
 use crs_platform::sample_data::{SampleSizes, write_sample_data};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
@@ -24,6 +24,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::s3::{Auth, S3Server};
 use crate::webhook::{Behaviour, WebhookReceiver};
 
 /// Small data: tests run in the dev profile.
@@ -56,16 +57,29 @@ impl Default for Setup {
     }
 }
 
-/// A temp-dir bucket with generated data and a webhook receiver; services are
-/// started on it as a test needs them.
+/// Where a stack's bucket lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A folder in a temp dir.
+    Local,
+    /// A prefix in a fresh bucket of a moto S3 server of the stack's own.
+    S3,
+}
+
+/// A bucket with generated data and a webhook receiver; services are started
+/// on it as a test needs them.
 #[derive(Debug)]
 pub struct Stack {
     pub bucket_url: String,
     pub bucket: Bucket,
+    /// The S3 settings of the services on an S3 stack.
+    s3_env: S3Env,
     webhooks: Option<WebhookReceiver>,
     /// The train-service [`Stack::train`] uses, started on first use.
     trainer: Option<Running<TrainServiceClient<Channel>>>,
     dir: tempfile::TempDir,
+    /// Last, so that the server stops after everything else on it.
+    s3: Option<S3Server>,
 }
 
 impl Stack {
@@ -73,25 +87,44 @@ impl Stack {
         Self::with(Setup::default()).await
     }
 
+    /// A stack on a local folder.
     pub async fn with(setup: Setup) -> Self {
+        Self::on(Backend::Local, setup).await.expect("a local stack always starts")
+    }
+
+    /// A stack on `backend`; `None` when S3 tests are skipped (see [`S3Server::start_or_skip`]).
+    pub async fn on(backend: Backend, setup: Setup) -> Option<Self> {
         crs_platform::runtime::init_tracing("error");
         let dir = tempfile::tempdir().expect("temp dir");
-        let bucket_url = dir.path().join("bucket").to_string_lossy().into_owned();
-        let bucket = Bucket::open(&bucket_url).expect("bucket");
+        let (bucket_url, s3_env, s3) = match backend {
+            Backend::Local => (dir.path().join("bucket").to_string_lossy().into_owned(), S3Env::default(), None),
+            Backend::S3 => {
+                let server = S3Server::start_or_skip(Auth::Off).await?;
+                let name = server.create_bucket().await;
+                (format!("s3://{name}/crs"), server.env(), Some(server))
+            }
+        };
+        let bucket = Bucket::open_with(&bucket_url, &s3_env).expect("bucket");
         write_sample_data(&bucket, setup.sizes, 7).await.expect("sample data");
         let webhooks = match setup.webhook {
             Some(behaviour) => Some(WebhookReceiver::start(behaviour).await),
             None => None,
         };
-        Stack { bucket_url, bucket, webhooks, trainer: None, dir }
+        Some(Stack { bucket_url, bucket, s3_env, webhooks, trainer: None, dir, s3 })
+    }
+
+    /// The S3 server of an S3 stack.
+    pub fn s3(&self) -> Option<&S3Server> {
+        self.s3.as_ref()
     }
 
     pub fn webhooks(&self) -> &WebhookReceiver {
         self.webhooks.as_ref().expect("this stack has a webhook receiver")
     }
 
-    /// The bucket's folder on disk.
+    /// The bucket's folder on disk, of a local stack.
     pub fn bucket_dir(&self) -> PathBuf {
+        assert!(self.s3.is_none(), "an S3 stack's bucket has no folder");
         self.dir.path().join("bucket")
     }
 
@@ -106,14 +139,18 @@ impl Stack {
     /// train-service's defaults on this bucket, posting to the receiver.
     pub fn train_config(&self) -> train_service::Config {
         let args = self.service_args();
-        parse_config(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        let mut config: train_service::Config = parse_config(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        config.s3_env = self.s3_env.clone();
+        config
     }
 
     /// serve-service's defaults on this bucket, posting to the receiver, polling every 0.1 s.
     pub fn serve_config(&self) -> serve_service::Config {
         let mut args = self.service_args();
         args.extend(["--poll-interval-secs".to_owned(), "0.1".to_owned()]);
-        parse_config(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        let mut config: serve_service::Config = parse_config(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        config.s3_env = self.s3_env.clone();
+        config
     }
 
     pub async fn start_train(&self, config: train_service::Config) -> Running<TrainServiceClient<Channel>> {

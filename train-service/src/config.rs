@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use crs_domain::models::ModelVer;
+use crs_platform::bucket::S3Env;
 use crs_platform::runtime::LogFormat;
 
 /// Recorded in every run's metadata and report, and in webhooks, as the service that wrote them.
@@ -20,6 +21,10 @@ pub struct Config {
     /// Bucket holding data, config and models: a folder, file://, s3://bucket/prefix or memory://.
     #[arg(long, env = "BUCKET_URL", default_value = "./bucket")]
     pub bucket_url: String,
+    /// Where an s3:// bucket's endpoint, region and credentials come from: the
+    /// process's `AWS_*` variables, unless a test gives its own.
+    #[arg(skip)]
+    pub s3_env: S3Env,
     /// Model version trained when a request names none (v0, v1, ...).
     #[arg(long, env = "MODEL_VER", default_value = "v1")]
     pub model_ver: ModelVer,
@@ -67,6 +72,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("addr", &self.addr)
             .field("bucket_url", &self.bucket_url)
+            .field("s3_env", &self.s3_env)
             .field("model_ver", &self.model_ver)
             .field("webhook_url", &self.webhook_url.as_ref().map(|_| "<secret>"))
             .field("max_concurrent_jobs", &self.max_concurrent_jobs)

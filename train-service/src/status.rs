@@ -142,6 +142,15 @@ mod tests {
             (StorageError::AlreadyExists { key: "k".into() }.into(), Code::AlreadyExists),
             (ApiError::ShuttingDown, Code::Unavailable),
             (StorageError::Config { url: "s3://b".into(), message: "no region".into() }.into(), Code::Internal),
+            (
+                StorageError::Denied {
+                    bucket: "s3://b".into(),
+                    key: "k".into(),
+                    source: Box::new(object_store::Error::PermissionDenied { path: "k".into(), source: "403".into() }),
+                }
+                .into(),
+                Code::Internal,
+            ),
         ];
         for (error, expected) in cases {
             let message = error.to_string();

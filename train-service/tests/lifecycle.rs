@@ -9,7 +9,7 @@ use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::serve::{GetModelRequest, PredictRequest};
 use crs_proto::train::train_service_client::TrainServiceClient;
 use crs_proto::train::{Cycle, CycleState, ListModelsRequest, ModelVersionRuns, RollbackRequest, RunCycleRequest};
-use crs_testkit::{Stack, predict_request, wait_for_cycle, wait_until_serving};
+use crs_testkit::{Backend, Setup, Stack, predict_request, wait_for_cycle, wait_until_serving};
 use tonic::transport::Channel;
 
 const SPEC: SynthSpec = SynthSpec { first_entity: 1, keywords: 400, attributes: 20, seed: 9 };
@@ -48,7 +48,17 @@ async fn serving(serve: &mut ServeServiceClient<Channel>, run: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_drift_retrain_promote_and_roll_back() {
-    let stack = Stack::new().await;
+    ingest_drift_retrain_promote_and_roll_back_on(Backend::Local).await;
+}
+
+/// The same on S3: leases, history events and LATEST through conditional writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_drift_retrain_promote_and_roll_back_on_s3() {
+    ingest_drift_retrain_promote_and_roll_back_on(Backend::S3).await;
+}
+
+async fn ingest_drift_retrain_promote_and_roll_back_on(backend: Backend) {
+    let Some(stack) = Stack::on(backend, Setup::default()).await else { return };
     stack.put("config/v1/lifecycle.yaml", LIFECYCLE).await;
     let train = stack.start_train(stack.train_config()).await;
     let mut client = train.client.clone();
