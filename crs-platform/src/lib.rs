@@ -32,4 +32,5 @@ pub mod runs;
 pub mod runtime;
 pub mod sample_data;
 pub mod shadow;
+pub mod staging;
 pub mod webhook;

@@ -178,3 +178,30 @@ async fn loads_beyond_max_loaded_models_are_refused_until_one_is_unloaded() {
     assert_status(serve.client.load_model(load_v1).await, Code::FailedPrecondition, "(v0)");
     serve.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_over_max_model_memory_is_refused_naming_the_figures() {
+    // The fixture runs' artifacts: v1 9,225 bytes, v0 1,602 bytes; 0.01 MiB
+    // (10,485 bytes) holds v1 but not both.
+    const V1_RUN: &str = "20261201T210556681Z-9626e2";
+    const V0_RUN: &str = "20261201T210556880Z-ebae9d";
+    let stack = Stack::new().await;
+    stack.install_fixture_runs();
+    let args = ["--bucket-url", &stack.bucket_url, "--model-run", V1_RUN, "--max-model-memory-mb", "0.01"];
+    let serve = stack.start_serve(crs_testkit::parse_config(&args)).await;
+    wait_until_serving(&serve).await;
+    let mut client = serve.client.clone();
+
+    let load = |model_ver: &str, run: &str| LoadModelRequest { model_ver: model_ver.into(), run: run.into() };
+    assert_status(
+        client.load_model(load("v0", V0_RUN)).await,
+        Code::FailedPrecondition,
+        &format!(
+            "cannot load model v0: its run {V0_RUN} takes 0.002 MiB and the other loaded models 0.009 MiB, over MAX_MODEL_MEMORY_MB=0.010"
+        ),
+    );
+    assert_status(client.get_model(GetModelRequest { model_ver: "v0".into(), ..Default::default() }).await, Code::FailedPrecondition, "not loaded");
+    // A version's own run is replaced, not added to: reloading v1 fits.
+    let info = client.load_model(load("v1", V1_RUN)).await.expect("v1 reloads").into_inner();
+    assert_eq!(info.run_id, V1_RUN);
+}

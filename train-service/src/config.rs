@@ -47,6 +47,9 @@ pub struct Config {
     /// Seconds a cycle's lease lasts without renewal: how long a killed replica's cycle blocks the next one.
     #[arg(long, env = "CYCLE_LEASE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(3..))]
     pub cycle_lease_secs: u64,
+    /// Seconds after which an upload staging file in a local bucket (`<key>#<n>`, left by a killed process) is removed at startup; younger ones may be another replica's live upload.
+    #[arg(long, env = "STALE_UPLOAD_SECS", default_value_t = crs_platform::staging::DEFAULT_STALE_SECS)]
+    pub stale_upload_secs: u64,
     /// Test hook: abort the process at this named step (e.g. cycle:ingest), as kill -9 would.
     #[arg(long, env = "CRS_FAIL_AT", hide = true)]
     pub fail_at: Option<String>,
@@ -73,6 +76,7 @@ impl fmt::Debug for Config {
             .field("incoming_prefix", &self.incoming_prefix)
             .field("cycle_interval_secs", &self.cycle_interval_secs)
             .field("cycle_lease_secs", &self.cycle_lease_secs)
+            .field("stale_upload_secs", &self.stale_upload_secs)
             .finish()
     }
 }
