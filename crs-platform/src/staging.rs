@@ -63,16 +63,12 @@ pub fn clean_at_startup(bucket: &Bucket, older_than: Duration) {
 /// `<name>#<digits>`, the local backend's staging name (any other `#` is part of a key).
 fn is_staging_file(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    name.rsplit_once('#')
-        .is_some_and(|(_, suffix)| !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()))
+    name.rsplit_once('#').is_some_and(|(_, suffix)| !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Calls `visit` with every regular file under `dir` and its modification time.
 /// Symbolic links are not followed.
-fn walk(
-    dir: &Path,
-    visit: &mut impl FnMut(&Path, SystemTime) -> io::Result<()>,
-) -> Result<(), StagingError> {
+fn walk(dir: &Path, visit: &mut impl FnMut(&Path, SystemTime) -> io::Result<()>) -> Result<(), StagingError> {
     let error = |path: &Path| {
         let path = path.display().to_string();
         move |source| StagingError { path, source }

@@ -238,7 +238,9 @@ mod tests {
 
     #[test]
     fn limits_that_are_not_positive_are_refused_at_startup() {
-        for (flag, bad) in [("--max-concurrent-batches", "0"), ("--max-model-memory-mb", "0"), ("--max-model-memory-mb", "inf")] {
+        for (flag, bad) in
+            [("--max-concurrent-batches", "0"), ("--max-model-memory-mb", "0"), ("--max-model-memory-mb", "inf")]
+        {
             let err = parse(&[flag, bad]).unwrap_err().to_string();
             assert!(err.contains(&flag[2..]), "{flag} {bad}: {err}");
         }

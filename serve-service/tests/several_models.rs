@@ -200,7 +200,11 @@ async fn a_load_over_max_model_memory_is_refused_naming_the_figures() {
             "cannot load model v0: its run {V0_RUN} takes 0.002 MiB and the other loaded models 0.009 MiB, over MAX_MODEL_MEMORY_MB=0.010"
         ),
     );
-    assert_status(client.get_model(GetModelRequest { model_ver: "v0".into(), ..Default::default() }).await, Code::FailedPrecondition, "not loaded");
+    assert_status(
+        client.get_model(GetModelRequest { model_ver: "v0".into(), ..Default::default() }).await,
+        Code::FailedPrecondition,
+        "not loaded",
+    );
     // A version's own run is replaced, not added to: reloading v1 fits.
     let info = client.load_model(load("v1", V1_RUN)).await.expect("v1 reloads").into_inner();
     assert_eq!(info.run_id, V1_RUN);

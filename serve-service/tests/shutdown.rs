@@ -55,8 +55,10 @@ async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
 
 /// Waits until a batch's upload is open: its staging file is in the output folder.
 async fn wait_until_uploading(stack: &Stack) {
-    wait_for("a batch's upload to open", async || output_files(stack).iter().any(|f| f.to_string_lossy().contains('#')))
-        .await;
+    wait_for("a batch's upload to open", async || {
+        output_files(stack).iter().any(|f| f.to_string_lossy().contains('#'))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -176,7 +176,11 @@ fn a_batch_killed_at_any_step_leaves_no_partial_output_and_a_restart_cleans_only
         let status = serve.wait_for_exit(ABORT);
         let log = serve.log();
         assert!(!status.success(), "{step}: the process exited normally: {status}\n{}", tail(&log, 30));
-        assert!(log.contains(&format!("fail point {step}: aborting")), "{step}: not aborted there:\n{}", tail(&log, 30));
+        assert!(
+            log.contains(&format!("fail point {step}: aborting")),
+            "{step}: not aborted there:\n{}",
+            tail(&log, 30)
+        );
 
         let output = bucket.join(BATCH_OUTPUT);
         let folder = output.parent().expect("output folder");
