@@ -78,7 +78,7 @@ pub struct Config {
     /// Batch predictions running at once; one beyond it is refused at once with RESOURCE_EXHAUSTED, to be retried later.
     #[arg(long, env = "MAX_CONCURRENT_BATCHES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_batches: u32,
-    /// Most memory the loaded models may take together, in MiB (fractions allowed), as estimated from each run's artifact size; a LoadModel beyond it is refused.
+    /// Most memory the loaded models may take together, in MiB (fractions allowed), as each model counts its trees' node arrays; a LoadModel beyond it is refused.
     #[arg(long, env = "MAX_MODEL_MEMORY_MB", default_value_t = 2048.0, value_parser = parse_memory_mb)]
     pub max_model_memory_mb: f64,
     /// Seconds after which an upload staging file in a local bucket (`<key>#<n>`, left by a killed process) is removed at startup; younger ones may be another replica's live upload.

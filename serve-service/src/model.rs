@@ -73,10 +73,10 @@ impl Serving {
     }
 }
 
-/// An estimate of the memory a run takes while loaded: its artifact's size,
-/// which is what its trees and tables deserialize from.
+/// The memory a run holds while loaded, as its model counts it from its
+/// trees' node arrays (or tables).
 fn memory_bytes(run: &LoadedRun) -> u64 {
-    run.metadata.artifact.size_bytes
+    run.model.memory_bytes()
 }
 
 /// The memory the other loaded models hold, and the most all may hold (MAX_MODEL_MEMORY_MB).
