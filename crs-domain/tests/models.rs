@@ -217,6 +217,18 @@ fn artifact_round_trip_predicts_the_same() {
 }
 
 #[test]
+fn memory_is_counted_from_the_trees_and_survives_the_artifact_round_trip() {
+    let one = v1_run();
+    let bytes = one.model.to_artifact();
+    let loaded = TrainedModel::from_artifact(&bytes, &sha256_hex(&bytes), ver("v1")).unwrap();
+    assert_eq!(loaded.memory_bytes(), one.model.memory_bytes());
+    let three = train("v1", Some("trees: 3\nseed: 3"));
+    assert!(three.model.memory_bytes() > one.model.memory_bytes(), "three trees hold more than one");
+    let table = train("v0", None);
+    assert!(table.model.memory_bytes() < one.model.memory_bytes(), "a per-device table holds less than a tree");
+}
+
+#[test]
 fn artifact_round_trip_is_bit_exact() {
     let run = v1_run();
     let bytes = run.model.to_artifact();

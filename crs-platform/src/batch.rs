@@ -22,6 +22,7 @@ use tokio_util::io::SyncIoBridge;
 
 use crate::bucket::{Bucket, BucketKey, StorageError};
 use crate::error::{Classify, ErrorKind};
+use crate::failpoint::{BATCH_OUTPUT_WRITTEN, BATCH_PREDICTED, BATCH_UPLOAD_STARTED, FailPoint};
 
 /// The exact header of every output file.
 pub const OUTPUT_HEADER: &str = "entity_id,device,cr";
@@ -51,7 +52,8 @@ impl DeviceColumn {
     }
 }
 
-/// Buffer sizes, which set the memory a batch uses, and the output's device form.
+/// Buffer sizes, which set the memory a batch uses, the output's device form,
+/// and the crash tests' fail point.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchOptions {
     pub device_column: DeviceColumn,
@@ -61,6 +63,7 @@ pub struct BatchOptions {
     pub handoff_bytes: usize,
     /// Multipart upload part size; S3 needs at least 5 MiB.
     pub part_bytes: usize,
+    pub fail_point: FailPoint,
 }
 
 impl Default for BatchOptions {
@@ -70,6 +73,7 @@ impl Default for BatchOptions {
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             handoff_bytes: 1 << 20,
             part_bytes: 8 << 20,
+            fail_point: FailPoint::default(),
         }
     }
 }
@@ -111,6 +115,9 @@ impl Classify for BatchError {
 
 /// Predicts every (entity_id, device) of `input` with `model` and writes the
 /// result to `output`.
+///
+/// Dropping the future (a cancelled request) stops the work: the predicting
+/// thread stops at its next handoff and the upload aborts itself.
 pub async fn predict_batch(
     bucket: &Bucket,
     model: Arc<TrainedModel>,
@@ -141,12 +148,17 @@ pub async fn predict_batch(
     // Upload while the worker predicts; on any failure the upload is aborted, so
     // nothing appears at the output key.
     let mut upload_error = None;
+    let mut first = true;
     while let Some(bytes) = rx.recv().await {
         if let Err(e) = upload.wait_for_capacity(UPLOAD_CONCURRENCY).await {
             upload_error = Some(e);
             break;
         }
         upload.put(bytes);
+        if first {
+            first = false;
+            options.fail_point.check(BATCH_UPLOAD_STARTED);
+        }
     }
     drop(rx);
     let outcome = match worker.await {
@@ -160,7 +172,9 @@ pub async fn predict_batch(
     };
     match result {
         Ok((rows_read, rows_written)) => {
+            options.fail_point.check(BATCH_PREDICTED);
             upload.finish().await?;
+            options.fail_point.check(BATCH_OUTPUT_WRITTEN);
             Ok(BatchReport { rows_read, rows_written, seconds: started.elapsed().as_secs_f64() })
         }
         Err(e) => {

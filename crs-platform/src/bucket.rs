@@ -288,8 +288,7 @@ impl Bucket {
         } else if url.contains("://") && !url.starts_with("file://") {
             return Err(config("unsupported scheme (use a path, file://, s3:// or memory://)".into()));
         } else {
-            let dir = url.strip_prefix("file://").unwrap_or(url);
-            let dir = if dir.is_empty() { "." } else { dir };
+            let dir = local_dir(url);
             std::fs::create_dir_all(dir).map_err(|e| config(e.to_string()))?;
             Arc::new(LocalFileSystem::new_with_prefix(dir).map_err(|e| config(e.to_string()))?)
         };
@@ -326,6 +325,10 @@ impl Bucket {
             Ok(_) => Ok(()),
             Err(e) => Err(StorageError::from_store(&self.url, "listing the bucket", e)),
         }
+    /// The folder of a local bucket; `None` for S3 and memory.
+    pub fn local_dir(&self) -> Option<&std::path::Path> {
+        let remote = self.url.starts_with("s3://") || self.url == "memory://";
+        (!remote).then(|| std::path::Path::new(local_dir(&self.url)))
     }
 
     pub async fn get(&self, key: &BucketKey) -> Result<Bytes, StorageError> {
@@ -351,7 +354,7 @@ impl Bucket {
         Ok(Upload {
             bucket: self.url.clone(),
             key: key.clone(),
-            writer: WriteMultipart::new_with_chunk_size(upload, part_bytes),
+            writer: Some(WriteMultipart::new_with_chunk_size(upload, part_bytes)),
         })
     }
 
@@ -469,11 +472,14 @@ pub struct ObjectInfo {
     pub etag: Option<String>,
 }
 
-/// A multipart upload in progress; see [`Bucket::upload`].
+/// A multipart upload in progress; see [`Bucket::upload`]. Dropped before
+/// [`Upload::finish`] or [`Upload::abort`] (its request was cancelled), it
+/// aborts itself in the background: S3 would otherwise keep the parts.
 pub struct Upload {
     bucket: String,
     key: BucketKey,
-    writer: WriteMultipart,
+    /// `None` once finished or aborted.
+    writer: Option<WriteMultipart>,
 }
 
 impl fmt::Debug for Upload {
@@ -483,30 +489,57 @@ impl fmt::Debug for Upload {
 }
 
 impl Upload {
+    fn writer(&mut self) -> &mut WriteMultipart {
+        self.writer.as_mut().expect("an upload is used only until it is finished or aborted")
+    }
+
     /// Waits until fewer than `parts` parts are being uploaded.
     pub async fn wait_for_capacity(&mut self, parts: usize) -> Result<(), StorageError> {
-        self.writer
-            .wait_for_capacity(parts)
-            .await
-            .map_err(|e| StorageError::from_store(&self.bucket, self.key.as_str(), e))
+        let (bucket, key) = (self.bucket.clone(), self.key.clone());
+        self.writer().wait_for_capacity(parts).await.map_err(|e| StorageError::from_store(&bucket, key.as_str(), e))
     }
 
     /// Buffers `bytes`, starting a part upload whenever a part is full.
     pub fn put(&mut self, bytes: Bytes) {
-        self.writer.put(bytes);
+        self.writer().put(bytes);
     }
 
     /// Uploads the rest and completes the object, which then appears whole.
-    pub async fn finish(self) -> Result<(), StorageError> {
-        self.writer.finish().await.map(drop).map_err(|e| StorageError::from_store(&self.bucket, self.key.as_str(), e))
+    pub async fn finish(mut self) -> Result<(), StorageError> {
+        let writer = self.writer.take().expect("not finished or aborted yet");
+        writer.finish().await.map(drop).map_err(|e| StorageError::from_store(&self.bucket, self.key.as_str(), e))
     }
 
     /// Abandons the upload; nothing appears at the key.
-    pub async fn abort(self) {
-        if let Err(e) = self.writer.abort().await {
-            tracing::warn!(bucket = %self.bucket, key = %self.key, error = %e, "could not abort a multipart upload");
+    pub async fn abort(mut self) {
+        let writer = self.writer.take().expect("not finished or aborted yet");
+        abort(&self.bucket, &self.key, writer).await;
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let Some(writer) = self.writer.take() else { return };
+        tracing::warn!(bucket = %self.bucket, key = %self.key, "upload abandoned before it completed; aborting it");
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(abort(self.bucket.clone(), self.key.clone(), writer))),
+            // No runtime to abort on: a local staging file is left to the startup
+            // cleanup (`staging.rs`), S3 parts to the bucket's lifecycle rule.
+            Err(_) => drop(writer),
         }
     }
+}
+
+async fn abort(bucket: impl fmt::Display, key: impl fmt::Display, writer: WriteMultipart) {
+    if let Err(e) = writer.abort().await {
+        tracing::warn!(bucket = %bucket, key = %key, error = %e, "could not abort a multipart upload");
+    }
+}
+
+/// The folder a local bucket URL names: a path or `file://` URL, `.` if empty.
+fn local_dir(url: &str) -> &str {
+    let dir = url.strip_prefix("file://").unwrap_or(url);
+    if dir.is_empty() { "." } else { dir }
 }
 
 #[cfg(test)]

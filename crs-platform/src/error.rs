@@ -13,6 +13,7 @@
 //! | [`ErrorKind::AlreadyExists`] | `ALREADY_EXISTS` |
 //! | [`ErrorKind::Unauthenticated`] | `UNAUTHENTICATED` |
 //! | [`ErrorKind::Unavailable`] | `UNAVAILABLE` |
+//! | [`ErrorKind::Exhausted`] | `RESOURCE_EXHAUSTED` |
 //! | [`ErrorKind::Internal`] | `INTERNAL` |
 
 use crs_domain::data::DataError;
@@ -36,12 +37,14 @@ pub enum ErrorKind {
     Unauthenticated,
     /// Worth retrying later: shutting down, storage unreachable.
     Unavailable,
+    /// A limit on work in flight is reached: retry when some of it is done.
+    Exhausted,
     /// Our fault, including misconfiguration.
     Internal,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 9] = [
         ErrorKind::InvalidInput,
         ErrorKind::NotFound,
         ErrorKind::Precondition,
@@ -49,6 +52,7 @@ impl ErrorKind {
         ErrorKind::AlreadyExists,
         ErrorKind::Unauthenticated,
         ErrorKind::Unavailable,
+        ErrorKind::Exhausted,
         ErrorKind::Internal,
     ];
 }

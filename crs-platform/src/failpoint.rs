@@ -1,13 +1,15 @@
-//! Deterministic crash points for the crash tests: when train-service's
-//! `CRS_FAIL_AT` names a step, the process aborts there, as `kill -9` would,
-//! so a test can check what a restart finds at exactly that point.
+//! Deterministic crash points for the crash tests: when a service's hidden
+//! `CRS_FAIL_AT` setting names a step, the process aborts there, as `kill -9`
+//! would, so a test can check what a restart finds at exactly that point.
 //!
 //! Every step is named in [`STEPS`], like every key in `layout.rs`, so that a
 //! test can walk them all and a mistyped name is refused at startup rather
 //! than never firing.
 
-/// Every fail point, in the order a cycle that trains and promotes reaches them.
-pub const STEPS: [&str; 9] = [
+/// Every fail point: a cycle's, in the order a cycle that trains and promotes
+/// reaches them, then a batch prediction's (serve-service's `PredictBatch` and a
+/// cycle's batch step alike).
+pub const STEPS: [&str; 13] = [
     // An incoming file's rows are written, its ledger entry is not.
     INGEST_ROWS_WRITTEN,
     // The cycle's ingestion is over.
@@ -16,6 +18,8 @@ pub const STEPS: [&str; 9] = [
     "cycle:drift",
     // A run's artifact and checksum are written, its metadata is not.
     RUN_ARTIFACT_WRITTEN,
+    // A run's metadata is written, so the run is complete; its index entry and LATEST are not.
+    RUN_SAVED,
     // A run is complete and LATEST moved; the gate has not recorded its decision.
     JOB_SAVED,
     // The cycle's run is trained and gated (promoted or not); the cycle's record does not say so yet.
@@ -26,19 +30,32 @@ pub const STEPS: [&str; 9] = [
     CYCLE_REPORT_WRITTEN,
     // Every report is written; the cycle's final record is not.
     "cycle:report",
+    // A batch's output upload is open and holds output; nothing is at the output key.
+    BATCH_UPLOAD_STARTED,
+    // Every row is predicted and handed to the upload; the upload is not completed.
+    BATCH_PREDICTED,
+    // The output is complete at its key; the batch is not reported (log, webhook, metrics) yet.
+    BATCH_OUTPUT_WRITTEN,
 ];
+
+/// The batch steps of [`STEPS`].
+pub const BATCH_STEPS: [&str; 3] = [BATCH_UPLOAD_STARTED, BATCH_PREDICTED, BATCH_OUTPUT_WRITTEN];
 
 pub const INGEST_ROWS_WRITTEN: &str = "ingest:rows-written";
 pub const RUN_ARTIFACT_WRITTEN: &str = "run:artifact-written";
+pub const RUN_SAVED: &str = "run:saved";
 pub const JOB_SAVED: &str = "job:saved";
 pub const CYCLE_REPORT_WRITTEN: &str = "cycle:report-written";
+pub const BATCH_UPLOAD_STARTED: &str = "batch:upload-started";
+pub const BATCH_PREDICTED: &str = "batch:predicted";
+pub const BATCH_OUTPUT_WRITTEN: &str = "batch:output-written";
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("unknown fail point {0:?} (known: {known})", known = STEPS.join(", "))]
 pub struct UnknownFailPoint(String);
 
-/// The step to abort at, if any. Cheap to clone.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// The step to abort at, if any.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FailPoint(Option<&'static str>);
 
 impl FailPoint {

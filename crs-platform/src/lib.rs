@@ -34,4 +34,5 @@ pub mod runtime;
 pub mod sample_data;
 pub mod security;
 pub mod shadow;
+pub mod staging;
 pub mod webhook;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::bucket::{Bucket, BucketKey, KeyError, StorageError};
 use crate::error::{Classify, ErrorKind};
 use crate::events::Stage;
-use crate::failpoint::{FailPoint, RUN_ARTIFACT_WRITTEN};
+use crate::failpoint::{FailPoint, RUN_ARTIFACT_WRITTEN, RUN_SAVED};
 use crate::layout::{self, ARTIFACT_FILE, ModelKey, RunId};
 
 /// A file the run read, as it was when read.
@@ -336,6 +336,7 @@ impl ModelStore {
                 return Err(e);
             }
         }
+        self.fail.check(RUN_SAVED);
         // Keeps listings to one read; a failure here only costs the next listing a few.
         if let Err(e) = self.runs(metadata.model_ver).await {
             tracing::warn!(error = %e, "could not update the run index");

@@ -83,6 +83,18 @@ pub struct Config {
     /// Seconds in-flight requests get to finish after SIGTERM or Ctrl+C.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+    /// Batch predictions running at once; one beyond it is refused at once with RESOURCE_EXHAUSTED, to be retried later.
+    #[arg(long, env = "MAX_CONCURRENT_BATCHES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_batches: u32,
+    /// Most memory the loaded models may take together, in MiB (fractions allowed), as each model counts its trees' node arrays; a LoadModel beyond it is refused.
+    #[arg(long, env = "MAX_MODEL_MEMORY_MB", default_value_t = 2048.0, value_parser = parse_memory_mb)]
+    pub max_model_memory_mb: f64,
+    /// Seconds after which an upload staging file in a local bucket (`<key>#<n>`, left by a killed process) is removed at startup; younger ones may be another replica's live upload.
+    #[arg(long, env = "STALE_UPLOAD_SECS", default_value_t = crs_platform::staging::DEFAULT_STALE_SECS)]
+    pub stale_upload_secs: u64,
+    /// Test hook: abort the process at this named step (e.g. batch:predicted), as kill -9 would.
+    #[arg(long, env = "CRS_FAIL_AT", hide = true)]
+    pub fail_at: Option<String>,
 }
 
 // Written by hand so that logging the config cannot leak the webhook URL.
@@ -110,6 +122,9 @@ impl std::fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("security", &self.security)
+            .field("max_concurrent_batches", &self.max_concurrent_batches)
+            .field("max_model_memory_mb", &self.max_model_memory_mb)
+            .field("stale_upload_secs", &self.stale_upload_secs)
             .finish()
     }
 }
@@ -124,6 +139,13 @@ fn parse_poll_interval(text: &str) -> Result<f64, String> {
         Ok(secs)
     } else {
         Err(format!("must be between 0.01 and {MAX_POLL_INTERVAL_SECS} seconds, got {text}"))
+    }
+}
+
+fn parse_memory_mb(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(mb) if mb.is_finite() && mb > 0.0 => Ok(mb),
+        _ => Err(format!("must be a positive number of MiB, got {text:?}")),
     }
 }
 
@@ -179,6 +201,11 @@ impl Config {
         Duration::from_secs_f64(self.poll_interval_secs.clamp(0.01, MAX_POLL_INTERVAL_SECS))
     }
 
+    /// MAX_MODEL_MEMORY_MB in bytes.
+    pub fn max_model_memory_bytes(&self) -> u64 {
+        (self.max_model_memory_mb * f64::from(1 << 20)) as u64
+    }
+
     pub fn shadow_flush_interval(&self) -> Duration {
         Duration::from_secs_f64(self.shadow_flush_secs.clamp(0.01, MAX_POLL_INTERVAL_SECS))
     }
@@ -215,6 +242,19 @@ mod tests {
         assert!(!format!("{config:?}").contains("hooks.example"), "{config:?}");
         assert_eq!((config.output_prefix.as_str(), config.output_device), ("data/predict/output", DeviceColumn::Name));
         assert_eq!(config.metrics_addr, None);
+        assert_eq!((config.max_concurrent_batches, config.max_model_memory_bytes()), (2, 2048 << 20));
+        assert_eq!((config.stale_upload_secs, config.fail_at), (3600, None));
+    }
+
+    #[test]
+    fn limits_that_are_not_positive_are_refused_at_startup() {
+        for (flag, bad) in
+            [("--max-concurrent-batches", "0"), ("--max-model-memory-mb", "0"), ("--max-model-memory-mb", "inf")]
+        {
+            let err = parse(&[flag, bad]).unwrap_err().to_string();
+            assert!(err.contains(&flag[2..]), "{flag} {bad}: {err}");
+        }
+        assert_eq!(parse(&["--max-model-memory-mb", "0.5"]).unwrap().max_model_memory_bytes(), 1 << 19);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 use crs_platform::bucket::Bucket;
 use crs_platform::catalog::Catalog;
+use crs_platform::failpoint::FailPoint;
 use crs_platform::runs::ModelStore;
 use crs_platform::webhook::Notifier;
 use crs_proto::inference::grpc_inference_service_server::{
@@ -29,6 +30,7 @@ use crs_proto::inference::grpc_inference_service_server::{
 use crs_proto::serve::serve_service_server::{SERVICE_NAME as SERVE_SERVICE, ServeServiceServer};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 pub use config::{Config, ShadowPair};
@@ -37,6 +39,9 @@ use metrics::ServeMetrics;
 use model::{Models, ModelsSetup};
 use service::{BatchSettings, Service};
 use shadow::{FlushSettings, Shadows};
+
+/// How long batches cut off at the end of the grace period get to stop.
+const CUT_OFF_DRAIN: Duration = Duration::from_secs(5);
 
 /// Runs the service on `listener` (and its metrics on `SERVE_METRICS_ADDR`, if
 /// set) until `shutdown` resolves, then drains in-flight requests for up to the
@@ -80,6 +85,8 @@ pub async fn run_with_metrics(
     let _metrics_server = metrics_listener.map(|listener| crs_platform::metrics::serve(listener, Arc::new(registry)));
     let bucket = Bucket::open_with(&config.bucket_url, &config.s3_env).context("BUCKET_URL")?;
     bucket.check_access().await.context("BUCKET_URL")?;
+    crs_platform::staging::clean_at_startup(&bucket, Duration::from_secs(config.stale_upload_secs));
+    let fail = FailPoint::new(config.fail_at.as_deref()).context("CRS_FAIL_AT")?;
     let notifier = Notifier::new(config.webhook_url.as_deref(), "serve-service").context("WEBHOOK_URL")?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -93,9 +100,10 @@ pub async fn run_with_metrics(
         default: (config.model_ver, config.model_run.clone()),
         others,
         max_loaded: config.max_loaded_models as usize,
+        max_memory_bytes: config.max_model_memory_bytes(),
     };
-    let models =
-        Arc::new(Models::new(Catalog::new(ModelStore::new(bucket.clone())), setup, notifier.clone(), metrics.clone()));
+    let store = ModelStore::new(bucket.clone()).with_fail_point(fail);
+    let models = Arc::new(Models::new(Catalog::new(store), setup, notifier.clone(), metrics.clone()));
     let flush = FlushSettings { rows: config.shadow_flush_rows as usize, every: config.shadow_flush_interval() };
     let (shadows, recorder) = Shadows::start(
         &config.shadow_models,
@@ -145,8 +153,14 @@ pub async fn run_with_metrics(
     ))
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);
-    let batch = BatchSettings { output_prefix: config.output_prefix.clone(), device_column: config.output_device };
-    let serve = ServeServiceServer::new(Service::new(models, shadows, config.max_predict_rows, batch, metrics))
+    let batch = BatchSettings {
+        output_prefix: config.output_prefix.clone(),
+        device_column: config.output_device,
+        max_concurrent: config.max_concurrent_batches as usize,
+    };
+    let cut_off = CancellationToken::new();
+    let service = Service::new(models, shadows, config.max_predict_rows, batch, cut_off.clone(), metrics);
+    let serve = ServeServiceServer::new(service)
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
     tracing::info!(addr = %listener.local_addr()?, model_ver = %config.model_ver, run = %config.model_run.describe(), serve_models = ?config.serve_models, shadow_models = ?config.shadow_models, bucket = %config.bucket_url, tls = serves_tls, auth_token = token.is_some(), "serve-service listening");
@@ -186,7 +200,14 @@ pub async fn run_with_metrics(
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     match tokio::time::timeout(grace, &mut server).await {
         Ok(result) => result.context("gRPC server failed")?,
-        Err(_) => tracing::warn!(?grace, "grace period over; exiting with requests still in flight"),
+        Err(_) => {
+            tracing::warn!(?grace, "grace period over; cutting off the batches still running");
+            cut_off.cancel();
+            // Long enough for the cut-off batches to answer and abort their uploads.
+            if tokio::time::timeout(CUT_OFF_DRAIN, &mut server).await.is_err() {
+                tracing::warn!("exiting with requests still in flight");
+            }
+        }
     }
     // Every request has been answered (or abandoned): what they queued for the
     // shadows is all there is, and is written now.

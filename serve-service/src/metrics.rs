@@ -7,6 +7,7 @@
 //! | `crs_serve_request_duration_seconds` (histogram) | `rpc`, `model` |
 //! | `crs_serve_batch_rows` (histogram, rows written per batch) | `model` |
 //! | `crs_serve_batch_duration_seconds` (histogram) | `model` |
+//! | `crs_serve_batches_cancelled_total` (the client's deadline passed or it went away) | |
 //! | `crs_serve_model_loaded` (gauge, 1 for the run being served) | `model`, `run_id` |
 //! | `crs_serve_model_loads_total` | `model` |
 //! | `crs_serve_model_refusals_total` | `model` |
@@ -100,6 +101,7 @@ pub struct ServeMetrics {
     latency: Family<RpcLabels, Histogram, fn() -> Histogram>,
     batch_rows: Family<ModelLabels, Histogram, fn() -> Histogram>,
     batch_seconds: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    batches_cancelled: Counter,
     loaded: Family<RunLabels, Gauge>,
     loads: Family<ModelLabels, Counter>,
     refusals: Family<ModelLabels, Counter>,
@@ -118,6 +120,7 @@ impl ServeMetrics {
             latency: Family::new_with_constructor(seconds_histogram),
             batch_rows: Family::new_with_constructor(rows_histogram),
             batch_seconds: Family::new_with_constructor(seconds_histogram),
+            batches_cancelled: Counter::default(),
             loaded: Family::default(),
             loads: Family::default(),
             refusals: Family::default(),
@@ -142,6 +145,11 @@ impl ServeMetrics {
             Unit::Seconds,
             metrics.batch_seconds.clone(),
         );
+        r.register(
+            "batches_cancelled",
+            "Batches stopped before they ended because the request was cancelled (deadline passed, client gone)",
+            metrics.batches_cancelled.clone(),
+        );
         r.register("model_loaded", "1 for the model run being served", metrics.loaded.clone());
         r.register("model_loads", "Model runs loaded and swapped in", metrics.loads.clone());
         r.register("model_refusals", "Model runs refused (checksum, format or load failed)", metrics.refusals.clone());
@@ -165,6 +173,11 @@ impl ServeMetrics {
         let labels = ModelLabels { model: model_ver.name() };
         self.batch_rows.get_or_create(&labels).observe(rows as f64);
         self.batch_seconds.get_or_create(&labels).observe(seconds);
+    }
+
+    /// A batch whose request was cancelled before it ended.
+    pub fn batch_cancelled(&self) {
+        self.batches_cancelled.inc();
     }
 
     /// A run swapped in, in place of `previous` if one was served.

@@ -68,11 +68,22 @@ impl Serving {
         &self.run.metadata.run_id
     }
 
-    /// An estimate of the memory the run takes while loaded: its artifact's
-    /// size, which is what its trees and tables deserialize from.
     pub fn memory_bytes(&self) -> u64 {
-        self.run.metadata.artifact.size_bytes
+        memory_bytes(&self.run)
     }
+}
+
+/// The memory a run holds while loaded, as its model counts it from its
+/// trees' node arrays (or tables).
+fn memory_bytes(run: &LoadedRun) -> u64 {
+    run.model.memory_bytes()
+}
+
+/// The memory the other loaded models hold, and the most all may hold (MAX_MODEL_MEMORY_MB).
+#[derive(Clone, Copy, Debug)]
+struct MemoryRoom {
+    held: u64,
+    max: u64,
 }
 
 /// One model version's slot.
@@ -147,9 +158,9 @@ impl ModelSlot {
         })
     }
 
-    /// Loads a run on request and, once it has loaded, serves it and follows
+    /// Loads a run on request and, if it fits in `room`, serves it and follows
     /// that selection from then on.
-    async fn select(&self, selection: Selection) -> Result<Arc<Serving>, ServeError> {
+    async fn select(&self, selection: Selection, room: MemoryRoom) -> Result<Arc<Serving>, ServeError> {
         let model_ver = self.model_ver;
         let run = match &selection {
             Selection::Production => {
@@ -160,6 +171,12 @@ impl ModelSlot {
             Selection::Latest => self.store().load_latest(model_ver).await?,
             Selection::Run(id) => self.store().load(model_ver, id).await?,
         };
+        // Checked once loaded, since the size is known then; the run is dropped at once if refused.
+        let needed = memory_bytes(&run);
+        if room.held + needed > room.max {
+            let run_id = run.metadata.run_id.to_string();
+            return Err(ServeError::TooMuchModelMemory { model_ver, run_id, needed, held: room.held, max: room.max });
+        }
         *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = selection.clone();
         *self.unloaded.lock().unwrap_or_else(|e| e.into_inner()) = false;
         Ok(self.swap_in(run, selection))
@@ -272,6 +289,8 @@ pub struct ModelsSetup {
     pub others: Vec<ModelVer>,
     /// Most versions loaded (or waiting for a run) at once.
     pub max_loaded: usize,
+    /// Most memory the loaded runs may take together, as [`Serving::memory_bytes`] estimates it.
+    pub max_memory_bytes: u64,
 }
 
 /// Every model version the service holds, one slot each. Versions configured at
@@ -282,6 +301,7 @@ pub struct Models {
     catalog: Catalog,
     default: ModelVer,
     max_loaded: usize,
+    max_memory_bytes: u64,
     slots: RwLock<BTreeMap<ModelVer, Arc<ModelSlot>>>,
     /// Serializes loads, so that two of them cannot both take the last free place.
     loading: tokio::sync::Mutex<()>,
@@ -304,6 +324,7 @@ impl Models {
             catalog,
             default,
             max_loaded: setup.max_loaded,
+            max_memory_bytes: setup.max_memory_bytes,
             slots: RwLock::new(slots),
             loading: tokio::sync::Mutex::new(()),
             notifier,
@@ -369,11 +390,15 @@ impl Models {
 
     /// Loads `model_ver` at `selection` and serves it from then on, in its own
     /// slot: the other versions go on as they were. A version without a slot
-    /// gets one only while fewer than `max_loaded` are held.
+    /// gets one only while fewer than `max_loaded` are held; any load only if
+    /// the run fits beside the other versions' in `max_memory_bytes`.
     pub async fn select(&self, model_ver: ModelVer, selection: Selection) -> Result<Arc<Serving>, ServeError> {
         let _loading = self.loading.lock().await;
+        // The version's own run, if any, is replaced and so not counted.
+        let held = self.loaded().iter().filter(|s| s.model_ver() != model_ver).map(|s| s.memory_bytes()).sum();
+        let room = MemoryRoom { held, max: self.max_memory_bytes };
         if let Some(slot) = self.slot(model_ver).filter(|slot| !slot.is_unloaded()) {
-            return slot.select(selection).await;
+            return slot.select(selection, room).await;
         }
         let held: Vec<ModelVer> = self
             .slots()
@@ -385,7 +410,7 @@ impl Models {
             return Err(ServeError::TooManyModels { model_ver, max: self.max_loaded, held });
         }
         if let Some(slot) = self.slot(model_ver) {
-            return slot.select(selection).await;
+            return slot.select(selection, room).await;
         }
         let slot = Arc::new(ModelSlot::new(
             self.catalog.clone(),
@@ -394,7 +419,7 @@ impl Models {
             self.notifier.clone(),
             self.metrics.clone(),
         ));
-        let serving = slot.select(selection).await?;
+        let serving = slot.select(selection, room).await?;
         self.slots.write().unwrap_or_else(|e| e.into_inner()).insert(model_ver, slot);
         Ok(serving)
     }

@@ -13,6 +13,8 @@ use crs_proto::serve::{
     DeviceFormat, GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictBatchResponse,
     PredictRequest, PredictResponse,
 };
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{keyword_rows, loaded_model, model_choice, model_info};
@@ -21,11 +23,12 @@ use crate::model::{Models, Selection, Serving};
 use crate::shadow::Shadows;
 use crate::status::ServeError;
 
-/// Where and how batches write their output.
+/// Where and how batches write their output, and how many run at once.
 #[derive(Clone, Debug)]
 pub struct BatchSettings {
     pub output_prefix: OutputPrefix,
     pub device_column: DeviceColumn,
+    pub max_concurrent: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -34,6 +37,10 @@ pub struct Service {
     shadows: Arc<Shadows>,
     max_predict_rows: usize,
     batch: BatchSettings,
+    /// One permit per batch that may run (MAX_CONCURRENT_BATCHES).
+    batches: Arc<Semaphore>,
+    /// Cancelled when shutdown's grace period ends: batches still running stop.
+    cut_off: CancellationToken,
     metrics: Arc<ServeMetrics>,
 }
 
@@ -43,9 +50,11 @@ impl Service {
         shadows: Arc<Shadows>,
         max_predict_rows: usize,
         batch: BatchSettings,
+        cut_off: CancellationToken,
         metrics: Arc<ServeMetrics>,
     ) -> Self {
-        Service { models, shadows, max_predict_rows, batch, metrics }
+        let batches = Arc::new(Semaphore::new(batch.max_concurrent));
+        Service { models, shadows, max_predict_rows, batch, batches, cut_off, metrics }
     }
 
     /// `ModelInfo` of `serving`, with every loaded version beside it.
@@ -65,6 +74,11 @@ impl Service {
     }
 
     async fn batch(&self, request: PredictBatchRequest) -> Result<PredictBatchResponse, ServeError> {
+        // Refused rather than queued: a batch takes minutes, and a client told
+        // RESOURCE_EXHAUSTED can back off instead of holding a call open.
+        let _permit = Arc::clone(&self.batches)
+            .try_acquire_owned()
+            .map_err(|_| ServeError::TooManyBatches { max: self.batch.max_concurrent })?;
         let input = BucketKey::parse(&request.input_key)?;
         let (model_ver, run) = model_choice(&request.model_ver, &request.run_id)?;
         let serving = self.models.require(model_ver, run.as_ref())?;
@@ -89,8 +103,13 @@ impl Service {
             DeviceFormat::Code => DeviceColumn::Code,
         };
         let model = serving.run.model.clone();
-        let options = BatchOptions { device_column, ..BatchOptions::default() };
-        let report = predict_batch(bucket, model, &input, &output, options).await?;
+        let fail_point = *self.models.store().fail_point();
+        let options = BatchOptions { device_column, fail_point, ..BatchOptions::default() };
+        // Dropping the batch when cut off aborts its upload.
+        let report = tokio::select! {
+            report = predict_batch(bucket, model, &input, &output, options) => report?,
+            () = self.cut_off.cancelled() => return Err(ServeError::CutOff),
+        };
         let response = PredictBatchResponse {
             output_key: output.to_string(),
             rows_read: report.rows_read,
@@ -117,7 +136,10 @@ impl Service {
 
     async fn batch_and_report(&self, request: PredictBatchRequest) -> Result<PredictBatchResponse, ServeError> {
         let input_key = request.input_key.clone();
-        match self.batch(request).await {
+        let cancelled = Cancelled { metrics: &self.metrics, input_key: &input_key, ended: false };
+        let result = self.batch(request).await;
+        cancelled.ended();
+        match result {
             Ok(response) => {
                 tracing::info!(input = %input_key, output = %response.output_key, rows = response.rows_written, seconds = response.seconds, "batch done");
                 self.models.notifier().notify(
@@ -145,6 +167,30 @@ impl Service {
         let selection: Selection = request.run.parse()?;
         let serving = self.models.select(model_ver, selection).await?;
         Ok(self.info(&serving))
+    }
+}
+
+/// Reports a batch whose future is dropped before it ends: tonic drops it when
+/// the client's deadline (`grpc-timeout`) passes or the client goes away.
+/// Dropping it stops the work (see `predict_batch`); this says so.
+struct Cancelled<'a> {
+    metrics: &'a ServeMetrics,
+    input_key: &'a str,
+    ended: bool,
+}
+
+impl Cancelled<'_> {
+    fn ended(mut self) {
+        self.ended = true;
+    }
+}
+
+impl Drop for Cancelled<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            tracing::warn!(input = %self.input_key, "batch cancelled (deadline passed or client gone); its output upload is aborted");
+            self.metrics.batch_cancelled();
+        }
     }
 }
 

@@ -42,6 +42,20 @@ pub enum ServeError {
         held.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ")
     )]
     TooManyModels { model_ver: ModelVer, max: usize, held: Vec<ModelVer> },
+    #[error("cut off by shutdown: still running when the grace period ended; nothing was written")]
+    CutOff,
+    #[error("MAX_CONCURRENT_BATCHES={max} batches are running already; retry when one has finished")]
+    TooManyBatches { max: usize },
+    #[error(
+        "cannot load model {model_ver}: its run {run_id} takes {} MiB and the other loaded models {} MiB, over MAX_MODEL_MEMORY_MB={}; unload one first",
+        mib(*needed), mib(*held), mib(*max)
+    )]
+    TooMuchModelMemory { model_ver: ModelVer, run_id: String, needed: u64, held: u64, max: u64 },
+}
+
+/// Bytes as MiB with three decimals, enough to tell small models apart.
+fn mib(bytes: u64) -> String {
+    format!("{:.3}", bytes as f64 / f64::from(1 << 20))
 }
 
 impl Classify for ServeError {
@@ -60,6 +74,11 @@ impl Classify for ServeError {
             // Not RESOURCE_EXHAUSTED: retrying as is fails again until someone
             // unloads a model, which is what FAILED_PRECONDITION tells a client.
             ServeError::TooManyModels { .. } => ErrorKind::Precondition,
+            // Likewise: it fails again until a model is unloaded.
+            ServeError::TooMuchModelMemory { .. } => ErrorKind::Precondition,
+            ServeError::CutOff => ErrorKind::Unavailable,
+            // Passes by itself once a running batch finishes.
+            ServeError::TooManyBatches { .. } => ErrorKind::Exhausted,
         }
     }
 }
@@ -74,6 +93,7 @@ pub fn code(kind: ErrorKind) -> Code {
         ErrorKind::AlreadyExists => Code::AlreadyExists,
         ErrorKind::Unauthenticated => Code::Unauthenticated,
         ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::Exhausted => Code::ResourceExhausted,
         ErrorKind::Internal => Code::Internal,
     }
 }
@@ -105,6 +125,7 @@ mod tests {
             ErrorKind::AlreadyExists => Code::AlreadyExists,
             ErrorKind::Unauthenticated => Code::Unauthenticated,
             ErrorKind::Unavailable => Code::Unavailable,
+            ErrorKind::Exhausted => Code::ResourceExhausted,
             ErrorKind::Internal => Code::Internal,
         }
     }
@@ -155,6 +176,18 @@ mod tests {
                 },
                 Code::FailedPrecondition,
             ),
+            (
+                ServeError::TooMuchModelMemory {
+                    model_ver: ModelVer::parse("v0").unwrap(),
+                    run_id: "r".into(),
+                    needed: 1 << 20,
+                    held: 3 << 20,
+                    max: 3 << 20,
+                },
+                Code::FailedPrecondition,
+            ),
+            (ServeError::TooManyBatches { max: 2 }, Code::ResourceExhausted),
+            (ServeError::CutOff, Code::Unavailable),
         ];
         for (error, expected) in cases {
             let message = error.to_string();

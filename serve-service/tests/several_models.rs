@@ -178,3 +178,44 @@ async fn loads_beyond_max_loaded_models_are_refused_until_one_is_unloaded() {
     assert_status(serve.client.load_model(load_v1).await, Code::FailedPrecondition, "(v0)");
     serve.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_over_max_model_memory_is_refused_naming_the_figures() {
+    const V1_RUN: &str = "20261201T210556681Z-9626e2";
+    const V0_RUN: &str = "20261201T210556880Z-ebae9d";
+    let stack = Stack::new().await;
+    stack.install_fixture_runs();
+    let load = |model_ver: &str, run: &str| LoadModelRequest { model_ver: model_ver.into(), run: run.into() };
+    let mib = |bytes: u64| format!("{:.3}", bytes as f64 / f64::from(1 << 20));
+
+    // Without a tight limit both load, and say what they hold.
+    let args = ["--bucket-url", &stack.bucket_url, "--model-run", V1_RUN];
+    let serve = stack.start_serve(crs_testkit::parse_config(&args)).await;
+    wait_until_serving(&serve).await;
+    let info = serve.client.clone().load_model(load("v0", V0_RUN)).await.expect("v0 loads").into_inner();
+    let held = |ver: &str| info.loaded.iter().find(|m| m.model_ver == ver).expect("loaded").memory_bytes;
+    let (v0, v1) = (held("v0"), held("v1"));
+    assert!(v0 > 0 && v1 > v0, "v0 {v0} bytes, v1 {v1} bytes");
+    serve.stop().await.expect("stops");
+
+    // Room for v1 and half of v0.
+    let limit = format!("{}", (v1 + v0 / 2) as f64 / f64::from(1 << 20));
+    let args = ["--bucket-url", &stack.bucket_url, "--model-run", V1_RUN, "--max-model-memory-mb", &limit];
+    let serve = stack.start_serve(crs_testkit::parse_config(&args)).await;
+    wait_until_serving(&serve).await;
+    let mut client = serve.client.clone();
+    assert_status(
+        client.load_model(load("v0", V0_RUN)).await,
+        Code::FailedPrecondition,
+        &format!(
+            "cannot load model v0: its run {V0_RUN} takes {} MiB and the other loaded models {} MiB, over MAX_MODEL_MEMORY_MB=",
+            mib(v0),
+            mib(v1)
+        ),
+    );
+    let not_loaded = client.get_model(GetModelRequest { model_ver: "v0".into(), ..Default::default() }).await;
+    assert_status(not_loaded, Code::FailedPrecondition, "not loaded");
+    // A version's own run is replaced, not added to: reloading v1 fits.
+    let info = client.load_model(load("v1", V1_RUN)).await.expect("v1 reloads").into_inner();
+    assert_eq!(info.run_id, V1_RUN);
+}

@@ -3,18 +3,19 @@
 //! cycle with `CRS_FAIL_AT=<step>` on a copy of a bucket with new files and
 //! aborts there, as `kill -9` would; a restart without the fail point must find
 //! the bucket consistent, get past the dead cycle's lease within its ttl, and
-//! complete the next cycle.
+//! complete the next cycle. The batch steps are tried on serve-service's
+//! `PredictBatch` instead, in the second test.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crs_platform::failpoint::STEPS;
+use crs_platform::failpoint::{BATCH_OUTPUT_WRITTEN, BATCH_STEPS, STEPS};
 use serde_json::Value;
 use smoke_test::lifecycle::{
     CYCLE, LEASE_SECS, TrainProcess, Weeks, check_ingestion, check_production, cycle_record, cycle_records,
     lifecycle_bucket, wait_for_cycle,
 };
-use smoke_test::{Crctl, build_binaries, copy_tree, free_addr, tail, wait_until};
+use smoke_test::{Crctl, Service, build_binaries, copy_tree, free_addr, read_text, tail, wait_until};
 
 /// A process aborted at its fail point has done so well within this.
 const ABORT: Duration = Duration::from_secs(180);
@@ -29,20 +30,24 @@ enum Start {
     Production,
 }
 
-/// Which bucket reaches `step`. A new fail point must be placed here.
-fn start_for(step: &str) -> Start {
-    match step {
+/// Which bucket reaches `step`; `None` for the batch steps, which a cycle's
+/// batch reaches too but which are tried on serve-service's batches below. A
+/// new fail point must be placed here.
+fn start_for(step: &str) -> Option<Start> {
+    Some(match step {
         "cycle:drift" => Start::Production,
         "ingest:rows-written"
         | "cycle:ingest"
         | "run:artifact-written"
+        | "run:saved"
         | "job:saved"
         | "cycle:train"
         | "cycle:batch"
         | "cycle:report-written"
         | "cycle:report" => Start::Empty,
+        step if BATCH_STEPS.contains(&step) => return None,
         other => panic!("fail point {other} has no bucket here that reaches it"),
-    }
+    })
 }
 
 #[test]
@@ -73,8 +78,9 @@ fn a_cycle_killed_at_any_step_leaves_a_consistent_bucket_and_the_next_cycle_comp
 
     for (i, step) in STEPS.iter().enumerate() {
         let template = match start_for(step) {
-            Start::Empty => &empty,
-            Start::Production => &production,
+            Some(Start::Empty) => &empty,
+            Some(Start::Production) => &production,
+            None => continue,
         };
         let bucket = dir.path().join(format!("step{i}"));
         copy_tree(template, &bucket, &[]);
@@ -82,7 +88,7 @@ fn a_cycle_killed_at_any_step_leaves_a_consistent_bucket_and_the_next_cycle_comp
         let crashed = crash_at(&bins, &bucket, &dir.path().join(format!("logs/step{i}")), step);
         progress(&format!("{step}: restarted; the next cycle"));
         let next = recover(&bins, &bucket, &dir.path().join(format!("logs/step{i}-restart")), step, &crashed);
-        if start_for(step) == Start::Production {
+        if start_for(step) == Some(Start::Production) {
             // The dead cycle ingested week 4 and never decided about it: the next one does.
             assert!(next["run_id"].as_str().is_some(), "{step}: week 4 was not trained on: {next:#}");
         }
@@ -139,4 +145,103 @@ fn recover(bins: &Path, bucket: &Path, logs: &Path, step: &str, crashed: &str) -
     let status = process.service.terminate(CYCLE);
     assert!(status.success(), "{step}: the restarted process did not stop cleanly: {status}");
     record
+}
+
+/// The run of the committed fixture model v1 (`testkit/fixtures/model/v1`).
+const FIXTURE_RUN: &str = "20261201T210556681Z-9626e2";
+const BATCH_INPUT: &str = "data/predict/input/prediction_input.csv.gz";
+const BATCH_OUTPUT: &str = "data/predict/output/crash/out.csv.gz";
+
+/// serve-service killed at every batch step (`crs_platform::failpoint::BATCH_STEPS`):
+/// nothing partial is ever at the output key, and a restart removes the dead
+/// upload's staging file (backdated past `STALE_UPLOAD_SECS`) but keeps a fresh
+/// one, which could be another replica's live upload; the next batch completes.
+#[test]
+fn a_batch_killed_at_any_step_leaves_no_partial_output_and_a_restart_cleans_only_stale_staging_files() {
+    let bins = build_binaries();
+    let dir = tempfile::Builder::new().prefix("crs-batch-crash-").tempdir().expect("temp dir");
+    let template = dir.path().join("template");
+    copy_tree(&crs_testkit::fixture_dir().join("model"), &template.join("model"), &[]);
+    let input = template.join(BATCH_INPUT);
+    std::fs::create_dir_all(input.parent().expect("parent")).expect("input folder");
+    std::fs::copy(crs_testkit::fixture_dir().join("prediction_input.csv.gz"), &input).expect("copy the input");
+    let expected = read_text(&crs_testkit::fixture_dir().join("v1_expected_output.csv"));
+
+    for (i, step) in BATCH_STEPS.iter().enumerate() {
+        let bucket = dir.path().join(format!("batch{i}"));
+        copy_tree(&template, &bucket, &[]);
+        let (mut serve, crctl) = start_serve(&bins, &bucket, &dir.path().join(format!("logs/batch{i}")), Some(step));
+        let answered = crctl.run(&["predict-batch", "--input", BATCH_INPUT, "--output", BATCH_OUTPUT]);
+        assert!(!answered.success(), "{step}: the batch was answered: {answered}");
+        let status = serve.wait_for_exit(ABORT);
+        let log = serve.log();
+        assert!(!status.success(), "{step}: the process exited normally: {status}\n{}", tail(&log, 30));
+        assert!(
+            log.contains(&format!("fail point {step}: aborting")),
+            "{step}: not aborted there:\n{}",
+            tail(&log, 30)
+        );
+
+        let output = bucket.join(BATCH_OUTPUT);
+        let folder = output.parent().expect("output folder");
+        let left = staging_files(folder);
+        if *step == BATCH_OUTPUT_WRITTEN {
+            // Complete before the kill: whole, though never reported.
+            assert_eq!(read_text(&output), expected, "{step}");
+        } else {
+            assert!(!output.exists(), "{step}: a partial output is visible");
+            assert_eq!(left.len(), 1, "{step}: the killed upload's staging file: {left:?}");
+        }
+        let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        for file in &left {
+            std::fs::File::options().write(true).open(file).and_then(|f| f.set_modified(hour_ago)).expect("backdate");
+        }
+        let live = folder.join("other.csv.gz#1");
+        std::fs::write(&live, b"another replica's upload in progress").expect("a live staging file");
+
+        let (mut serve, crctl) = start_serve(&bins, &bucket, &dir.path().join(format!("logs/batch{i}-restart")), None);
+        assert_eq!(staging_files(folder), vec![live.clone()], "{step}: only the stale staging file is removed");
+        let response = crctl.json(&["predict-batch", "--input", BATCH_INPUT, "--output", BATCH_OUTPUT, "--overwrite"]);
+        assert_eq!(response["output_key"], BATCH_OUTPUT, "{step}: {response:#}");
+        assert_eq!(read_text(&output), expected, "{step}: the batch after the restart");
+        let status = serve.terminate(ABORT);
+        assert!(status.success(), "{step}: the restarted process did not stop cleanly: {status}");
+    }
+}
+
+/// serve-service on `bucket`, serving the fixture run, and a `crctl` for it;
+/// returns once it reports SERVING.
+fn start_serve(bins: &Path, bucket: &Path, logs: &Path, fail_at: Option<&str>) -> (Service, Crctl) {
+    std::fs::create_dir_all(logs).expect("log folder");
+    let addr = free_addr();
+    let mut env = vec![
+        ("SERVE_ADDR", addr.clone()),
+        ("BUCKET_URL", bucket.to_str().expect("UTF-8 temp path").to_owned()),
+        ("MODEL_VER", "v1".to_owned()),
+        ("MODEL_RUN", FIXTURE_RUN.to_owned()),
+        ("STALE_UPLOAD_SECS", "1800".to_owned()),
+        ("RUST_LOG", "info".to_owned()),
+    ];
+    if let Some(step) = fail_at {
+        env.push(("CRS_FAIL_AT", step.to_owned()));
+    }
+    let mut service = Service::start(bins, "serve-service", &env, logs);
+    let crctl = Crctl::new(bins, &free_addr(), &addr);
+    wait_until(Duration::from_secs(30), "serve-service to report SERVING", || {
+        service.check_running()?;
+        let health = crctl.run(&["health", "--service", "serve"]);
+        if health.success() { Ok(()) } else { Err(health.to_string()) }
+    });
+    (service, crctl)
+}
+
+/// The local backend's upload staging files (`<name>#<n>`) in `folder`, sorted.
+fn staging_files(folder: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(folder) else { return Vec::new() };
+    let mut files: Vec<_> = entries
+        .map(|e| e.expect("folder entry").path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains('#')))
+        .collect();
+    files.sort();
+    files
 }

@@ -55,6 +55,9 @@ pub struct Config {
     /// The bearer token required on every RPC that changes something, and TLS.
     #[command(flatten)]
     pub security: crs_platform::security::ServerSecurity,
+    /// Seconds after which an upload staging file in a local bucket (`<key>#<n>`, left by a killed process) is removed at startup; younger ones may be another replica's live upload.
+    #[arg(long, env = "STALE_UPLOAD_SECS", default_value_t = crs_platform::staging::DEFAULT_STALE_SECS)]
+    pub stale_upload_secs: u64,
     /// Test hook: abort the process at this named step (e.g. cycle:ingest), as kill -9 would.
     #[arg(long, env = "CRS_FAIL_AT", hide = true)]
     pub fail_at: Option<String>,
@@ -83,6 +86,7 @@ impl fmt::Debug for Config {
             .field("cycle_interval_secs", &self.cycle_interval_secs)
             .field("cycle_lease_secs", &self.cycle_lease_secs)
             .field("security", &self.security)
+            .field("stale_upload_secs", &self.stale_upload_secs)
             .finish()
     }
 }

@@ -87,6 +87,7 @@ pub async fn run_with_metrics(
     let _metrics_server = metrics_listener.map(|listener| crs_platform::metrics::serve(listener, Arc::new(registry)));
     let bucket = Bucket::open_with(&config.bucket_url, &config.s3_env).context("BUCKET_URL")?;
     bucket.check_access().await.context("BUCKET_URL")?;
+    crs_platform::staging::clean_at_startup(&bucket, Duration::from_secs(config.stale_upload_secs));
     let notifier = Notifier::new(config.webhook_url.as_deref(), config::SERVICE_NAME).context("WEBHOOK_URL")?;
     let incoming = BucketKey::parse(&config.incoming_prefix).context("INCOMING_PREFIX")?;
     let fail = FailPoint::new(config.fail_at.as_deref()).context("CRS_FAIL_AT")?;

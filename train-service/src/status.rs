@@ -84,6 +84,7 @@ pub fn code(kind: ErrorKind) -> Code {
         ErrorKind::AlreadyExists => Code::AlreadyExists,
         ErrorKind::Unauthenticated => Code::Unauthenticated,
         ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::Exhausted => Code::ResourceExhausted,
         ErrorKind::Internal => Code::Internal,
     }
 }
@@ -116,6 +117,7 @@ mod tests {
             ErrorKind::AlreadyExists => Code::AlreadyExists,
             ErrorKind::Unauthenticated => Code::Unauthenticated,
             ErrorKind::Unavailable => Code::Unavailable,
+            ErrorKind::Exhausted => Code::ResourceExhausted,
             ErrorKind::Internal => Code::Internal,
         }
     }

@@ -69,6 +69,12 @@ impl TrainedModel {
         &self.required_attributes
     }
 
+    /// The bytes the fitted model holds in memory (see
+    /// [`super::Predictor::memory_bytes`]); the feature pipeline's few names are not counted.
+    pub fn memory_bytes(&self) -> u64 {
+        self.model.memory_bytes() as u64
+    }
+
     /// What the model version records about its fit (see
     /// [`super::ModelVersion::report`]), with the matrix columns named.
     pub fn report(&self) -> serde_json::Value {

@@ -97,6 +97,10 @@ pub trait Predictor {
     fn importance(&self) -> Vec<(usize, f64)> {
         Vec::new()
     }
+
+    /// The bytes the fitted model holds in memory, counted from its arrays
+    /// (trees' nodes and the like): what a server limits loaded models by.
+    fn memory_bytes(&self) -> usize;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +136,7 @@ pub trait FittedModel: Send + Sync + Debug {
     fn to_json(&self) -> serde_json::Value;
     /// See [`ModelVersion::report`].
     fn report(&self, feature_names: &[String]) -> serde_json::Value;
+    fn memory_bytes(&self) -> usize;
 }
 
 /// A version as the registry and the services see it, with its types erased.
@@ -182,6 +187,10 @@ impl<V: ModelVersion> FittedModel for Fitted<V> {
 
     fn report(&self, feature_names: &[String]) -> serde_json::Value {
         V::report(&self.0, feature_names)
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.0.memory_bytes()
     }
 }
 

@@ -53,6 +53,10 @@ impl Predictor for DeviceRates {
     fn used_features(&self) -> Vec<usize> {
         Vec::new()
     }
+
+    fn memory_bytes(&self) -> usize {
+        size_of::<Self>() + self.by_device.len() * size_of::<(Device, f64)>()
+    }
 }
 
 impl ModelVersion for V0 {

@@ -51,6 +51,10 @@ pub struct Forest {
 }
 
 impl Predictor for Forest {
+    fn memory_bytes(&self) -> usize {
+        size_of::<Self>() + self.trees.iter().map(|t| size_of_val(t) + size_of_val(t.nodes.as_slice())).sum::<usize>()
+    }
+
     fn predict(&self, features: &Features) -> Vec<f64> {
         let scale = 1.0 / self.trees.len() as f64;
         features

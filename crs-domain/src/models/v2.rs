@@ -348,6 +348,16 @@ fn sigmoid(z: f64) -> f64 {
 }
 
 impl Predictor for Booster {
+    /// The saved trees and the flat copy predictions walk, both held.
+    fn memory_bytes(&self) -> usize {
+        let trees: usize = self.data.trees.iter().map(|t| size_of_val(t) + size_of_val(t.nodes.as_slice())).sum();
+        size_of::<Self>()
+            + trees
+            + size_of_val(self.data.total_gain.as_slice())
+            + size_of_val(self.flat.nodes.as_slice())
+            + size_of_val(self.flat.roots.as_slice())
+    }
+
     fn predict(&self, features: &Features) -> Vec<f64> {
         let matrix = features.matrix.as_standard_layout();
         let width = matrix.ncols();

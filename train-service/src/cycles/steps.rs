@@ -354,8 +354,9 @@ impl Inner {
         let loaded = self.catalog.store().load(model_ver, &production).await?;
         let input = BucketKey::parse(input).map_err(crs_platform::bucket::StorageError::from)?;
         let output = layout::prediction_output_key(model_ver, &production);
-        let bucket = self.catalog.store().bucket();
-        predict_batch(bucket, loaded.model, &input, &output, BatchOptions::default()).await?;
+        let store = self.catalog.store();
+        let options = BatchOptions { fail_point: *store.fail_point(), ..BatchOptions::default() };
+        predict_batch(store.bucket(), loaded.model, &input, &output, options).await?;
         Ok(output.to_string())
     }
 
