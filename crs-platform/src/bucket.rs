@@ -325,6 +325,8 @@ impl Bucket {
             Ok(_) => Ok(()),
             Err(e) => Err(StorageError::from_store(&self.url, "listing the bucket", e)),
         }
+    }
+
     /// The folder of a local bucket; `None` for S3 and memory.
     pub fn local_dir(&self) -> Option<&std::path::Path> {
         let remote = self.url.starts_with("s3://") || self.url == "memory://";

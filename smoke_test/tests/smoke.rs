@@ -22,8 +22,8 @@ use crs_platform::bucket::{Bucket, BucketKey, S3Env};
 use crs_testkit::{Auth, Backend, S3Server};
 use serde_json::Value;
 use smoke_test::{
-    CONFIG_VARS, Crctl, Csv, DEVICES, Service, Webhooks, build_binaries, free_addr, parse_json, run, sha256_hex,
-    tail, text_of, wait_until, workspace_root,
+    CONFIG_VARS, Crctl, Csv, DEVICES, Service, Webhooks, build_binaries, free_addr, parse_json, run, sha256_hex, tail,
+    text_of, wait_until, workspace_root,
 };
 
 const TRAIN_KEY: &str = "data/train/train.csv.gz";
