@@ -102,6 +102,13 @@ if [[ $S3 == 1 ]]; then
         AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
 fi
 compose() { "${COMPOSE[@]}" -p "$PROJECT" -f docker-compose.yml "${PROFILE_ARGS[@]}" "$@"; }
+# Python with boto3 in the s3 container (moto's image has both), as a client of that server.
+s3_python() {
+    "$ENGINE" exec "$(container_of s3)" python3 -c "import boto3, sys
+s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:5000', region_name='us-east-1',
+                  aws_access_key_id='testing', aws_secret_access_key='testing')
+$1"
+}
 
 teardown() {
     local code=$?
@@ -169,9 +176,7 @@ t=$(now)
 compose up -d >"$LOGS/up.txt" 2>&1 || { tail -n 30 "$LOGS/up.txt" >&2; die "compose up failed"; }
 if [[ $S3 == 1 ]]; then
     # The bucket must exist before a service writes to it; moto starts with none.
-    "$ENGINE" exec "$(container_of s3)" python3 -c \
-        "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:5000', region_name='us-east-1').create_bucket(Bucket='crs-check')" \
-        || die "could not create the S3 bucket"
+    s3_python "s3.create_bucket(Bucket='crs-check')" || die "could not create the S3 bucket"
 fi
 wait_healthy train
 TRAIN_HEALTHY=$(since "$t")
@@ -201,8 +206,7 @@ OUTPUT_KEY=$(sed -n 's/^wrote \([^ ]*\) .*/\1/p' "$LOGS/predict.txt")
 
 # Read the output where the service wrote it: the mounted folder, or S3 through the s3 container.
 if [[ $S3 == 1 ]]; then
-    "$ENGINE" exec "$(container_of s3)" python3 -c \
-        "import boto3,sys; sys.stdout.buffer.write(boto3.client('s3', endpoint_url='http://127.0.0.1:5000', region_name='us-east-1').get_object(Bucket='crs-check', Key='run/$OUTPUT_KEY')['Body'].read())" \
+    s3_python "sys.stdout.buffer.write(s3.get_object(Bucket='crs-check', Key='run/$OUTPUT_KEY')['Body'].read())" \
         >"$WORK/output.csv.gz" || die "could not read s3://crs-check/run/$OUTPUT_KEY"
 else
     cp "$WORK/bucket/$OUTPUT_KEY" "$WORK/output.csv.gz" || die "no output file at $OUTPUT_KEY"

@@ -9,7 +9,9 @@
 //!
 //! train-service runs in this process on a temporary bucket with generated
 //! data; serve-service is the built binary, a child process, so that its
-//! resident memory is its own. Two v1 runs are trained; then, for `--minutes`:
+//! resident memory is its own. Two v1 runs are trained, and a warm-up batch and
+//! a swap there and back let the first minute start from a running service's
+//! memory. Then, for `--minutes`:
 //! one-row `Predict` calls at `--rate` a second (open loop: a slow answer does
 //! not slow the next call), a `PredictBatch` of the prediction input every
 //! `--batch-secs`, and every `--swap-secs` the production alias is moved to the
@@ -161,6 +163,24 @@ async fn soak(args: &Args, serve_bin: &std::path::Path) -> anyhow::Result<()> {
     wait_until_serving(&serve, Duration::from_secs(30)).await?;
     wait_for_run(&serve, &args.model_ver, &runs[0], Duration::from_secs(30)).await?;
 
+    // Warm-up, so that the first minute starts from a running service's memory (a batch's
+    // buffers allocated, both runs loaded once) and growth after it is what the soak finds.
+    let batch = PredictBatchRequest {
+        input_key: PREDICTION_INPUT_KEY.into(),
+        model_ver: args.model_ver.clone(),
+        ..Default::default()
+    };
+    let answer = ServeServiceClient::new(serve.clone()).predict_batch(batch.clone()).await.context("warm-up batch")?;
+    for run in [&runs[1], &runs[0]] {
+        promote(&mut promoter, &args.model_ver, run).await?;
+        wait_for_run(&serve, &args.model_ver, run, Duration::from_secs(30)).await?;
+    }
+    println!(
+        "warm-up: a batch of {} rows, swaps to the second run and back; serve-service RSS {:.1} MB",
+        answer.get_ref().rows_written,
+        status_kb(&pid, "VmRSS")? as f64 / 1024.0
+    );
+
     let template = request_rows(&stack.bucket).await?;
     let one_row = PredictRequest {
         attribute_names: template.attribute_names.clone(),
@@ -213,19 +233,14 @@ async fn soak(args: &Args, serve_bin: &std::path::Path) -> anyhow::Result<()> {
         })
     };
     let batches = {
-        let (window, serve, model_ver) = (window.clone(), serve.clone(), args.model_ver.clone());
+        let (window, serve) = (window.clone(), serve.clone());
         let every = Duration::from_secs_f64(args.batch_secs);
         tokio::spawn(async move {
             let mut client = ServeServiceClient::new(serve);
             while Instant::now() + every <= end {
                 tokio::time::sleep(every).await;
-                let request = PredictBatchRequest {
-                    input_key: PREDICTION_INPUT_KEY.into(),
-                    model_ver: model_ver.clone(),
-                    ..Default::default()
-                };
                 let t = Instant::now();
-                let outcome = client.predict_batch(request).await;
+                let outcome = client.predict_batch(batch.clone()).await;
                 let mut window = window.lock().expect("window lock");
                 window.batches += 1;
                 window.batch_secs = window.batch_secs.max(t.elapsed().as_secs_f64());
