@@ -15,7 +15,7 @@ Usage: scripts/container-check.sh [--engine docker|podman] [--no-build] [--model
   --model-ver V  model version to train and batch-predict (default: v1)
   --s3           also start the compose profile "s3" (a moto S3 server) and run the
                  services on s3://crs-check/run instead of the mounted folder
-  --timeout S    how long each wait (health, training, batch) may take (default: 300)
+  --timeout S    how long each step (compose up, health, training, batch) may take (default: 300)
   -h, --help     this help
 
 Needs Docker with compose (the "docker compose" plugin or docker-compose), or podman
@@ -101,10 +101,12 @@ if [[ $S3 == 1 ]]; then
     export BUCKET_URL=s3://crs-check/run AWS_ENDPOINT=http://s3:5000 AWS_ALLOW_HTTP=true \
         AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
 fi
-compose() { "${COMPOSE[@]}" -p "$PROJECT" -f docker-compose.yml "${PROFILE_ARGS[@]}" "$@"; }
+# Every engine call has a deadline: podman-compose's `up` waits forever for a container that
+# exits at start (a bad setting), and a hung RPC must not hang the check.
+compose() { timeout "$TIMEOUT" "${COMPOSE[@]}" -p "$PROJECT" -f docker-compose.yml "${PROFILE_ARGS[@]}" "$@"; }
 # Python with boto3 in the s3 container (moto's image has both), as a client of that server.
 s3_python() {
-    "$ENGINE" exec "$(container_of s3)" python3 -c "import boto3, sys
+    timeout "$TIMEOUT" "$ENGINE" exec "$(container_of s3)" python3 -c "import boto3, sys
 s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:5000', region_name='us-east-1',
                   aws_access_key_id='testing', aws_secret_access_key='testing')
 $1"
@@ -141,7 +143,7 @@ container_of() {
 crctl_in() {
     local service=$1
     shift
-    "$ENGINE" exec "$(container_of "$service")" crctl --train-addr 127.0.0.1:50051 --serve-addr 127.0.0.1:50052 "$@"
+    timeout "$TIMEOUT" "$ENGINE" exec "$(container_of "$service")" crctl --train-addr 127.0.0.1:50051 --serve-addr 127.0.0.1:50052 "$@"
 }
 # Health checks do not run by themselves under every engine (podman without systemd):
 # poll the same command the compose file's health check runs.
@@ -159,13 +161,13 @@ wait_healthy() {
 printf 'engine: %s (%s), project %s, ports %s/%s, bucket %s\n' \
     "$ENGINE" "${COMPOSE[*]}" "$PROJECT" "$TRAIN_PORT" "$SERVE_PORT" "${BUCKET_URL:-a temporary folder}"
 
-BUILD_SECS=skipped
+BUILD_SECS="skipped (--no-build)"
 if [[ $BUILD == 1 ]]; then
     step "building $IMAGE (compiles the workspace in release: minutes)"
     t=$(now)
     "$ENGINE" build -t "$IMAGE" . >"$LOGS/build.txt" 2>&1 || { tail -n 30 "$LOGS/build.txt" >&2; die "image build failed"; }
-    BUILD_SECS=$(since "$t")
-    echo "built in $BUILD_SECS s"
+    BUILD_SECS="$(since "$t") s"
+    echo "built in $BUILD_SECS"
 fi
 "$ENGINE" image inspect "$IMAGE" >/dev/null 2>&1 || die "no image $IMAGE: run without --no-build"
 IMAGE_BYTES=$("$ENGINE" image inspect --format '{{.Size}}' "$IMAGE")
@@ -221,7 +223,7 @@ step "summary"
 cat <<SUMMARY
 engine          $ENGINE (${COMPOSE[*]})
 image           $IMAGE, $IMAGE_MB MB
-build           $BUILD_SECS s
+build           $BUILD_SECS
 train healthy   $TRAIN_HEALTHY s after compose up
 train           $MODEL_VER run $RUN_ID in $TRAIN_SECS s
 serve healthy   $SERVE_HEALTHY s after the run was written
