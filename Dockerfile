@@ -5,14 +5,19 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p train-service -p serve-service -p crctl
+# Stripped here only: the symbol tables are a quarter of each binary (about 33 MB of the
+# three). A panic in the image still names its message and source line, but a backtrace
+# shows no function names; builds outside the image keep them for profilers.
+RUN CARGO_PROFILE_RELEASE_STRIP=symbols cargo build --release --locked -p train-service -p serve-service -p crctl
 
 FROM debian:bookworm-slim
-# CA certificates for S3 and Slack over TLS.
+# CA certificates for S3 and Slack over TLS. apt's caches and logs are removed in the same
+# layer: a base without Docker's apt clean-up hook would keep about 80 MB of them.
+# --no-log-init: useradd's lastlog entry for a high uid is a sparse file layers store whole.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --create-home --home-dir /app crs
+    && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
+    && useradd --system --no-log-init --uid 10001 --create-home --home-dir /app crs
 COPY --from=build /src/target/release/train-service /src/target/release/serve-service /src/target/release/crctl /usr/local/bin/
 COPY --chown=crs:crs bucket/config /app/bucket/config
 WORKDIR /app

@@ -145,16 +145,10 @@ fn worker(dir: &Path, model_ver: ModelVer, input: &str, chunk_bytes: usize) -> a
         &BucketKey::parse("out/rust_output.csv.gz")?,
         BatchOptions { chunk_bytes, ..BatchOptions::default() },
     ))?;
-    let peak_mb = peak_rss_kb()? as f64 / 1024.0;
+    let peak_mb = crs_bench::status_kb("self", "VmHWM")? as f64 / 1024.0;
     let figures = json!({"seconds": report.seconds, "rows": report.rows_read, "written": report.rows_written, "peak_mb": peak_mb});
     println!("{figures}");
     Ok(())
-}
-
-fn peak_rss_kb() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM in /proc/self/status")?;
-    Ok(line.split_whitespace().nth(1).context("VmHWM value")?.parse()?)
 }
 
 fn json_line(mut command: Command) -> anyhow::Result<Value> {

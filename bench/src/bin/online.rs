@@ -36,19 +36,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Parser;
-use crs_domain::data::{Attributes, TableKind, TableReader, keyword_rows};
-use crs_platform::bucket::{Bucket, BucketKey};
-use crs_platform::layout::PREDICTION_INPUT_KEY;
+use crs_bench::{connect, pct, request_rows, train, wait_until_serving};
+use crs_platform::bucket::Bucket;
 use crs_platform::sample_data::SampleSizes;
 use crs_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use crs_proto::inference::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use crs_proto::inference::{ModelInferRequest, ModelMetadataRequest};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::serve::{GetModelRequest, PredictRequest};
-use crs_proto::train::train_service_client::TrainServiceClient;
-use crs_proto::train::{GetTrainingJobRequest, JobState, StartTrainingRequest};
 use crs_testkit::{Setup, Stack, parse_metrics, scrape};
 use serve_service::ShadowPair;
 use tonic::transport::Channel;
@@ -239,7 +236,7 @@ fn main() -> anyhow::Result<()> {
         train(&train_addr, &args.shadow_model).await?;
         let template = request_rows(&bucket).await?;
         let serve = connect(&serve_addr).await?;
-        wait_until_serving(&serve).await?;
+        wait_until_serving(&serve, Duration::from_secs(10)).await?;
         let duration = Duration::from_secs_f64(args.seconds);
 
         let one_row = PredictRequest {
@@ -328,7 +325,7 @@ fn main() -> anyhow::Result<()> {
             }
             shadow_channels
         };
-        wait_until_serving(&shadow_channels[0]).await?;
+        wait_until_serving(&shadow_channels[0], Duration::from_secs(10)).await?;
         wait_for_model(&shadow_channels[0], &args.shadow_model).await?;
         let concurrency = args.shadow_concurrency;
         println!();
@@ -376,26 +373,6 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect(addr: &str) -> anyhow::Result<Channel> {
-    Ok(Channel::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect().await?)
-}
-
-async fn train(addr: &str, model_ver: &str) -> anyhow::Result<()> {
-    let mut client = TrainServiceClient::new(connect(addr).await?);
-    let job = client
-        .start_training(StartTrainingRequest { model_ver: model_ver.into(), ..Default::default() })
-        .await?
-        .into_inner();
-    loop {
-        let job = client.get_training_job(GetTrainingJobRequest { job_id: job.job_id.clone() }).await?.into_inner();
-        match job.state() {
-            JobState::Succeeded => return Ok(()),
-            JobState::Failed => bail!("training failed: {}", job.error),
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
 /// Waits until serve-service lists `model_ver` among its loaded models.
 async fn wait_for_model(channel: &Channel, model_ver: &str) -> anyhow::Result<()> {
     let mut client = ServeServiceClient::new(channel.clone());
@@ -407,31 +384,6 @@ async fn wait_for_model(channel: &Channel, model_ver: &str) -> anyhow::Result<()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("serve-service never loaded {model_ver}")
-}
-
-async fn wait_until_serving(channel: &Channel) -> anyhow::Result<()> {
-    let mut health = HealthClient::new(channel.clone());
-    for _ in 0..200 {
-        if health.check(HealthCheckRequest::default()).await.is_ok_and(|r| r.into_inner().status == 1) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("serve-service never reported SERVING")
-}
-
-/// The generated prediction input as request rows.
-async fn request_rows(bucket: &Bucket) -> anyhow::Result<PredictRequest> {
-    let bytes = bucket.get(&BucketKey::parse(PREDICTION_INPUT_KEY)?).await?;
-    let mut reader = TableReader::open(
-        PREDICTION_INPUT_KEY,
-        std::io::Cursor::new(bytes),
-        TableKind::PredictionInput,
-        Attributes::All,
-    )?;
-    let names = reader.attribute_names().clone();
-    let chunk = reader.next_chunk()?.context("no rows")?;
-    Ok(crctl::predict_request(&keyword_rows(chunk, &names)?))
 }
 
 /// Calls one at a time for `duration`; returns each call's latency in microseconds, sorted.
@@ -507,14 +459,6 @@ async fn throughput(
     let elapsed = started.elapsed();
     all.sort_by(f64::total_cmp);
     Ok((all.len() as u64, elapsed, all))
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }
 
 fn print_latencies(name: &str, sorted: &[f64]) {

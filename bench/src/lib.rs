@@ -1,0 +1,84 @@
+//! What more than one benchmark needs: connecting, training through
+//! train-service, waiting for serve-service, request rows from the generated
+//! prediction input, percentiles and a process's memory.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use crs_domain::data::{Attributes, TableKind, TableReader, keyword_rows};
+use crs_platform::bucket::{Bucket, BucketKey};
+use crs_platform::layout::PREDICTION_INPUT_KEY;
+use crs_proto::serve::PredictRequest;
+use crs_proto::train::train_service_client::TrainServiceClient;
+use crs_proto::train::{GetTrainingJobRequest, JobState, StartTrainingRequest};
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+pub async fn connect(addr: &str) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect().await?)
+}
+
+/// Trains `model_ver` on the bucket's default files and returns the new run's id.
+pub async fn train(addr: &str, model_ver: &str) -> anyhow::Result<String> {
+    let mut client = TrainServiceClient::new(connect(addr).await?);
+    let job = client
+        .start_training(StartTrainingRequest { model_ver: model_ver.into(), ..Default::default() })
+        .await?
+        .into_inner();
+    loop {
+        let job = client.get_training_job(GetTrainingJobRequest { job_id: job.job_id.clone() }).await?.into_inner();
+        match job.state() {
+            JobState::Succeeded => return Ok(job.run_id),
+            JobState::Failed => bail!("training failed: {}", job.error),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Waits up to `within` for serve-service's health check to say SERVING.
+pub async fn wait_until_serving(channel: &Channel, within: Duration) -> anyhow::Result<()> {
+    let mut health = HealthClient::new(channel.clone());
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        if health.check(HealthCheckRequest::default()).await.is_ok_and(|r| r.into_inner().status == 1) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("serve-service did not report SERVING within {within:?}")
+}
+
+/// The generated prediction input's first chunk as request rows.
+pub async fn request_rows(bucket: &Bucket) -> anyhow::Result<PredictRequest> {
+    let bytes = bucket.get(&BucketKey::parse(PREDICTION_INPUT_KEY)?).await?;
+    let mut reader = TableReader::open(
+        PREDICTION_INPUT_KEY,
+        std::io::Cursor::new(bytes),
+        TableKind::PredictionInput,
+        Attributes::All,
+    )?;
+    let names = reader.attribute_names().clone();
+    let chunk = reader.next_chunk()?.context("no rows")?;
+    Ok(crctl::predict_request(&keyword_rows(chunk, &names)?))
+}
+
+/// The `p`th percentile (0 to 100) of sorted values, nearest rank; NaN when empty.
+pub fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// A kB field of `/proc/<pid>/status` (`pid` may be `self`), such as `VmRSS` or `VmHWM`.
+pub fn status_kb(pid: &str, field: &str) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|rest| rest.strip_prefix(':')))
+        .with_context(|| format!("no {field} in {path}"))?;
+    Ok(line.split_whitespace().next().context("empty value")?.parse()?)
+}
