@@ -63,6 +63,7 @@ enum Check {
 pub struct TableReader {
     file: String,
     input: Box<dyn BufRead + Send>,
+    is_gzip: bool,
     header: Vec<Column>,
     schema: SchemaRef,
     /// `schema` with every integer column as Int64: what a chunk the narrow
@@ -104,7 +105,7 @@ impl TableReader {
         };
 
         let mut line = Vec::new();
-        input.read_until(b'\n', &mut line).map_err(unreadable)?;
+        input.read_until(b'\n', &mut line).map_err(|e| read_error(file, is_gzip, e))?;
         let names = parse_header(&line);
         if names.iter().all(String::is_empty) {
             return Err(DataError::new(file, Problem::Empty));
@@ -131,6 +132,7 @@ impl TableReader {
         Ok(TableReader {
             file: file.to_owned(),
             input,
+            is_gzip,
             header,
             schema: Arc::new(schema),
             wide_schema: Arc::new(wide_schema),
@@ -171,7 +173,10 @@ impl TableReader {
             return if self.next_row == 1 { Err(DataError::new(&self.file, Problem::NoRows)) } else { Ok(None) };
         };
         let first_row = self.next_row;
-        let frame = match self.parse(&bytes, &self.schema) {
+        // polars splits a chunk among threads by guessing where lines end, and a
+        // very long line (a field of megabytes) can defeat the guess: one thread
+        // then reads the chunk whole before anything is called wrong.
+        let frame = match self.parse(&bytes, &self.schema, None).or_else(|_| self.parse(&bytes, &self.schema, Some(1))) {
             Ok(frame) => frame,
             Err(error) => return Err(self.diagnose(&bytes, first_row, error)),
         };
@@ -201,17 +206,16 @@ impl TableReader {
         Ok((frame, devices, self))
     }
 
-    /// Whole lines up to about `chunk_bytes`, or `None` once the input is used up.
+    /// Whole records up to about `chunk_bytes`, or `None` once the input is used up.
     fn next_chunk_bytes(&mut self) -> Result<Option<Vec<u8>>, DataError> {
         let mut buf = std::mem::take(&mut self.carry);
-        let mut searched = 0;
         loop {
             if !self.at_eof && buf.len() < self.chunk_bytes {
                 let want = (self.chunk_bytes - buf.len()) as u64;
                 let got = (&mut self.input)
                     .take(want)
                     .read_to_end(&mut buf)
-                    .map_err(|e| DataError::new(&self.file, Problem::Unreadable(e)))?;
+                    .map_err(|e| read_error(&self.file, self.is_gzip, e))?;
                 self.at_eof = got == 0;
                 if !self.at_eof {
                     continue;
@@ -220,23 +224,21 @@ impl TableReader {
             if self.at_eof {
                 return Ok(if buf.iter().all(u8::is_ascii_whitespace) { None } else { Some(buf) });
             }
-            // A full buffer: cut after its last line end; a line longer than the
-            // buffer makes it grow until the line ends.
-            match buf[searched..].iter().rposition(|&b| b == b'\n') {
-                Some(pos) => {
-                    self.carry = buf.split_off(searched + pos + 1);
+            // A full buffer: cut after its last whole record; a record longer
+            // than the buffer makes it grow until the record ends.
+            match last_record_end(&buf) {
+                Some(end) => {
+                    self.carry = buf.split_off(end);
                     return Ok(Some(buf));
                 }
-                None => {
-                    searched = buf.len();
-                    self.chunk_bytes *= 2;
-                }
+                None => self.chunk_bytes *= 2,
             }
         }
     }
 
-    fn parse(&self, bytes: &[u8], schema: &SchemaRef) -> PolarsResult<DataFrame> {
+    fn parse(&self, bytes: &[u8], schema: &SchemaRef, threads: Option<usize>) -> PolarsResult<DataFrame> {
         CsvReadOptions::default()
+            .with_n_threads(threads)
             .with_has_header(false)
             .with_schema(Some(schema.clone()))
             .with_columns(Some(self.projection.clone()))
@@ -249,14 +251,14 @@ impl TableReader {
     /// polars refused a chunk: find the first cell (or line) that explains why.
     fn diagnose(&self, bytes: &[u8], first_row: u64, error: PolarsError) -> DataError {
         if self.wide_schema != self.schema
-            && let Ok(wide) = self.parse(bytes, &self.wide_schema)
+            && let Ok(wide) = self.parse(bytes, &self.wide_schema, Some(1))
             && let Err(e) = self.validate(&wide, first_row)
         {
             return e;
         }
         let text_schema: Schema =
             self.header.iter().map(|c| Field::new(c.name.as_str().into(), DataType::String)).collect();
-        if let Ok(text) = self.parse(bytes, &Arc::new(text_schema)) {
+        if let Ok(text) = self.parse(bytes, &Arc::new(text_schema), Some(1)) {
             let integer_columns = self.header.iter().filter(|c| c.dtype.is_integer());
             let first_bad = integer_columns
                 .filter_map(|c| {
@@ -273,12 +275,15 @@ impl TableReader {
             }
         }
         let expected = self.header.len();
-        for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-            let found = line.split(|&b| b == b',').count();
-            if found > expected {
-                let mut e = DataError::new(&self.file, Problem::RaggedRow { found, expected });
-                e.row = Some(first_row + i as u64);
+        for (i, fields) in records(bytes).into_iter().enumerate() {
+            let row = first_row + i as u64;
+            if fields.len() > expected {
+                let mut e = DataError::new(&self.file, Problem::RaggedRow { found: fields.len(), expected });
+                e.row = Some(row);
                 return e;
+            }
+            if let Some(column) = fields.iter().position(|field| std::str::from_utf8(field).is_err()) {
+                return DataError::at(&self.file, row, &self.header[column].name, Problem::NotUtf8);
             }
         }
         self.polars_error(first_row, error)
@@ -359,6 +364,66 @@ fn first_bad_device(values: &polars::prelude::Column, devices: &mut Vec<Device>)
         }
     }
     None
+}
+
+/// A read failed: inside gzip data, the data is at fault (a truncated or
+/// corrupt file); otherwise the storage under it is.
+fn read_error(file: &str, is_gzip: bool, e: std::io::Error) -> DataError {
+    use std::io::ErrorKind;
+    let problem = match e.kind() {
+        ErrorKind::UnexpectedEof if is_gzip => Problem::GzipTruncated,
+        ErrorKind::InvalidInput | ErrorKind::InvalidData if is_gzip => Problem::GzipCorrupt(e.to_string()),
+        _ => Problem::Unreadable(e),
+    };
+    DataError::new(file, problem)
+}
+
+/// Where the last whole record of `buf` ends: after its last line end outside
+/// double quotes, since a quoted field may hold line ends.
+fn last_record_end(buf: &[u8]) -> Option<usize> {
+    // Most files quote nothing: one backwards scan.
+    if !buf.contains(&b'"') {
+        return buf.iter().rposition(|&b| b == b'\n').map(|i| i + 1);
+    }
+    let mut quoted = false;
+    let mut end = None;
+    for (i, &b) in buf.iter().enumerate() {
+        match b {
+            b'"' => quoted = !quoted,
+            b'\n' if !quoted => end = Some(i + 1),
+            _ => {}
+        }
+    }
+    end
+}
+
+/// CSV text as records of raw fields, honouring double quotes as polars does
+/// (a quoted field may hold commas and line ends). For diagnosis only.
+fn records(bytes: &[u8]) -> Vec<Vec<&[u8]>> {
+    let mut records = Vec::new();
+    let mut fields = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                fields.push(&bytes[start..i]);
+                start = i + 1;
+            }
+            b'\n' if !quoted => {
+                let field = &bytes[start..i];
+                fields.push(field.strip_suffix(b"\r").unwrap_or(field));
+                records.push(std::mem::take(&mut fields));
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if start < bytes.len() {
+        fields.push(&bytes[start..]);
+        records.push(fields);
+    }
+    records
 }
 
 fn parse_header(line: &[u8]) -> Vec<String> {
