@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crs_domain::data::synth::{ATTRIBUTES, SynthSpec, write_prediction_input};
 use crs_proto::serve::PredictBatchRequest;
-use crs_testkit::{Stack, gunzip, wait_until_serving};
+use crs_testkit::{Stack, gunzip, wait_until, wait_until_serving};
 
 const BIG_INPUT: &str = "data/predict/input/big.csv.gz";
 
@@ -31,7 +31,13 @@ async fn shutdown_lets_a_batch_in_flight_finish() {
             })
             .await
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The batch's upload exists once its request is being handled.
+    let output_dir = stack.bucket_dir().join("data/predict/output/test");
+    wait_until(Duration::from_secs(30), "the batch's upload", || {
+        let started = std::fs::read_dir(&output_dir).is_ok_and(|mut entries| entries.next().is_some());
+        async move { started }
+    })
+    .await;
     assert!(!batch.is_finished(), "the batch ended before shutdown began; make the input larger");
 
     serve.stop().await.expect("the service stops cleanly");
