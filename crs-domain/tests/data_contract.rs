@@ -557,3 +557,28 @@ fn quoted_fields_with_commas_and_line_ends_are_read_across_chunks() {
     }
     assert_eq!(rows, 50);
 }
+
+/// A stray quote would make polars read every row after it into one field: the
+/// file is refused at the row where the quote opens, not read short.
+#[test]
+fn a_quote_never_closed_is_refused_at_its_row() {
+    let mut text = format!("{HEADER},note\n");
+    for i in 1..=50 {
+        let note = if i == 7 { "a 5\" screen" } else { "plain" };
+        text.push_str(&format!("{i},0,1,0,Tablet,1,10,1,{note}\n"));
+    }
+    for chunk_bytes in [64, 1 << 20] {
+        let mut reader =
+            TableReader::open("q.csv", Cursor::new(text.clone().into_bytes()), TableKind::Training, Attributes::All)
+                .unwrap()
+                .with_chunk_bytes(chunk_bytes);
+        let e = loop {
+            match reader.next_chunk() {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("read to the end with chunks of {chunk_bytes} bytes"),
+                Err(e) => break e.to_string(),
+            }
+        };
+        assert_eq!(e, "q.csv: row 7: a quoted field is never closed", "chunks of {chunk_bytes} bytes");
+    }
+}

@@ -19,7 +19,8 @@ const TRAINING_HEADER: &str = "entity_id,att1,att2,device,week,Clicks,Conversion
 
 /// Reads every chunk of `bytes`, `chunk_bytes` at a time: the rows read, or the error.
 fn read_all(bytes: Vec<u8>, kind: TableKind, chunk_bytes: usize) -> Result<Vec<DataFrame>, DataError> {
-    let mut reader = TableReader::open("p.csv", Cursor::new(bytes), kind, Attributes::All)?.with_chunk_bytes(chunk_bytes);
+    let mut reader =
+        TableReader::open("p.csv", Cursor::new(bytes), kind, Attributes::All)?.with_chunk_bytes(chunk_bytes);
     let mut frames = Vec::new();
     while let Some(chunk) = reader.next_chunk()? {
         frames.push(chunk.frame);

@@ -71,6 +71,10 @@ pub enum Problem {
     Negative(i64),
     #[error("has {found} fields but the header has {expected}")]
     RaggedRow { found: usize, expected: usize },
+    #[error("a quoted field is never closed")]
+    UnclosedQuote,
+    #[error("is longer than {} MiB (an unclosed quote?)", .limit >> 20)]
+    RecordTooLong { limit: usize },
     #[error("invalid CSV at or after row {first_row}: {}", Cut(.message))]
     Csv { first_row: u64, message: String },
     #[error("has attribute columns {found}, but the ingested data has {expected}")]
@@ -135,7 +139,13 @@ mod tests {
     fn long_values_are_cut_short() {
         let e = DataError::at("in.csv", 2, "device", Problem::UnknownDevice("x".repeat(10 << 20)));
         let text = e.to_string();
-        assert!(text.starts_with(&format!("in.csv: row 2, column 'device': unknown device \"{}\"... (10485760 bytes)", "x".repeat(40))), "{text}");
+        assert!(
+            text.starts_with(&format!(
+                "in.csv: row 2, column 'device': unknown device \"{}\"... (10485760 bytes)",
+                "x".repeat(40)
+            )),
+            "{text}"
+        );
         assert!(text.len() < 200, "{}", text.len());
         let e = DataError::at("in.csv", 2, "week", Problem::NotAnInteger("abc".into()));
         assert_eq!(e.to_string(), "in.csv: row 2, column 'week': expected an integer, found \"abc\"");

@@ -23,6 +23,10 @@ pub const DEFAULT_CHUNK_BYTES: usize = 8 << 20;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// The longest record (a row, with any quoted line ends) read before a file is
+/// refused: memory stays bounded whatever the file holds.
+const MAX_RECORD_BYTES: usize = 64 << 20;
+
 /// Which attribute columns to read.
 #[derive(Clone, Debug)]
 pub enum Attributes {
@@ -176,7 +180,8 @@ impl TableReader {
         // polars splits a chunk among threads by guessing where lines end, and a
         // very long line (a field of megabytes) can defeat the guess: one thread
         // then reads the chunk whole before anything is called wrong.
-        let frame = match self.parse(&bytes, &self.schema, None).or_else(|_| self.parse(&bytes, &self.schema, Some(1))) {
+        let frame = match self.parse(&bytes, &self.schema, None).or_else(|_| self.parse(&bytes, &self.schema, Some(1)))
+        {
             Ok(frame) => frame,
             Err(error) => return Err(self.diagnose(&bytes, first_row, error)),
         };
@@ -222,7 +227,20 @@ impl TableReader {
                 }
             }
             if self.at_eof {
-                return Ok(if buf.iter().all(u8::is_ascii_whitespace) { None } else { Some(buf) });
+                if buf.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(None);
+                }
+                // polars would read the rest of the file into that one field.
+                if buf.contains(&b'"')
+                    && let Some(opened) = scan(&buf, |_, _| {})
+                {
+                    let mut rows_before = 0;
+                    scan(&buf[..opened], |_, boundary| rows_before += u64::from(boundary == Boundary::Record));
+                    let mut e = DataError::new(&self.file, Problem::UnclosedQuote);
+                    e.row = Some(self.next_row + rows_before);
+                    return Err(e);
+                }
+                return Ok(Some(buf));
             }
             // A full buffer: cut after its last whole record; a record longer
             // than the buffer makes it grow until the record ends.
@@ -230,6 +248,13 @@ impl TableReader {
                 Some(end) => {
                     self.carry = buf.split_off(end);
                     return Ok(Some(buf));
+                }
+                // An unclosed quote would otherwise make the rest of the file one record.
+                None if buf.len() >= MAX_RECORD_BYTES => {
+                    let problem = Problem::RecordTooLong { limit: MAX_RECORD_BYTES };
+                    let mut e = DataError::new(&self.file, problem);
+                    e.row = Some(self.next_row);
+                    return Err(e);
                 }
                 None => self.chunk_bytes *= 2,
             }
@@ -379,51 +404,64 @@ fn read_error(file: &str, is_gzip: bool, e: std::io::Error) -> DataError {
 }
 
 /// Where the last whole record of `buf` ends: after its last line end outside
-/// double quotes, since a quoted field may hold line ends.
+/// a quoted field, since a quoted field may hold line ends.
 fn last_record_end(buf: &[u8]) -> Option<usize> {
     // Most files quote nothing: one backwards scan.
     if !buf.contains(&b'"') {
         return buf.iter().rposition(|&b| b == b'\n').map(|i| i + 1);
     }
-    let mut quoted = false;
     let mut end = None;
-    for (i, &b) in buf.iter().enumerate() {
-        match b {
-            b'"' => quoted = !quoted,
-            b'\n' if !quoted => end = Some(i + 1),
-            _ => {}
+    scan(buf, |at, boundary| {
+        if boundary == Boundary::Record {
+            end = Some(at + 1);
         }
-    }
+    });
     end
 }
 
-/// CSV text as records of raw fields, honouring double quotes as polars does
-/// (a quoted field may hold commas and line ends). For diagnosis only.
+/// CSV text as records of raw fields, split as polars splits them. For diagnosis only.
 fn records(bytes: &[u8]) -> Vec<Vec<&[u8]>> {
     let mut records = Vec::new();
     let mut fields = Vec::new();
-    let (mut start, mut quoted) = (0, false);
-    for (i, &b) in bytes.iter().enumerate() {
-        match b {
-            b'"' => quoted = !quoted,
-            b',' if !quoted => {
-                fields.push(&bytes[start..i]);
-                start = i + 1;
-            }
-            b'\n' if !quoted => {
-                let field = &bytes[start..i];
+    let mut start = 0;
+    scan(bytes, |at, boundary| {
+        let field = &bytes[start..at];
+        start = at + 1;
+        match boundary {
+            Boundary::Field => fields.push(field),
+            Boundary::Record => {
                 fields.push(field.strip_suffix(b"\r").unwrap_or(field));
                 records.push(std::mem::take(&mut fields));
-                start = i + 1;
             }
-            _ => {}
         }
-    }
+    });
     if start < bytes.len() {
         fields.push(&bytes[start..]);
         records.push(fields);
     }
     records
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Boundary {
+    Field,
+    Record,
+}
+
+/// Calls `on` at each separator and line end outside quotes, as polars' reader
+/// splits: every `"` opens or closes a quoted field. Returns where the quoted
+/// field still open at the end began, if one is.
+fn scan(bytes: &[u8], mut on: impl FnMut(usize, Boundary)) -> Option<usize> {
+    let mut opened = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'"' => opened = if opened.is_some() { None } else { Some(i) },
+            b',' if opened.is_none() => on(i, Boundary::Field),
+            b'\n' if opened.is_none() => on(i, Boundary::Record),
+            _ => {}
+        }
+    }
+    opened
 }
 
 fn parse_header(line: &[u8]) -> Vec<String> {
