@@ -29,7 +29,7 @@ async fn the_defaults_are_the_documented_ones() {
     let job = train_to_end(&mut train.client, StartTrainingRequest::default()).await;
     assert_eq!(job.state(), JobState::Succeeded, "{}", job.error);
     assert_eq!(job.model_ver, "v1");
-    assert_eq!(stack.run_dirs("v1"), [job.run_id.clone()], "the run is in the stack's bucket");
+    assert_eq!(stack.run_dirs("v1"), std::slice::from_ref(&job.run_id), "the run is in the stack's bucket");
     let mut serve = stack.start_serve(stack.serve_config()).await;
     wait_until_serving(&serve).await;
     let model = serve.client.get_model(GetModelRequest::default()).await.expect("a model").into_inner();
