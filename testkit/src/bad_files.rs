@@ -44,6 +44,7 @@ const TRUNCATED: &[&str] = &["the gzip data ends early: the file is truncated"];
 const CORRUPT: &[&str] = &["the gzip data is corrupt"];
 const EMPTY: &[&str] = &["the file is empty"];
 const NO_ROWS: &[&str] = &["the file has a header but no data rows"];
+const UNCLOSED: &[&str] = &["row 2: a quoted field is never closed"];
 
 /// Every case, in the order the README lists them.
 pub const BAD_FILES: &[BadFile] = &[
@@ -90,6 +91,12 @@ pub const BAD_FILES: &[BadFile] = &[
         build: quoted_field,
         training: Expect::Accepted,
         batch: Expect::Accepted,
+    },
+    BadFile {
+        name: "quote_never_closed",
+        build: |f| f.with_device_of_row_2(b"Tab\"let"),
+        training: Expect::Refused(UNCLOSED),
+        batch: Expect::Refused(UNCLOSED),
     },
     BadFile {
         name: "more_fields_than_header",
