@@ -582,3 +582,15 @@ fn a_quote_never_closed_is_refused_at_its_row() {
         assert_eq!(e, "q.csv: row 7: a quoted field is never closed", "chunks of {chunk_bytes} bytes");
     }
 }
+
+/// Found by fuzzing: the gap before a huge attribute number is counted, not
+/// spelled out name by name (that took gigabytes).
+#[test]
+fn a_huge_attribute_number_is_a_short_error() {
+    let text = "entity_id,att1,att20000000,device,week,Clicks,Conversions\n1,0,1,Tablet,1,10,1\n";
+    let e = read_error("h.csv", text);
+    assert_eq!(
+        e,
+        "h.csv: missing required column(s): att2, att3, att4, att5, att6, att7, att8, att9, att10, att11, and 19999988 more"
+    );
+}

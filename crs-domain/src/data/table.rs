@@ -508,7 +508,22 @@ fn plan_columns(
             let Some(&max) = numbers.last() else {
                 return Err(DataError::new(file, Problem::NoAttributes));
             };
-            missing.extend((1..=max).filter(|n| numbers.binary_search(n).is_err()).map(attribute_name));
+            // Counted from the header, not walked up to `max`: a header naming
+            // att20000000 must not make millions of names (found by fuzzing).
+            let gaps = max as usize - numbers.len();
+            if gaps > 0 {
+                const NAMED: usize = 10;
+                let mut present = numbers.iter().peekable();
+                let named = (1..=max).filter(|n| {
+                    while present.next_if(|&&p| p < *n).is_some() {}
+                    present.peek() != Some(&n)
+                });
+                missing.extend(named.take(NAMED).map(attribute_name));
+                if gaps > NAMED {
+                    missing.push(format!("and {} more", gaps - NAMED));
+                }
+                return Err(DataError::new(file, Problem::MissingColumns(missing)));
+            }
             (1..=max).map(attribute_name).collect()
         }
     };
