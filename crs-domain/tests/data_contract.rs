@@ -497,3 +497,100 @@ fn feature_pipeline_rejects_missing_attributes_by_name() {
     let err = pipeline.transform(&input, &pipeline.attributes).unwrap_err();
     assert_eq!(err.to_string(), "missing attribute column(s) the model needs: att1, att3");
 }
+
+// ---------------------------------------------------------------------------
+// Broken files (the whole corpus runs through the services in
+// train-service/tests/bad_files.rs; these pin the reader's part)
+
+/// A field of megabytes among many columns and rows: polars' guess of where
+/// lines end, to split the chunk among threads, must not turn it into a vague
+/// parse error, and the message must not carry the field.
+#[test]
+fn a_field_of_10_mb_is_named_briefly() {
+    let text = String::from_utf8(synth_csv(1, 20, 160, 4)).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let device = lines[0].split(',').position(|c| c == DEVICE).unwrap();
+    let mut fields: Vec<String> = lines[2].split(',').map(str::to_owned).collect();
+    fields[device] = "A".repeat(10 << 20);
+    lines[2] = fields.join(",");
+    let e = read_error("big.csv", &(lines.join("\n") + "\n"));
+    assert!(e.starts_with("big.csv: row 2, column 'device': unknown device \"AAAA"), "{}", &e[..e.len().min(300)]);
+    assert!(e.contains("... (10485760 bytes)") && e.len() < 200, "{}", &e[..e.len().min(300)]);
+}
+
+#[test]
+fn gzip_cut_short_or_damaged_is_named() {
+    let zipped = gzip(&synth_csv(1, 20, 3, 4));
+    let error = |bytes: Vec<u8>| TrainingTable::read("t.csv.gz", Cursor::new(bytes)).unwrap_err().to_string();
+    assert_eq!(error(zipped[..zipped.len() / 2].to_vec()), "t.csv.gz: the gzip data ends early: the file is truncated");
+    let mut damaged = zipped.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle..middle + 16].iter_mut().for_each(|b| *b ^= 0x5a);
+    assert!(error(damaged).starts_with("t.csv.gz: the gzip data is corrupt ("));
+    assert_eq!(error(gzip(b"")), "t.csv.gz: the file is empty");
+}
+
+#[test]
+fn a_byte_that_is_not_utf8_is_named_with_its_row_and_column() {
+    let bytes = format!("{HEADER}\n1,0,1,0,Computer,1,10,1\n2,1,0,1,Tab\u{1}let,1,8,2\n")
+        .into_bytes()
+        .into_iter()
+        .map(|b| if b == 1 { 0xff } else { b })
+        .collect::<Vec<u8>>();
+    let e = TrainingTable::read("u.csv", Cursor::new(bytes)).unwrap_err().to_string();
+    assert_eq!(e, "u.csv: row 2, column 'device': value is not valid UTF-8 text");
+}
+
+/// A quoted field may hold the separator and line ends, wherever a chunk ends.
+#[test]
+fn quoted_fields_with_commas_and_line_ends_are_read_across_chunks() {
+    let mut text = format!("{HEADER},note\n");
+    for i in 0..50 {
+        text.push_str(&format!("{i},0,1,0,Tablet,1,10,1,\"a, b\nc {i}\"\n"));
+    }
+    let mut reader = TableReader::open("q.csv", Cursor::new(text.into_bytes()), TableKind::Training, Attributes::All)
+        .unwrap()
+        .with_chunk_bytes(64);
+    let mut rows = 0;
+    while let Some(chunk) = reader.next_chunk().unwrap() {
+        rows += chunk.frame.height();
+    }
+    assert_eq!(rows, 50);
+}
+
+/// A stray quote would make polars read every row after it into one field: the
+/// file is refused at the row where the quote opens, not read short.
+#[test]
+fn a_quote_never_closed_is_refused_at_its_row() {
+    let mut text = format!("{HEADER},note\n");
+    for i in 1..=50 {
+        let note = if i == 7 { "a 5\" screen" } else { "plain" };
+        text.push_str(&format!("{i},0,1,0,Tablet,1,10,1,{note}\n"));
+    }
+    for chunk_bytes in [64, 1 << 20] {
+        let mut reader =
+            TableReader::open("q.csv", Cursor::new(text.clone().into_bytes()), TableKind::Training, Attributes::All)
+                .unwrap()
+                .with_chunk_bytes(chunk_bytes);
+        let e = loop {
+            match reader.next_chunk() {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("read to the end with chunks of {chunk_bytes} bytes"),
+                Err(e) => break e.to_string(),
+            }
+        };
+        assert_eq!(e, "q.csv: row 7: a quoted field is never closed", "chunks of {chunk_bytes} bytes");
+    }
+}
+
+/// Found by fuzzing: the gap before a huge attribute number is counted, not
+/// spelled out name by name (that took gigabytes).
+#[test]
+fn a_huge_attribute_number_is_a_short_error() {
+    let text = "entity_id,att1,att20000000,device,week,Clicks,Conversions\n1,0,1,Tablet,1,10,1\n";
+    let e = read_error("h.csv", text);
+    assert_eq!(
+        e,
+        "h.csv: missing required column(s): att2, att3, att4, att5, att6, att7, att8, att9, att10, att11, and 19999988 more"
+    );
+}

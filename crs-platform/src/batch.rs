@@ -475,7 +475,7 @@ mod tests {
         let err = fixture.run(tiny_buffers()).await.unwrap_err();
         assert!(err.to_string().contains("column 'device': unknown device \"Fridge\""), "{err}");
         assert!(!fixture.bucket.exists(&key("out/output.csv.gz")).await.unwrap());
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The batch aborted its upload before it returned.
         assert_eq!(fixture.output_files(), Vec::<std::path::PathBuf>::new(), "staging files left behind");
     }
 
@@ -484,9 +484,13 @@ mod tests {
         let fixture = Fixture::new(input_csv(20_000)).await;
         let interrupted = tokio::time::timeout(Duration::from_millis(30), fixture.run(tiny_buffers())).await;
         assert!(interrupted.is_err(), "the batch finished before it could be interrupted; make the input larger");
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Dropped, the batch cleans up in the background: poll until it has.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !fixture.output_files().is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "staging files left behind: {:?}", fixture.output_files());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert!(!fixture.bucket.exists(&key("out/output.csv.gz")).await.unwrap());
-        assert_eq!(fixture.output_files(), Vec::<std::path::PathBuf>::new(), "staging files left behind");
     }
 
     #[tokio::test]

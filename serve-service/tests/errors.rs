@@ -6,7 +6,7 @@ use std::time::Duration;
 use crs_platform::bucket::BucketKey;
 use crs_platform::layout::PREDICTION_INPUT_KEY;
 use crs_proto::serve::{GetModelRequest, LoadModelRequest, PredictBatchRequest, PredictRequest, Row};
-use crs_testkit::{Stack, predict_request, serving_status, wait_until_serving};
+use crs_testkit::{Stack, predict_request, serving_status, wait_until_serving, wait_until_status};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -26,9 +26,8 @@ async fn sample_request(stack: &Stack) -> PredictRequest {
 async fn without_a_model_it_starts_not_serving_and_refuses_predictions() {
     let stack = Stack::new().await;
     let mut serve = stack.start_serve(stack.serve_config()).await;
-    let mut health = serve.health();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(serving_status(&mut health).await, ServingStatus::NotServing);
+    // The first look for a model ends before the service answers anything.
+    wait_until_status(&serve, ServingStatus::NotServing).await;
     let request = sample_request(&stack).await;
     assert_status(serve.client.predict(request).await, Code::FailedPrecondition, "no model loaded");
     assert_status(
@@ -203,8 +202,8 @@ async fn a_corrupted_run_is_refused_and_the_old_one_keeps_serving() {
         .wait_for(Duration::from_secs(10), |b| b["text"].as_str().is_some_and(|t| t.contains("refused")))
         .await
         .expect("refusal webhook");
+    // The notice is sent once the run was refused: the good run stayed.
     assert!(notice.to_string().contains("checksum mismatch"), "{notice}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let model = serve.client.get_model(GetModelRequest::default()).await.expect("model").into_inner();
     assert_eq!(model.run_id, good);
     let mut health = serve.health();

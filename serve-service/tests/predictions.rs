@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crs_platform::layout::PREDICTION_INPUT_KEY;
 use crs_proto::serve::{GetModelRequest, PredictBatchRequest};
-use crs_testkit::{Backend, Setup, Stack, gunzip, predict_request, wait_until_serving};
+use crs_testkit::{Backend, Setup, Stack, gunzip, predict_request, wait_until, wait_until_serving};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_output_matches_online_predictions() {
@@ -107,31 +107,33 @@ async fn serving_follows_latest_without_failing_requests_on(backend: Backend) {
     request.rows.truncate(20);
     let mut client = serve.client.clone();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // The runs that answered so far, shared: the switch is over once the new one has.
+    let runs = std::sync::Arc::new(std::sync::Mutex::new(HashSet::new()));
+    let answering = runs.clone();
     let looping = tokio::spawn(async move {
-        let (mut answered, mut runs, mut failures) = (0, HashSet::new(), Vec::new());
+        let (mut answered, mut failures) = (0, Vec::new());
         while !*stop_rx.borrow_and_update() {
             match client.predict(request.clone()).await {
                 Ok(r) => {
                     answered += 1;
-                    runs.insert(r.into_inner().run_id);
+                    answering.lock().expect("runs").insert(r.into_inner().run_id);
                 }
                 Err(status) => failures.push(status),
             }
         }
-        (answered, runs, failures)
+        (answered, failures)
     });
 
     let second = stack.train("v1").await;
     assert!(second > first);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut client = serve.client.clone();
-    while client.get_model(GetModelRequest::default()).await.expect("model").into_inner().run_id != second {
-        assert!(tokio::time::Instant::now() < deadline, "serve-service never switched to the new run");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until(Duration::from_secs(20), "answers from the new run", || {
+        let switched = runs.lock().expect("runs").contains(&second);
+        async move { switched }
+    })
+    .await;
     stop_tx.send(true).expect("stop loop");
-    let (answered, runs, failures) = looping.await.expect("loop");
+    let (answered, failures) = looping.await.expect("loop");
+    let runs = runs.lock().expect("runs").clone();
     assert!(failures.is_empty(), "requests failed during the switch: {failures:?}");
     assert!(answered > 10, "only {answered} requests answered");
     assert_eq!(runs, HashSet::from([first, second]));

@@ -131,8 +131,12 @@ async fn two_versions_answer_with_their_own_runs_move_alone_and_unload_alone() {
     let index = v2.repository_index(RepositoryIndexRequest::default()).await.expect("index").into_inner();
     let states: Vec<(&str, &str)> = index.models.iter().map(|m| (m.name.as_str(), m.state.as_str())).collect();
     assert_eq!(states, [("v0", "UNAVAILABLE"), ("v1", "READY"), ("v2", "UNAVAILABLE")]);
-    // Several polls later it is still unloaded, then a repository load brings back its production run.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // After a poll that began after the unload (it followed v1's alias to a new run), v0 is
+    // still unloaded; then a repository load brings back its production run.
+    let v1_second = stack.train("v1").await;
+    let promote = PromoteRequest { model_ver: "v1".into(), run_id: v1_second.clone(), reason: "test".into() };
+    train.client.promote(promote).await.expect("promote v1");
+    wait_for_run(&mut serve.client, "v1", &v1_second).await;
     assert!(serve.client.predict(with_model(&request, "v0", "")).await.is_err());
     let load = RepositoryModelLoadRequest { model_name: "v0".into(), ..Default::default() };
     v2.repository_model_load(load).await.expect("load v0");

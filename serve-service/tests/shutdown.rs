@@ -10,7 +10,7 @@ use std::time::Duration;
 use crs_domain::data::synth::{ATTRIBUTES, SynthSpec, write_prediction_input};
 use crs_platform::layout::PREDICTION_INPUT_KEY;
 use crs_proto::serve::PredictBatchRequest;
-use crs_testkit::{Stack, gunzip, parse_metrics, scrape, wait_until_serving};
+use crs_testkit::{Stack, gunzip, parse_metrics, scrape, wait_until, wait_until_serving};
 use tonic::Code;
 
 const BIG_INPUT: &str = "data/predict/input/big.csv.gz";
@@ -45,19 +45,23 @@ fn output_files(stack: &Stack) -> Vec<PathBuf> {
     files
 }
 
-/// Polls `check` every 20 ms until it holds; fails after 30 s naming `what`.
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// How long any awaited step of these tests may take.
+const WITHIN: Duration = Duration::from_secs(30);
+
+/// Waits until the output folder holds nothing: no output, no staging file.
+async fn wait_until_empty(stack: &Stack, what: &str) {
+    wait_until(WITHIN, what, || {
+        let empty = output_files(stack).is_empty();
+        async move { empty }
+    })
+    .await;
 }
 
 /// Waits until a batch's upload is open: its staging file is in the output folder.
 async fn wait_until_uploading(stack: &Stack) {
-    wait_for("a batch's upload to open", async || {
-        output_files(stack).iter().any(|f| f.to_string_lossy().contains('#'))
+    wait_until(WITHIN, "a batch's upload to open", || {
+        let open = output_files(stack).iter().any(|f| f.to_string_lossy().contains('#'));
+        async move { open }
     })
     .await;
 }
@@ -95,7 +99,7 @@ async fn a_batch_still_running_after_the_grace_period_is_cut_off_and_leaves_noth
     let refused = batch.await.expect("task").expect_err("the batch was cut off");
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     assert!(refused.message().contains("cut off by shutdown"), "{refused:?}");
-    wait_for("the cut-off upload to be aborted", async || output_files(&stack).is_empty()).await;
+    wait_until_empty(&stack, "the cut-off upload's abort").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,12 +112,12 @@ async fn a_client_deadline_cancels_the_batch_and_leaves_nothing() {
     let refused = serve.client.clone().predict_batch(request).await.expect_err("the deadline passes first");
     assert!(matches!(refused.code(), Code::Cancelled | Code::DeadlineExceeded), "{refused:?}");
 
-    let cancelled = async || {
+    wait_until(WITHIN, "the batch's count as cancelled", || async move {
         let (_, _, text) = scrape(metrics).await;
         parse_metrics(&text).get("crs_serve_batches_cancelled_total", &[]) == Some(1.0)
-    };
-    wait_for("the batch to be counted as cancelled", cancelled).await;
-    wait_for("the cancelled upload to be aborted", async || output_files(&stack).is_empty()).await;
+    })
+    .await;
+    wait_until_empty(&stack, "the cancelled upload's abort").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,8 +20,9 @@ use sha2::{Digest, Sha256};
 
 pub mod lifecycle;
 
-/// Every variable the services or `crctl` read. Children start without the
-/// caller's values so that a developer's shell cannot change what is tested.
+/// Every variable the services or `crctl` read (`tests/environment.rs` checks
+/// the list against their definitions). Children start without the caller's
+/// values so that a developer's shell cannot change what is tested.
 pub const CONFIG_VARS: &[&str] = &[
     "TRAIN_ADDR",
     "SERVE_ADDR",
@@ -49,6 +50,15 @@ pub const CONFIG_VARS: &[&str] = &[
     "TLS_CERT",
     "TLS_KEY",
     "TLS_CA",
+    "SERVE_MODELS",
+    "MAX_LOADED_MODELS",
+    "SHADOW_MODELS",
+    "SHADOW_QUEUE",
+    "SHADOW_FLUSH_ROWS",
+    "SHADOW_FLUSH_SECS",
+    "OUTPUT_PREFIX",
+    "OUTPUT_DEVICE",
+    "SERVE_METRICS_ADDR",
 ];
 
 /// Removes [`CONFIG_VARS`] and every `AWS_*` variable (object_store reads them

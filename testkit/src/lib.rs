@@ -8,19 +8,23 @@
 //! the environment, so a model version or any other setting in a developer's shell
 //! never changes a test.
 
+mod bad_files;
 mod logs;
 mod metrics;
 mod reflection;
 mod s3;
 mod stack;
+mod wait;
 mod webhook;
 
+pub use bad_files::{BAD_FILES, BadFile, Expect, HUGE_FIELD_BYTES, ValidFile, gzip};
 pub use logs::{CapturedLogs, capture_logs};
 pub use metrics::{Metrics, Sample, parse_metrics, scrape};
 pub use reflection::reflected_services;
 pub use s3::{Auth, S3Server};
 pub use stack::{
     Backend, Running, SIZES, Setup, Stack, fixture_dir, gunzip, key_of, parse_config, predict_request, serving_status,
-    train_to_end, wait_for_cycle, wait_for_end, wait_for_stage, wait_until_serving, watch_to_end,
+    train_to_end, wait_for_cycle, wait_for_end, wait_for_stage, wait_until_serving, wait_until_status, watch_to_end,
 };
+pub use wait::wait_until;
 pub use webhook::{Behaviour, WebhookReceiver};

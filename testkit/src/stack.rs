@@ -401,12 +401,17 @@ pub async fn serving_status(health: &mut HealthClient<Channel>) -> ServingStatus
 }
 
 pub async fn wait_until_serving<C>(server: &Running<C>) {
-    let mut health = server.health();
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while serving_status(&mut health).await != ServingStatus::Serving {
-        assert!(tokio::time::Instant::now() < deadline, "the service never reported SERVING");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_status(server, ServingStatus::Serving).await;
+}
+
+/// Waits until the service's health reports `status`.
+pub async fn wait_until_status<C>(server: &Running<C>, status: ServingStatus) {
+    let health = server.health();
+    crate::wait_until(TIMEOUT, &format!("health {status:?}"), || {
+        let mut health = health.clone();
+        async move { serving_status(&mut health).await == status }
+    })
+    .await;
 }
 
 pub fn gunzip(bytes: &[u8]) -> String {

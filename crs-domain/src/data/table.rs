@@ -24,6 +24,10 @@ pub const DEFAULT_CHUNK_BYTES: usize = 8 << 20;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// The longest record (a row, with any quoted line ends) read before a file is
+/// refused: memory stays bounded whatever the file holds.
+const MAX_RECORD_BYTES: usize = 64 << 20;
+
 /// Which attribute columns to read.
 #[derive(Clone, Debug)]
 pub enum Attributes {
@@ -64,6 +68,7 @@ enum Check {
 pub struct TableReader {
     file: String,
     input: Box<dyn BufRead + Send>,
+    is_gzip: bool,
     header: Vec<Column>,
     schema: SchemaRef,
     /// `schema` with every integer column as Int64: what a chunk the narrow
@@ -107,7 +112,7 @@ impl TableReader {
         };
 
         let mut line = Vec::new();
-        input.read_until(b'\n', &mut line).map_err(unreadable)?;
+        input.read_until(b'\n', &mut line).map_err(|e| read_error(file, is_gzip, e))?;
         let names = parse_header(&line);
         if names.iter().all(String::is_empty) {
             return Err(DataError::new(file, Problem::Empty));
@@ -135,6 +140,7 @@ impl TableReader {
         Ok(TableReader {
             file: file.to_owned(),
             input,
+            is_gzip,
             header,
             schema: Arc::new(schema),
             wide_schema: Arc::new(wide_schema),
@@ -181,7 +187,12 @@ impl TableReader {
         let (frame, devices) = match scanned {
             Some(plain) => plain,
             None => {
-                let frame = match self.parse(&bytes, &self.schema) {
+                // polars splits a chunk among threads by guessing where lines end, and a
+                // very long line (a field of megabytes) can defeat the guess: one thread
+                // then reads the chunk whole before anything is called wrong.
+                let parsed =
+                    self.parse(&bytes, &self.schema, None).or_else(|_| self.parse(&bytes, &self.schema, Some(1)));
+                let frame = match parsed {
                     Ok(frame) => frame,
                     Err(error) => return Err(self.diagnose(&bytes, first_row, error)),
                 };
@@ -214,42 +225,59 @@ impl TableReader {
         Ok((frame, devices, self))
     }
 
-    /// Whole lines up to about `chunk_bytes`, or `None` once the input is used up.
+    /// Whole records up to about `chunk_bytes`, or `None` once the input is used up.
     fn next_chunk_bytes(&mut self) -> Result<Option<Vec<u8>>, DataError> {
         let mut buf = std::mem::take(&mut self.carry);
-        let mut searched = 0;
         loop {
             if !self.at_eof && buf.len() < self.chunk_bytes {
                 let want = (self.chunk_bytes - buf.len()) as u64;
                 let got = (&mut self.input)
                     .take(want)
                     .read_to_end(&mut buf)
-                    .map_err(|e| DataError::new(&self.file, Problem::Unreadable(e)))?;
+                    .map_err(|e| read_error(&self.file, self.is_gzip, e))?;
                 self.at_eof = got == 0;
                 if !self.at_eof {
                     continue;
                 }
             }
             if self.at_eof {
-                return Ok(if buf.iter().all(u8::is_ascii_whitespace) { None } else { Some(buf) });
+                if buf.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(None);
+                }
+                // polars would read the rest of the file into that one field.
+                if buf.contains(&b'"')
+                    && let Some(opened) = scan(&buf, |_, _| {})
+                {
+                    let mut rows_before = 0;
+                    scan(&buf[..opened], |_, boundary| rows_before += u64::from(boundary == Boundary::Record));
+                    let mut e = DataError::new(&self.file, Problem::UnclosedQuote);
+                    e.row = Some(self.next_row + rows_before);
+                    return Err(e);
+                }
+                return Ok(Some(buf));
             }
-            // A full buffer: cut after its last line end; a line longer than the
-            // buffer makes it grow until the line ends.
-            match buf[searched..].iter().rposition(|&b| b == b'\n') {
-                Some(pos) => {
-                    self.carry = buf.split_off(searched + pos + 1);
+            // A full buffer: cut after its last whole record; a record longer
+            // than the buffer makes it grow until the record ends.
+            match last_record_end(&buf) {
+                Some(end) => {
+                    self.carry = buf.split_off(end);
                     return Ok(Some(buf));
                 }
-                None => {
-                    searched = buf.len();
-                    self.chunk_bytes *= 2;
+                // An unclosed quote would otherwise make the rest of the file one record.
+                None if buf.len() >= MAX_RECORD_BYTES => {
+                    let problem = Problem::RecordTooLong { limit: MAX_RECORD_BYTES };
+                    let mut e = DataError::new(&self.file, problem);
+                    e.row = Some(self.next_row);
+                    return Err(e);
                 }
+                None => self.chunk_bytes *= 2,
             }
         }
     }
 
-    fn parse(&self, bytes: &[u8], schema: &SchemaRef) -> PolarsResult<DataFrame> {
+    fn parse(&self, bytes: &[u8], schema: &SchemaRef, threads: Option<usize>) -> PolarsResult<DataFrame> {
         CsvReadOptions::default()
+            .with_n_threads(threads)
             .with_has_header(false)
             .with_schema(Some(schema.clone()))
             .with_columns(Some(self.projection.clone()))
@@ -262,14 +290,14 @@ impl TableReader {
     /// polars refused a chunk: find the first cell (or line) that explains why.
     fn diagnose(&self, bytes: &[u8], first_row: u64, error: PolarsError) -> DataError {
         if self.wide_schema != self.schema
-            && let Ok(wide) = self.parse(bytes, &self.wide_schema)
+            && let Ok(wide) = self.parse(bytes, &self.wide_schema, Some(1))
             && let Err(e) = self.validate(&wide, first_row)
         {
             return e;
         }
         let text_schema: Schema =
             self.header.iter().map(|c| Field::new(c.name.as_str().into(), DataType::String)).collect();
-        if let Ok(text) = self.parse(bytes, &Arc::new(text_schema)) {
+        if let Ok(text) = self.parse(bytes, &Arc::new(text_schema), Some(1)) {
             let integer_columns = self.header.iter().filter(|c| c.dtype.is_integer());
             let first_bad = integer_columns
                 .filter_map(|c| {
@@ -286,12 +314,15 @@ impl TableReader {
             }
         }
         let expected = self.header.len();
-        for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-            let found = line.split(|&b| b == b',').count();
-            if found > expected {
-                let mut e = DataError::new(&self.file, Problem::RaggedRow { found, expected });
-                e.row = Some(first_row + i as u64);
+        for (i, fields) in records(bytes).into_iter().enumerate() {
+            let row = first_row + i as u64;
+            if fields.len() > expected {
+                let mut e = DataError::new(&self.file, Problem::RaggedRow { found: fields.len(), expected });
+                e.row = Some(row);
                 return e;
+            }
+            if let Some(column) = fields.iter().position(|field| std::str::from_utf8(field).is_err()) {
+                return DataError::at(&self.file, row, &self.header[column].name, Problem::NotUtf8);
             }
         }
         self.polars_error(first_row, error)
@@ -374,6 +405,79 @@ fn first_bad_device(values: &polars::prelude::Column, devices: &mut Vec<Device>)
     None
 }
 
+/// A read failed: inside gzip data, the data is at fault (a truncated or
+/// corrupt file); otherwise the storage under it is.
+fn read_error(file: &str, is_gzip: bool, e: std::io::Error) -> DataError {
+    use std::io::ErrorKind;
+    let problem = match e.kind() {
+        ErrorKind::UnexpectedEof if is_gzip => Problem::GzipTruncated,
+        ErrorKind::InvalidInput | ErrorKind::InvalidData if is_gzip => Problem::GzipCorrupt(e.to_string()),
+        _ => Problem::Unreadable(e),
+    };
+    DataError::new(file, problem)
+}
+
+/// Where the last whole record of `buf` ends: after its last line end outside
+/// a quoted field, since a quoted field may hold line ends.
+fn last_record_end(buf: &[u8]) -> Option<usize> {
+    // Most files quote nothing: one backwards scan.
+    if !buf.contains(&b'"') {
+        return buf.iter().rposition(|&b| b == b'\n').map(|i| i + 1);
+    }
+    let mut end = None;
+    scan(buf, |at, boundary| {
+        if boundary == Boundary::Record {
+            end = Some(at + 1);
+        }
+    });
+    end
+}
+
+/// CSV text as records of raw fields, split as polars splits them. For diagnosis only.
+fn records(bytes: &[u8]) -> Vec<Vec<&[u8]>> {
+    let mut records = Vec::new();
+    let mut fields = Vec::new();
+    let mut start = 0;
+    scan(bytes, |at, boundary| {
+        let field = &bytes[start..at];
+        start = at + 1;
+        match boundary {
+            Boundary::Field => fields.push(field),
+            Boundary::Record => {
+                fields.push(field.strip_suffix(b"\r").unwrap_or(field));
+                records.push(std::mem::take(&mut fields));
+            }
+        }
+    });
+    if start < bytes.len() {
+        fields.push(&bytes[start..]);
+        records.push(fields);
+    }
+    records
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Boundary {
+    Field,
+    Record,
+}
+
+/// Calls `on` at each separator and line end outside quotes, as polars' reader
+/// splits: every `"` opens or closes a quoted field. Returns where the quoted
+/// field still open at the end began, if one is.
+fn scan(bytes: &[u8], mut on: impl FnMut(usize, Boundary)) -> Option<usize> {
+    let mut opened = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'"' => opened = if opened.is_some() { None } else { Some(i) },
+            b',' if opened.is_none() => on(i, Boundary::Field),
+            b'\n' if opened.is_none() => on(i, Boundary::Record),
+            _ => {}
+        }
+    }
+    opened
+}
+
 fn parse_header(line: &[u8]) -> Vec<String> {
     let text = String::from_utf8_lossy(line);
     let text = text.trim_start_matches('\u{feff}').trim_end_matches(['\n', '\r']);
@@ -418,7 +522,22 @@ fn plan_columns(
             let Some(&max) = numbers.last() else {
                 return Err(DataError::new(file, Problem::NoAttributes));
             };
-            missing.extend((1..=max).filter(|n| numbers.binary_search(n).is_err()).map(attribute_name));
+            // Counted from the header, not walked up to `max`: a header naming
+            // att20000000 must not make millions of names (found by fuzzing).
+            let gaps = max as usize - numbers.len();
+            if gaps > 0 {
+                const NAMED: usize = 10;
+                let mut present = numbers.iter().peekable();
+                let named = (1..=max).filter(|n| {
+                    while present.next_if(|&&p| p < *n).is_some() {}
+                    present.peek() != Some(&n)
+                });
+                missing.extend(named.take(NAMED).map(attribute_name));
+                if gaps > NAMED {
+                    missing.push(format!("and {} more", gaps - NAMED));
+                }
+                return Err(DataError::new(file, Problem::MissingColumns(missing)));
+            }
             (1..=max).map(attribute_name).collect()
         }
     };
