@@ -136,11 +136,13 @@ pub async fn run_with_metrics(
     models.refresh().await;
     let poller = tokio::spawn({
         let models = models.clone();
+        let metrics = metrics.clone();
         let interval = config.poll_interval();
         async move {
             loop {
                 tokio::time::sleep(interval).await;
                 models.refresh().await;
+                metrics.polled();
             }
         }
     });

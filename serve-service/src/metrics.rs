@@ -13,6 +13,7 @@
 //! | `crs_serve_model_refusals_total` | `model` |
 //! | `crs_serve_model_swaps_total` (a load that replaced a served run) | `model` |
 //! | `crs_serve_model_unloads_total` | `model` |
+//! | `crs_serve_model_polls_total` (the poller's rounds over every version's alias) | |
 //! | `crs_serve_shadow_rows_total` (rows a shadow scored and recorded) | `model` (the shadow) |
 //! | `crs_serve_shadow_dropped_rows_total` (rows a shadow did not score or record) | `model` (the shadow), `reason` |
 //!
@@ -107,6 +108,7 @@ pub struct ServeMetrics {
     refusals: Family<ModelLabels, Counter>,
     swaps: Family<ModelLabels, Counter>,
     unloads: Family<ModelLabels, Counter>,
+    polls: Counter,
     shadow_rows: Family<ModelLabels, Counter>,
     shadow_dropped: Family<DropLabels, Counter>,
 }
@@ -126,6 +128,7 @@ impl ServeMetrics {
             refusals: Family::default(),
             swaps: Family::default(),
             unloads: Family::default(),
+            polls: Counter::default(),
             shadow_rows: Family::default(),
             shadow_dropped: Family::default(),
         };
@@ -155,6 +158,7 @@ impl ServeMetrics {
         r.register("model_refusals", "Model runs refused (checksum, format or load failed)", metrics.refusals.clone());
         r.register("model_swaps", "Loads that replaced a run being served", metrics.swaps.clone());
         r.register("model_unloads", "Models unloaded on request", metrics.unloads.clone());
+        r.register("model_polls", "Rounds of the poller over every version's production alias", metrics.polls.clone());
         r.register("shadow_rows", "Rows a shadow model scored and recorded", metrics.shadow_rows.clone());
         r.register(
             "shadow_dropped_rows",
@@ -173,6 +177,11 @@ impl ServeMetrics {
         let labels = ModelLabels { model: model_ver.name() };
         self.batch_rows.get_or_create(&labels).observe(rows as f64);
         self.batch_seconds.get_or_create(&labels).observe(seconds);
+    }
+
+    /// One round of the poller ended: every slot has seen its alias since the round began.
+    pub fn polled(&self) {
+        self.polls.inc();
     }
 
     /// A batch whose request was cancelled before it ended.

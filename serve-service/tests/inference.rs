@@ -12,7 +12,7 @@ use crs_proto::inference::{
     ServerReadyRequest, infer_parameter,
 };
 use crs_proto::serve::{GetModelRequest, PredictRequest};
-use crs_testkit::{Stack, predict_request, serving_status, wait_until_serving};
+use crs_testkit::{Stack, parse_metrics, predict_request, scrape, serving_status, wait_until, wait_until_serving};
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -101,7 +101,7 @@ fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Cod
 async fn health_metadata_inference_equal_to_predict_and_the_repository() {
     let mut stack = Stack::new().await;
     let run_id = stack.train("v1").await;
-    let mut serve = stack.start_serve(stack.serve_config()).await;
+    let (mut serve, metrics) = stack.start_serve_with_metrics(stack.serve_config()).await;
     wait_until_serving(&serve).await;
     let mut v2 = client(serve.channel());
 
@@ -191,8 +191,14 @@ async fn health_metadata_inference_equal_to_predict_and_the_repository() {
     assert_status(v2.model_infer(one.clone()).await, Code::NotFound, &["model 'v1' is not loaded"]);
     assert_status(serve.client.predict(rows(&stack, 1).await).await, Code::FailedPrecondition, &["unloaded"]);
     assert_status(v2.repository_model_unload(unload).await, Code::NotFound, &["model 'v1' is not loaded"]);
-    // Several polls (every 0.1 s) later it is still unloaded.
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    // Two whole polls after the unload it is still unloaded.
+    let polls = async move || {
+        let (_, _, text) = scrape(metrics).await;
+        parse_metrics(&text).get("crs_serve_model_polls_total", &[]).unwrap_or(0.0)
+    };
+    let unloaded_at = polls().await;
+    wait_until(std::time::Duration::from_secs(30), "two polls", || async move { polls().await >= unloaded_at + 2.0 })
+        .await;
     assert!(!v2.server_ready(ServerReadyRequest {}).await.expect("ready").into_inner().ready);
 
     let load = RepositoryModelLoadRequest { model_name: "v1".into(), ..Default::default() };
