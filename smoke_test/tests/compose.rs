@@ -1,19 +1,9 @@
 //! docker-compose.yml only sets variables something in the containers reads:
-//! the services' own settings, tracing's RUST_LOG, or object_store's AWS_* keys.
+//! the services' own settings, crctl's (the health checks run it, with TLS_CA
+//! when the services serve TLS), tracing's RUST_LOG, or object_store's AWS_* keys.
 //! (CI also runs `docker-compose config -q` on the file.)
 
-use std::collections::BTreeSet;
-
-use clap::CommandFactory;
-
-fn service_settings() -> BTreeSet<String> {
-    [train_service::Config::command(), serve_service::Config::command()]
-        .iter()
-        .flat_map(|command| {
-            command.get_arguments().filter_map(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned())
-        })
-        .collect()
-}
+mod common;
 
 fn read_by_a_library(name: &str) -> bool {
     name == "RUST_LOG"
@@ -28,7 +18,7 @@ fn compose_sets_only_variables_the_services_read() {
     let text = std::fs::read_to_string(path).expect("docker-compose.yml");
     let mut compose: serde_norway::Value = serde_norway::from_str(&text).expect("valid YAML");
     compose.apply_merge().expect("merge keys resolve");
-    let settings = service_settings();
+    let settings = common::settings_read();
     let services = compose["services"].as_mapping().expect("services");
     // Helpers such as the s3 profile's server run other images and read their own variables;
     // they must stay out of a plain `compose up`.
@@ -47,7 +37,7 @@ fn compose_sets_only_variables_the_services_read() {
             let key = key.as_str().expect("variable name");
             assert!(
                 settings.contains(key) || read_by_a_library(key),
-                "service {name} sets {key}, which neither service reads (their settings: {settings:?})"
+                "service {name} sets {key}, which nothing in the image reads (their settings: {settings:?})"
             );
             checked += 1;
         }
