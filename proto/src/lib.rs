@@ -71,6 +71,20 @@ impl<V1, V1Alpha> std::fmt::Debug for Reflection<V1, V1Alpha> {
     }
 }
 
+/// A gRPC server builder, serving TLS with `identity` (a PEM certificate chain
+/// and its private key) when one is given, plaintext otherwise.
+pub fn server_builder(
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+) -> Result<tonic::transport::Server, tonic::transport::Error> {
+    let builder = tonic::transport::Server::builder();
+    match identity {
+        None => Ok(builder),
+        Some((cert_pem, key_pem)) => builder.tls_config(
+            tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert_pem, key_pem)),
+        ),
+    }
+}
+
 /// Server reflection for `services` of this contract plus health and
 /// reflection themselves: the descriptor set also holds the other services,
 /// which a server must not advertise.

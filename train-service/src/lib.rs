@@ -74,13 +74,7 @@ pub async fn run_with_metrics(
     let tls = config.security.tls_identity()?;
     let serves_tls = tls.is_some();
     // Built now so that a bad certificate or key stops the start before anything else.
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        let identity = tonic::transport::Identity::from_pem(tls.cert_pem, tls.key_pem);
-        builder = builder
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-            .context("TLS_CERT, TLS_KEY")?;
-    }
+    let builder = crs_proto::server_builder(tls.map(|tls| (tls.cert_pem, tls.key_pem))).context("TLS_CERT, TLS_KEY")?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(TrainMetrics::new(&mut registry));
     // Dropped, and so stopped, however this function returns.
