@@ -20,7 +20,7 @@ Tree settings (both max_depth=8, like v1's default):
 
 Usage:
   python3 bench/sklearn_reference.py --split /tmp/crs-split \
-      [--data ../shared/data/keyword_conversions.csv.gz] [--repeats 5]
+      [--data "$CRS_REAL_DATA"] [--repeats 5]
 """
 
 import argparse
