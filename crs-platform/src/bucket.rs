@@ -251,6 +251,8 @@ pub struct Versioned {
 pub struct Bucket {
     store: Arc<dyn ObjectStore>,
     url: String,
+    /// The folder, for a local bucket.
+    local_dir: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for Bucket {
@@ -270,6 +272,7 @@ impl Bucket {
     /// [`Bucket::open`], with an `s3://` bucket's settings taken from `env`.
     pub fn open_with(url: &str, env: &S3Env) -> Result<Self, StorageError> {
         let config = |message: String| StorageError::Config { url: url.to_owned(), message };
+        let mut local = None;
         let store: Arc<dyn ObjectStore> = if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
@@ -290,9 +293,10 @@ impl Bucket {
         } else {
             let dir = local_dir(url);
             std::fs::create_dir_all(dir).map_err(|e| config(e.to_string()))?;
+            local = Some(std::path::PathBuf::from(dir));
             Arc::new(LocalFileSystem::new_with_prefix(dir).map_err(|e| config(e.to_string()))?)
         };
-        Ok(Bucket { store, url: url.to_owned() })
+        Ok(Bucket { store, url: url.to_owned(), local_dir: local })
     }
 
     /// A bucket and key for one file given as a path or URL, e.g.
@@ -329,8 +333,7 @@ impl Bucket {
 
     /// The folder of a local bucket; `None` for S3 and memory.
     pub fn local_dir(&self) -> Option<&std::path::Path> {
-        let remote = self.url.starts_with("s3://") || self.url == "memory://";
-        (!remote).then(|| std::path::Path::new(local_dir(&self.url)))
+        self.local_dir.as_deref()
     }
 
     pub async fn get(&self, key: &BucketKey) -> Result<Bytes, StorageError> {
