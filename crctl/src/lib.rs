@@ -18,15 +18,18 @@ macro_rules! out {
 
 mod client;
 mod compare;
+mod health;
 mod lifecycle;
 mod offline;
 mod render;
+mod serve;
+mod train;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-pub use client::predict_request;
 pub use compare::{Comparison, Side, compare};
+pub use serve::predict_request;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +42,9 @@ pub struct Cli {
     command: Command,
     #[command(flatten)]
     addresses: client::Addresses,
+    /// Print one JSON object instead of text meant for people.
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,23 +56,23 @@ enum Command {
     /// List the model versions this build knows.
     Versions,
     /// Start a training job on train-service (with --wait, follow it to the end).
-    Train(client::TrainArgs),
+    Train(train::TrainArgs),
     /// List train-service's jobs.
     Jobs,
     /// Cancel a queued or running training job, or a running cycle (--cycle); nothing of the run is kept.
-    Cancel(client::CancelArgs),
+    Cancel(train::CancelArgs),
     /// List the stored runs of each model version, and which one LATEST points at.
-    Models(client::ModelsArgs),
+    Models(train::ModelsArgs),
     /// Show what serve-service has loaded: one model version (default: the service's), and every version it holds.
-    Model(client::ModelArgs),
+    Model(serve::ModelArgs),
     /// Make serve-service load a model version at a run (or latest).
-    LoadModel(client::LoadModelArgs),
+    LoadModel(serve::LoadModelArgs),
     /// Predict the rows of a local CSV file online, printing entity_id,device,cr.
-    Predict(client::PredictArgs),
+    Predict(serve::PredictArgs),
     /// Batch-predict a file in the bucket into a gzip CSV in the bucket.
-    PredictBatch(client::PredictBatchArgs),
+    PredictBatch(serve::PredictBatchArgs),
     /// Exit 0 only when the service reports SERVING (for container health checks).
-    Health(client::HealthArgs),
+    Health(health::HealthArgs),
     /// Ingest the new files under the incoming prefix into the ledger.
     Ingest,
     /// Run a lifecycle cycle now (with --wait, exit 0 once it completes, whatever it decided).
@@ -99,26 +105,26 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::GenData(args) => offline::gen_data(args).await,
-            Command::Evaluate(args) => offline::evaluate(args, cli.addresses.json).await,
-            Command::Versions => offline::versions(cli.addresses.json),
-            Command::Train(args) => client::train(args, &cli.addresses).await,
-            Command::Jobs => client::jobs(&cli.addresses).await,
-            Command::Cancel(args) => client::cancel(args, &cli.addresses).await,
-            Command::Models(args) => client::models(args, &cli.addresses).await,
-            Command::Model(args) => client::model(args, &cli.addresses).await,
-            Command::LoadModel(args) => client::load_model(args, &cli.addresses).await,
-            Command::Predict(args) => client::predict(args, &cli.addresses).await,
-            Command::PredictBatch(args) => client::predict_batch(args, &cli.addresses).await,
-            Command::Health(args) => client::health(args, &cli.addresses).await,
-            Command::Ingest => lifecycle::ingest(&cli.addresses).await,
-            Command::Cycle(args) => lifecycle::cycle(args, &cli.addresses).await,
-            Command::Cycles(args) => lifecycle::cycles(args, &cli.addresses).await,
-            Command::Promote(args) => lifecycle::promote(args, &cli.addresses).await,
-            Command::Rollback(args) => lifecycle::rollback(args, &cli.addresses).await,
-            Command::Runs(args) => lifecycle::runs(args, &cli.addresses).await,
-            Command::Score(args) => lifecycle::score(args, &cli.addresses).await,
-            Command::Report(args) => lifecycle::report(args, &cli.addresses).await,
-            Command::Compare(args) => compare::run(args, cli.addresses.json).await,
+            Command::Evaluate(args) => offline::evaluate(args, cli.json).await,
+            Command::Versions => offline::versions(cli.json),
+            Command::Train(args) => train::train(args, &cli.addresses, cli.json).await,
+            Command::Jobs => train::jobs(&cli.addresses, cli.json).await,
+            Command::Cancel(args) => train::cancel(args, &cli.addresses, cli.json).await,
+            Command::Models(args) => train::models(args, &cli.addresses, cli.json).await,
+            Command::Model(args) => serve::model(args, &cli.addresses, cli.json).await,
+            Command::LoadModel(args) => serve::load_model(args, &cli.addresses, cli.json).await,
+            Command::Predict(args) => serve::predict(args, &cli.addresses, cli.json).await,
+            Command::PredictBatch(args) => serve::predict_batch(args, &cli.addresses, cli.json).await,
+            Command::Health(args) => health::health(args, &cli.addresses, cli.json).await,
+            Command::Ingest => lifecycle::ingest(&cli.addresses, cli.json).await,
+            Command::Cycle(args) => lifecycle::cycle(args, &cli.addresses, cli.json).await,
+            Command::Cycles(args) => lifecycle::cycles(args, &cli.addresses, cli.json).await,
+            Command::Promote(args) => lifecycle::promote(args, &cli.addresses, cli.json).await,
+            Command::Rollback(args) => lifecycle::rollback(args, &cli.addresses, cli.json).await,
+            Command::Runs(args) => lifecycle::runs(args, &cli.addresses, cli.json).await,
+            Command::Score(args) => lifecycle::score(args, &cli.addresses, cli.json).await,
+            Command::Report(args) => lifecycle::report(args, &cli.addresses, cli.json).await,
+            Command::Compare(args) => compare::run(args, cli.json).await,
         }
     });
     match result {

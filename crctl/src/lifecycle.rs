@@ -10,8 +10,9 @@ use crs_proto::train::{
     ModelVersionRuns, PromoteRequest, RollbackRequest, RunCycleRequest, ScoreRequest,
 };
 
-use crate::client::{Addresses, print_evaluation, print_json, status};
-use crate::render;
+use crate::client::{Addresses, status};
+use crate::render::{self, print_json};
+use crate::train::print_evaluation;
 
 #[derive(Debug, Args)]
 pub struct VersionArgs {
@@ -20,9 +21,9 @@ pub struct VersionArgs {
     model_ver: String,
 }
 
-pub async fn ingest(addrs: &Addresses) -> anyhow::Result<()> {
+pub async fn ingest(addrs: &Addresses, json: bool) -> anyhow::Result<()> {
     let response = addrs.train().await?.ingest(IngestRequest {}).await.map_err(status)?.into_inner();
-    if addrs.json {
+    if json {
         return print_json(&render::value(&response));
     }
     if response.entries.is_empty() {
@@ -53,7 +54,7 @@ pub struct CycleArgs {
     wait: bool,
 }
 
-pub async fn cycle(args: CycleArgs, addrs: &Addresses) -> anyhow::Result<()> {
+pub async fn cycle(args: CycleArgs, addrs: &Addresses, json: bool) -> anyhow::Result<()> {
     let mut client = addrs.train().await?;
     let model_ver = args.version.model_ver;
     let mut cycle =
@@ -63,7 +64,7 @@ pub async fn cycle(args: CycleArgs, addrs: &Addresses) -> anyhow::Result<()> {
         let request = GetCycleRequest { model_ver: cycle.model_ver.clone(), cycle_id: cycle.cycle_id.clone() };
         cycle = client.get_cycle(request).await.map_err(status)?.into_inner();
     }
-    if addrs.json {
+    if json {
         print_json(&render::value(&cycle))?;
     } else {
         out!("cycle {} of model {}: {} ({})", cycle.cycle_id, cycle.model_ver, cycle.state().as_str_name(), cycle.step);
@@ -83,10 +84,10 @@ pub async fn cycle(args: CycleArgs, addrs: &Addresses) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn cycles(args: VersionArgs, addrs: &Addresses) -> anyhow::Result<()> {
+pub async fn cycles(args: VersionArgs, addrs: &Addresses, json: bool) -> anyhow::Result<()> {
     let request = ListCyclesRequest { model_ver: args.model_ver };
     let response = addrs.train().await?.list_cycles(request).await.map_err(status)?.into_inner();
-    if addrs.json {
+    if json {
         return print_json(&render::value(&response));
     }
     for c in &response.cycles {
@@ -107,10 +108,10 @@ pub struct PromoteArgs {
     reason: String,
 }
 
-pub async fn promote(args: PromoteArgs, addrs: &Addresses) -> anyhow::Result<()> {
+pub async fn promote(args: PromoteArgs, addrs: &Addresses, json: bool) -> anyhow::Result<()> {
     let request = PromoteRequest { model_ver: args.version.model_ver, run_id: args.run, reason: args.reason };
     let runs = addrs.train().await?.promote(request).await.map_err(status)?.into_inner();
-    print_runs(&runs, addrs)
+    print_runs(&runs, json)
 }
 
 #[derive(Debug, Args)]
@@ -122,22 +123,22 @@ pub struct RollbackArgs {
     reason: String,
 }
 
-pub async fn rollback(args: RollbackArgs, addrs: &Addresses) -> anyhow::Result<()> {
+pub async fn rollback(args: RollbackArgs, addrs: &Addresses, json: bool) -> anyhow::Result<()> {
     let request = RollbackRequest { model_ver: args.version.model_ver, reason: args.reason };
     let runs = addrs.train().await?.rollback(request).await.map_err(status)?.into_inner();
-    print_runs(&runs, addrs)
+    print_runs(&runs, json)
 }
 
-pub async fn runs(args: VersionArgs, addrs: &Addresses) -> anyhow::Result<()> {
+pub async fn runs(args: VersionArgs, addrs: &Addresses, json: bool) -> anyhow::Result<()> {
     let mut client = addrs.train().await?;
     let response =
         client.list_models(ListModelsRequest { model_ver: args.model_ver.clone() }).await.map_err(status)?.into_inner();
     let Some(runs) = response.versions.into_iter().next() else { bail!("no runs stored for model {}", args.model_ver) };
-    print_runs(&runs, addrs)
+    print_runs(&runs, json)
 }
 
-fn print_runs(runs: &ModelVersionRuns, addrs: &Addresses) -> anyhow::Result<()> {
-    if addrs.json {
+fn print_runs(runs: &ModelVersionRuns, json: bool) -> anyhow::Result<()> {
+    if json {
         return print_json(&render::value(runs));
     }
     let or_none = |id: &str| if id.is_empty() { "none".to_owned() } else { id.to_owned() };
@@ -172,10 +173,10 @@ pub struct ScoreArgs {
     data_key: String,
 }
 
-pub async fn score(args: ScoreArgs, addrs: &Addresses) -> anyhow::Result<()> {
+pub async fn score(args: ScoreArgs, addrs: &Addresses, json: bool) -> anyhow::Result<()> {
     let request = ScoreRequest { model_ver: args.version.model_ver, data_key: args.data_key.clone() };
     let response = addrs.train().await?.score(request).await.map_err(status)?.into_inner();
-    if addrs.json {
+    if json {
         return print_json(&render::value(&response));
     }
     out!("model {} run {} on {}", response.model_ver, response.run_id, args.data_key);
@@ -197,14 +198,14 @@ pub struct ReportArgs {
     cycle: Option<String>,
 }
 
-pub async fn report(args: ReportArgs, addrs: &Addresses) -> anyhow::Result<()> {
+pub async fn report(args: ReportArgs, addrs: &Addresses, json: bool) -> anyhow::Result<()> {
     let request = GetReportRequest {
         model_ver: args.version.model_ver,
         run_id: args.run.unwrap_or_default(),
         cycle_id: args.cycle.unwrap_or_default(),
     };
     let response = addrs.train().await?.get_report(request).await.map_err(status)?.into_inner();
-    if addrs.json {
+    if json {
         return print_json(&render::value(&response));
     }
     out!("{}", response.report_key);

@@ -7,6 +7,12 @@ use crs_proto::train::{ListModelsResponse, ModelRun, TrainingJob};
 use serde::Serialize;
 use serde_json::Value;
 
+/// Prints a rendering as the command's whole output.
+pub fn print_json(value: &Value) -> anyhow::Result<()> {
+    out!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
 pub fn value(message: &impl Serialize) -> Value {
     serde_json::to_value(message).expect("wire messages are plain serde data")
 }
