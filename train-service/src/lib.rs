@@ -73,7 +73,12 @@ pub async fn run(
     });
     let api = TrainApi::new(jobs.clone(), cycles.clone(), catalog, config.model_ver, metrics);
 
-    tracing::info!(model_ver = %config.model_ver, max_concurrent_jobs = max_jobs, cycle_interval_secs = ?config.cycle_interval_secs, "train-service configured");
+    tracing::info!(
+        model_ver = %config.model_ver,
+        max_concurrent_jobs = max_jobs,
+        cycle_interval_secs = ?config.cycle_interval_secs,
+        "train-service configured"
+    );
     startup.health().set(ServingStatus::Serving).await;
     let drain = TrainDrain { jobs, cycles, scheduler };
     startup.serve(listeners, Routes::new(TrainServiceServer::new(api)), shutdown, drain).await?;
