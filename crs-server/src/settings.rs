@@ -10,7 +10,7 @@ use crs_platform::service::security::ServerSecurity;
 
 /// A service's own wording of a common setting's help, for `mut_arg` in its
 /// `#[command(...)]`: what the webhook notices are about, what the grace
-/// period waits for.
+/// period waits for. Without a final period, as clap shows doc comments.
 pub fn help(text: &'static str) -> impl FnOnce(clap::Arg) -> clap::Arg {
     move |arg| arg.help(text)
 }
@@ -76,7 +76,7 @@ mod tests {
     use super::*;
 
     #[derive(clap::Parser)]
-    #[command(mut_arg("webhook_url", help("Slack incoming-webhook URL for this service's notices.")))]
+    #[command(mut_arg("webhook_url", help("Slack incoming-webhook URL for this service's notices")))]
     struct Service {
         #[command(flatten)]
         common: CommonSettings,
@@ -113,7 +113,7 @@ mod tests {
             let arg = command.get_arguments().find(|arg| arg.get_id() == id).expect("argument");
             arg.get_help().map(ToString::to_string).unwrap_or_default()
         };
-        assert_eq!(help("webhook_url"), "Slack incoming-webhook URL for this service's notices.");
+        assert_eq!(help("webhook_url"), "Slack incoming-webhook URL for this service's notices");
         assert!(
             help("shutdown_grace_secs").starts_with("Seconds the work in flight"),
             "{}",

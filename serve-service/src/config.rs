@@ -24,9 +24,9 @@ pub const SERVICE_NAME: &str = "serve-service";
 #[command(
     mut_arg(
         "webhook_url",
-        help("Slack incoming-webhook URL for batch and model notices; unset means no posts. Never logged.")
+        help("Slack incoming-webhook URL for batch and model notices; unset means no posts. Never logged")
     ),
-    mut_arg("shutdown_grace_secs", help("Seconds in-flight requests get to finish after SIGTERM or Ctrl+C."))
+    mut_arg("shutdown_grace_secs", help("Seconds in-flight requests get to finish after SIGTERM or Ctrl+C"))
 )]
 pub struct Config {
     /// Address to listen on, host:port.

@@ -14,11 +14,11 @@ pub const SERVICE_NAME: &str = "train-service";
 #[command(
     mut_arg(
         "webhook_url",
-        help("Slack incoming-webhook URL for job notices; unset means no notices. It is a secret and never logged.")
+        help("Slack incoming-webhook URL for job notices; unset means no notices. It is a secret and never logged")
     ),
     mut_arg(
         "shutdown_grace_secs",
-        help("Seconds running jobs get to finish after SIGTERM or Ctrl+C before they are cut off.")
+        help("Seconds running jobs get to finish after SIGTERM or Ctrl+C before they are cut off")
     )
 )]
 pub struct Config {
