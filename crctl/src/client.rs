@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use crs_platform::security::{AUTHORIZATION, TokenSettings, bearer};
+use crs_platform::service::security::{AUTHORIZATION, TokenSettings, bearer};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::train::train_service_client::TrainServiceClient;
 use tonic::service::interceptor::InterceptedService;
@@ -45,13 +45,13 @@ pub struct CallMetadata {
 
 fn request_id() -> &'static str {
     static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ID.get_or_init(|| format!("crctl-{}", crs_platform::request_id::generate()))
+    ID.get_or_init(|| format!("crctl-{}", crs_platform::service::request_id::generate()))
 }
 
 impl tonic::service::Interceptor for CallMetadata {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         let id = tonic::metadata::MetadataValue::from_static(request_id());
-        request.metadata_mut().insert(crs_platform::request_id::HEADER, id);
+        request.metadata_mut().insert(crs_platform::service::request_id::HEADER, id);
         if let Some(authorization) = &self.authorization {
             request.metadata_mut().insert(AUTHORIZATION, authorization.clone());
         }
@@ -78,7 +78,7 @@ impl Addresses {
             .with_context(|| format!("bad address {addr}"))?
             .connect_timeout(Duration::from_secs(5));
         if let Some(ca) = &self.tls_ca {
-            let ca = Certificate::from_pem(crs_platform::security::read_pem("TLS_CA", ca)?);
+            let ca = Certificate::from_pem(crs_platform::service::security::read_pem("TLS_CA", ca)?);
             endpoint = endpoint.tls_config(ClientTlsConfig::new().ca_certificate(ca)).context("TLS_CA")?;
         }
         endpoint.connect().await.with_context(|| format!("cannot reach {uri}"))

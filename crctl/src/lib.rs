@@ -94,7 +94,7 @@ enum Command {
 }
 
 pub fn run(cli: Cli) -> ExitCode {
-    crs_platform::runtime::init_tracing("warn");
+    crs_platform::service::runtime::init_tracing("warn");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -4,7 +4,7 @@
 
 use std::process::{Command, Output};
 
-use crs_platform::security::{Secret, ServerSecurity, TokenSettings};
+use crs_platform::service::security::{Secret, ServerSecurity, TokenSettings};
 use crs_testkit::{Setup, Stack, fixture_dir};
 
 const TOKEN: &str = "tok-crctl-5e6f7a8b-right";
@@ -24,7 +24,7 @@ fn crctl(args: &[&str], env: &[(&str, &str)]) -> Output {
 async fn crctl_reaches_a_tls_service_with_tls_ca_and_sends_the_token() {
     let stack = Stack::with(Setup { webhook: None, ..Default::default() }).await;
     let mut config = stack.train_config();
-    config.security = ServerSecurity {
+    config.common.security = ServerSecurity {
         token: TokenSettings { auth_token: Some(Secret::new(TOKEN)), auth_token_file: None },
         tls_cert: Some(fixture_dir().join("tls/server.pem")),
         tls_key: Some(fixture_dir().join("tls/server.key")),

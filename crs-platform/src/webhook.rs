@@ -127,7 +127,7 @@ impl Notifier {
     /// its request id, so the message and the request's log lines can be matched.
     pub fn notify(&self, mut notice: Notice) {
         let Some(inner) = &self.inner else { return };
-        if let Some(id) = crate::request_id::current().filter(|id| !id.is_empty()) {
+        if let Some(id) = crate::service::request_id::current().filter(|id| !id.is_empty()) {
             notice = notice.field("request id", id);
         }
         let inner_for_task = inner.clone();

@@ -1,5 +1,9 @@
 //! The wire contract of both services. The `.proto` files in this crate are the
-//! source of truth; everything here is generated from them at build time.
+//! source of truth: the modules [`train`], [`serve`] and [`inference`] and the
+//! reflection descriptors are generated from them at build time. Written by
+//! hand beside them: which RPC needs the bearer token ([`RPC_ACCESS`]), the
+//! names of gRPC codes, timestamps on the wire, the JSON form of the
+//! generated messages, and server reflection for a chosen set of services.
 
 /// Training jobs and stored model runs (`crs.train.v1`).
 pub mod train {
@@ -19,7 +23,10 @@ pub mod inference {
     tonic::include_proto!("inference");
 }
 
+mod access;
 mod json;
+
+pub use access::{Access, RPC_ACCESS, access};
 
 /// Encoded `FileDescriptorSet` of every service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/crs_descriptor.bin"));
@@ -68,20 +75,6 @@ pub struct Reflection<V1, V1Alpha> {
 impl<V1, V1Alpha> std::fmt::Debug for Reflection<V1, V1Alpha> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reflection").finish_non_exhaustive()
-    }
-}
-
-/// A gRPC server builder, serving TLS with `identity` (a PEM certificate chain
-/// and its private key) when one is given, plaintext otherwise.
-pub fn server_builder(
-    identity: Option<(Vec<u8>, Vec<u8>)>,
-) -> Result<tonic::transport::Server, tonic::transport::Error> {
-    let builder = tonic::transport::Server::builder();
-    match identity {
-        None => Ok(builder),
-        Some((cert_pem, key_pem)) => builder.tls_config(
-            tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert_pem, key_pem)),
-        ),
     }
 }
 

@@ -6,29 +6,32 @@ use std::time::Duration;
 use clap::Parser;
 use crs_domain::models::ModelVer;
 use crs_platform::batch::DeviceColumn;
-use crs_platform::bucket::S3Env;
 use crs_platform::layout::{DEFAULT_OUTPUT_PREFIX, OutputPrefix};
-use crs_platform::runtime::LogFormat;
+use crs_server::settings::{CommonSettings, help};
+use crs_server::startup::{Listeners, ServerError, bind, bind_optional};
 
 use crate::model::Selection;
 
-#[derive(Clone, Parser)]
+/// In webhooks and logs, the service that wrote them.
+pub const SERVICE_NAME: &str = "serve-service";
+
+#[derive(Clone, Debug, Parser)]
 #[command(
     name = "serve-service",
     version,
     about = "Serves a trained conversion-rate model over gRPC: online and batch predictions"
 )]
+#[command(
+    mut_arg(
+        "webhook_url",
+        help("Slack incoming-webhook URL for batch and model notices; unset means no posts. Never logged")
+    ),
+    mut_arg("shutdown_grace_secs", help("Seconds in-flight requests get to finish after SIGTERM or Ctrl+C"))
+)]
 pub struct Config {
     /// Address to listen on, host:port.
     #[arg(long, env = "SERVE_ADDR", default_value = "127.0.0.1:50052")]
     pub addr: String,
-    /// The bucket: a folder, file://..., s3://bucket/prefix (AWS_* variables configure S3) or memory://.
-    #[arg(long, env = "BUCKET_URL", default_value = "./bucket")]
-    pub bucket_url: String,
-    /// Where an s3:// bucket's endpoint, region and credentials come from: the
-    /// process's `AWS_*` variables, unless a test gives its own.
-    #[arg(skip)]
-    pub s3_env: S3Env,
     /// Model version to serve (v0, v1, ...).
     #[arg(long, env = "MODEL_VER", default_value = "v1")]
     pub model_ver: ModelVer,
@@ -53,9 +56,6 @@ pub struct Config {
     /// Seconds between writes of recorded shadow rows (also written at shutdown).
     #[arg(long, env = "SHADOW_FLUSH_SECS", default_value_t = 10.0, value_parser = parse_poll_interval)]
     pub shadow_flush_secs: f64,
-    /// Slack incoming-webhook URL for batch and model notices; unset means no posts. Never logged.
-    #[arg(long, env = "WEBHOOK_URL", hide_env_values = true)]
-    pub webhook_url: Option<String>,
     /// Seconds between checks of the bucket for a new LATEST run (or a first model).
     #[arg(long, env = "POLL_INTERVAL_SECS", default_value_t = 5.0, value_parser = parse_poll_interval)]
     pub poll_interval_secs: f64,
@@ -74,59 +74,15 @@ pub struct Config {
     /// Address (host:port) of the Prometheus endpoint, `GET /metrics`; unset means no metrics endpoint.
     #[arg(long, env = "SERVE_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
-    /// Log lines as `text` or as `json` (one object per line, with the request and job ids of the spans).
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
-    /// The bearer token required on every RPC that changes something, and TLS.
-    #[command(flatten)]
-    pub security: crs_platform::security::ServerSecurity,
-    /// Seconds in-flight requests get to finish after SIGTERM or Ctrl+C.
-    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
-    pub shutdown_grace_secs: u64,
     /// Batch predictions running at once; one beyond it is refused at once with RESOURCE_EXHAUSTED, to be retried later.
     #[arg(long, env = "MAX_CONCURRENT_BATCHES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_batches: u32,
     /// Most memory the loaded models may take together, in MiB (fractions allowed), as each model counts its trees' node arrays; a LoadModel beyond it is refused.
     #[arg(long, env = "MAX_MODEL_MEMORY_MB", default_value_t = 2048.0, value_parser = parse_memory_mb)]
     pub max_model_memory_mb: f64,
-    /// Seconds after which an upload staging file in a local bucket (`<key>#<n>`, left by a killed process) is removed at startup; younger ones may be another replica's live upload.
-    #[arg(long, env = "STALE_UPLOAD_SECS", default_value_t = crs_platform::staging::DEFAULT_STALE_SECS)]
-    pub stale_upload_secs: u64,
-    /// Test hook: abort the process at this named step (e.g. batch:predicted), as kill -9 would.
-    #[arg(long, env = "CRS_FAIL_AT", hide = true)]
-    pub fail_at: Option<String>,
-}
-
-// Written by hand so that logging the config cannot leak the webhook URL.
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("addr", &self.addr)
-            .field("bucket_url", &self.bucket_url)
-            .field("s3_env", &self.s3_env)
-            .field("model_ver", &self.model_ver)
-            .field("model_run", &self.model_run)
-            .field("serve_models", &self.serve_models)
-            .field("max_loaded_models", &self.max_loaded_models)
-            .field("shadow_models", &self.shadow_models)
-            .field("shadow_queue", &self.shadow_queue)
-            .field("shadow_flush_rows", &self.shadow_flush_rows)
-            .field("shadow_flush_secs", &self.shadow_flush_secs)
-            .field("webhook_url", &self.webhook_url.as_ref().map(|_| "<secret>"))
-            .field("poll_interval_secs", &self.poll_interval_secs)
-            .field("max_predict_rows", &self.max_predict_rows)
-            .field("max_message_bytes", &self.max_message_bytes)
-            .field("output_prefix", &self.output_prefix)
-            .field("output_device", &self.output_device)
-            .field("metrics_addr", &self.metrics_addr)
-            .field("log_format", &self.log_format)
-            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
-            .field("security", &self.security)
-            .field("max_concurrent_batches", &self.max_concurrent_batches)
-            .field("max_model_memory_mb", &self.max_model_memory_mb)
-            .field("stale_upload_secs", &self.stale_upload_secs)
-            .finish()
-    }
+    /// The bucket, webhooks, logs, shutdown and security: the settings every service reads.
+    #[command(flatten)]
+    pub common: CommonSettings,
 }
 
 /// Longest poll interval accepted: a day. Longer is a typo, and `inf` or a
@@ -197,6 +153,12 @@ pub struct TooManyConfigured {
 }
 
 impl Config {
+    /// The gRPC listener on SERVE_ADDR and the metrics endpoint's on SERVE_METRICS_ADDR, if set.
+    pub async fn listeners(&self) -> Result<Listeners, ServerError> {
+        let metrics = bind_optional("SERVE_METRICS_ADDR", self.metrics_addr.as_deref()).await?;
+        Ok(Listeners::new(bind("SERVE_ADDR", &self.addr).await?).with_metrics(metrics))
+    }
+
     pub fn poll_interval(&self) -> Duration {
         Duration::from_secs_f64(self.poll_interval_secs.clamp(0.01, MAX_POLL_INTERVAL_SECS))
     }
@@ -229,7 +191,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Config, clap::Error> {
-        crs_platform::runtime::parse_without_env(args)
+        crs_platform::service::runtime::parse_without_env(args)
     }
 
     #[test]
@@ -243,7 +205,7 @@ mod tests {
         assert_eq!((config.output_prefix.as_str(), config.output_device), ("data/predict/output", DeviceColumn::Name));
         assert_eq!(config.metrics_addr, None);
         assert_eq!((config.max_concurrent_batches, config.max_model_memory_bytes()), (2, 2048 << 20));
-        assert_eq!((config.stale_upload_secs, config.fail_at), (3600, None));
+        assert_eq!((config.common.stale_upload_secs, config.common.fail_at), (3600, None));
     }
 
     #[test]

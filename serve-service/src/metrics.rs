@@ -20,30 +20,17 @@
 //! `model` is a registered model version or empty (the request named none, or
 //! an unknown one), so the label set stays small whatever clients send.
 
-use std::time::Instant;
-
 use crs_domain::models::ModelVer;
-use crs_platform::metrics::seconds_buckets;
+use crs_server::metrics::{CallMetrics, ModelSubject, seconds_histogram};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-use tonic::{Code, Status};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CallLabels {
-    rpc: &'static str,
-    model: &'static str,
-    code: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RpcLabels {
-    rpc: &'static str,
-    model: &'static str,
-}
+/// One request being timed, labelled with the model it is about.
+pub type Call<'a> = crs_server::metrics::Call<'a, ModelSubject>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabels {
@@ -86,10 +73,6 @@ impl ShadowDrop {
     }
 }
 
-fn seconds_histogram() -> Histogram {
-    Histogram::new(seconds_buckets())
-}
-
 fn rows_histogram() -> Histogram {
     // 1 row to about 16M rows, by factors of 4.
     Histogram::new(exponential_buckets(1.0, 4.0, 13))
@@ -97,9 +80,7 @@ fn rows_histogram() -> Histogram {
 
 #[derive(Debug)]
 pub struct ServeMetrics {
-    requests: Family<CallLabels, Counter>,
-    errors: Family<CallLabels, Counter>,
-    latency: Family<RpcLabels, Histogram, fn() -> Histogram>,
+    calls: CallMetrics<ModelSubject>,
     batch_rows: Family<ModelLabels, Histogram, fn() -> Histogram>,
     batch_seconds: Family<ModelLabels, Histogram, fn() -> Histogram>,
     batches_cancelled: Counter,
@@ -116,10 +97,9 @@ pub struct ServeMetrics {
 impl ServeMetrics {
     /// The metrics, registered in `registry`.
     pub fn new(registry: &mut Registry) -> Self {
+        let r = registry.sub_registry_with_prefix("crs_serve");
         let metrics = ServeMetrics {
-            requests: Family::default(),
-            errors: Family::default(),
-            latency: Family::new_with_constructor(seconds_histogram),
+            calls: CallMetrics::new(r),
             batch_rows: Family::new_with_constructor(rows_histogram),
             batch_seconds: Family::new_with_constructor(seconds_histogram),
             batches_cancelled: Counter::default(),
@@ -132,15 +112,6 @@ impl ServeMetrics {
             shadow_rows: Family::default(),
             shadow_dropped: Family::default(),
         };
-        let r = registry.sub_registry_with_prefix("crs_serve");
-        r.register("requests", "gRPC requests answered, by RPC, model and status code", metrics.requests.clone());
-        r.register("request_errors", "gRPC requests answered with a code other than OK", metrics.errors.clone());
-        r.register_with_unit(
-            "request_duration",
-            "Time to answer a gRPC request",
-            Unit::Seconds,
-            metrics.latency.clone(),
-        );
         r.register("batch_rows", "Output rows written per successful batch", metrics.batch_rows.clone());
         r.register_with_unit(
             "batch_duration",
@@ -170,7 +141,7 @@ impl ServeMetrics {
 
     /// Starts timing one request of `rpc`.
     pub fn call(&self, rpc: &'static str) -> Call<'_> {
-        Call { metrics: self, rpc, model: "", started: Instant::now() }
+        self.calls.call(rpc)
     }
 
     pub fn batch_done(&self, model_ver: ModelVer, rows: u64, seconds: f64) {
@@ -216,40 +187,5 @@ impl ServeMetrics {
     pub fn unloaded(&self, model_ver: ModelVer, run_id: &str) {
         self.unloads.get_or_create(&ModelLabels { model: model_ver.name() }).inc();
         self.loaded.remove(&RunLabels { model: model_ver.name(), run_id: run_id.to_owned() });
-    }
-}
-
-/// One request being timed; [`Call::finish`] records it.
-#[derive(Debug)]
-pub struct Call<'a> {
-    metrics: &'a ServeMetrics,
-    rpc: &'static str,
-    model: &'static str,
-    started: Instant,
-}
-
-impl Call<'_> {
-    /// The model the request is about, once known.
-    pub fn model(&mut self, model_ver: ModelVer) {
-        self.model = model_ver.name();
-    }
-
-    /// The model a request names, if it is a registered one.
-    pub fn model_named(&mut self, name: &str) {
-        if let Ok(model_ver) = ModelVer::parse(name) {
-            self.model(model_ver);
-        }
-    }
-
-    pub fn finish<T>(self, result: Result<T, Status>) -> Result<T, Status> {
-        let code = crs_proto::code_name(result.as_ref().err().map_or(Code::Ok, Status::code));
-        let labels = CallLabels { rpc: self.rpc, model: self.model, code };
-        self.metrics.requests.get_or_create(&labels).inc();
-        if result.is_err() {
-            self.metrics.errors.get_or_create(&labels).inc();
-        }
-        let elapsed = self.started.elapsed().as_secs_f64();
-        self.metrics.latency.get_or_create(&RpcLabels { rpc: self.rpc, model: self.model }).observe(elapsed);
-        result
     }
 }

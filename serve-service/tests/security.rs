@@ -1,7 +1,7 @@
 //! The bearer token and TLS on both services, against real servers: every RPC
 //! either service serves is called without the token, with a wrong one and
 //! with the right one, and is refused UNAUTHENTICATED exactly where the one
-//! table (`crs_platform::security::RPC_ACCESS`) says; TLS servers answer
+//! table (`crs_proto::RPC_ACCESS`) says; TLS servers answer
 //! clients that trust their CA and no plaintext client; and neither the token
 //! nor the webhook URL ever shows in logs, answers or the bucket.
 //!
@@ -12,10 +12,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use crs_platform::layout::EVAL_KEY;
-use crs_platform::security::{Access, RPC_ACCESS, Secret};
+use crs_platform::service::security::Secret;
 use crs_proto::serve::LoadModelRequest;
 use crs_proto::train::StartTrainingRequest;
 use crs_proto::train::train_service_client::TrainServiceClient;
+use crs_proto::{Access, RPC_ACCESS};
 use crs_testkit::{Behaviour, Setup, Stack, capture_logs, fixture_dir, gunzip, reflected_services, wait_for_end};
 use prost::Message;
 use tonic::Code;
@@ -26,9 +27,12 @@ use tonic_health::pb::health_client::HealthClient;
 const TOKEN: &str = "tok-0f9e8d7c6b5a-right";
 const WRONG: &str = "tok-guess-1a2b3c-wrong";
 
-fn secured(token: &str) -> crs_platform::security::ServerSecurity {
-    crs_platform::security::ServerSecurity {
-        token: crs_platform::security::TokenSettings { auth_token: Some(Secret::new(token)), auth_token_file: None },
+fn secured(token: &str) -> crs_platform::service::security::ServerSecurity {
+    crs_platform::service::security::ServerSecurity {
+        token: crs_platform::service::security::TokenSettings {
+            auth_token: Some(Secret::new(token)),
+            auth_token_file: None,
+        },
         ..Default::default()
     }
 }
@@ -87,9 +91,9 @@ async fn every_rpc_needs_the_token_exactly_where_the_table_says() {
     let _logs = capture_logs();
     let stack = Stack::with(Setup { webhook: None, ..Default::default() }).await;
     let mut train_config = stack.train_config();
-    train_config.security = secured(TOKEN);
+    train_config.common.security = secured(TOKEN);
     let mut serve_config = stack.serve_config();
-    serve_config.security = secured(TOKEN);
+    serve_config.common.security = secured(TOKEN);
     let train = stack.start_train(train_config).await;
     let serve = stack.start_serve(serve_config).await;
 
@@ -125,7 +129,9 @@ async fn tls_channel(addr: std::net::SocketAddr) -> Result<Channel, tonic::trans
         .await
 }
 
-fn with_tls(mut security: crs_platform::security::ServerSecurity) -> crs_platform::security::ServerSecurity {
+fn with_tls(
+    mut security: crs_platform::service::security::ServerSecurity,
+) -> crs_platform::service::security::ServerSecurity {
     security.tls_cert = Some(fixture_dir().join("tls/server.pem"));
     security.tls_key = Some(fixture_dir().join("tls/server.key"));
     security
@@ -136,9 +142,9 @@ async fn tls_servers_answer_clients_that_trust_the_ca_and_no_plaintext_client() 
     let _logs = capture_logs();
     let stack = Stack::with(Setup { webhook: None, ..Default::default() }).await;
     let mut train_config = stack.train_config();
-    train_config.security = with_tls(secured(TOKEN));
+    train_config.common.security = with_tls(secured(TOKEN));
     let mut serve_config = stack.serve_config();
-    serve_config.security = with_tls(Default::default());
+    serve_config.common.security = with_tls(Default::default());
     let train = stack.start_train(train_config).await;
     let serve = stack.start_serve(serve_config).await;
 
@@ -188,9 +194,9 @@ async fn the_token_and_the_webhook_url_never_show_in_logs_answers_or_the_bucket(
     let webhook_url = stack.webhooks().url();
     let secrets = [TOKEN, WRONG, webhook_url.as_str(), "test-secret-token"];
     let mut train_config = stack.train_config();
-    train_config.security = secured(TOKEN);
+    train_config.common.security = secured(TOKEN);
     let mut serve_config = stack.serve_config();
-    serve_config.security = secured(TOKEN);
+    serve_config.common.security = secured(TOKEN);
     serve_config.model_ver = "v0".parse().expect("v0");
     let mut seen = vec![format!("{train_config:?}"), format!("{serve_config:?}")];
     let mut train = stack.start_train(train_config).await;

@@ -157,7 +157,9 @@ async fn loads_beyond_max_loaded_models_are_refused_until_one_is_unloaded() {
     config.serve_models = vec![v("v0"), v("v2")];
     config.max_loaded_models = 2;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let err = serve_service::run(config, listener, std::future::pending()).await.expect_err("too many models");
+    let err = serve_service::run(config, serve_service::Listeners::new(listener), std::future::pending())
+        .await
+        .expect_err("too many models");
     assert!(err.to_string().contains("MAX_LOADED_MODELS is 2"), "{err}");
 
     let mut config = stack.serve_config();

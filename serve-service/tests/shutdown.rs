@@ -87,7 +87,7 @@ async fn shutdown_lets_a_batch_in_flight_finish() {
 async fn a_batch_still_running_after_the_grace_period_is_cut_off_and_leaves_nothing() {
     let (stack, _) = stack_with_big_input().await;
     let mut config = stack.serve_config();
-    config.shutdown_grace_secs = 0;
+    config.common.shutdown_grace_secs = 0;
     let mut serve = stack.start_serve(config).await;
     wait_until_serving(&serve).await;
     let mut client = serve.client.clone();

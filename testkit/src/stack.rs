@@ -16,6 +16,7 @@ use crs_proto::train::{
     Cycle, CycleState, GetCycleRequest, JobState, PromoteRequest, Stage, StartTrainingRequest, TrainingJob,
     WatchTrainingJobRequest,
 };
+use crs_server::startup::Listeners;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -36,7 +37,7 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 /// A service's settings from `args` and its documented defaults, never from
 /// the environment.
 pub fn parse_config<T: CommandFactory + FromArgMatches>(args: &[&str]) -> T {
-    crs_platform::runtime::parse_without_env(args).unwrap_or_else(|e| panic!("test config: {e}"))
+    crs_platform::service::runtime::parse_without_env(args).unwrap_or_else(|e| panic!("test config: {e}"))
 }
 
 /// The folder of the committed fixtures (`testkit/fixtures`).
@@ -94,7 +95,7 @@ impl Stack {
 
     /// A stack on `backend`; `None` when S3 tests are skipped (see [`S3Server::start_or_skip`]).
     pub async fn on(backend: Backend, setup: Setup) -> Option<Self> {
-        crs_platform::runtime::init_tracing("error");
+        crs_platform::service::runtime::init_tracing("error");
         let dir = tempfile::tempdir().expect("temp dir");
         let (bucket_url, s3_env, s3) = match backend {
             Backend::Local => (dir.path().join("bucket").to_string_lossy().into_owned(), S3Env::default(), None),
@@ -140,7 +141,7 @@ impl Stack {
     pub fn train_config(&self) -> train_service::Config {
         let args = self.service_args();
         let mut config: train_service::Config = parse_config(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        config.s3_env = self.s3_env.clone();
+        config.common.s3_env = self.s3_env.clone();
         config
     }
 
@@ -149,13 +150,13 @@ impl Stack {
         let mut args = self.service_args();
         args.extend(["--poll-interval-secs".to_owned(), "0.1".to_owned()]);
         let mut config: serve_service::Config = parse_config(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        config.s3_env = self.s3_env.clone();
+        config.common.s3_env = self.s3_env.clone();
         config
     }
 
     pub async fn start_train(&self, config: train_service::Config) -> Running<TrainServiceClient<Channel>> {
         Running::start(
-            |listener, stop| tokio::spawn(train_service::run(config, listener, stop)),
+            |listener, stop| tokio::spawn(train_service::run(config, Listeners::new(listener), stop)),
             TrainServiceClient::new,
         )
         .await
@@ -163,7 +164,7 @@ impl Stack {
 
     pub async fn start_serve(&self, config: serve_service::Config) -> Running<ServeServiceClient<Channel>> {
         Running::start(
-            |listener, stop| tokio::spawn(serve_service::run(config, listener, stop)),
+            |listener, stop| tokio::spawn(serve_service::run(config, Listeners::new(listener), stop)),
             |channel| {
                 ServeServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
             },
@@ -179,7 +180,9 @@ impl Stack {
         let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
         let metrics_addr = metrics.local_addr().expect("metrics addr");
         let running = Running::start(
-            |listener, stop| tokio::spawn(serve_service::run_with_metrics(config, listener, Some(metrics), stop)),
+            |listener, stop| {
+                tokio::spawn(serve_service::run(config, Listeners::new(listener).with_metrics(Some(metrics)), stop))
+            },
             |channel| {
                 ServeServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
             },
@@ -196,7 +199,9 @@ impl Stack {
         let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
         let metrics_addr = metrics.local_addr().expect("metrics addr");
         let running = Running::start(
-            |listener, stop| tokio::spawn(train_service::run_with_metrics(config, listener, Some(metrics), stop)),
+            |listener, stop| {
+                tokio::spawn(train_service::run(config, Listeners::new(listener).with_metrics(Some(metrics)), stop))
+            },
             TrainServiceClient::new,
         )
         .await;

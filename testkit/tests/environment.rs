@@ -17,11 +17,11 @@ async fn settings_in_the_environment_do_not_reach_the_stack() {
         let stack = Stack::new().await;
         let serve = stack.serve_config();
         assert_eq!((serve.model_ver.name(), serve.model_run.describe()), ("v1", "production".to_owned()));
-        assert_eq!(serve.bucket_url, stack.bucket_url);
+        assert_eq!(serve.common.bucket_url, stack.bucket_url);
         assert_eq!(serve.max_predict_rows, 10_000);
         let train = stack.train_config();
         assert_eq!((train.model_ver.name(), train.max_concurrent_jobs), ("v1", 2));
-        assert!(serve.security.token.auth_token.is_none() && train.security.tls_cert.is_none());
+        assert!(serve.common.security.token.auth_token.is_none() && train.common.security.tls_cert.is_none());
         let defaults: train_service::Config = parse_config(&[]);
         assert_eq!(defaults.addr, "127.0.0.1:50051");
         return;

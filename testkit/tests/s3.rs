@@ -187,13 +187,15 @@ async fn refused_or_missing_credentials_fail_within_seconds_naming_the_bucket() 
 
     // The services refuse to start, saying why, rather than serve errors.
     let mut train: train_service::Config = crs_testkit::parse_config(&["--bucket-url", url]);
-    train.s3_env = wrong_keys(&server);
+    train.common.s3_env = wrong_keys(&server);
     let mut serve: serve_service::Config = crs_testkit::parse_config(&["--bucket-url", url]);
-    serve.s3_env = wrong_keys(&server);
+    serve.common.s3_env = wrong_keys(&server);
     let listener = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind") };
     let started = Instant::now();
-    let train = train_service::run(train, listener().await, std::future::pending()).await;
-    let serve = serve_service::run(serve, listener().await, std::future::pending()).await;
+    let train =
+        train_service::run(train, train_service::Listeners::new(listener().await), std::future::pending()).await;
+    let serve =
+        serve_service::run(serve, serve_service::Listeners::new(listener().await), std::future::pending()).await;
     assert!(started.elapsed() < FAIL_FAST * 2, "took {:?}", started.elapsed());
     for result in [train, serve] {
         let message = format!("{:#}", result.expect_err("startup must fail"));

@@ -22,153 +22,90 @@ use std::time::Duration;
 
 use anyhow::Context;
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::{Bucket, BucketKey};
+use crs_platform::bucket::BucketKey;
 use crs_platform::catalog::Catalog;
-use crs_platform::failpoint::FailPoint;
 use crs_platform::layout;
 use crs_platform::runs::ModelStore;
-use crs_platform::webhook::{self, Notifier};
 use crs_proto::train::train_service_server::{SERVICE_NAME as TRAIN_SERVICE, TrainServiceServer};
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use crs_server::startup::{Drain, ServiceInfo, Startup};
+use tokio_util::task::AbortOnDropHandle;
+use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
 pub use config::Config;
+pub use crs_server::startup::Listeners;
 use cycles::Cycles;
 use jobs::Jobs;
 use metrics::TrainMetrics;
 use service::TrainApi;
 
-/// Long enough for a notice posted just before shutdown to go through all its attempts.
-const WEBHOOK_FLUSH: Duration =
-    webhook::ATTEMPT_TIMEOUT.saturating_mul(webhook::ATTEMPTS).saturating_add(Duration::from_secs(1));
+const SERVICE: ServiceInfo = ServiceInfo { name: config::SERVICE_NAME, grpc_services: &[TRAIN_SERVICE] };
 
-/// How long open calls get to finish once the jobs are done. Watch streams end
-/// with their jobs, so only a stuck client or bucket call waits this long.
-const SERVER_DRAIN: Duration = Duration::from_secs(5);
+/// How long cycles get to stop once their jobs are done: a cycle waits on its
+/// job, so only a stuck bucket call waits this long.
+const CYCLE_DRAIN: Duration = Duration::from_secs(5);
 
-/// Serves on `listener` (and metrics on `TRAIN_METRICS_ADDR`, if set) until
-/// `shutdown` resolves, then stops taking jobs, lets running ones finish within
-/// the grace period, and returns.
+/// Serves on `listeners` until `shutdown` resolves, then stops taking jobs,
+/// lets running ones finish within the grace period, and returns.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let metrics = match &config.metrics_addr {
-        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("TRAIN_METRICS_ADDR {addr}"))?),
-        None => None,
-    };
-    run_with_metrics(config, listener, metrics, shutdown).await
-}
-
-/// [`run`] with the metrics endpoint on a listener the caller bound (or none),
-/// whatever `TRAIN_METRICS_ADDR` says.
-pub async fn run_with_metrics(
-    config: Config,
-    listener: TcpListener,
-    metrics_listener: Option<TcpListener>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let token = config.security.token.token()?;
-    let tls = config.security.tls_identity()?;
-    let serves_tls = tls.is_some();
-    // Built now so that a bad certificate or key stops the start before anything else.
-    let builder = crs_proto::server_builder(tls.map(|tls| (tls.cert_pem, tls.key_pem))).context("TLS_CERT, TLS_KEY")?;
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Arc::new(TrainMetrics::new(&mut registry));
-    // Dropped, and so stopped, however this function returns.
-    let _metrics_server = metrics_listener.map(|listener| crs_platform::metrics::serve(listener, Arc::new(registry)));
-    let bucket = Bucket::open_with(&config.bucket_url, &config.s3_env).context("BUCKET_URL")?;
-    bucket.check_access().await.context("BUCKET_URL")?;
-    crs_platform::staging::clean_at_startup(&bucket, Duration::from_secs(config.stale_upload_secs));
-    let notifier = Notifier::new(config.webhook_url.as_deref(), config::SERVICE_NAME).context("WEBHOOK_URL")?;
+    let mut startup = Startup::begin(SERVICE, &config.common).await?;
+    let metrics = Arc::new(TrainMetrics::new(startup.registry()));
     let incoming = BucketKey::parse(&config.incoming_prefix).context("INCOMING_PREFIX")?;
-    let fail = FailPoint::new(config.fail_at.as_deref()).context("CRS_FAIL_AT")?;
-    let store = ModelStore::new(bucket).with_fail_point(fail);
-    let catalog = Catalog::new(store.clone());
+    let store = ModelStore::new(startup.bucket().clone()).with_fail_point(startup.fail_point());
+    let catalog = Catalog::new(store);
+    let notifier = startup.notifier().clone();
     let max_jobs = usize::try_from(config.max_concurrent_jobs).unwrap_or(usize::MAX);
     let jobs = Jobs::new(catalog.clone(), notifier.clone(), max_jobs, metrics.clone());
     let cycles = Cycles::new(
         catalog.clone(),
         jobs.clone(),
-        notifier.clone(),
+        notifier,
         incoming,
         Duration::from_secs(config.cycle_lease_secs),
         metrics.clone(),
     );
-    let scheduler = config
-        .cycle_interval_secs
-        .map(|secs| tokio::spawn(schedule(cycles.clone(), catalog.clone(), Duration::from_secs(secs))));
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_service_status(TRAIN_SERVICE, ServingStatus::Serving).await;
-    let reflection = crs_proto::reflection_service(&[TRAIN_SERVICE]).context("building the reflection service")?;
+    let scheduler = config.cycle_interval_secs.map(|secs| {
+        AbortOnDropHandle::new(tokio::spawn(schedule(cycles.clone(), catalog.clone(), Duration::from_secs(secs))))
+    });
+    let api = TrainApi::new(jobs.clone(), cycles.clone(), catalog, config.model_ver, metrics);
 
     tracing::info!(
-        addr = %listener.local_addr()?,
-        bucket = store.bucket().url(),
         model_ver = %config.model_ver,
         max_concurrent_jobs = max_jobs,
-        webhook = notifier.is_enabled(),
-        tls = serves_tls,
-        auth_token = token.is_some(),
-        "train-service listening"
+        cycle_interval_secs = ?config.cycle_interval_secs,
+        "train-service configured"
     );
-    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(
-        builder
-            .layer(crs_platform::request_id::RequestIdLayer)
-            .layer(crs_platform::security::AuthLayer::new(token))
-            .add_service(health_service)
-            .add_service(reflection.v1)
-            .add_service(reflection.v1alpha)
-            .add_service(TrainServiceServer::new(TrainApi::new(
-                jobs.clone(),
-                cycles.clone(),
-                catalog,
-                config.model_ver,
-                metrics,
-            )))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = server_stopped.await;
-            }),
-    );
-
-    tokio::select! {
-        () = shutdown => {}
-        ended = &mut server => {
-            ended.context("server task")?.context("gRPC server")?;
-            anyhow::bail!("gRPC server stopped on its own");
-        }
-    }
-
-    // The server keeps answering while jobs drain, so that clients can watch them
-    // end and are told UNAVAILABLE rather than left without an answer.
-    let grace = config.shutdown_grace();
-    tracing::info!(grace_secs = grace.as_secs(), "shutting down: no new jobs, waiting for running ones");
-    // Refuse jobs before reporting NOT_SERVING, so a client that sees the status is refused too.
-    jobs.stop_accepting();
-    if let Some(scheduler) = &scheduler {
-        scheduler.abort();
-    }
-    health.set_service_status("", ServingStatus::NotServing).await;
-    health.set_service_status(TRAIN_SERVICE, ServingStatus::NotServing).await;
-    jobs.drain(grace).await;
-    cycles.drain(SERVER_DRAIN).await;
-    notifier.flush(WEBHOOK_FLUSH).await;
-
-    let _ = stop_server.send(());
-    let abort = server.abort_handle();
-    match tokio::time::timeout(SERVER_DRAIN, server).await {
-        Ok(ended) => ended.context("server task")?.context("gRPC server")?,
-        Err(_) => {
-            tracing::warn!("calls still open after the drain period; closing them");
-            abort.abort();
-        }
-    }
-    tracing::info!("train-service stopped");
+    startup.health().set(ServingStatus::Serving).await;
+    let drain = TrainDrain { jobs, cycles, scheduler };
+    startup.serve(listeners, Routes::new(TrainServiceServer::new(api)), shutdown, drain).await?;
     Ok(())
+}
+
+/// train-service's steps in the shutdown sequence: no new jobs or scheduled
+/// cycles, then the running jobs finish (or are cut off) within the grace
+/// period while clients can still watch them end.
+struct TrainDrain {
+    jobs: Jobs,
+    cycles: Cycles,
+    scheduler: Option<AbortOnDropHandle<()>>,
+}
+
+impl Drain for TrainDrain {
+    fn stop_accepting(&mut self) {
+        self.jobs.stop_accepting();
+        if let Some(scheduler) = &self.scheduler {
+            scheduler.abort();
+        }
+    }
+
+    async fn drain(&mut self, grace: Duration) {
+        self.jobs.drain(grace).await;
+        self.cycles.drain(CYCLE_DRAIN).await;
+    }
 }
 
 /// Every `interval`, a cycle for each version with a `config/<ver>/lifecycle.yaml`.

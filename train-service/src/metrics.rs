@@ -11,29 +11,15 @@
 //! | `crs_train_cycles_total` (lifecycle cycles ended) | `model`, `outcome` (`succeeded`, `failed`, `cancelled`) |
 //! | `crs_train_cycle_step_duration_seconds` (histogram, steps of ended cycles) | `model`, `step` |
 
-use std::time::Instant;
-
 use crs_domain::models::ModelVer;
-use crs_platform::metrics::seconds_buckets;
 use crs_platform::runs::StageTiming;
+use crs_server::metrics::{Call, CallMetrics, NoSubject, seconds_histogram};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use tonic::{Code, Status};
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CallLabels {
-    rpc: &'static str,
-    code: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RpcLabels {
-    rpc: &'static str,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabels {
@@ -53,15 +39,9 @@ struct StepLabels {
     step: String,
 }
 
-fn seconds_histogram() -> Histogram {
-    Histogram::new(seconds_buckets())
-}
-
 #[derive(Debug)]
 pub struct TrainMetrics {
-    requests: Family<CallLabels, Counter>,
-    errors: Family<CallLabels, Counter>,
-    latency: Family<RpcLabels, Histogram, fn() -> Histogram>,
+    calls: CallMetrics<NoSubject>,
     jobs: Family<JobLabels, Counter>,
     running: Gauge,
     stages: Family<StageLabels, Histogram, fn() -> Histogram>,
@@ -72,25 +52,15 @@ pub struct TrainMetrics {
 impl TrainMetrics {
     /// The metrics, registered in `registry`.
     pub fn new(registry: &mut Registry) -> Self {
+        let r = registry.sub_registry_with_prefix("crs_train");
         let metrics = TrainMetrics {
-            requests: Family::default(),
-            errors: Family::default(),
-            latency: Family::new_with_constructor(seconds_histogram),
+            calls: CallMetrics::new(r),
             jobs: Family::default(),
             running: Gauge::default(),
             stages: Family::new_with_constructor(seconds_histogram),
             cycles: Family::default(),
             cycle_steps: Family::new_with_constructor(seconds_histogram),
         };
-        let r = registry.sub_registry_with_prefix("crs_train");
-        r.register("requests", "gRPC requests answered, by RPC and status code", metrics.requests.clone());
-        r.register("request_errors", "gRPC requests answered with a code other than OK", metrics.errors.clone());
-        r.register_with_unit(
-            "request_duration",
-            "Time to answer a gRPC request",
-            Unit::Seconds,
-            metrics.latency.clone(),
-        );
         r.register("jobs", "Training jobs ended, by model version and outcome", metrics.jobs.clone());
         r.register("jobs_running", "Training jobs running now", metrics.running.clone());
         r.register_with_unit(
@@ -110,8 +80,8 @@ impl TrainMetrics {
     }
 
     /// Starts timing one request of `rpc`.
-    pub fn call(&self, rpc: &'static str) -> Call<'_> {
-        Call { metrics: self, rpc, started: Instant::now() }
+    pub fn call(&self, rpc: &'static str) -> Call<'_, NoSubject> {
+        self.calls.call(rpc)
     }
 
     pub fn job_started(&self) {
@@ -140,26 +110,5 @@ impl TrainMetrics {
             let labels = StepLabels { model: model_ver.name(), step: timing.stage.clone() };
             self.cycle_steps.get_or_create(&labels).observe(timing.seconds);
         }
-    }
-}
-
-/// One request being timed; [`Call::finish`] records it.
-#[derive(Debug)]
-pub struct Call<'a> {
-    metrics: &'a TrainMetrics,
-    rpc: &'static str,
-    started: Instant,
-}
-
-impl Call<'_> {
-    pub fn finish<T>(self, result: Result<T, Status>) -> Result<T, Status> {
-        let code = crs_proto::code_name(result.as_ref().err().map_or(Code::Ok, Status::code));
-        let labels = CallLabels { rpc: self.rpc, code };
-        self.metrics.requests.get_or_create(&labels).inc();
-        if result.is_err() {
-            self.metrics.errors.get_or_create(&labels).inc();
-        }
-        self.metrics.latency.get_or_create(&RpcLabels { rpc: self.rpc }).observe(self.started.elapsed().as_secs_f64());
-        result
     }
 }

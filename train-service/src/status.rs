@@ -1,6 +1,5 @@
-//! Every error train-service answers with, and its table from error kinds to
-//! gRPC status codes (the same table as serve-service's; see
-//! `crs_platform::error`).
+//! Every error train-service answers with, and the kind of each; the codes the
+//! kinds are answered with are the one table in `crs_server::status`.
 
 use crs_domain::models::UnknownVersion;
 use crs_platform::bucket::{KeyError, StorageError};
@@ -74,24 +73,9 @@ impl Classify for ApiError {
     }
 }
 
-/// The gRPC code of each kind of failure.
-pub fn code(kind: ErrorKind) -> Code {
-    match kind {
-        ErrorKind::InvalidInput => Code::InvalidArgument,
-        ErrorKind::NotFound => Code::NotFound,
-        ErrorKind::Precondition => Code::FailedPrecondition,
-        ErrorKind::Conflict => Code::Aborted,
-        ErrorKind::AlreadyExists => Code::AlreadyExists,
-        ErrorKind::Unauthenticated => Code::Unauthenticated,
-        ErrorKind::Unavailable => Code::Unavailable,
-        ErrorKind::Exhausted => Code::ResourceExhausted,
-        ErrorKind::Internal => Code::Internal,
-    }
-}
-
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
-        let code = code(e.kind());
+        let code = crs_server::status::code(e.kind());
         // The bucket's failures are the operator's problem; the rest are the caller's.
         if matches!(e, ApiError::Storage(_) | ApiError::Runs(_)) && matches!(code, Code::Internal | Code::Unavailable) {
             tracing::error!(error = %e, "request failed");
@@ -106,28 +90,6 @@ mod tests {
     use crs_platform::bucket::BucketKey;
 
     use super::*;
-
-    /// The table in `crs_platform::error`, which both services follow.
-    fn documented(kind: ErrorKind) -> Code {
-        match kind {
-            ErrorKind::InvalidInput => Code::InvalidArgument,
-            ErrorKind::NotFound => Code::NotFound,
-            ErrorKind::Precondition => Code::FailedPrecondition,
-            ErrorKind::Conflict => Code::Aborted,
-            ErrorKind::AlreadyExists => Code::AlreadyExists,
-            ErrorKind::Unauthenticated => Code::Unauthenticated,
-            ErrorKind::Unavailable => Code::Unavailable,
-            ErrorKind::Exhausted => Code::ResourceExhausted,
-            ErrorKind::Internal => Code::Internal,
-        }
-    }
-
-    #[test]
-    fn every_kind_gets_the_documented_code() {
-        for kind in ErrorKind::ALL {
-            assert_eq!(code(kind), documented(kind), "{kind:?}");
-        }
-    }
 
     #[test]
     fn api_errors_of_each_kind_answer_with_its_code() {

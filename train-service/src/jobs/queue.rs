@@ -138,9 +138,9 @@ impl Jobs {
             registry.logs.push(log.clone());
             // The job outlives the request: it keeps the request's id for its log
             // lines and notices, in a span of its own with the job id.
-            let request_id = crs_platform::request_id::current().unwrap_or_default();
+            let request_id = crs_platform::service::request_id::current().unwrap_or_default();
             let span = tracing::info_span!(parent: None, "job", job_id = %job.id, request_id = %request_id);
-            let run = crs_platform::request_id::scope(request_id, self.inner.clone().run(log.clone()));
+            let run = crs_platform::service::request_id::scope(request_id, self.inner.clone().run(log.clone()));
             self.inner.tasks.spawn(tracing::Instrument::instrument(run, span));
             let bucket = self.inner.catalog.store().bucket().clone();
             self.inner.tasks.spawn(keep_recorded(bucket, self.inner.replica.to_string(), log));

@@ -53,7 +53,7 @@ impl TestServer {
         stack.put(SLOW_CONFIG_KEY, slow).await;
         let mut config = stack.train_config();
         config.max_concurrent_jobs = setup.max_concurrent_jobs;
-        config.shutdown_grace_secs = setup.shutdown_grace_secs;
+        config.common.shutdown_grace_secs = setup.shutdown_grace_secs;
         let server = stack.start_train(config).await;
         let (addr, bucket) = (server.addr, stack.bucket.clone());
         TestServer { stack, server, addr, bucket }

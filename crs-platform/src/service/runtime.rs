@@ -1,5 +1,5 @@
-//! Process plumbing shared by the services and `crctl`: logging, shutdown
-//! signals, and parsing settings.
+//! Process plumbing shared by the services and `crctl`: logging and parsing
+//! settings.
 
 use std::ffi::OsString;
 
@@ -46,28 +46,4 @@ pub fn init_logging(default_filter: &str, format: LogFormat) {
             builder.with_ansi(ansi).try_init()
         }
     };
-}
-
-/// Resolves on SIGTERM or Ctrl+C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl+C received, shutting down"),
-        () = terminate => tracing::info!("SIGTERM received, shutting down"),
-    }
 }
