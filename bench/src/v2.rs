@@ -320,7 +320,11 @@ impl Target {
                     Some(channel) => channel.clone(),
                     None => crate::connect(&self.address).await?,
                 };
-                V2Caller::Grpc { client: GrpcInferenceServiceClient::new(channel), request: self.grpc_request(rows), rows }
+                V2Caller::Grpc {
+                    client: GrpcInferenceServiceClient::new(channel),
+                    request: self.grpc_request(rows),
+                    rows,
+                }
             }
             Protocol::RestJson | Protocol::RestBinary => {
                 let request = self.rest_request(rows)?;
@@ -525,7 +529,10 @@ mod tests {
         let header: Value = serde_json::from_slice(&request.body[..length]).unwrap();
         assert_eq!(header["parameters"], json!({"binary_data_output": true}));
         let sizes: Vec<&Value> = header["inputs"].as_array().unwrap().iter().map(|i| &i["parameters"]).collect();
-        assert_eq!(sizes, [&json!({"binary_data_size": 16}), &json!({"binary_data_size": 16}), &json!({"binary_data_size": 11})]);
+        assert_eq!(
+            sizes,
+            [&json!({"binary_data_size": 16}), &json!({"binary_data_size": 16}), &json!({"binary_data_size": 11})]
+        );
         let raw = t.grpc_request(2).raw_input_contents.concat();
         assert_eq!(&request.body[length..], raw.as_slice());
         assert_eq!(&raw[16..24], [0.0f32.to_le_bytes(), 1.0f32.to_le_bytes()].concat());

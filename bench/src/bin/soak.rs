@@ -3,7 +3,7 @@
 //! benchmarks miss.
 //!
 //! ```text
-//! cargo build --release -p serve-service -p crs-bench --bin soak
+//! cargo build --release -p serve-service -p crs-bench --bin serve-service --bin soak
 //! target/release/soak                      # 10 minutes; --minutes 1 for a quick look
 //! ```
 //!

@@ -104,7 +104,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 match probe(&mut target).await {
                     Ok(()) => usable.push(target),
                     Err(error) => {
-                        println!("skipped: {} {}: its first request failed: {error:#}", server.name, target.protocol.label())
+                        println!(
+                            "skipped: {} {}: its first request failed: {error:#}",
+                            server.name,
+                            target.protocol.label()
+                        )
                     }
                 }
             }
@@ -124,10 +128,14 @@ async fn export_run(bucket: &Bucket, run_id: &str, dir: &Path) -> anyhow::Result
     let artifact = bucket.get(&run.artifact()).await?;
     std::fs::write(dir.join("model.json"), &artifact)?;
     let bytes = bucket.get(&BucketKey::parse(TRAIN_KEY)?).await?;
-    let data = tokio::task::spawn_blocking(move || prepare(&DataFile { name: TRAIN_KEY.to_owned(), bytes }, None))
-        .await??;
+    let data =
+        tokio::task::spawn_blocking(move || prepare(&DataFile { name: TRAIN_KEY.to_owned(), bytes }, None)).await??;
     write_observations(&dir.join("train.csv"), &data.train)?;
-    println!("wrote {} (the run's artifact) and train.csv ({} observations)", dir.join("model.json").display(), data.train.len());
+    println!(
+        "wrote {} (the run's artifact) and train.csv ({} observations)",
+        dir.join("model.json").display(),
+        data.train.len()
+    );
     Ok(())
 }
 
@@ -184,10 +192,14 @@ async fn start_serve_service(args: &Args, serve_bin: &Path, bucket_url: &str, di
         targets.push(target(Protocol::RestJson, &url));
         targets.push(target(Protocol::RestBinary, &url));
     }
-    println!("serve-service pid {} serving v2 on {addr}{}", process.pid(), match &http_addr {
-        Some(http) => format!(" and http://{http}"),
-        None => String::new(),
-    });
+    println!(
+        "serve-service pid {} serving v2 on {addr}{}",
+        process.pid(),
+        match &http_addr {
+            Some(http) => format!(" and http://{http}"),
+            None => String::new(),
+        }
+    );
     Ok(Server { name: "serve-service", process, targets })
 }
 
@@ -333,7 +345,10 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn report(args: &Args, servers: &[Server], rounds: &[Vec<Vec<Round>>]) {
     let seconds = args.seconds;
     println!();
-    println!("medians of {} round(s); CPU seconds over each {seconds} s measurement (server: its whole process tree)", args.repeats);
+    println!(
+        "medians of {} round(s); CPU seconds over each {seconds} s measurement (server: its whole process tree)",
+        args.repeats
+    );
     println!();
     println!("one-row latency, 1 caller");
     println!(
@@ -366,7 +381,8 @@ fn report(args: &Args, servers: &[Server], rounds: &[Vec<Vec<Round>>]) {
     for (c, &concurrency) in args.concurrency.iter().enumerate() {
         for (server, per_target) in servers.iter().zip(rounds) {
             for (target, runs) in server.targets.iter().zip(per_target) {
-                let m = |f: &dyn Fn(&(Throughput, Cpu)) -> f64| median(runs.iter().map(|r| f(&r.throughput[c])).collect());
+                let m =
+                    |f: &dyn Fn(&(Throughput, Cpu)) -> f64| median(runs.iter().map(|r| f(&r.throughput[c])).collect());
                 let label = format!("{} {}", server.name, target.protocol.label());
                 let rate = m(&|(t, _)| t.per_second(args.rows));
                 let per_request = m(&|(t, cpu)| cpu.server * 1e6 / t.requests as f64);
@@ -385,7 +401,9 @@ fn report(args: &Args, servers: &[Server], rounds: &[Vec<Vec<Round>>]) {
     let theirs: Vec<_> = rates.iter().filter(|(label, ..)| label.starts_with("MLServer")).collect();
     if !ours.is_empty() && !theirs.is_empty() {
         println!();
-        println!("ratios at the same callers: rows/s (serve-service / MLServer), server CPU per request (MLServer / serve-service)");
+        println!(
+            "ratios at the same callers: rows/s (serve-service / MLServer), server CPU per request (MLServer / serve-service)"
+        );
         for (our_label, concurrency, our_rate, our_cpu) in &ours {
             for (their_label, _, their_rate, their_cpu) in theirs.iter().filter(|t| t.1 == *concurrency) {
                 println!(
@@ -412,6 +430,7 @@ fn print_machine() {
         .find_map(|line| line.strip_prefix("model name").and_then(|rest| rest.split_once(':')).map(|(_, m)| m.trim()))
         .unwrap_or("unknown CPU");
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let memory_gb = crs_bench::kb_field("/proc/meminfo", "MemTotal").map(|kb| kb as f64 / 1048576.0).unwrap_or(f64::NAN);
+    let memory_gb =
+        crs_bench::kb_field("/proc/meminfo", "MemTotal").map(|kb| kb as f64 / 1048576.0).unwrap_or(f64::NAN);
     println!("machine: {model}, {cores} cores, {memory_gb:.0} GiB");
 }
