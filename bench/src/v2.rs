@@ -229,6 +229,13 @@ impl Target {
         Ok(())
     }
 
+    /// Reads the inputs (see [`Target::resolve_inputs`]) and sends one one-row
+    /// request: whether the target takes what this load generator sends.
+    pub async fn probe(&mut self) -> anyhow::Result<()> {
+        self.resolve_inputs().await?;
+        self.caller(1, None).await?.call().await
+    }
+
     /// A raw-tensor ModelInfer request of `rows` rows.
     pub fn grpc_request(&self, rows: usize) -> ModelInferRequest {
         let mut request = ModelInferRequest {

@@ -224,9 +224,16 @@ fn main() -> anyhow::Result<()> {
             v2_targets.push(("REST JSON infer", args.v2_target(Protocol::RestJson, url)));
             v2_targets.push(("REST binary infer", args.v2_target(Protocol::RestBinary, url)));
         }
+        let mut usable = Vec::new();
+        for (name, mut target) in v2_targets {
+            match target.probe().await {
+                Ok(()) => usable.push((name, target)),
+                Err(error) => println!("skipped: {name} at {}: its first request failed: {error:#}", target.address),
+            }
+        }
+        let v2_targets = usable;
         let mut v2_latencies = Vec::new();
-        for (_, target) in &mut v2_targets {
-            target.resolve_inputs().await?;
+        for (_, target) in &v2_targets {
             let mut caller = target.caller(1, None).await?;
             warm_up(&mut caller).await?;
             v2_latencies.push(latencies(duration, &mut caller).await?);

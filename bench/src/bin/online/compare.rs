@@ -101,7 +101,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         for server in &mut servers {
             let mut usable = Vec::new();
             for mut target in std::mem::take(&mut server.targets) {
-                match probe(&mut target).await {
+                match target.probe().await {
                     Ok(()) => usable.push(target),
                     Err(error) => {
                         println!(
@@ -255,13 +255,6 @@ async fn wait_until_ready(url: &str, path: &str, process: &mut ChildServer, with
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// Reads the target's inputs and sends it one one-row request.
-async fn probe(target: &mut Target) -> anyhow::Result<()> {
-    use crs_bench::load::Caller;
-    target.resolve_inputs().await?;
-    target.caller(1, None).await?.call().await
 }
 
 /// Runs `work` and returns what it gave with the CPU seconds the server's
