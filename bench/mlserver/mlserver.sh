@@ -12,17 +12,21 @@
 # (target/bench-online). PYTHON picks the interpreter the venv is made from (3.11 or 3.12;
 # default python3). Run from anywhere: paths are the repository's.
 #
-# Served with MLServer's defaults except three, each what a production deployment sets:
+# Served with MLServer's defaults except four, each a setting a deployment makes:
 # - MLSERVER_HOST 127.0.0.1: loopback only, not 0.0.0.0;
 # - MLSERVER_DEBUG false: the default, true, writes an access-log line per request and logs
 #   at DEBUG;
 # - OMP_NUM_THREADS 1: lightgbm predicts with OpenMP on every core by default, and on small
 #   requests its threads fight the server's own (here, on 2 busy cores, a one-row
 #   Booster.predict took 7.1 ms with the default and 0.11 ms with one thread; 100 rows
-#   4.7 ms and 0.87 ms). Concurrency comes from MLServer's workers instead.
-# Each can be overridden from the environment, as can any other MLSERVER_* setting, e.g.
-# MLSERVER_PARALLEL_WORKERS (default 1: inference in one worker process beside the
-# server's).
+#   4.7 ms and 0.87 ms);
+# - MLSERVER_PARALLEL_WORKERS 0: inference in the server process. The default, 1, hands
+#   every request to one worker process and back; on 2 cores that doubled MLServer's CPU
+#   per request and halved its one-row speed in the same bench (docs/performance-online.md
+#   has both runs). Its purpose, keeping a slow model off the event loop, does not apply to
+#   a model that predicts in tens of microseconds.
+# Each can be overridden from the environment, as can any other MLSERVER_* setting.
+
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -62,12 +66,12 @@ serve)
     model="${2:?usage: $0 serve MODEL_DIR (with model.bst and model-settings.json)}"
     [[ -x "$venv/bin/mlserver" ]] || { echo "no MLServer in $venv: run $0 install" >&2; exit 1; }
     export MLSERVER_HOST="${MLSERVER_HOST:-127.0.0.1}" MLSERVER_DEBUG="${MLSERVER_DEBUG:-false}"
-    export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+    export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MLSERVER_PARALLEL_WORKERS="${MLSERVER_PARALLEL_WORKERS:-0}"
     # exec: the caller's child is MLServer itself, so its process tree is MLServer's.
     exec "$venv/bin/mlserver" start "$model"
     ;;
 *)
-    sed -n '2,25p' "$0" >&2
+    sed -n '2,28p' "$0" >&2
     exit 2
     ;;
 esac
