@@ -56,11 +56,20 @@ struct Cpu {
     client: f64,
 }
 
+/// The one-row latency run of one round.
+#[derive(Debug)]
+struct Latency {
+    calls: usize,
+    /// Microseconds.
+    p50: f64,
+    p99: f64,
+    cpu: Cpu,
+}
+
 /// One round's figures for one target.
 #[derive(Debug)]
 struct Round {
-    /// Calls, p50 and p99 microseconds of the one-row latency run, and its CPU.
-    latency: (usize, f64, f64, Cpu),
+    latency: Latency,
     /// Per `--concurrency`: the throughput run and its CPU.
     throughput: Vec<(Throughput, Cpu)>,
 }
@@ -287,10 +296,10 @@ async fn measure(args: &Args, servers: &mut [Server]) -> anyhow::Result<()> {
                 warm_up(&mut caller).await?;
                 let (sorted, cpu) = with_cpu(pid, latencies(duration, &mut caller)).await?;
                 drop(caller);
-                let latency = (sorted.len(), pct(&sorted, 50.0), pct(&sorted, 99.0), cpu);
+                let latency = Latency { calls: sorted.len(), p50: pct(&sorted, 50.0), p99: pct(&sorted, 99.0), cpu };
                 println!(
                     "round {round} {label:<26} 1 row, 1 caller: p50 {:.0} us, p99 {:.0} us; CPU server {:.2} s, client {:.2} s",
-                    latency.1, latency.2, cpu.server, cpu.client
+                    latency.p50, latency.p99, cpu.server, cpu.client
                 );
                 let channels = grpc_channels(target, args.connections).await?;
                 let mut runs = Vec::new();
@@ -351,15 +360,15 @@ fn report(args: &Args, servers: &[Server], rounds: &[Vec<Vec<Round>>]) {
     for (server, per_target) in servers.iter().zip(rounds) {
         for (target, runs) in server.targets.iter().zip(per_target) {
             let m = |f: &dyn Fn(&Round) -> f64| median(runs.iter().map(f).collect());
-            let calls = m(&|r| r.latency.0 as f64);
-            let server_cpu = m(&|r| r.latency.3.server);
+            let calls = m(&|r| r.latency.calls as f64);
+            let server_cpu = m(&|r| r.latency.cpu.server);
             println!(
                 "{:<28}{calls:>9.0}{:>9.0}{:>9.0}{server_cpu:>13.2}{:>13.2}{:>16.0}",
                 format!("{} {}", server.name, target.protocol.label()),
-                m(&|r| r.latency.1),
-                m(&|r| r.latency.2),
-                m(&|r| r.latency.3.client),
-                m(&|r| r.latency.3.server * 1e6 / r.latency.0 as f64)
+                m(&|r| r.latency.p50),
+                m(&|r| r.latency.p99),
+                m(&|r| r.latency.cpu.client),
+                m(&|r| r.latency.cpu.server * 1e6 / r.latency.calls as f64)
             );
         }
     }
