@@ -1,11 +1,19 @@
 //! What more than one benchmark needs: connecting, training through
 //! train-service, waiting for serve-service, request rows from the generated
-//! prediction input, percentiles and a process's memory.
+//! prediction input, observations written as CSV, percentiles and a process's
+//! memory; the load generator's loop ([`load`]), its V2 client ([`v2`]), and
+//! child servers and CPU time ([`process`]).
 
-use std::time::Duration;
+pub mod load;
+pub mod process;
+pub mod v2;
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use crs_domain::data::{Attributes, TableKind, TableReader, keyword_rows};
+use crs_domain::data::{Attributes, Observations, TableKind, TableReader, keyword_rows};
 use crs_platform::bucket::{Bucket, BucketKey};
 use crs_platform::layout::PREDICTION_INPUT_KEY;
 use crs_proto::serve::PredictRequest;
@@ -36,10 +44,22 @@ pub async fn train(addr: &str, model_ver: &str) -> anyhow::Result<String> {
     }
 }
 
+/// Connects once a server just started listens, trying for up to `within`.
+pub async fn connect_retrying(addr: &str, within: Duration) -> anyhow::Result<Channel> {
+    let started = Instant::now();
+    loop {
+        match connect(addr).await {
+            Ok(channel) => return Ok(channel),
+            Err(error) if started.elapsed() > within => return Err(error.context(format!("connecting to {addr}"))),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// Waits up to `within` for serve-service's health check to say SERVING.
 pub async fn wait_until_serving(channel: &Channel, within: Duration) -> anyhow::Result<()> {
     let mut health = HealthClient::new(channel.clone());
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     while started.elapsed() < within {
         if health.check(HealthCheckRequest::default()).await.is_ok_and(|r| r.into_inner().status == 1) {
             return Ok(());
@@ -63,6 +83,25 @@ pub async fn request_rows(bucket: &Bucket) -> anyhow::Result<PredictRequest> {
     Ok(crctl::predict_request(&keyword_rows(chunk, &names)?))
 }
 
+/// One CSV line per observation: `entity_id,device,att1..attN,clicks,conversions`.
+pub fn write_observations(path: &Path, observations: &Observations) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let rows = &observations.rows;
+    write!(out, "entity_id,device")?;
+    for name in rows.attribute_names() {
+        write!(out, ",{name}")?;
+    }
+    writeln!(out, ",clicks,conversions")?;
+    for i in 0..observations.len() {
+        write!(out, "{},{}", rows.entity_id[i], rows.device[i])?;
+        for value in rows.attributes(i) {
+            write!(out, ",{value}")?;
+        }
+        writeln!(out, ",{},{}", observations.clicks[i], observations.conversions[i])?;
+    }
+    out.flush()
+}
+
 /// The `p`th percentile (0 to 100) of sorted values, nearest rank; NaN when empty.
 pub fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -74,8 +113,12 @@ pub fn pct(sorted: &[f64], p: f64) -> f64 {
 
 /// A kB field of `/proc/<pid>/status` (`pid` may be `self`), such as `VmRSS` or `VmHWM`.
 pub fn status_kb(pid: &str, field: &str) -> anyhow::Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    kb_field(&format!("/proc/{pid}/status"), field)
+}
+
+/// A `Name: value kB` field of a `/proc` file such as `/proc/meminfo`.
+pub fn kb_field(path: &str, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     let line = status
         .lines()
         .find_map(|l| l.strip_prefix(field).and_then(|rest| rest.strip_prefix(':')))

@@ -10,13 +10,13 @@
 //! ```
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
+use crs_bench::write_observations;
 use crs_domain::data::{DataFile, HOLDOUT_FRACTION, Observations, prepare};
 use crs_domain::evaluation::{Evaluation, Stage, train_and_evaluate};
 use crs_domain::metrics::Metrics;
@@ -115,7 +115,7 @@ fn main() -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         for (file, observations) in [("train.csv", &data.train), ("eval.csv", &data.eval)] {
             let path = dir.join(file);
-            dump(&path, observations).with_context(|| format!("writing {}", path.display()))?;
+            write_observations(&path, observations).with_context(|| format!("writing {}", path.display()))?;
             println!("  wrote {} ({} rows)", path.display(), observations.len());
         }
     }
@@ -152,7 +152,7 @@ fn main() -> anyhow::Result<()> {
     if args.boost_reference {
         let dir = tempfile::tempdir()?;
         for (file, observations) in [("train.csv", &data.train), ("eval.csv", &data.eval)] {
-            dump(&dir.path().join(file), observations)?;
+            write_observations(&dir.path().join(file), observations)?;
         }
         println!();
         println!("{}", boost_reference(&args, dir.path(), &timings)?);
@@ -318,23 +318,4 @@ fn table(timings: &[Timing], repeats: usize) -> String {
         let _ = write!(out, "eval: {} observations, {} clicks", first.eval.rows, first.eval.clicks);
     }
     out
-}
-
-/// One CSV line per observation: `entity_id,device,att1..attN,clicks,conversions`.
-fn dump(path: &Path, observations: &Observations) -> std::io::Result<()> {
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let rows = &observations.rows;
-    write!(out, "entity_id,device")?;
-    for name in rows.attribute_names() {
-        write!(out, ",{name}")?;
-    }
-    writeln!(out, ",clicks,conversions")?;
-    for i in 0..observations.len() {
-        write!(out, "{},{}", rows.entity_id[i], rows.device[i])?;
-        for value in rows.attributes(i) {
-            write!(out, ",{value}")?;
-        }
-        writeln!(out, ",{},{}", observations.clicks[i], observations.conversions[i])?;
-    }
-    out.flush()
 }

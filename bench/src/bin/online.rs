@@ -1,4 +1,4 @@
-//! Online prediction latency and throughput over loopback gRPC, from a load
+//! Online prediction latency and throughput over loopback, from a load
 //! generator of our own.
 //!
 //! ```text
@@ -17,33 +17,38 @@
 //!    with `SHADOW_MODELS=<--shadow-model>:<--model-ver>`, and how many rows
 //!    the shadow scored and dropped meanwhile.
 //!
-//! The `ModelInfer` load generator speaks plain V2 to any server: `--v2-addr`
-//! (default: this serve-service), `--v2-model` and `--v2-version` pick the
-//! target, and the inputs are the target's own (its `ModelMetadata`) unless
-//! `--v2-input NAME:DATATYPE:WIDTH` flags give them. Values are made up by type
-//! (INT64 a row number, BYTES the `--v2-bytes` values in turn, other integers 0
-//! and 1 in turn, floats 0.5) and sent as `raw_input_contents`, as
-//! `tritonclient` sends them. For example, against a Triton server:
+//! The `ModelInfer` load generator ([`crs_bench::v2`]) speaks plain V2 to any
+//! server: `--v2-addr` (gRPC; default: this serve-service) and `--v2-http`
+//! (REST, JSON and binary tensors; no default), `--v2-model` and `--v2-version`
+//! pick the target, and the inputs are the target's own (its metadata) unless
+//! `--v2-input NAME:DATATYPE:WIDTH` flags give them. For example, against a
+//! Triton server:
 //!
 //! ```text
 //! cargo run --release -p crs-bench --bin online -- --v2-addr 127.0.0.1:8001 \
-//!     --v2-model my_model --v2-input INPUT0:FP32:16
+//!     --v2-http http://127.0.0.1:8000 --v2-model my_model --v2-input INPUT0:FP32:16
 //! ```
 //!
 //! The services run in this process on their own runtime, the load generator on
 //! another; both share the machine's cores, as a client on the same host would.
+//!
+//! `--compare` is another run: serve-service and the pinned MLServer reference
+//! (`bench/mlserver/`) side by side, each a child process whose CPU time is
+//! measured (see `compare.rs`).
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+#[path = "online/compare.rs"]
+mod compare;
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::bail;
 use clap::Parser;
+use crs_bench::load::{Caller, latencies, throughput, warm_up};
+use crs_bench::v2::{InputSpec, Protocol, Target};
 use crs_bench::{connect, pct, request_rows, train, wait_until_serving};
 use crs_platform::bucket::Bucket;
 use crs_platform::sample_data::SampleSizes;
-use crs_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use crs_proto::inference::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
-use crs_proto::inference::{ModelInferRequest, ModelMetadataRequest};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::serve::{GetModelRequest, PredictRequest};
 use crs_testkit::{Setup, Stack, parse_metrics, scrape};
@@ -63,13 +68,13 @@ struct Args {
     /// Rows per request in the throughput measurement.
     #[arg(long, default_value_t = 100)]
     rows: usize,
-    /// HTTP/2 connections the throughput callers share.
+    /// HTTP/2 connections the gRPC throughput callers share (REST callers have a connection each).
     #[arg(long, default_value_t = 4)]
     connections: usize,
     /// Worker threads of the services' runtime.
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
-    /// Model version trained and served.
+    /// Model version trained and served (--compare: always v2, the version MLServer's model mirrors).
     #[arg(long, default_value = "v1")]
     model_ver: String,
     /// Model version trained and run as the shadow of --model-ver in the shadow measurement.
@@ -78,9 +83,12 @@ struct Args {
     /// Callers in the shadow measurement.
     #[arg(long, default_value_t = 8)]
     shadow_concurrency: usize,
-    /// V2 (Open Inference Protocol) server for the ModelInfer measurements; default: this serve-service.
+    /// V2 (Open Inference Protocol) gRPC server for the ModelInfer measurements; default: this serve-service.
     #[arg(long)]
     v2_addr: Option<String>,
+    /// V2 REST server (http://host:port) measured with JSON and with binary tensors beside the gRPC ModelInfer rows; default: none.
+    #[arg(long)]
+    v2_http: Option<String>,
     /// Model name ModelInfer asks for; default: --model-ver.
     #[arg(long)]
     v2_model: Option<String>,
@@ -88,7 +96,7 @@ struct Args {
     #[arg(long, default_value = "")]
     v2_version: String,
     /// An input, NAME:DATATYPE:WIDTH (WIDTH 1: shape [N], else [N, WIDTH]); repeat for each. Default: the model's metadata.
-    #[arg(long = "v2-input", value_parser = parse_input)]
+    #[arg(long = "v2-input")]
     v2_inputs: Vec<InputSpec>,
     /// Output to request; default: every output.
     #[arg(long)]
@@ -96,117 +104,76 @@ struct Args {
     /// Values of BYTES inputs, used in turn, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = ["Computer".to_owned(), "Smartphone".to_owned(), "Tablet".to_owned()])]
     v2_bytes: Vec<String>,
-}
-
-/// One V2 input: its name, datatype and elements per row.
-#[derive(Clone, Debug)]
-struct InputSpec {
-    name: String,
-    datatype: String,
-    width: usize,
-}
-
-fn parse_input(text: &str) -> Result<InputSpec, String> {
-    let parts: Vec<&str> = text.split(':').collect();
-    let [name, datatype, width] = parts.as_slice() else {
-        return Err(format!("{text:?} is not NAME:DATATYPE:WIDTH"));
-    };
-    let width: usize = width.parse().map_err(|_| format!("{text:?}: WIDTH must be a positive number"))?;
-    if width == 0 || element_bytes(datatype).is_none() && *datatype != "BYTES" {
-        return Err(format!("{text:?}: unsupported datatype or zero width"));
-    }
-    Ok(InputSpec { name: (*name).to_owned(), datatype: (*datatype).to_owned(), width })
-}
-
-/// Bytes per element of a fixed-size V2 datatype.
-fn element_bytes(datatype: &str) -> Option<usize> {
-    Some(match datatype {
-        "BOOL" | "INT8" | "UINT8" => 1,
-        "INT16" | "UINT16" | "FP16" | "BF16" => 2,
-        "INT32" | "UINT32" | "FP32" => 4,
-        "INT64" | "UINT64" | "FP64" => 8,
-        _ => return None,
-    })
-}
-
-/// One element of made-up data, little-endian, for row `row` and column `column`.
-fn element(datatype: &str, row: usize, column: usize, bytes_values: &[String]) -> Vec<u8> {
-    let bit = ((row + column) % 2) as u8;
-    match datatype {
-        "BYTES" => {
-            let value = bytes_values[(row + column) % bytes_values.len()].as_bytes();
-            [(value.len() as u32).to_le_bytes().as_slice(), value].concat()
-        }
-        "INT64" | "UINT64" if column == 0 => (row as u64).to_le_bytes().to_vec(),
-        "FP32" => 0.5f32.to_le_bytes().to_vec(),
-        "FP64" => 0.5f64.to_le_bytes().to_vec(),
-        // FP16 / BF16 0.5 share no bit pattern; any small value does for timing.
-        other => {
-            let mut out = vec![0u8; element_bytes(other).unwrap_or(1)];
-            out[0] = bit;
-            out
-        }
-    }
-}
-
-/// A raw-tensor ModelInfer request of `rows` rows.
-fn infer_request(args: &Args, inputs: &[InputSpec], rows: usize) -> ModelInferRequest {
-    let mut request = ModelInferRequest {
-        model_name: args.v2_model(),
-        model_version: args.v2_version.clone(),
-        outputs: args
-            .v2_output
-            .iter()
-            .map(|name| InferRequestedOutputTensor { name: name.clone(), ..Default::default() })
-            .collect(),
-        ..Default::default()
-    };
-    for input in inputs {
-        let shape = if input.width == 1 { vec![rows as i64] } else { vec![rows as i64, input.width as i64] };
-        request.inputs.push(InferInputTensor {
-            name: input.name.clone(),
-            datatype: input.datatype.clone(),
-            shape,
-            ..Default::default()
-        });
-        let raw = (0..rows)
-            .flat_map(|row| (0..input.width).map(move |column| (row, column)))
-            .flat_map(|(row, column)| element(&input.datatype, row, column, &args.v2_bytes))
-            .collect();
-        request.raw_input_contents.push(raw);
-    }
-    request
-}
-
-/// The inputs the flags give, or else the model's own from its metadata.
-async fn v2_inputs(args: &Args, channel: &Channel) -> anyhow::Result<Vec<InputSpec>> {
-    if !args.v2_inputs.is_empty() {
-        return Ok(args.v2_inputs.clone());
-    }
-    let request = ModelMetadataRequest { name: args.v2_model(), version: args.v2_version.clone() };
-    let metadata = GrpcInferenceServiceClient::new(channel.clone()).model_metadata(request).await?.into_inner();
-    metadata
-        .inputs
-        .iter()
-        .map(|input| {
-            let width = match input.shape.as_slice() {
-                [_] => 1,
-                [_, width] if *width > 0 => *width as usize,
-                other => bail!("input {}: shape {other:?} is not [N] or [N, k]; give --v2-input", input.name),
-            };
-            Ok(InputSpec { name: input.name.clone(), datatype: input.datatype.clone(), width })
-        })
-        .collect()
+    /// Instead of the measurements above: serve-service (v2, a child process) and the MLServer reference side by side, with each side's CPU seconds.
+    #[arg(long)]
+    compare: bool,
+    /// --compare: rounds of every measurement; the tables give each figure's median.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// --compare: the serve-service binary; default: the one next to this binary.
+    #[arg(long)]
+    serve_bin: Option<PathBuf>,
+    /// --compare: also start serve-service's REST listener (SERVE_HTTP_ADDR) and measure it; skipped, with a message, if the binary has no such setting.
+    #[arg(long)]
+    serve_http: bool,
+    /// --compare: leave MLServer out (serve-service's rows only).
+    #[arg(long)]
+    no_mlserver: bool,
+    /// --compare: folder for the exported v2 run, the MLServer model and both servers' logs.
+    #[arg(long, default_value = "target/bench-online")]
+    work_dir: PathBuf,
 }
 
 impl Args {
     fn v2_model(&self) -> String {
         self.v2_model.clone().unwrap_or_else(|| self.model_ver.clone())
     }
+
+    /// The V2 target of `protocol` at `address`, with the --v2-* settings.
+    fn v2_target(&self, protocol: Protocol, address: &str) -> Target {
+        Target {
+            protocol,
+            address: address.to_owned(),
+            model: self.v2_model(),
+            version: self.v2_version.clone(),
+            output: self.v2_output.clone(),
+            inputs: self.v2_inputs.clone(),
+            bytes_values: self.v2_bytes.clone(),
+        }
+    }
+}
+
+/// gRPC health checks: the transport's floor.
+struct HealthCaller(HealthClient<Channel>);
+
+impl Caller for HealthCaller {
+    async fn call(&mut self) -> anyhow::Result<()> {
+        self.0.check(HealthCheckRequest::default()).await?;
+        Ok(())
+    }
+}
+
+/// `Predict` calls of the project's own API.
+struct PredictCaller {
+    client: ServeServiceClient<Channel>,
+    request: PredictRequest,
+}
+
+impl Caller for PredictCaller {
+    async fn call(&mut self) -> anyhow::Result<()> {
+        let answer = self.client.predict(self.request.clone()).await?;
+        if answer.get_ref().cr.len() != self.request.rows.len() {
+            bail!("wrong number of rates in the answer");
+        }
+        Ok(())
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.compare {
+        return compare::run(&args);
+    }
     let services =
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.server_threads).enable_all().build()?;
     // The services run on their own runtime: the stack spawns them on the one it is started from.
@@ -244,43 +211,54 @@ fn main() -> anyhow::Result<()> {
             rows: template.rows[..1].to_vec(),
             ..Default::default()
         };
-        let health = latencies(duration, || {
-            let mut c = HealthClient::new(serve.clone());
-            async move { c.check(HealthCheckRequest::default()).await.map(|_| ()) }
-        })
-        .await?;
-        let predict = latencies(duration, || {
-            let mut c = ServeServiceClient::new(serve.clone());
-            let request = one_row.clone();
-            async move { c.predict(request).await.map(|_| ()) }
-        })
-        .await?;
+        let mut health = HealthCaller(HealthClient::new(serve.clone()));
+        warm_up(&mut health).await?;
+        let health = latencies(duration, &mut health).await?;
+        let mut predict = PredictCaller { client: ServeServiceClient::new(serve.clone()), request: one_row };
+        warm_up(&mut predict).await?;
+        let predict = latencies(duration, &mut predict).await?;
+
         let v2_addr = args.v2_addr.clone().unwrap_or_else(|| serve_addr.clone());
-        let v2 = connect(&v2_addr).await?;
-        let inputs = v2_inputs(&args, &v2).await?;
-        let one_infer = infer_request(&args, &inputs, 1);
-        let infer = latencies(duration, || {
-            let mut c = GrpcInferenceServiceClient::new(v2.clone());
-            let request = one_infer.clone();
-            async move { c.model_infer(request).await.map(|_| ()) }
-        })
-        .await?;
+        let mut v2_targets = vec![("ModelInfer", args.v2_target(Protocol::Grpc, &v2_addr))];
+        if let Some(url) = &args.v2_http {
+            v2_targets.push(("REST JSON infer", args.v2_target(Protocol::RestJson, url)));
+            v2_targets.push(("REST binary infer", args.v2_target(Protocol::RestBinary, url)));
+        }
+        let mut usable = Vec::new();
+        for (name, mut target) in v2_targets {
+            match target.probe().await {
+                Ok(()) => usable.push((name, target)),
+                Err(error) => println!("skipped: {name} at {}: its first request failed: {error:#}", target.address),
+            }
+        }
+        let v2_targets = usable;
+        let mut v2_latencies = Vec::new();
+        for (_, target) in &v2_targets {
+            let mut caller = target.caller(1, None).await?;
+            warm_up(&mut caller).await?;
+            v2_latencies.push(latencies(duration, &mut caller).await?);
+        }
         println!("latency at concurrency 1 over {:.0} s each (microseconds)", args.seconds);
         println!("{:<26}{:>9}{:>9}{:>9}{:>9}{:>9}{:>10}", "call", "calls", "p50", "p90", "p99", "p99.9", "max");
         print_latencies("health Check (floor)", &health);
         print_latencies("Predict, 1 row", &predict);
-        print_latencies("ModelInfer, 1 row", &infer);
+        for ((name, _), sorted) in v2_targets.iter().zip(&v2_latencies) {
+            print_latencies(&format!("{name}, 1 row"), sorted);
+        }
         println!(
             "Predict p50 / floor p50: {:.2}x, p99 / floor p99: {:.2}x",
             pct(&predict, 50.0) / pct(&health, 50.0),
             pct(&predict, 99.0) / pct(&health, 99.0)
         );
-        println!(
-            "ModelInfer ({v2_addr}, model {:?}) p50 {:.0} us, p99 {:.0} us",
-            args.v2_model(),
-            pct(&infer, 50.0),
-            pct(&infer, 99.0)
-        );
+        for ((name, target), sorted) in v2_targets.iter().zip(&v2_latencies) {
+            println!(
+                "{name} ({}, model {:?}) p50 {:.0} us, p99 {:.0} us",
+                target.address,
+                target.model,
+                pct(sorted, 50.0),
+                pct(sorted, 99.0)
+            );
+        }
 
         let batch = PredictRequest {
             attribute_names: template.attribute_names.clone(),
@@ -293,27 +271,28 @@ fn main() -> anyhow::Result<()> {
             channels.push(connect(&serve_addr).await?);
             v2_channels.push(connect(&v2_addr).await?);
         }
-        let many = infer_request(&args, &inputs, args.rows);
         println!();
-        println!("throughput: {}-row requests, {} connections, {:.1} s each", args.rows, channels.len(), args.seconds);
         println!(
-            "{:<12}{:>8}{:>10}{:>12}{:>12}{:>12}{:>12}",
+            "throughput: {}-row requests, {} gRPC connections (REST: one per caller), {:.1} s each",
+            args.rows,
+            channels.len(),
+            args.seconds
+        );
+        println!(
+            "{:<20}{:>8}{:>10}{:>12}{:>12}{:>12}{:>12}",
             "call", "callers", "requests", "rows/s", "p50 us", "p99 us", "seconds"
         );
         for &concurrency in &args.concurrency {
-            for (name, call, channels) in [
-                ("Predict", Call::Predict(batch.clone()), &channels),
-                ("ModelInfer", Call::Infer(many.clone()), &v2_channels),
-            ] {
-                let (requests, elapsed, per_call) = throughput(duration, concurrency, channels, call).await?;
-                let rows = requests * args.rows as u64;
-                println!(
-                    "{name:<12}{concurrency:>8}{requests:>10}{:>12.0}{:>12.0}{:>12.0}{:>12.1}",
-                    rows as f64 / elapsed.as_secs_f64(),
-                    pct(&per_call, 50.0),
-                    pct(&per_call, 99.0),
-                    elapsed.as_secs_f64()
-                );
+            let callers = (0..concurrency)
+                .map(|i| PredictCaller {
+                    client: ServeServiceClient::new(channels[i % channels.len()].clone()),
+                    request: batch.clone(),
+                })
+                .collect();
+            print_throughput("Predict", concurrency, args.rows, &throughput(duration, callers).await?);
+            for (name, target) in &v2_targets {
+                let callers = v2_callers(target, args.rows, concurrency, &v2_channels).await?;
+                print_throughput(name, concurrency, args.rows, &throughput(duration, callers).await?);
             }
         }
 
@@ -336,14 +315,20 @@ fn main() -> anyhow::Result<()> {
         println!("{:<16}{:>10}{:>12}{:>12}{:>12}", "server", "requests", "rows/s", "p50 us", "p99 us");
         let mut rates = Vec::new();
         for (name, channels) in [("alone", &channels), ("with shadow", &shadow_channels)] {
-            let (requests, elapsed, per_call) =
-                throughput(duration, concurrency, channels, Call::Predict(batch.clone())).await?;
-            let rate = (requests * args.rows as u64) as f64 / elapsed.as_secs_f64();
+            let callers = (0..concurrency)
+                .map(|i| PredictCaller {
+                    client: ServeServiceClient::new(channels[i % channels.len()].clone()),
+                    request: batch.clone(),
+                })
+                .collect();
+            let measured = throughput(duration, callers).await?;
+            let rate = measured.per_second(args.rows);
             rates.push(rate);
             println!(
-                "{name:<16}{requests:>10}{rate:>12.0}{:>12.0}{:>12.0}",
-                pct(&per_call, 50.0),
-                pct(&per_call, 99.0)
+                "{name:<16}{:>10}{rate:>12.0}{:>12.0}{:>12.0}",
+                measured.requests,
+                pct(&measured.latencies, 50.0),
+                pct(&measured.latencies, 99.0)
             );
         }
         println!("throughput with the shadow: {:.1}% of alone", 100.0 * rates[1] / rates[0]);
@@ -373,6 +358,22 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `concurrency` callers of `target`: gRPC ones share `channels` (to the
+/// target's address) in turn, REST ones get a connection each.
+async fn v2_callers(
+    target: &Target,
+    rows: usize,
+    concurrency: usize,
+    channels: &[Channel],
+) -> anyhow::Result<Vec<crs_bench::v2::V2Caller>> {
+    let mut callers = Vec::with_capacity(concurrency);
+    for i in 0..concurrency {
+        let channel = (target.protocol == Protocol::Grpc).then(|| &channels[i % channels.len()]);
+        callers.push(target.caller(rows, channel).await?);
+    }
+    Ok(callers)
+}
+
 /// Waits until serve-service lists `model_ver` among its loaded models.
 async fn wait_for_model(channel: &Channel, model_ver: &str) -> anyhow::Result<()> {
     let mut client = ServeServiceClient::new(channel.clone());
@@ -386,79 +387,15 @@ async fn wait_for_model(channel: &Channel, model_ver: &str) -> anyhow::Result<()
     bail!("serve-service never loaded {model_ver}")
 }
 
-/// Calls one at a time for `duration`; returns each call's latency in microseconds, sorted.
-async fn latencies<F, Fut>(duration: Duration, call: F) -> anyhow::Result<Vec<f64>>
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<(), tonic::Status>>,
-{
-    // Warm up connections and caches first.
-    for _ in 0..200 {
-        call().await?;
-    }
-    let mut out = Vec::new();
-    let started = Instant::now();
-    while started.elapsed() < duration {
-        let t = Instant::now();
-        call().await?;
-        out.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    out.sort_by(f64::total_cmp);
-    Ok(out)
-}
-
-/// What the throughput callers send.
-#[derive(Clone, Debug)]
-enum Call {
-    Predict(PredictRequest),
-    Infer(ModelInferRequest),
-}
-
-/// `concurrency` callers sending `call` for `duration`; returns the calls
-/// made, the time taken and every call's latency in microseconds, sorted.
-async fn throughput(
-    duration: Duration,
-    concurrency: usize,
-    channels: &[Channel],
-    call: Call,
-) -> anyhow::Result<(u64, Duration, Vec<f64>)> {
-    let call = Arc::new(call);
-    let started = Instant::now();
-    let mut callers = Vec::new();
-    for i in 0..concurrency {
-        let channel = channels[i % channels.len()].clone();
-        let (mut serve, mut v2) = (ServeServiceClient::new(channel.clone()), GrpcInferenceServiceClient::new(channel));
-        let call = call.clone();
-        callers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while started.elapsed() < duration {
-                let t = Instant::now();
-                match &*call {
-                    Call::Predict(request) => {
-                        let response = serve.predict(request.clone()).await?;
-                        if response.get_ref().cr.len() != request.rows.len() {
-                            bail!("wrong number of rates in the answer");
-                        }
-                    }
-                    Call::Infer(request) => {
-                        let response = v2.model_infer(request.clone()).await?;
-                        if response.get_ref().outputs.is_empty() {
-                            bail!("no outputs in the ModelInfer answer");
-                        }
-                    }
-                }
-                latencies.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let mut all = Vec::new();
-    for caller in callers {
-        all.extend(caller.await??);
-    }
-    let elapsed = started.elapsed();
-    all.sort_by(f64::total_cmp);
-    Ok((all.len() as u64, elapsed, all))
+fn print_throughput(name: &str, concurrency: usize, rows: usize, measured: &crs_bench::load::Throughput) {
+    println!(
+        "{name:<20}{concurrency:>8}{:>10}{:>12.0}{:>12.0}{:>12.0}{:>12.1}",
+        measured.requests,
+        measured.per_second(rows),
+        pct(&measured.latencies, 50.0),
+        pct(&measured.latencies, 99.0),
+        measured.elapsed.as_secs_f64()
+    );
 }
 
 fn print_latencies(name: &str, sorted: &[f64]) {

@@ -3,7 +3,7 @@
 //! benchmarks miss.
 //!
 //! ```text
-//! cargo build --release -p serve-service -p crs-bench --bin soak
+//! cargo build --release -p serve-service -p crs-bench --bin serve-service --bin soak
 //! target/release/soak                      # 10 minutes; --minutes 1 for a quick look
 //! ```
 //!
@@ -21,13 +21,14 @@
 //! Exits non-zero if any call, batch or swap failed.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use crs_bench::{connect, pct, request_rows, status_kb, train, wait_until_serving};
+use crs_bench::process::{ChildServer, free_addr};
+use crs_bench::{connect, connect_retrying, pct, request_rows, status_kb, train, wait_until_serving};
 use crs_platform::layout::PREDICTION_INPUT_KEY;
 use crs_platform::sample_data::SampleSizes;
 use crs_proto::serve::serve_service_client::ServeServiceClient;
@@ -102,17 +103,6 @@ struct Row {
     rss_mb: f64,
 }
 
-/// The serve-service child; killed when dropped, so no exit path leaves it running.
-#[derive(Debug)]
-struct ServeProcess(Child);
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let serve_bin = match &args.serve_bin {
@@ -144,21 +134,19 @@ async fn soak(args: &Args, serve_bin: &std::path::Path) -> anyhow::Result<()> {
     let serve_addr = free_addr()?;
     let log = std::fs::File::create(stack.bucket_dir().with_file_name("serve-service.log"))?;
     // Only the settings given here: the caller's shell must not change what is measured.
-    let child = ServeProcess(
-        Command::new(serve_bin)
-            .env_clear()
-            .env("BUCKET_URL", &stack.bucket_url)
-            .env("SERVE_ADDR", &serve_addr)
-            .env("MODEL_VER", &args.model_ver)
-            .env("POLL_INTERVAL_SECS", args.poll_secs.to_string())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", serve_bin.display()))?,
-    );
-    let pid = child.0.id().to_string();
+    let mut command = Command::new(serve_bin);
+    command
+        .env_clear()
+        .env("BUCKET_URL", &stack.bucket_url)
+        .env("SERVE_ADDR", &serve_addr)
+        .env("MODEL_VER", &args.model_ver)
+        .env("POLL_INTERVAL_SECS", args.poll_secs.to_string())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    let child = ChildServer::spawn("serve-service", command)?;
+    let pid = child.pid().to_string();
     let serve = connect_retrying(&serve_addr, Duration::from_secs(30)).await?;
     wait_until_serving(&serve, Duration::from_secs(30)).await?;
     wait_for_run(&serve, &args.model_ver, &runs[0], Duration::from_secs(30)).await?;
@@ -373,21 +361,4 @@ async fn wait_for_run(channel: &Channel, model_ver: &str, run_id: &str, within: 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     bail!("serve-service did not serve run {run_id} within {within:?}")
-}
-
-/// The child is given its address: a port the OS just handed out and took back.
-fn free_addr() -> anyhow::Result<String> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string())
-}
-
-/// Connects once the child listens.
-async fn connect_retrying(addr: &str, within: Duration) -> anyhow::Result<Channel> {
-    let started = Instant::now();
-    loop {
-        match connect(addr).await {
-            Ok(channel) => return Ok(channel),
-            Err(error) if started.elapsed() > within => return Err(error.context(format!("connecting to {addr}"))),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
 }
