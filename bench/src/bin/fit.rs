@@ -77,6 +77,9 @@ struct Timing {
     seconds: Vec<f64>,
     /// Microseconds per row predicting the eval rows (pipeline and model), median.
     predict_us: f64,
+    /// Microseconds per row of the fitted model alone on the eval rows' prebuilt
+    /// matrix (trees and the link function, no matrix building), median.
+    model_us: f64,
     /// Trees in the model, for versions that report it.
     trees: Option<u64>,
     eval: Evaluation,
@@ -134,14 +137,14 @@ fn main() -> anyhow::Result<()> {
             last = Some(run);
         }
         let run = last.context("at least one repeat")?;
-        let predict_us = predict_micros(&run.model, &data.eval)?;
+        let (predict_us, model_us) = predict_micros(&run.model, &data.eval)?;
         let trees = run.report["trees"].as_u64();
         let chosen = &run.report["chosen"];
         eprintln!("  {}: params {params}, median fit {:.4} s", config.label, median(&seconds));
         if !chosen.is_null() {
             eprintln!("    chose {chosen}, {} trees", trees.unwrap_or(0));
         }
-        timings.push(Timing { label: config.label.to_owned(), seconds, predict_us, trees, eval: run.eval });
+        timings.push(Timing { label: config.label.to_owned(), seconds, predict_us, model_us, trees, eval: run.eval });
     }
 
     println!();
@@ -160,14 +163,31 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Median microseconds per row of `TrainedModel::predict` on `rows`, which
-/// builds the matrix from keyword rows as serving does.
-fn predict_micros(model: &TrainedModel, rows: &Observations) -> anyhow::Result<f64> {
+/// Median microseconds per row on `rows` of `TrainedModel::predict`, which
+/// builds the matrix from keyword rows as serving does, and of the fitted model
+/// alone on the matrix built once beforehand.
+fn predict_micros(model: &TrainedModel, rows: &Observations) -> anyhow::Result<(f64, f64)> {
+    let whole = per_row_micros(|| model.predict(&rows.rows).map(|p| p.len()))?;
+    let features = model.features.transform(&rows.rows, model.required_attributes())?;
+    let alone = per_row_micros(|| Ok(model.model.predict(&features).len()))?;
+    Ok((whole, alone))
+}
+
+/// Median over 15 samples of microseconds per row of `predict`, which returns
+/// the rows it predicted. Each sample repeats it for at least 20 ms so that
+/// a fast model on a few thousand rows is not timed at the clock's resolution.
+fn per_row_micros(mut predict: impl FnMut() -> anyhow::Result<usize>) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let rows = predict()?.max(1);
+    let once = started.elapsed().as_secs_f64();
+    let passes = ((0.02 / once.max(1e-9)).ceil() as usize).clamp(1, 10_000);
     let mut micros = Vec::new();
-    for _ in 0..7 {
+    for _ in 0..15 {
         let started = Instant::now();
-        let predicted = model.predict(&rows.rows)?;
-        micros.push(started.elapsed().as_secs_f64() * 1e6 / predicted.len().max(1) as f64);
+        for _ in 0..passes {
+            std::hint::black_box(predict()?);
+        }
+        micros.push(started.elapsed().as_secs_f64() * 1e6 / (passes * rows) as f64);
     }
     Ok(median(&micros))
 }
@@ -277,7 +297,7 @@ fn table(timings: &[Timing], repeats: usize) -> String {
     let v0 = timings.iter().find(|t| t.label == "v0").map_or(f64::NAN, |t| median(&t.seconds));
     let _ = writeln!(
         out,
-        "{:<20}{:>12}{:>12}{:>12}{:>12}{:>7}{:>12}{:>10}{:>10}{:>10}",
+        "{:<20}{:>12}{:>12}{:>12}{:>12}{:>7}{:>12}{:>10}{:>10}{:>10}{:>10}",
         format!("fit x{repeats}"),
         "median s",
         "min s",
@@ -285,6 +305,7 @@ fn table(timings: &[Timing], repeats: usize) -> String {
         "/ v0",
         "trees",
         "predict µs",
+        "model µs",
         "wmae",
         "wmse",
         "logloss"
@@ -299,10 +320,11 @@ fn table(timings: &[Timing], repeats: usize) -> String {
         let trees = t.trees.map_or_else(String::new, |n| n.to_string());
         let _ = write!(
             out,
-            "{:<20}{m:>12.6}{min:>12.6}{max:>12.6}{:>12.1}{trees:>7}{:>12.3}",
+            "{:<20}{m:>12.6}{min:>12.6}{max:>12.6}{:>12.1}{trees:>7}{:>12.3}{:>10.3}",
             t.label,
             m / v0,
-            t.predict_us
+            t.predict_us,
+            t.model_us
         );
         metrics(&mut out, &t.eval.model);
     }
@@ -312,7 +334,7 @@ fn table(timings: &[Timing], repeats: usize) -> String {
             ("baseline: global", &first.eval.global),
             ("baseline: zero", &first.eval.zero),
         ] {
-            let _ = write!(out, "{label:<20}{:>67}", "");
+            let _ = write!(out, "{label:<20}{:>77}", "");
             metrics(&mut out, m);
         }
         let _ = write!(out, "eval: {} observations, {} clicks", first.eval.rows, first.eval.clicks);
