@@ -167,7 +167,7 @@ fn main() -> anyhow::Result<()> {
 /// builds the matrix from keyword rows as serving does, and of the fitted model
 /// alone on the matrix built once beforehand.
 fn predict_micros(model: &TrainedModel, rows: &Observations) -> anyhow::Result<(f64, f64)> {
-    let whole = per_row_micros(|| model.predict(&rows.rows).map(|p| p.len()))?;
+    let whole = per_row_micros(|| Ok(model.predict(&rows.rows)?.len()))?;
     let features = model.features.transform(&rows.rows, model.required_attributes())?;
     let alone = per_row_micros(|| Ok(model.model.predict(&features).len()))?;
     Ok((whole, alone))
