@@ -75,11 +75,11 @@ const CONFIGS: [Config; 11] = [
 struct Timing {
     label: String,
     seconds: Vec<f64>,
-    /// Microseconds per row predicting the eval rows (pipeline and model), median.
-    predict_us: f64,
-    /// Microseconds per row of the fitted model alone on the eval rows' prebuilt
-    /// matrix (trees and the link function, no matrix building), median.
-    model_us: f64,
+    /// Predicting the eval rows (pipeline and model).
+    predict: Speed,
+    /// The fitted model alone on the eval rows' prebuilt matrix (trees and the
+    /// link function, no matrix building).
+    model: Speed,
     /// Trees in the model, for versions that report it.
     trees: Option<u64>,
     eval: Evaluation,
@@ -137,18 +137,20 @@ fn main() -> anyhow::Result<()> {
             last = Some(run);
         }
         let run = last.context("at least one repeat")?;
-        let (predict_us, model_us) = predict_micros(&run.model, &data.eval)?;
+        let (predict, model) = predict_micros(&run.model, &data.eval)?;
         let trees = run.report["trees"].as_u64();
         let chosen = &run.report["chosen"];
         eprintln!("  {}: params {params}, median fit {:.4} s", config.label, median(&seconds));
         if !chosen.is_null() {
             eprintln!("    chose {chosen}, {} trees", trees.unwrap_or(0));
         }
-        timings.push(Timing { label: config.label.to_owned(), seconds, predict_us, model_us, trees, eval: run.eval });
+        timings.push(Timing { label: config.label.to_owned(), seconds, predict, model, trees, eval: run.eval });
     }
 
     println!();
     println!("{}", table(&timings, args.repeats));
+    println!();
+    println!("{}", wall_clock(&timings));
     println!();
     println!("{}", seed_noise(&timings));
 
@@ -166,30 +168,49 @@ fn main() -> anyhow::Result<()> {
 /// Median microseconds per row on `rows` of `TrainedModel::predict`, which
 /// builds the matrix from keyword rows as serving does, and of the fitted model
 /// alone on the matrix built once beforehand.
-fn predict_micros(model: &TrainedModel, rows: &Observations) -> anyhow::Result<(f64, f64)> {
+fn predict_micros(model: &TrainedModel, rows: &Observations) -> anyhow::Result<(Speed, Speed)> {
     let whole = per_row_micros(|| Ok(model.predict(&rows.rows)?.len()))?;
     let features = model.features.transform(&rows.rows, model.required_attributes())?;
     let alone = per_row_micros(|| Ok(model.model.predict(&features).len()))?;
     Ok((whole, alone))
 }
 
-/// Median over 15 samples of microseconds per row of `predict`, which returns
-/// the rows it predicted. Each sample repeats it for at least 20 ms so that
-/// a fast model on a few thousand rows is not timed at the clock's resolution.
-fn per_row_micros(mut predict: impl FnMut() -> anyhow::Result<usize>) -> anyhow::Result<f64> {
+/// Microseconds per row, medians of the samples: the predicting thread's CPU
+/// time, which other processes on a shared machine barely move, and the wall clock.
+#[derive(Clone, Copy, Debug)]
+struct Speed {
+    cpu: f64,
+    wall: f64,
+}
+
+/// The CPU time this thread has run, from `/proc/thread-self/schedstat` (Linux);
+/// NaN where that file does not exist.
+fn thread_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()))
+        .map_or(f64::NAN, |ns| ns as f64 * 1e-9)
+}
+
+/// [`Speed`] over 15 samples of `predict`, which returns the rows it predicted.
+/// Each sample repeats it for at least 20 ms so that a fast model on a few
+/// thousand rows is not timed at the clock's resolution.
+fn per_row_micros(mut predict: impl FnMut() -> anyhow::Result<usize>) -> anyhow::Result<Speed> {
     let started = Instant::now();
     let rows = predict()?.max(1);
     let once = started.elapsed().as_secs_f64();
     let passes = ((0.02 / once.max(1e-9)).ceil() as usize).clamp(1, 10_000);
-    let mut micros = Vec::new();
+    let (mut cpu, mut wall) = (Vec::new(), Vec::new());
     for _ in 0..15 {
-        let started = Instant::now();
+        let (started, cpu_started) = (Instant::now(), thread_cpu_seconds());
         for _ in 0..passes {
             std::hint::black_box(predict()?);
         }
-        micros.push(started.elapsed().as_secs_f64() * 1e6 / (passes * rows) as f64);
+        let per_row = |seconds: f64| seconds * 1e6 / (passes * rows) as f64;
+        cpu.push(per_row(thread_cpu_seconds() - cpu_started));
+        wall.push(per_row(started.elapsed().as_secs_f64()));
     }
-    Ok(median(&micros))
+    Ok(Speed { cpu: median(&cpu), wall: median(&wall) })
 }
 
 /// The spread of v2's eval metrics over the fold seeds.
@@ -323,8 +344,8 @@ fn table(timings: &[Timing], repeats: usize) -> String {
             "{:<20}{m:>12.6}{min:>12.6}{max:>12.6}{:>12.1}{trees:>7}{:>12.3}{:>10.3}",
             t.label,
             m / v0,
-            t.predict_us,
-            t.model_us
+            t.predict.cpu,
+            t.model.cpu
         );
         metrics(&mut out, &t.eval.model);
     }
@@ -338,6 +359,20 @@ fn table(timings: &[Timing], repeats: usize) -> String {
             metrics(&mut out, m);
         }
         let _ = write!(out, "eval: {} observations, {} clicks", first.eval.rows, first.eval.clicks);
+    }
+    out
+}
+
+/// The prediction speeds of the table by the wall clock, which a busy machine inflates.
+fn wall_clock(timings: &[Timing]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<20}{:>12}{:>10}  (µs per row, wall clock; the table's are CPU time)",
+        "", "predict µs", "model µs"
+    );
+    for t in timings {
+        let _ = writeln!(out, "{:<20}{:>12.3}{:>10.3}", t.label, t.predict.wall, t.model.wall);
     }
     out
 }
