@@ -20,7 +20,7 @@ use clap::Parser;
 use crs_domain::data::{DataFile, HOLDOUT_FRACTION, Observations, prepare};
 use crs_domain::evaluation::{Evaluation, Stage, train_and_evaluate};
 use crs_domain::metrics::Metrics;
-use crs_domain::models::{ModelVer, TrainedModel};
+use crs_domain::models::{ModelVer, TrainedModel, v2};
 
 #[derive(Debug, Parser)]
 #[command(about = "Times model fits on one data file and scores them on its keyword holdout")]
@@ -80,6 +80,8 @@ struct Timing {
     /// The fitted model alone on the eval rows' prebuilt matrix (trees and the
     /// link function, no matrix building).
     model: Speed,
+    /// v2's forest alone on that matrix (margins, no link function).
+    forest: Option<Speed>,
     /// Trees in the model, for versions that report it.
     trees: Option<u64>,
     eval: Evaluation,
@@ -137,14 +139,14 @@ fn main() -> anyhow::Result<()> {
             last = Some(run);
         }
         let run = last.context("at least one repeat")?;
-        let (predict, model) = predict_micros(&run.model, &data.eval)?;
+        let (predict, model, forest) = predict_micros(&run.model, &data.eval)?;
         let trees = run.report["trees"].as_u64();
         let chosen = &run.report["chosen"];
         eprintln!("  {}: params {params}, median fit {:.4} s", config.label, median(&seconds));
         if !chosen.is_null() {
             eprintln!("    chose {chosen}, {} trees", trees.unwrap_or(0));
         }
-        timings.push(Timing { label: config.label.to_owned(), seconds, predict, model, trees, eval: run.eval });
+        timings.push(Timing { label: config.label.to_owned(), seconds, predict, model, forest, trees, eval: run.eval });
     }
 
     println!();
@@ -166,13 +168,22 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Median microseconds per row on `rows` of `TrainedModel::predict`, which
-/// builds the matrix from keyword rows as serving does, and of the fitted model
-/// alone on the matrix built once beforehand.
-fn predict_micros(model: &TrainedModel, rows: &Observations) -> anyhow::Result<(Speed, Speed)> {
+/// builds the matrix from keyword rows as serving does; of the fitted model
+/// alone on the matrix built once beforehand; and, for v2, of its forest's
+/// margins alone on that matrix.
+fn predict_micros(model: &TrainedModel, rows: &Observations) -> anyhow::Result<(Speed, Speed, Option<Speed>)> {
     let whole = per_row_micros(|| Ok(model.predict(&rows.rows)?.len()))?;
     let features = model.features.transform(&rows.rows, model.required_attributes())?;
     let alone = per_row_micros(|| Ok(model.model.predict(&features).len()))?;
-    Ok((whole, alone))
+    let forest = match model.model_ver.name() {
+        "v2" => {
+            let booster: v2::Booster = serde_json::from_value(model.model.to_json())?;
+            let forest = booster.forest();
+            Some(per_row_micros(|| Ok(forest.margins(features.matrix.view()).len()))?)
+        }
+        _ => None,
+    };
+    Ok((whole, alone, forest))
 }
 
 /// Microseconds per row, medians of the samples: the predicting thread's CPU
@@ -318,7 +329,7 @@ fn table(timings: &[Timing], repeats: usize) -> String {
     let v0 = timings.iter().find(|t| t.label == "v0").map_or(f64::NAN, |t| median(&t.seconds));
     let _ = writeln!(
         out,
-        "{:<20}{:>12}{:>12}{:>12}{:>12}{:>7}{:>12}{:>10}{:>10}{:>10}{:>10}",
+        "{:<20}{:>12}{:>12}{:>12}{:>12}{:>7}{:>12}{:>10}{:>11}{:>10}{:>10}{:>10}",
         format!("fit x{repeats}"),
         "median s",
         "min s",
@@ -327,6 +338,7 @@ fn table(timings: &[Timing], repeats: usize) -> String {
         "trees",
         "predict µs",
         "model µs",
+        "forest µs",
         "wmae",
         "wmse",
         "logloss"
@@ -339,9 +351,10 @@ fn table(timings: &[Timing], repeats: usize) -> String {
         let max = t.seconds.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let m = median(&t.seconds);
         let trees = t.trees.map_or_else(String::new, |n| n.to_string());
+        let forest = t.forest.map_or_else(String::new, |f| format!("{:.3}", f.cpu));
         let _ = write!(
             out,
-            "{:<20}{m:>12.6}{min:>12.6}{max:>12.6}{:>12.1}{trees:>7}{:>12.3}{:>10.3}",
+            "{:<20}{m:>12.6}{min:>12.6}{max:>12.6}{:>12.1}{trees:>7}{:>12.3}{:>10.3}{forest:>11}",
             t.label,
             m / v0,
             t.predict.cpu,
@@ -355,7 +368,7 @@ fn table(timings: &[Timing], repeats: usize) -> String {
             ("baseline: global", &first.eval.global),
             ("baseline: zero", &first.eval.zero),
         ] {
-            let _ = write!(out, "{label:<20}{:>77}", "");
+            let _ = write!(out, "{label:<20}{:>88}", "");
             metrics(&mut out, m);
         }
         let _ = write!(out, "eval: {} observations, {} clicks", first.eval.rows, first.eval.clicks);
@@ -368,11 +381,12 @@ fn wall_clock(timings: &[Timing]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<20}{:>12}{:>10}  (µs per row, wall clock; the table's are CPU time)",
-        "", "predict µs", "model µs"
+        "{:<20}{:>12}{:>10}{:>11}  (µs per row, wall clock; the table's are CPU time)",
+        "", "predict µs", "model µs", "forest µs"
     );
     for t in timings {
-        let _ = writeln!(out, "{:<20}{:>12.3}{:>10.3}", t.label, t.predict.wall, t.model.wall);
+        let forest = t.forest.map_or_else(String::new, |f| format!("{:.3}", f.wall));
+        let _ = writeln!(out, "{:<20}{:>12.3}{:>10.3}{forest:>11}", t.label, t.predict.wall, t.model.wall);
     }
     out
 }
