@@ -92,8 +92,9 @@ fn v2_predicts_what_the_row_walk_predicts_bit_for_bit() {
     }
 }
 
-/// Written by the code before the block forest (commit a616ff0): the small-grid
-/// model of `v2.rs`'s tests, and its predictions of the generated eval rows as f64 bits.
+/// Written by the code before the block forest (commit a616ff0): a v2 model fitted
+/// on `synth_csv(1, 1200, 20, 17)` with the small grid of `tests/v2.rs` capped at 60
+/// trees, and its predictions of the eval rows below as f64 bits.
 const FIXTURE: &str = include_str!("fixtures/v2_artifact.json");
 const FIXTURE_PREDICTIONS: &str = include_str!("fixtures/v2_artifact_predictions.txt");
 
