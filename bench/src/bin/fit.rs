@@ -80,9 +80,8 @@ struct Timing {
     /// The fitted model alone on the eval rows' prebuilt matrix (trees and the
     /// link function, no matrix building).
     model: Speed,
-    /// v2's forest alone on that matrix (margins, no link function), and the
-    /// row walk it replaced on the same matrix.
-    forest: Option<(Speed, Speed)>,
+    /// v2's forest alone on that matrix, and the row walk it replaced.
+    forest: Option<ForestSpeed>,
     /// Trees in the model, for versions that report it.
     trees: Option<u64>,
     eval: Evaluation,
@@ -172,7 +171,7 @@ fn main() -> anyhow::Result<()> {
 /// builds the matrix from keyword rows as serving does; of the fitted model
 /// alone on the matrix built once beforehand; and, for v2, of its forest's
 /// margins alone on that matrix and of the row walk it replaced (see [`RowWalk`]).
-fn predict_micros(model: &TrainedModel, rows: &Observations) -> anyhow::Result<(Speed, Speed, Option<(Speed, Speed)>)> {
+fn predict_micros(model: &TrainedModel, rows: &Observations) -> anyhow::Result<(Speed, Speed, Option<ForestSpeed>)> {
     let whole = per_row_micros(|| Ok(model.predict(&rows.rows)?.len()))?;
     let features = model.features.transform(&rows.rows, model.required_attributes())?;
     let alone = per_row_micros(|| Ok(model.model.predict(&features).len()))?;
@@ -187,10 +186,10 @@ fn predict_micros(model: &TrainedModel, rows: &Observations) -> anyhow::Result<(
                 walk.margins(values, width) == forest.margins(features.matrix.view()),
                 "the forest and the row walk differ"
             );
-            Some((
-                per_row_micros(|| Ok(forest.margins(features.matrix.view()).len()))?,
-                per_row_micros(|| Ok(walk.margins(values, width).len()))?,
-            ))
+            Some(ForestSpeed {
+                forest: per_row_micros(|| Ok(forest.margins(features.matrix.view()).len()))?,
+                walk: per_row_micros(|| Ok(walk.margins(values, width).len()))?,
+            })
         }
         _ => None,
     };
@@ -203,6 +202,14 @@ fn predict_micros(model: &TrainedModel, rows: &Observations) -> anyhow::Result<(
 struct Speed {
     cpu: f64,
     wall: f64,
+}
+
+/// v2's forest alone on the prebuilt matrix (margins, no link function), and
+/// the row walk it replaced (see [`RowWalk`]) on the same matrix.
+#[derive(Clone, Copy, Debug)]
+struct ForestSpeed {
+    forest: Speed,
+    walk: Speed,
 }
 
 /// The CPU time this thread has run (`CLOCK_THREAD_CPUTIME_ID`, exact to the
@@ -419,8 +426,8 @@ fn table(timings: &[Timing], repeats: usize) -> String {
         let max = t.seconds.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let m = median(&t.seconds);
         let trees = t.trees.map_or_else(String::new, |n| n.to_string());
-        let forest = t.forest.map_or_else(String::new, |(f, _)| format!("{:.3}", f.cpu));
-        let walk = t.forest.map_or_else(String::new, |(_, w)| format!("{:.3}", w.cpu));
+        let forest = t.forest.map_or_else(String::new, |f| format!("{:.3}", f.forest.cpu));
+        let walk = t.forest.map_or_else(String::new, |f| format!("{:.3}", f.walk.cpu));
         let _ = write!(
             out,
             "{:<20}{m:>12.6}{min:>12.6}{max:>12.6}{:>12.1}{trees:>7}{:>12.3}{:>10.3}{forest:>11}{walk:>9}",
@@ -454,8 +461,8 @@ fn wall_clock(timings: &[Timing]) -> String {
         "", "predict µs", "model µs", "forest µs", "walk µs"
     );
     for t in timings {
-        let forest = t.forest.map_or_else(String::new, |(f, _)| format!("{:.3}", f.wall));
-        let walk = t.forest.map_or_else(String::new, |(_, w)| format!("{:.3}", w.wall));
+        let forest = t.forest.map_or_else(String::new, |f| format!("{:.3}", f.forest.wall));
+        let walk = t.forest.map_or_else(String::new, |f| format!("{:.3}", f.walk.wall));
         let _ = writeln!(out, "{:<20}{:>12.3}{:>10.3}{forest:>11}{walk:>9}", t.label, t.predict.wall, t.model.wall);
     }
     out
