@@ -20,7 +20,7 @@ use crs_bench::write_observations;
 use crs_domain::data::{DataFile, HOLDOUT_FRACTION, Observations, prepare};
 use crs_domain::evaluation::{Evaluation, Stage, train_and_evaluate};
 use crs_domain::metrics::Metrics;
-use crs_domain::models::{ModelVer, TrainedModel};
+use crs_domain::models::{ModelVer, TrainedModel, v2};
 
 #[derive(Debug, Parser)]
 #[command(about = "Times model fits on one data file and scores them on its keyword holdout")]
@@ -75,8 +75,13 @@ const CONFIGS: [Config; 11] = [
 struct Timing {
     label: String,
     seconds: Vec<f64>,
-    /// Microseconds per row predicting the eval rows (pipeline and model), median.
-    predict_us: f64,
+    /// Predicting the eval rows (pipeline and model).
+    predict: Speed,
+    /// The fitted model alone on the eval rows' prebuilt matrix (trees and the
+    /// link function, no matrix building).
+    model: Speed,
+    /// v2's forest alone on that matrix, and the row walk it replaced.
+    forest: Option<ForestSpeed>,
     /// Trees in the model, for versions that report it.
     trees: Option<u64>,
     eval: Evaluation,
@@ -134,18 +139,20 @@ fn main() -> anyhow::Result<()> {
             last = Some(run);
         }
         let run = last.context("at least one repeat")?;
-        let predict_us = predict_micros(&run.model, &data.eval)?;
+        let (predict, model, forest) = predict_micros(&run.model, &data.eval)?;
         let trees = run.report["trees"].as_u64();
         let chosen = &run.report["chosen"];
         eprintln!("  {}: params {params}, median fit {:.4} s", config.label, median(&seconds));
         if !chosen.is_null() {
             eprintln!("    chose {chosen}, {} trees", trees.unwrap_or(0));
         }
-        timings.push(Timing { label: config.label.to_owned(), seconds, predict_us, trees, eval: run.eval });
+        timings.push(Timing { label: config.label.to_owned(), seconds, predict, model, forest, trees, eval: run.eval });
     }
 
     println!();
     println!("{}", table(&timings, args.repeats));
+    println!();
+    println!("{}", wall_clock(&timings));
     println!();
     println!("{}", seed_noise(&timings));
 
@@ -160,16 +167,135 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Median microseconds per row of `TrainedModel::predict` on `rows`, which
-/// builds the matrix from keyword rows as serving does.
-fn predict_micros(model: &TrainedModel, rows: &Observations) -> anyhow::Result<f64> {
-    let mut micros = Vec::new();
-    for _ in 0..7 {
-        let started = Instant::now();
-        let predicted = model.predict(&rows.rows)?;
-        micros.push(started.elapsed().as_secs_f64() * 1e6 / predicted.len().max(1) as f64);
+/// Median microseconds per row on `rows` of `TrainedModel::predict`, which
+/// builds the matrix from keyword rows as serving does; of the fitted model
+/// alone on the matrix built once beforehand; and, for v2, of its forest's
+/// margins alone on that matrix and of the row walk it replaced (see [`RowWalk`]).
+fn predict_micros(model: &TrainedModel, rows: &Observations) -> anyhow::Result<(Speed, Speed, Option<ForestSpeed>)> {
+    let whole = per_row_micros(|| Ok(model.predict(&rows.rows)?.len()))?;
+    let features = model.features.transform(&rows.rows, model.required_attributes())?;
+    let alone = per_row_micros(|| Ok(model.model.predict(&features).len()))?;
+    let forest = match model.model_ver.name() {
+        "v2" => {
+            let booster: v2::Booster = serde_json::from_value(model.model.to_json())?;
+            let forest = booster.forest();
+            let values = features.matrix.as_slice().context("a standard-layout matrix")?;
+            let walk = RowWalk::new(booster.data());
+            let width = features.matrix.ncols();
+            anyhow::ensure!(
+                walk.margins(values, width) == forest.margins(features.matrix.view()),
+                "the forest and the row walk differ"
+            );
+            Some(ForestSpeed {
+                forest: per_row_micros(|| Ok(forest.margins(features.matrix.view()).len()))?,
+                walk: per_row_micros(|| Ok(walk.margins(values, width).len()))?,
+            })
+        }
+        _ => None,
+    };
+    Ok((whole, alone, forest))
+}
+
+/// Microseconds per row, medians of the samples: the predicting thread's CPU
+/// time, which other processes on a shared machine barely move, and the wall clock.
+#[derive(Clone, Copy, Debug)]
+struct Speed {
+    cpu: f64,
+    wall: f64,
+}
+
+/// v2's forest alone on the prebuilt matrix (margins, no link function), and
+/// the row walk it replaced (see [`RowWalk`]) on the same matrix.
+#[derive(Clone, Copy, Debug)]
+struct ForestSpeed {
+    forest: Speed,
+    walk: Speed,
+}
+
+/// The CPU time this thread has run (`CLOCK_THREAD_CPUTIME_ID`, exact to the
+/// nanosecond, unlike `/proc`'s counters, which move on scheduler ticks).
+fn thread_cpu_seconds() -> f64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
+}
+
+/// [`Speed`] over 15 samples of `predict`, which returns the rows it predicted.
+/// Each sample repeats it for at least 20 ms of CPU time so that a fast model
+/// on a few thousand rows is not timed at the clock's resolution.
+fn per_row_micros(mut predict: impl FnMut() -> anyhow::Result<usize>) -> anyhow::Result<Speed> {
+    let started = thread_cpu_seconds();
+    let rows = predict()?.max(1);
+    let once = thread_cpu_seconds() - started;
+    let passes = ((0.02 / once.max(1e-9)).ceil() as usize).clamp(1, 10_000);
+    let (mut cpu, mut wall) = (Vec::new(), Vec::new());
+    for _ in 0..15 {
+        let (started, cpu_started) = (Instant::now(), thread_cpu_seconds());
+        for _ in 0..passes {
+            std::hint::black_box(predict()?);
+        }
+        let per_row = |seconds: f64| seconds * 1e6 / (passes * rows) as f64;
+        cpu.push(per_row(thread_cpu_seconds() - cpu_started));
+        wall.push(per_row(started.elapsed().as_secs_f64()));
     }
-    Ok(median(&micros))
+    Ok(Speed { cpu: median(&cpu), wall: median(&wall) })
+}
+
+/// v2's prediction before the block forest, kept as the bench's baseline: each
+/// row walks each tree from its root over one flat copy of the saved trees
+/// (each split's children side by side), comparing in f64, and adds the leaves
+/// in tree order.
+struct RowWalk {
+    /// (threshold, or the value of a leaf; feature, or `u32::MAX` for a leaf; left child).
+    nodes: Vec<(f64, u32, u32)>,
+    roots: Vec<u32>,
+    base_score: f64,
+}
+
+impl RowWalk {
+    fn new(data: &v2::BoosterData) -> Self {
+        let mut nodes = Vec::new();
+        let mut roots = Vec::new();
+        for tree in &data.trees {
+            let root = nodes.len();
+            roots.push(root as u32);
+            let mut queue = std::collections::VecDeque::from([(0usize, root)]);
+            nodes.push((0.0, u32::MAX, 0));
+            while let Some((saved, flat)) = queue.pop_front() {
+                let node = &tree.nodes[saved];
+                if node.is_leaf() {
+                    nodes[flat] = (node.value, u32::MAX, 0);
+                } else {
+                    let left = nodes.len();
+                    nodes.extend([(0.0, u32::MAX, 0), (0.0, u32::MAX, 0)]);
+                    nodes[flat] = (node.threshold, node.feature as u32, left as u32);
+                    queue.push_back((node.left, left));
+                    queue.push_back((node.right, left + 1));
+                }
+            }
+        }
+        RowWalk { nodes, roots, base_score: data.base_score }
+    }
+
+    fn margins(&self, values: &[f32], width: usize) -> Vec<f64> {
+        values
+            .chunks_exact(width)
+            .map(|row| {
+                let mut sum = self.base_score;
+                for &root in &self.roots {
+                    let mut i = root as usize;
+                    loop {
+                        let (threshold, feature, left) = self.nodes[i];
+                        if feature == u32::MAX {
+                            sum += threshold;
+                            break;
+                        }
+                        i = left as usize + usize::from(f64::from(row[feature as usize]) >= threshold);
+                    }
+                }
+                sum
+            })
+            .collect()
+    }
 }
 
 /// The spread of v2's eval metrics over the fold seeds.
@@ -277,7 +403,7 @@ fn table(timings: &[Timing], repeats: usize) -> String {
     let v0 = timings.iter().find(|t| t.label == "v0").map_or(f64::NAN, |t| median(&t.seconds));
     let _ = writeln!(
         out,
-        "{:<20}{:>12}{:>12}{:>12}{:>12}{:>7}{:>12}{:>10}{:>10}{:>10}",
+        "{:<20}{:>12}{:>12}{:>12}{:>12}{:>7}{:>12}{:>10}{:>11}{:>9}{:>10}{:>10}{:>10}",
         format!("fit x{repeats}"),
         "median s",
         "min s",
@@ -285,6 +411,9 @@ fn table(timings: &[Timing], repeats: usize) -> String {
         "/ v0",
         "trees",
         "predict µs",
+        "model µs",
+        "forest µs",
+        "walk µs",
         "wmae",
         "wmse",
         "logloss"
@@ -297,12 +426,15 @@ fn table(timings: &[Timing], repeats: usize) -> String {
         let max = t.seconds.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let m = median(&t.seconds);
         let trees = t.trees.map_or_else(String::new, |n| n.to_string());
+        let forest = t.forest.map_or_else(String::new, |f| format!("{:.3}", f.forest.cpu));
+        let walk = t.forest.map_or_else(String::new, |f| format!("{:.3}", f.walk.cpu));
         let _ = write!(
             out,
-            "{:<20}{m:>12.6}{min:>12.6}{max:>12.6}{:>12.1}{trees:>7}{:>12.3}",
+            "{:<20}{m:>12.6}{min:>12.6}{max:>12.6}{:>12.1}{trees:>7}{:>12.3}{:>10.3}{forest:>11}{walk:>9}",
             t.label,
             m / v0,
-            t.predict_us
+            t.predict.cpu,
+            t.model.cpu
         );
         metrics(&mut out, &t.eval.model);
     }
@@ -312,10 +444,27 @@ fn table(timings: &[Timing], repeats: usize) -> String {
             ("baseline: global", &first.eval.global),
             ("baseline: zero", &first.eval.zero),
         ] {
-            let _ = write!(out, "{label:<20}{:>67}", "");
+            let _ = write!(out, "{label:<20}{:>97}", "");
             metrics(&mut out, m);
         }
         let _ = write!(out, "eval: {} observations, {} clicks", first.eval.rows, first.eval.clicks);
     }
     out
 }
+
+/// The prediction speeds of the table by the wall clock, which a busy machine inflates.
+fn wall_clock(timings: &[Timing]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<20}{:>12}{:>10}{:>11}{:>9}  (µs per row, wall clock; the table's are CPU time)",
+        "", "predict µs", "model µs", "forest µs", "walk µs"
+    );
+    for t in timings {
+        let forest = t.forest.map_or_else(String::new, |f| format!("{:.3}", f.forest.wall));
+        let walk = t.forest.map_or_else(String::new, |f| format!("{:.3}", f.walk.wall));
+        let _ = writeln!(out, "{:<20}{:>12.3}{:>10.3}{forest:>11}{walk:>9}", t.label, t.predict.wall, t.model.wall);
+    }
+    out
+}
+

@@ -12,6 +12,7 @@
 //! `fit` gets a progress callback that versions with a long search call as they go.
 
 mod artifact;
+pub mod forest;
 mod registry;
 mod template;
 mod tree;
