@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use crs_domain::data::{Attributes, KeywordRows, TableKind, TableReader, keyword_rows};
-use crs_platform::layout::{PREDICTION_INPUT_KEY, TRAIN_KEY};
+use crs_platform::storage::layout::{PREDICTION_INPUT_KEY, TRAIN_KEY};
 use crs_platform::security::{AUTHORIZATION, TokenSettings, bearer};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::serve::{

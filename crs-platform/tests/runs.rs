@@ -11,14 +11,14 @@ use crs_domain::data::{EvalSource, Observations, TrainingTable};
 use crs_domain::evaluation::{TrainingRun, train_and_evaluate};
 use crs_domain::metrics::Metrics;
 use crs_domain::models::{ARTIFACT_FORMAT_VERSION, ArtifactError, ModelVer, sha256_hex};
-use crs_platform::bucket::{Bucket, BucketKey, StorageError};
-use crs_platform::catalog::Catalog;
-use crs_platform::events::{Change, Stage};
-use crs_platform::inputs::{InputKeys, Inputs};
-use crs_platform::layout::{self, EVAL_KEY, ModelKey, RunId, TRAIN_KEY};
-use crs_platform::retention::{Policy, Swept, sweep};
-use crs_platform::runs::{ArtifactRecord, DataRecord, LoadError, ModelStore, RunMetadata, RunMetrics, ServiceRecord};
-use crs_platform::sample_data::{SampleSizes, write_sample_data};
+use crs_platform::storage::bucket::{Bucket, BucketKey, StorageError};
+use crs_platform::registry::catalog::Catalog;
+use crs_platform::registry::events::{Change, Stage};
+use crs_platform::lifecycle::inputs::{InputKeys, Inputs};
+use crs_platform::storage::layout::{self, EVAL_KEY, ModelKey, RunId, TRAIN_KEY};
+use crs_platform::lifecycle::retention::{Policy, Swept, sweep};
+use crs_platform::registry::runs::{ArtifactRecord, DataRecord, LoadError, ModelStore, RunMetadata, RunMetrics, ServiceRecord};
+use crs_platform::storage::sample_data::{SampleSizes, write_sample_data};
 
 fn ver(name: &str) -> ModelVer {
     ModelVer::parse(name).unwrap()

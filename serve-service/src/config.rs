@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use crs_domain::models::ModelVer;
-use crs_platform::batch::DeviceColumn;
-use crs_platform::bucket::S3Env;
-use crs_platform::layout::{DEFAULT_OUTPUT_PREFIX, OutputPrefix};
+use crs_platform::predictions::batch::DeviceColumn;
+use crs_platform::storage::bucket::S3Env;
+use crs_platform::storage::layout::{DEFAULT_OUTPUT_PREFIX, OutputPrefix};
 use crs_platform::runtime::LogFormat;
 
 use crate::model::Selection;
@@ -90,7 +90,7 @@ pub struct Config {
     #[arg(long, env = "MAX_MODEL_MEMORY_MB", default_value_t = 2048.0, value_parser = parse_memory_mb)]
     pub max_model_memory_mb: f64,
     /// Seconds after which an upload staging file in a local bucket (`<key>#<n>`, left by a killed process) is removed at startup; younger ones may be another replica's live upload.
-    #[arg(long, env = "STALE_UPLOAD_SECS", default_value_t = crs_platform::staging::DEFAULT_STALE_SECS)]
+    #[arg(long, env = "STALE_UPLOAD_SECS", default_value_t = crs_platform::storage::staging::DEFAULT_STALE_SECS)]
     pub stale_upload_secs: u64,
     /// Test hook: abort the process at this named step (e.g. batch:predicted), as kill -9 would.
     #[arg(long, env = "CRS_FAIL_AT", hide = true)]

@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use crs_platform::bucket::Bucket;
-use crs_platform::catalog::Catalog;
+use crs_platform::storage::bucket::Bucket;
+use crs_platform::registry::catalog::Catalog;
 use crs_platform::failpoint::FailPoint;
-use crs_platform::runs::ModelStore;
-use crs_platform::webhook::Notifier;
+use crs_platform::registry::runs::ModelStore;
+use crs_platform::notify::webhook::Notifier;
 use crs_proto::inference::grpc_inference_service_server::{
     GrpcInferenceServiceServer, SERVICE_NAME as INFERENCE_SERVICE,
 };
@@ -79,7 +79,7 @@ pub async fn run_with_metrics(
     let _metrics_server = metrics_listener.map(|listener| crs_platform::metrics::serve(listener, Arc::new(registry)));
     let bucket = Bucket::open_with(&config.bucket_url, &config.s3_env).context("BUCKET_URL")?;
     bucket.check_access().await.context("BUCKET_URL")?;
-    crs_platform::staging::clean_at_startup(&bucket, Duration::from_secs(config.stale_upload_secs));
+    crs_platform::storage::staging::clean_at_startup(&bucket, Duration::from_secs(config.stale_upload_secs));
     let fail = FailPoint::new(config.fail_at.as_deref()).context("CRS_FAIL_AT")?;
     let notifier = Notifier::new(config.webhook_url.as_deref(), "serve-service").context("WEBHOOK_URL")?;
 

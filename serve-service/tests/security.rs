@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use crs_platform::layout::EVAL_KEY;
+use crs_platform::storage::layout::EVAL_KEY;
 use crs_platform::security::{Access, RPC_ACCESS, Secret};
 use crs_proto::serve::LoadModelRequest;
 use crs_proto::train::StartTrainingRequest;

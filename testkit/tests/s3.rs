@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crs_domain::models::ModelVer;
-use crs_platform::batch::{BatchError, BatchOptions, predict_batch};
-use crs_platform::bucket::{Bucket, S3Env, StorageError};
+use crs_platform::predictions::batch::{BatchError, BatchOptions, predict_batch};
+use crs_platform::storage::bucket::{Bucket, S3Env, StorageError};
 use crs_platform::error::{Classify, ErrorKind};
-use crs_platform::layout::RunId;
-use crs_platform::lease::{Lease, LeaseError};
-use crs_platform::runs::ModelStore;
+use crs_platform::storage::layout::RunId;
+use crs_platform::lifecycle::lease::{Lease, LeaseError};
+use crs_platform::registry::runs::ModelStore;
 use crs_testkit::{Auth, S3Server, fixture_dir, gunzip, key_of};
 
 /// Refused or missing credentials must fail well within this: no three-minute retry loop.

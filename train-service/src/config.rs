@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::S3Env;
+use crs_platform::storage::bucket::S3Env;
 use crs_platform::runtime::LogFormat;
 
 /// Recorded in every run's metadata and report, and in webhooks, as the service that wrote them.
@@ -44,7 +44,7 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
     /// Bucket prefix where new raw files arrive for ingestion.
-    #[arg(long, env = "INCOMING_PREFIX", default_value = crs_platform::layout::INCOMING_PREFIX)]
+    #[arg(long, env = "INCOMING_PREFIX", default_value = crs_platform::storage::layout::INCOMING_PREFIX)]
     pub incoming_prefix: String,
     /// Seconds between scheduled cycles of the versions that have a config/<ver>/lifecycle.yaml; unset means none.
     #[arg(long, env = "CYCLE_INTERVAL_SECS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -56,7 +56,7 @@ pub struct Config {
     #[command(flatten)]
     pub security: crs_platform::security::ServerSecurity,
     /// Seconds after which an upload staging file in a local bucket (`<key>#<n>`, left by a killed process) is removed at startup; younger ones may be another replica's live upload.
-    #[arg(long, env = "STALE_UPLOAD_SECS", default_value_t = crs_platform::staging::DEFAULT_STALE_SECS)]
+    #[arg(long, env = "STALE_UPLOAD_SECS", default_value_t = crs_platform::storage::staging::DEFAULT_STALE_SECS)]
     pub stale_upload_secs: u64,
     /// Test hook: abort the process at this named step (e.g. cycle:ingest), as kill -9 would.
     #[arg(long, env = "CRS_FAIL_AT", hide = true)]

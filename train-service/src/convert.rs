@@ -3,11 +3,11 @@
 use crs_domain::evaluation::Evaluation;
 use crs_domain::metrics::Metrics;
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::BucketKey;
-use crs_platform::catalog::{RunEntry, RunList};
-use crs_platform::ingest::LedgerEntry;
-use crs_platform::inputs::InputKeys;
-use crs_platform::layout;
+use crs_platform::storage::bucket::BucketKey;
+use crs_platform::registry::catalog::{RunEntry, RunList};
+use crs_platform::lifecycle::ingest::LedgerEntry;
+use crs_platform::lifecycle::inputs::InputKeys;
+use crs_platform::storage::layout;
 use crs_proto::{timestamp, train as proto};
 
 use crate::cycles::{CycleRecord, CycleState};

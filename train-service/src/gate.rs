@@ -7,11 +7,11 @@ use crs_domain::data::Observations;
 use crs_domain::lifecycle::{GateDecision, GateScores, LifecycleConfig, Promotion, gate};
 use crs_domain::metrics::score;
 use crs_domain::models::{ModelVer, ParamError};
-use crs_platform::catalog::{Catalog, CatalogError};
+use crs_platform::registry::catalog::{Catalog, CatalogError};
 use crs_platform::error::{Classify, ErrorKind};
-use crs_platform::events::{AppendError, Change, Stage};
-use crs_platform::layout::{self, RunId};
-use crs_platform::runs::{LoadError, RunMetadata};
+use crs_platform::registry::events::{AppendError, Change, Stage};
+use crs_platform::storage::layout::{self, RunId};
+use crs_platform::registry::runs::{LoadError, RunMetadata};
 
 /// Attempts when another replica changes the history between reading and writing it.
 const ATTEMPTS: usize = 3;
@@ -27,7 +27,7 @@ pub enum GateError {
     #[error(transparent)]
     Lifecycle(#[from] ParamError),
     #[error(transparent)]
-    Storage(#[from] crs_platform::bucket::StorageError),
+    Storage(#[from] crs_platform::storage::bucket::StorageError),
 }
 
 impl Classify for GateError {

@@ -22,12 +22,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::{Bucket, BucketKey};
-use crs_platform::catalog::Catalog;
+use crs_platform::storage::bucket::{Bucket, BucketKey};
+use crs_platform::registry::catalog::Catalog;
 use crs_platform::failpoint::FailPoint;
-use crs_platform::layout;
-use crs_platform::runs::ModelStore;
-use crs_platform::webhook::{self, Notifier};
+use crs_platform::storage::layout;
+use crs_platform::registry::runs::ModelStore;
+use crs_platform::notify::webhook::{self, Notifier};
 use crs_proto::train::train_service_server::{SERVICE_NAME as TRAIN_SERVICE, TrainServiceServer};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -81,7 +81,7 @@ pub async fn run_with_metrics(
     let _metrics_server = metrics_listener.map(|listener| crs_platform::metrics::serve(listener, Arc::new(registry)));
     let bucket = Bucket::open_with(&config.bucket_url, &config.s3_env).context("BUCKET_URL")?;
     bucket.check_access().await.context("BUCKET_URL")?;
-    crs_platform::staging::clean_at_startup(&bucket, Duration::from_secs(config.stale_upload_secs));
+    crs_platform::storage::staging::clean_at_startup(&bucket, Duration::from_secs(config.stale_upload_secs));
     let notifier = Notifier::new(config.webhook_url.as_deref(), config::SERVICE_NAME).context("WEBHOOK_URL")?;
     let incoming = BucketKey::parse(&config.incoming_prefix).context("INCOMING_PREFIX")?;
     let fail = FailPoint::new(config.fail_at.as_deref()).context("CRS_FAIL_AT")?;

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use crs_domain::models::ModelVer;
 use crs_platform::metrics::seconds_buckets;
-use crs_platform::runs::StageTiming;
+use crs_platform::registry::runs::StageTiming;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

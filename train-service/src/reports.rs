@@ -6,12 +6,12 @@ use crs_domain::data::Observations;
 use crs_domain::diagnostics::{calibration, cumulative_gains, residuals_by_device};
 use crs_domain::lifecycle::DriftReport;
 use crs_domain::models::{ModelVer, TrainedModel};
-use crs_platform::bucket::BucketKey;
-use crs_platform::catalog::Catalog;
+use crs_platform::storage::bucket::BucketKey;
+use crs_platform::registry::catalog::Catalog;
 use crs_platform::failpoint::CYCLE_REPORT_WRITTEN;
-use crs_platform::layout::{self, RunId};
-use crs_platform::report::{self, RunDiagnostics};
-use crs_platform::runs::{RunMetadata, StageTiming};
+use crs_platform::storage::layout::{self, RunId};
+use crs_platform::reports::pages::{self, RunDiagnostics};
+use crs_platform::registry::runs::{RunMetadata, StageTiming};
 
 use crate::config::SERVICE_NAME;
 

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use crs_domain::data::{DataFile, TrainingTable};
 use crs_domain::evaluation::Baselines;
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::BucketKey;
-use crs_platform::catalog::Catalog;
-use crs_platform::events::Change;
-use crs_platform::ingest::ingest_new;
-use crs_platform::layout::{self, RunId};
+use crs_platform::storage::bucket::BucketKey;
+use crs_platform::registry::catalog::Catalog;
+use crs_platform::registry::events::Change;
+use crs_platform::lifecycle::ingest::ingest_new;
+use crs_platform::storage::layout::{self, RunId};
 use crs_proto::train as proto;
 use crs_proto::train::train_service_server::TrainService;
 use futures::StreamExt;
@@ -69,7 +69,7 @@ impl TrainApi {
             .log(model_ver)
             .append(history.next_seq(), "crctl promote", &reason, change, None)
             .await
-            .map_err(crs_platform::catalog::CatalogError::from)?;
+            .map_err(crs_platform::registry::catalog::CatalogError::from)?;
         self.version_runs(model_ver).await
     }
 
@@ -87,7 +87,7 @@ impl TrainApi {
             .log(model_ver)
             .append(history.next_seq(), "crctl rollback", &reason, change, None)
             .await
-            .map_err(crs_platform::catalog::CatalogError::from)?;
+            .map_err(crs_platform::registry::catalog::CatalogError::from)?;
         self.version_runs(model_ver).await
     }
 

@@ -25,11 +25,11 @@ use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 
-use crate::bucket::{Bucket, BucketKey, StorageError};
+use crate::storage::bucket::{Bucket, BucketKey, StorageError};
 use crate::error::{Classify, ErrorKind};
 use crate::failpoint::{FailPoint, INGEST_ROWS_WRITTEN};
-use crate::layout::{self, sequence_number};
-use crate::lease::{Lease, LeaseError};
+use crate::storage::layout::{self, sequence_number};
+use crate::lifecycle::lease::{Lease, LeaseError};
 
 const LEASE: &str = "ingest";
 

@@ -15,10 +15,10 @@ use chrono::{DateTime, Utc};
 use crs_domain::models::ModelVer;
 use serde::{Deserialize, Serialize};
 
-use crate::bucket::BucketKey;
-use crate::catalog::{Catalog, CatalogError};
-use crate::events::Stage;
-use crate::layout::{self, RunId};
+use crate::storage::bucket::BucketKey;
+use crate::registry::catalog::{Catalog, CatalogError};
+use crate::registry::events::Stage;
+use crate::storage::layout::{self, RunId};
 
 /// How much of a version's past to keep.
 #[derive(Clone, Copy, Debug, PartialEq)]

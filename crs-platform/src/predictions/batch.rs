@@ -20,7 +20,7 @@ use polars::prelude::*;
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
-use crate::bucket::{Bucket, BucketKey, StorageError};
+use crate::storage::bucket::{Bucket, BucketKey, StorageError};
 use crate::error::{Classify, ErrorKind};
 use crate::failpoint::{BATCH_OUTPUT_WRITTEN, BATCH_PREDICTED, BATCH_UPLOAD_STARTED, FailPoint};
 

@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 
 use crs_domain::models::ModelVer;
 
-use crate::bucket::StorageError;
+use crate::storage::bucket::StorageError;
 use crate::error::{Classify, ErrorKind};
-use crate::events::{AppendError, Change, Event, EventLog, History, Stage};
-use crate::layout::RunId;
-use crate::runs::{LoadError, ModelStore, RunMetadata};
+use crate::registry::events::{AppendError, Change, Event, EventLog, History, Stage};
+use crate::storage::layout::RunId;
+use crate::registry::runs::{LoadError, ModelStore, RunMetadata};
 
 /// `by` of the migration event.
 pub const MIGRATION: &str = "migration";

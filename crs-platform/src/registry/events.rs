@@ -17,9 +17,9 @@ use chrono::{DateTime, Utc};
 use crs_domain::models::ModelVer;
 use serde::{Deserialize, Serialize};
 
-use crate::bucket::{Bucket, StorageError};
+use crate::storage::bucket::{Bucket, StorageError};
 use crate::error::{Classify, ErrorKind};
-use crate::layout::{ModelKey, RunId, sequence_number};
+use crate::storage::layout::{ModelKey, RunId, sequence_number};
 
 /// Where a run is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

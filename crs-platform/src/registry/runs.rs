@@ -1,5 +1,5 @@
 //! Model runs in the bucket: saving, listing, loading and promoting them, in
-//! the order [`crate::layout`] documents.
+//! the order [`crate::storage::layout`] documents.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,11 +10,11 @@ use crs_domain::evaluation::Evaluation;
 use crs_domain::models::{ARTIFACT_FORMAT_VERSION, ArtifactError, ModelVer, TrainedModel, sha256_hex};
 use serde::{Deserialize, Serialize};
 
-use crate::bucket::{Bucket, BucketKey, KeyError, StorageError};
+use crate::storage::bucket::{Bucket, BucketKey, KeyError, StorageError};
 use crate::error::{Classify, ErrorKind};
-use crate::events::Stage;
+use crate::registry::events::Stage;
 use crate::failpoint::{FailPoint, RUN_ARTIFACT_WRITTEN, RUN_SAVED};
-use crate::layout::{self, ARTIFACT_FILE, ModelKey, RunId};
+use crate::storage::layout::{self, ARTIFACT_FILE, ModelKey, RunId};
 
 /// A file the run read, as it was when read.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -37,7 +37,7 @@
 //! whose folder is gone, and writes it back when that changed it. A lost or
 //! stale index costs reads, never a wrong answer.
 //!
-//! Delete order (retention, `crate::retention`), the write order reversed so
+//! Delete order (retention, `crate::lifecycle::retention`), the write order reversed so
 //! that no reader sees a run that cannot load: the run leaves the index, then
 //! its metadata goes (the run stops existing), then its checksum and
 //! artifact, then its report. A crash in between leaves a folder without
@@ -56,7 +56,7 @@ use crs_domain::models::ModelVer;
 use crs_domain::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
-use crate::bucket::{BucketKey, KeyError};
+use crate::storage::bucket::{BucketKey, KeyError};
 use crate::error::{Classify, ErrorKind};
 
 pub const TRAIN_KEY: &str = "data/train/train.csv.gz";
@@ -171,7 +171,7 @@ pub fn shadow_batch(primary: ModelVer, date: NaiveDate, id: &RunId) -> BucketKey
     key(&[SHADOW_ROOT, primary.name(), &date.format("%Y-%m-%d").to_string(), &format!("{id}.csv.gz")])
 }
 
-/// `leases/<name>/`: the records of one lease (see `crate::lease`).
+/// `leases/<name>/`: the records of one lease (see `crate::lifecycle::lease`).
 pub fn lease_prefix(name: &str) -> BucketKey {
     key(&[LEASES_ROOT, name])
 }

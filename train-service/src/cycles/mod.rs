@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::{BucketKey, StorageError};
-use crs_platform::catalog::Catalog;
-use crs_platform::layout::{self, RunId};
-use crs_platform::lease::{Lease, LeaseError};
-use crs_platform::webhook::Notifier;
+use crs_platform::storage::bucket::{BucketKey, StorageError};
+use crs_platform::registry::catalog::Catalog;
+use crs_platform::storage::layout::{self, RunId};
+use crs_platform::lifecycle::lease::{Lease, LeaseError};
+use crs_platform::notify::webhook::Notifier;
 use tokio_util::task::TaskTracker;
 
 pub use record::{CycleRecord, CycleState};

@@ -4,11 +4,11 @@
 use chrono::{DateTime, Utc};
 use crs_domain::lifecycle::DriftReport;
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::{Bucket, StorageError};
-use crs_platform::ingest::LedgerEntry;
-use crs_platform::layout::{self, RunId};
-use crs_platform::retention::Swept;
-use crs_platform::runs::StageTiming;
+use crs_platform::storage::bucket::{Bucket, StorageError};
+use crs_platform::lifecycle::ingest::LedgerEntry;
+use crs_platform::storage::layout::{self, RunId};
+use crs_platform::lifecycle::retention::Swept;
+use crs_platform::registry::runs::StageTiming;
 use serde::{Deserialize, Serialize};
 
 use crate::jobs::Cancellation;
@@ -93,7 +93,7 @@ impl CycleRecord {
         }
     }
 
-    pub fn key(&self) -> crs_platform::bucket::BucketKey {
+    pub fn key(&self) -> crs_platform::storage::bucket::BucketKey {
         layout::cycle_record(self.model_ver, &self.cycle_id)
     }
 

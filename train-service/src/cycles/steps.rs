@@ -12,15 +12,15 @@ use crs_domain::drift::input_shift;
 use crs_domain::lifecycle::{DriftReport, LifecycleConfig, Retrain, drift};
 use crs_domain::metrics::score;
 use crs_domain::models::ModelVer;
-use crs_platform::batch::{BatchOptions, predict_batch};
-use crs_platform::bucket::BucketKey;
-use crs_platform::ingest::{IngestError, LedgerEntry, ingest_new, ingested_data};
-use crs_platform::inputs::{InputKeys, WeekPlan};
-use crs_platform::layout::{self, RunId};
-use crs_platform::lease::{Lease, LeaseError};
-use crs_platform::retention::{Policy, sweep};
-use crs_platform::runs::StageTiming;
-use crs_platform::webhook::{Notice, Outcome};
+use crs_platform::predictions::batch::{BatchOptions, predict_batch};
+use crs_platform::storage::bucket::BucketKey;
+use crs_platform::lifecycle::ingest::{IngestError, LedgerEntry, ingest_new, ingested_data};
+use crs_platform::lifecycle::inputs::{InputKeys, WeekPlan};
+use crs_platform::storage::layout::{self, RunId};
+use crs_platform::lifecycle::lease::{Lease, LeaseError};
+use crs_platform::lifecycle::retention::{Policy, sweep};
+use crs_platform::registry::runs::StageTiming;
+use crs_platform::notify::webhook::{Notice, Outcome};
 use futures::StreamExt;
 
 use super::Inner;
@@ -45,9 +45,9 @@ pub enum CycleError {
     #[error("lifecycle config: {0}")]
     Config(#[from] crate::gate::GateError),
     #[error(transparent)]
-    Catalog(#[from] crs_platform::catalog::CatalogError),
+    Catalog(#[from] crs_platform::registry::catalog::CatalogError),
     #[error("the production run: {0}")]
-    Load(#[from] crs_platform::runs::LoadError),
+    Load(#[from] crs_platform::registry::runs::LoadError),
     #[error("the ingested data: {0}")]
     Data(#[from] crs_domain::data::DataError),
     #[error("scoring the production run on the new weeks: {0}")]
@@ -55,9 +55,9 @@ pub enum CycleError {
     #[error("training: {0}")]
     Train(String),
     #[error("batch prediction: {0}")]
-    Batch(#[from] crs_platform::batch::BatchError),
+    Batch(#[from] crs_platform::predictions::batch::BatchError),
     #[error(transparent)]
-    Storage(#[from] crs_platform::bucket::StorageError),
+    Storage(#[from] crs_platform::storage::bucket::StorageError),
     #[error("{0}")]
     Crashed(String),
     #[error("cancelled by {}: {}", .0.by, .0.reason)]
@@ -126,7 +126,7 @@ impl Inner {
             record.drift = self.step(record, "drift", self.drift(model_ver, production, &config)).await?;
         }
 
-        let ingested_any = crs_platform::ingest::ledger(&bucket).await?.iter().any(|e| e.rows.used > 0);
+        let ingested_any = crs_platform::lifecycle::ingest::ledger(&bucket).await?.iter().any(|e| e.rows.used > 0);
         let retrain = match (&production, config.retrain) {
             (None, _) => ingested_any,
             (Some(_), Retrain::NewData) => new_rows > 0,
@@ -254,7 +254,7 @@ impl Inner {
             }
         }
         let since = trained.max(decided);
-        let ledger = crs_platform::ingest::ledger(bucket).await?;
+        let ledger = crs_platform::lifecycle::ingest::ledger(bucket).await?;
         Ok(ledger.iter().filter(|e| since.is_none_or(|t| e.at > t)).map(|e| e.rows.used).sum())
     }
 
@@ -352,7 +352,7 @@ impl Inner {
         let production =
             self.catalog.production(model_ver).await?.ok_or_else(|| CycleError::Crashed("no production run".into()))?;
         let loaded = self.catalog.store().load(model_ver, &production).await?;
-        let input = BucketKey::parse(input).map_err(crs_platform::bucket::StorageError::from)?;
+        let input = BucketKey::parse(input).map_err(crs_platform::storage::bucket::StorageError::from)?;
         let output = layout::prediction_output_key(model_ver, &production);
         let store = self.catalog.store();
         let options = BatchOptions { fail_point: *store.fail_point(), ..BatchOptions::default() };

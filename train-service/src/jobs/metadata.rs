@@ -4,10 +4,10 @@
 use std::time::Instant;
 
 use chrono::Utc;
-use crs_platform::events::Stage;
+use crs_platform::registry::events::Stage;
 use crs_platform::failpoint::JOB_SAVED;
-use crs_platform::layout::RunId;
-use crs_platform::runs::{ArtifactRecord, FeatureImportance, RunMetadata, RunMetrics, ServiceRecord, StageTiming};
+use crs_platform::storage::layout::RunId;
+use crs_platform::registry::runs::{ArtifactRecord, FeatureImportance, RunMetadata, RunMetrics, ServiceRecord, StageTiming};
 
 use super::log::JobLog;
 use super::queue::Inner;

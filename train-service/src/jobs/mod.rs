@@ -17,10 +17,10 @@ use chrono::{DateTime, Utc};
 use crs_domain::data::DataError;
 use crs_domain::evaluation::{self, Evaluation, TrainError};
 use crs_domain::models::{ModelVer, ParamError, Progress};
-use crs_platform::bucket::StorageError;
+use crs_platform::storage::bucket::StorageError;
 use crs_platform::error::{Classify, ErrorKind};
-use crs_platform::inputs::{FetchError, InputKeys};
-use crs_platform::layout::RunId;
+use crs_platform::lifecycle::inputs::{FetchError, InputKeys};
+use crs_platform::storage::layout::RunId;
 use serde::{Deserialize, Serialize};
 
 pub use queue::{CANCEL_WAIT, Jobs};

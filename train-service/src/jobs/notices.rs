@@ -1,8 +1,8 @@
 //! The webhook notices of a job: started, succeeded, failed.
 
-use crs_platform::layout::RunId;
-use crs_platform::runs::RunMetadata;
-use crs_platform::webhook::{Notice, Outcome};
+use crs_platform::storage::layout::RunId;
+use crs_platform::registry::runs::RunMetadata;
+use crs_platform::notify::webhook::{Notice, Outcome};
 
 use super::Job;
 

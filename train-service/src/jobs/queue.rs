@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::StorageError;
-use crs_platform::catalog::Catalog;
-use crs_platform::layout::RunId;
-use crs_platform::webhook::Notifier;
+use crs_platform::storage::bucket::StorageError;
+use crs_platform::registry::catalog::Catalog;
+use crs_platform::storage::layout::RunId;
+use crs_platform::notify::webhook::Notifier;
 use futures::{Stream, StreamExt};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::{Bucket, StorageError};
-use crs_platform::layout;
+use crs_platform::storage::bucket::{Bucket, StorageError};
+use crs_platform::storage::layout;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 

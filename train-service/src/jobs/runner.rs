@@ -7,9 +7,9 @@ use std::time::Instant;
 use chrono::Utc;
 use crs_domain::evaluation::{self, TrainingRun, train_and_evaluate_with_progress};
 use crs_domain::models::Progress;
-use crs_platform::inputs::{Inputs, PreparedInputs};
-use crs_platform::layout::RunId;
-use crs_platform::runs::{DataRecord, RunMetadata};
+use crs_platform::lifecycle::inputs::{Inputs, PreparedInputs};
+use crs_platform::storage::layout::RunId;
+use crs_platform::registry::runs::{DataRecord, RunMetadata};
 
 use super::log::JobLog;
 use super::queue::Inner;
