@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use crs_domain::data::{Attributes, KeywordRows, TableKind, TableReader, keyword_rows};
-use crs_platform::storage::layout::{PREDICTION_INPUT_KEY, TRAIN_KEY};
 use crs_platform::security::{AUTHORIZATION, TokenSettings, bearer};
+use crs_platform::storage::layout::{PREDICTION_INPUT_KEY, TRAIN_KEY};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::serve::{
     DeviceFormat, GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictRequest, Row,

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use crs_domain::data::TrainingTable;
 use crs_domain::data::synth::{SynthSpec, write_week};
-use crs_platform::storage::bucket::{Bucket, BucketKey};
 use crs_platform::failpoint::FailPoint;
 use crs_platform::lifecycle::ingest::{IngestError, LedgerEntry, Outcome, ingested_data, ledger};
+use crs_platform::storage::bucket::{Bucket, BucketKey};
 use crs_platform::storage::layout;
 
 const TTL: Duration = Duration::from_secs(60);

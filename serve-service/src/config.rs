@@ -6,9 +6,9 @@ use std::time::Duration;
 use clap::Parser;
 use crs_domain::models::ModelVer;
 use crs_platform::predictions::batch::DeviceColumn;
+use crs_platform::runtime::LogFormat;
 use crs_platform::storage::bucket::S3Env;
 use crs_platform::storage::layout::{DEFAULT_OUTPUT_PREFIX, OutputPrefix};
-use crs_platform::runtime::LogFormat;
 
 use crate::model::Selection;
 

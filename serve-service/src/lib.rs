@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use crs_platform::storage::bucket::Bucket;
-use crs_platform::registry::catalog::Catalog;
 use crs_platform::failpoint::FailPoint;
-use crs_platform::registry::runs::ModelStore;
 use crs_platform::notify::webhook::Notifier;
+use crs_platform::registry::catalog::Catalog;
+use crs_platform::registry::runs::ModelStore;
+use crs_platform::storage::bucket::Bucket;
 use crs_proto::inference::grpc_inference_service_server::{
     GrpcInferenceServiceServer, SERVICE_NAME as INFERENCE_SERVICE,
 };

@@ -4,12 +4,12 @@
 
 use crs_domain::features::FeatureError;
 use crs_domain::models::{ModelVer, UnknownVersion};
-use crs_platform::predictions::batch::BatchError;
-use crs_platform::storage::bucket::KeyError;
-use crs_platform::registry::catalog::CatalogError;
 use crs_platform::error::{Classify, ErrorKind};
-use crs_platform::storage::layout::OutputKeyError;
+use crs_platform::predictions::batch::BatchError;
+use crs_platform::registry::catalog::CatalogError;
 use crs_platform::registry::runs::LoadError;
+use crs_platform::storage::bucket::KeyError;
+use crs_platform::storage::layout::OutputKeyError;
 use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crs_domain::models::ModelVer;
-use crs_platform::storage::bucket::{Bucket, BucketKey};
+use crs_platform::lifecycle::ingest::{Outcome, ingested_data, ledger};
 use crs_platform::registry::catalog::Catalog;
 use crs_platform::registry::events::Change;
-use crs_platform::lifecycle::ingest::{Outcome, ingested_data, ledger};
-use crs_platform::storage::layout::{self, RunId, sequence_number};
 use crs_platform::registry::runs::ModelStore;
+use crs_platform::storage::bucket::{Bucket, BucketKey};
+use crs_platform::storage::layout::{self, RunId, sequence_number};
 use serde_json::Value;
 
 use crate::{Crctl, Service, copy_tree, free_addr, read_text, sha256_hex, wait_until, workspace_root};

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use crs_domain::models::ModelVer;
-use crs_platform::storage::bucket::S3Env;
 use crs_platform::runtime::LogFormat;
+use crs_platform::storage::bucket::S3Env;
 
 /// Recorded in every run's metadata and report, and in webhooks, as the service that wrote them.
 pub const SERVICE_NAME: &str = "train-service";

@@ -22,12 +22,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use crs_domain::models::ModelVer;
-use crs_platform::storage::bucket::{Bucket, BucketKey};
-use crs_platform::registry::catalog::Catalog;
 use crs_platform::failpoint::FailPoint;
-use crs_platform::storage::layout;
-use crs_platform::registry::runs::ModelStore;
 use crs_platform::notify::webhook::{self, Notifier};
+use crs_platform::registry::catalog::Catalog;
+use crs_platform::registry::runs::ModelStore;
+use crs_platform::storage::bucket::{Bucket, BucketKey};
+use crs_platform::storage::layout;
 use crs_proto::train::train_service_server::{SERVICE_NAME as TRAIN_SERVICE, TrainServiceServer};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;

@@ -18,8 +18,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::storage::bucket::{Bucket, StorageError};
 use crate::error::{Classify, ErrorKind};
+use crate::storage::bucket::{Bucket, StorageError};
 use crate::storage::layout::{lease_prefix, lease_record, sequence_number};
 
 /// The newest record of a lease.

@@ -13,8 +13,8 @@ use flate2::Compression;
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 
-use crate::storage::bucket::{Bucket, BucketKey, StorageError};
 use crate::error::{Classify, ErrorKind};
+use crate::storage::bucket::{Bucket, BucketKey, StorageError};
 use crate::storage::layout::{self, RunId};
 
 /// The header of every shadow record object.
