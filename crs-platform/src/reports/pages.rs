@@ -8,6 +8,7 @@ use crs_domain::diagnostics::{CalibrationBin, DeviceResiduals};
 use crs_domain::lifecycle::DriftReport;
 
 use crate::registry::catalog::RunEntry;
+use crate::registry::events::RunStage;
 use crate::registry::runs::{RunMetadata, StageTiming};
 use crate::reports::charts::{bar_chart, line_chart};
 
@@ -25,7 +26,7 @@ pub fn versions(service: &str, service_version: &str) -> Vec<(String, String)> {
 /// What a run's report shows besides its metadata.
 #[derive(Clone, Debug)]
 pub struct RunDiagnostics {
-    pub stage: String,
+    pub stage: RunStage,
     pub calibration: Vec<CalibrationBin>,
     pub gains: Vec<(f64, f64)>,
     pub residuals: Vec<DeviceResiduals>,
@@ -39,7 +40,7 @@ pub fn run_report(run: &RunMetadata, diagnostics: &RunDiagnostics) -> String {
     let _ = write!(
         html,
         "<p>Stage <b>{}</b>; trained by {} from {} ({} evaluation); finished {}.</p>",
-        escape(&diagnostics.stage),
+        diagnostics.stage,
         escape(&run.job_id),
         escape(&run.train_data.key),
         escape(&run.eval_source),
