@@ -3,12 +3,12 @@
 //! `crs_platform::error`).
 
 use crs_domain::models::UnknownVersion;
-use crs_platform::storage::bucket::{KeyError, StorageError};
-use crs_platform::registry::catalog::CatalogError;
 use crs_platform::error::{Classify, ErrorKind};
 use crs_platform::lifecycle::ingest::IngestError;
 use crs_platform::lifecycle::lease::LeaseError;
+use crs_platform::registry::catalog::CatalogError;
 use crs_platform::registry::runs::LoadError;
+use crs_platform::storage::bucket::{KeyError, StorageError};
 
 use crate::gate::GateError;
 use tonic::{Code, Status};
