@@ -159,3 +159,22 @@ pub async fn gate_run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outcome_is_stored_as_its_stage_and_reason() {
+        let could_not = "\"candidate: the gate could not decide: the champion: no such run\"";
+        let outcome: GateOutcome = serde_json::from_str(could_not).unwrap();
+        assert_eq!(outcome.stage, RunStage::Candidate);
+        assert_eq!(outcome.reason, "the gate could not decide: the champion: no such run");
+        assert!(!outcome.promoted());
+        assert_eq!(serde_json::to_string(&outcome).unwrap(), could_not);
+        assert!(serde_json::from_str::<GateOutcome>("\"production: first\"").unwrap().promoted());
+        for bad in ["\"prodution: first\"", "\"production\"", "\"\""] {
+            assert!(serde_json::from_str::<GateOutcome>(bad).is_err(), "{bad}");
+        }
+    }
+}
