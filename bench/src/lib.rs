@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use crs_domain::data::{Attributes, Observations, TableKind, TableReader, keyword_rows};
-use crs_platform::bucket::{Bucket, BucketKey};
-use crs_platform::layout::PREDICTION_INPUT_KEY;
+use crs_platform::storage::bucket::{Bucket, BucketKey};
+use crs_platform::storage::layout::PREDICTION_INPUT_KEY;
 use crs_proto::serve::PredictRequest;
 use crs_proto::train::train_service_client::TrainServiceClient;
 use crs_proto::train::{GetTrainingJobRequest, JobState, StartTrainingRequest};

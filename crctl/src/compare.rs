@@ -11,8 +11,8 @@ use clap::Args;
 use crs_domain::data::{Device, Observations, TrainingTable};
 use crs_domain::metrics::{Metrics, score};
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::{Bucket, BucketKey};
-use crs_platform::shadow::{self, RecordedRow};
+use crs_platform::predictions::shadow::{self, RecordedRow};
+use crs_platform::storage::bucket::{Bucket, BucketKey};
 use serde::Serialize;
 
 #[derive(Debug, Args)]

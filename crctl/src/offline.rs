@@ -5,10 +5,10 @@ use clap::Args;
 use crs_domain::data::HOLDOUT_FRACTION;
 use crs_domain::evaluation::{Evaluation, train_and_evaluate};
 use crs_domain::models::{ModelVer, REGISTRY};
-use crs_platform::bucket::{Bucket, BucketKey};
-use crs_platform::inputs::{InputKeys, Inputs};
-use crs_platform::layout::{INCOMING_PREFIX, TRAIN_KEY};
-use crs_platform::sample_data::{SampleSizes, write_sample_data, write_weekly};
+use crs_platform::lifecycle::inputs::{InputKeys, Inputs};
+use crs_platform::storage::bucket::{Bucket, BucketKey};
+use crs_platform::storage::layout::{INCOMING_PREFIX, TRAIN_KEY};
+use crs_platform::storage::sample_data::{SampleSizes, write_sample_data, write_weekly};
 use serde_json::json;
 
 #[derive(Debug, Args)]

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::Args;
 use crs_domain::data::{Attributes, KeywordRows, TableKind, TableReader, keyword_rows};
-use crs_platform::layout::PREDICTION_INPUT_KEY;
+use crs_platform::storage::layout::PREDICTION_INPUT_KEY;
 use crs_proto::serve::{
     DeviceFormat, GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictRequest, Row,
 };

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::Args;
-use crs_platform::layout::TRAIN_KEY;
+use crs_platform::storage::layout::TRAIN_KEY;
 use crs_proto::train::{
     CancelCycleRequest, CancelTrainingJobRequest, CycleState, Evaluation, JobState, ListModelsRequest,
     ListTrainingJobsRequest, Stage, StartTrainingRequest, WatchTrainingJobRequest,

@@ -5,8 +5,8 @@ use std::process::Command;
 use chrono::Utc;
 use crs_domain::data::Device;
 use crs_domain::models::ModelVer;
-use crs_platform::layout::{EVAL_KEY, RunId};
-use crs_platform::shadow::{self, ShadowRow};
+use crs_platform::predictions::shadow::{self, ShadowRow};
+use crs_platform::storage::layout::{EVAL_KEY, RunId};
 use crs_testkit::{Stack, predict_request};
 
 fn crctl(stack: &Stack, args: &[&str]) -> std::process::Output {

@@ -53,7 +53,7 @@ impl Baselines {
 /// What a training run does, in order, for progress reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Stage {
+pub enum TrainingPhase {
     Preparing,
     Training,
     Evaluating,
@@ -76,33 +76,33 @@ pub struct TrainingRun {
     pub model: TrainedModel,
     pub train: Evaluation,
     pub eval: Evaluation,
-    /// Seconds spent in each stage.
-    pub seconds: Vec<(Stage, f64)>,
+    /// Seconds spent in each phase.
+    pub seconds: Vec<(TrainingPhase, f64)>,
     /// What the version records about its fit ([`TrainedModel::report`]), for
     /// the run's metadata; `Null` for versions with nothing to add.
     pub report: serde_json::Value,
 }
 
 /// Fits the feature pipeline and the model on `train`, then scores model and
-/// baselines on both sets. `on_stage` hears each stage as it starts.
+/// baselines on both sets. `on_phase` hears each phase as it starts.
 pub fn train_and_evaluate(
     model_ver: ModelVer,
     params: &serde_json::Value,
     train: &Observations,
     eval: &Observations,
-    on_stage: impl FnMut(Stage),
+    on_phase: impl FnMut(TrainingPhase),
 ) -> Result<TrainingRun, TrainError> {
-    train_and_evaluate_with_progress(model_ver, params, train, eval, on_stage, &mut |_| {})
+    train_and_evaluate_with_progress(model_ver, params, train, eval, on_phase, &mut |_| {})
 }
 
 /// [`train_and_evaluate`], also passing the fit's [`Progress`] to `on_progress`
-/// as it happens (during [`Stage::Training`]).
+/// as it happens (during [`TrainingPhase::Training`]).
 pub fn train_and_evaluate_with_progress(
     model_ver: ModelVer,
     params: &serde_json::Value,
     train: &Observations,
     eval: &Observations,
-    mut on_stage: impl FnMut(Stage),
+    mut on_phase: impl FnMut(TrainingPhase),
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<TrainingRun, TrainError> {
     if train.is_empty() {
@@ -112,9 +112,9 @@ pub fn train_and_evaluate_with_progress(
         return Err(TrainError::NoEvaluationRows);
     }
     let mut seconds = Vec::new();
-    let mut timed = |stage: Stage, started: Instant| seconds.push((stage, started.elapsed().as_secs_f64()));
+    let mut timed = |phase: TrainingPhase, started: Instant| seconds.push((phase, started.elapsed().as_secs_f64()));
 
-    on_stage(Stage::Preparing);
+    on_phase(TrainingPhase::Preparing);
     let started = Instant::now();
     let features = FeaturePipeline::fit(&train.rows);
     let set = TrainingSet {
@@ -123,21 +123,21 @@ pub fn train_and_evaluate_with_progress(
         conversions: train.conversions.clone(),
         groups: train.rows.entity_id.clone(),
     };
-    timed(Stage::Preparing, started);
+    timed(TrainingPhase::Preparing, started);
 
-    on_stage(Stage::Training);
+    on_phase(TrainingPhase::Training);
     let started = Instant::now();
     let fitted = model_ver.version().fit(params, &set, on_progress)?;
     let model = TrainedModel::new(model_ver, features, params.clone(), fitted);
     let report = model.report();
-    timed(Stage::Training, started);
+    timed(TrainingPhase::Training, started);
 
-    on_stage(Stage::Evaluating);
+    on_phase(TrainingPhase::Evaluating);
     let started = Instant::now();
     let baselines = Baselines::fit(train);
     let train_eval = baselines.evaluate(&model, train)?;
     let eval_eval = baselines.evaluate(&model, eval)?;
-    timed(Stage::Evaluating, started);
+    timed(TrainingPhase::Evaluating, started);
 
     Ok(TrainingRun { model, train: train_eval, eval: eval_eval, seconds, report })
 }

@@ -1,35 +1,36 @@
-//! The platform under both services: what the engineers own.
+//! The platform under both services: the bucket and everything the services
+//! keep in it. Models come from `crs-domain` and are used only through its
+//! small types ([`crs_domain::models::ModelVer`],
+//! [`crs_domain::models::TrainedModel`] and the data contract); a new storage
+//! backend touches only [`storage::bucket`].
 //!
-//! [`bucket`] is storage (an `object_store` location: a folder, S3 or memory)
-//! with checked keys and whole-or-nothing writes, [`layout`] names every key in
-//! it, [`runs`] saves, lists, loads and promotes model runs, [`inputs`] fetches
-//! what a training run reads, [`retention`] deletes what a version no longer
-//! keeps, [`batch`] streams batch predictions from an input
-//! object to an output object, [`webhook`] posts Slack notices, [`error`] sorts
-//! every failure into the kinds both services answer with, [`runtime`] is
-//! logging and shutdown signals, [`security`] the bearer token, the table of
-//! which RPC needs it and the TLS files, and [`failpoint`] the crash tests' abort
-//! points. [`sample_data`] writes a bucket's default data.
-//!
-//! Models come from `crs-domain` and are used only through its small types:
-//! [`crs_domain::models::ModelVer`], [`crs_domain::models::TrainedModel`] and the
-//! data contract. A new storage backend touches only [`bucket`].
+//! - [`storage::bucket`]: an `object_store` location (a folder, S3, memory) with checked keys and whole-or-nothing writes
+//! - [`storage::layout`]: every key in the bucket, and the order they are written and deleted in
+//! - [`storage::staging`]: upload staging files a killed process left in a local bucket
+//! - [`storage::sample_data`]: a bucket's default data, generated
+//! - [`registry::runs`]: saving, listing, loading and deleting a version's runs, and moving `LATEST`
+//! - [`registry::events`]: a version's history of run stages and `production` moves
+//! - [`registry::catalog`]: runs, stages and aliases read together
+//! - [`lifecycle::ingest`]: new incoming files to ingested rows and ledger entries
+//! - [`lifecycle::inputs`]: what a training run reads
+//! - [`lifecycle::retention`]: deleting what a version no longer keeps
+//! - [`lifecycle::lease`]: one holder at a time across every process on the bucket
+//! - [`predictions::batch`]: batch predictions streamed from an input object to an output object
+//! - [`predictions::shadow`]: the recorded answers of a primary model and its shadows
+//! - [`reports::pages`]: the HTML reports of runs and cycles, and their index
+//! - [`notify::webhook`]: Slack notices, delivered in the background
+//! - [`error`]: the kinds every failure is sorted into, which both services answer with
+//! - [`failpoint`]: the crash tests' abort points
+//! - [`service::runtime`]: logging, and parsing settings as the binaries do
+//! - [`service::request_id`]: the request-id tower layer and the id a task works for
+//! - [`service::security`]: the bearer token, its tower layer, and the TLS files
 
-pub mod batch;
-pub mod bucket;
-pub mod catalog;
 pub mod error;
-pub mod events;
 pub mod failpoint;
-pub mod ingest;
-pub mod inputs;
-pub mod layout;
-pub mod lease;
-pub mod report;
-pub mod retention;
-pub mod runs;
-pub mod sample_data;
+pub mod lifecycle;
+pub mod notify;
+pub mod predictions;
+pub mod registry;
+pub mod reports;
 pub mod service;
-pub mod shadow;
-pub mod staging;
-pub mod webhook;
+pub mod storage;

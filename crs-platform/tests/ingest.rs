@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use crs_domain::data::TrainingTable;
 use crs_domain::data::synth::{SynthSpec, write_week};
-use crs_platform::bucket::{Bucket, BucketKey};
 use crs_platform::failpoint::FailPoint;
-use crs_platform::ingest::{IngestError, LedgerEntry, Outcome, ingested_data, ledger};
-use crs_platform::layout;
+use crs_platform::lifecycle::ingest::{IngestError, LedgerEntry, Outcome, ingested_data, ledger};
+use crs_platform::storage::bucket::{Bucket, BucketKey};
+use crs_platform::storage::layout;
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -19,7 +19,7 @@ async fn ingest_new(
     holder: &str,
     ttl: Duration,
 ) -> Result<Vec<LedgerEntry>, IngestError> {
-    crs_platform::ingest::ingest_new(bucket, incoming, holder, ttl, &FailPoint::default()).await
+    crs_platform::lifecycle::ingest::ingest_new(bucket, incoming, holder, ttl, &FailPoint::default()).await
 }
 
 fn week(week: i64) -> Vec<u8> {

@@ -11,14 +11,16 @@ use crs_domain::data::{EvalSource, Observations, TrainingTable};
 use crs_domain::evaluation::{TrainingRun, train_and_evaluate};
 use crs_domain::metrics::Metrics;
 use crs_domain::models::{ARTIFACT_FORMAT_VERSION, ArtifactError, ModelVer, sha256_hex};
-use crs_platform::bucket::{Bucket, BucketKey, StorageError};
-use crs_platform::catalog::Catalog;
-use crs_platform::events::{Change, Stage};
-use crs_platform::inputs::{InputKeys, Inputs};
-use crs_platform::layout::{self, EVAL_KEY, ModelKey, RunId, TRAIN_KEY};
-use crs_platform::retention::{Policy, Swept, sweep};
-use crs_platform::runs::{ArtifactRecord, DataRecord, LoadError, ModelStore, RunMetadata, RunMetrics, ServiceRecord};
-use crs_platform::sample_data::{SampleSizes, write_sample_data};
+use crs_platform::lifecycle::inputs::{InputKeys, Inputs};
+use crs_platform::lifecycle::retention::{Policy, Swept, sweep};
+use crs_platform::registry::catalog::Catalog;
+use crs_platform::registry::events::{Change, RunStage};
+use crs_platform::registry::runs::{
+    ArtifactRecord, DataRecord, LoadError, ModelStore, RunMetadata, RunMetrics, ServiceRecord,
+};
+use crs_platform::storage::bucket::{Bucket, BucketKey, StorageError};
+use crs_platform::storage::layout::{self, EVAL_KEY, ModelKey, RunId, TRAIN_KEY};
+use crs_platform::storage::sample_data::{SampleSizes, write_sample_data};
 
 fn ver(name: &str) -> ModelVer {
     ModelVer::parse(name).unwrap()
@@ -137,10 +139,10 @@ async fn model_store_saves_loads_and_only_moves_latest_forward() {
     let err = store.load_latest(ver("v1")).await.unwrap_err();
     assert_eq!(err.to_string(), "model v1 has no LATEST run yet");
 
-    assert!(store.promote(ver("v1"), &second).await.unwrap());
+    assert!(store.advance_latest(ver("v1"), &second).await.unwrap());
     // An earlier run, or the same one again, does not move LATEST.
-    assert!(!store.promote(ver("v1"), &first).await.unwrap());
-    assert!(!store.promote(ver("v1"), &second).await.unwrap());
+    assert!(!store.advance_latest(ver("v1"), &first).await.unwrap());
+    assert!(!store.advance_latest(ver("v1"), &second).await.unwrap());
     assert_eq!(store.latest(ver("v1")).await.unwrap(), Some(second.clone()));
     let latest = std::fs::read_to_string(dir.path().join("model/v1/LATEST")).unwrap();
     assert_eq!(latest.trim(), second.as_str());
@@ -188,7 +190,7 @@ async fn model_store_reports_missing_runs_by_key() {
 }
 
 /// Saves `count` runs of v1, oldest first, with their stage as written.
-async fn save_runs(store: &ModelStore, count: usize, stage: Option<Stage>) -> Vec<RunId> {
+async fn save_runs(store: &ModelStore, count: usize, stage: Option<RunStage>) -> Vec<RunId> {
     let run = v1_run();
     let mut ids = Vec::new();
     for _ in 0..count {
@@ -260,15 +262,15 @@ async fn retention_keeps_the_production_history_latest_candidates_and_the_newest
     let store = catalog.store();
     let v1 = ver("v1");
     // r0 and r1 were production in turn; r2..r5 rejected; r6 a candidate; r7 a pre-stages run LATEST names.
-    let mut runs = save_runs(store, 7, Some(Stage::Candidate)).await;
+    let mut runs = save_runs(store, 7, Some(RunStage::Candidate)).await;
     runs.extend(save_runs(store, 1, None).await);
-    assert!(store.promote(v1, &runs[7]).await.unwrap());
+    assert!(store.advance_latest(v1, &runs[7]).await.unwrap());
     let log = catalog.log(v1);
     log.append(1, "cycle a", "first", Change::Promote { run_id: runs[0].clone(), previous: None }, None).await.unwrap();
     let second = Change::Promote { run_id: runs[1].clone(), previous: Some(runs[0].clone()) };
     log.append(2, "cycle b", "better", second, None).await.unwrap();
     for (seq, run) in (3..).zip(&runs[2..6]) {
-        let rejected = Change::Stage { run_id: run.clone(), stage: Stage::Rejected };
+        let rejected = Change::Stage { run_id: run.clone(), stage: RunStage::Rejected };
         log.append(seq, "cycle c", "worse", rejected, None).await.unwrap();
     }
     for run in &runs {

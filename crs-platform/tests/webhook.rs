@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crs_platform::webhook::{ATTEMPTS, Notice, Notifier, Outcome};
+use crs_platform::notify::webhook::{ATTEMPTS, Notice, Notifier, Outcome};
 use crs_testkit::{Behaviour, WebhookReceiver};
 use serde_json::json;
 

@@ -4,9 +4,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use crs_platform::bucket::S3Env;
 use crs_platform::service::runtime::LogFormat;
 use crs_platform::service::security::ServerSecurity;
+use crs_platform::storage::bucket::S3Env;
 
 /// A service's own wording of a common setting's help, for `mut_arg` in its
 /// `#[command(...)]`: what the webhook notices are about, what the grace
@@ -34,7 +34,7 @@ pub struct CommonSettings {
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
     /// Seconds after which an upload staging file in a local bucket (`<key>#<n>`, left by a killed process) is removed at startup; younger ones may be another replica's live upload.
-    #[arg(long, env = "STALE_UPLOAD_SECS", default_value_t = crs_platform::staging::DEFAULT_STALE_SECS)]
+    #[arg(long, env = "STALE_UPLOAD_SECS", default_value_t = crs_platform::storage::staging::DEFAULT_STALE_SECS)]
     pub stale_upload_secs: u64,
     /// The bearer token required on every RPC that changes something, and TLS.
     #[command(flatten)]

@@ -20,11 +20,11 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crs_platform::bucket::{Bucket, StorageError};
 use crs_platform::failpoint::{FailPoint, UnknownFailPoint};
+use crs_platform::notify::webhook::{self, Notifier, WebhookError};
 use crs_platform::service::request_id::RequestIdLayer;
 use crs_platform::service::security::{AuthLayer, Secret, SecurityError};
-use crs_platform::webhook::{self, Notifier, WebhookError};
+use crs_platform::storage::bucket::{Bucket, StorageError};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::task::AbortOnDropHandle;
@@ -224,7 +224,7 @@ impl Startup {
         let grpc = server_builder(tls.as_ref()).map_err(ServerError::Tls)?;
         let bucket = Bucket::open_with(&settings.bucket_url, &settings.s3_env).map_err(ServerError::Bucket)?;
         bucket.check_access().await.map_err(ServerError::Bucket)?;
-        crs_platform::staging::clean_at_startup(&bucket, settings.stale_upload_age());
+        crs_platform::storage::staging::clean_at_startup(&bucket, settings.stale_upload_age());
         let notifier = Notifier::new(settings.webhook_url.as_deref(), service.name).map_err(ServerError::Webhook)?;
         let fail_point = FailPoint::new(settings.fail_at.as_deref()).map_err(ServerError::FailPoint)?;
         let reporter = HealthReporter::new();

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use crs_domain::models::ModelVer;
-use crs_platform::batch::DeviceColumn;
-use crs_platform::layout::{DEFAULT_OUTPUT_PREFIX, OutputPrefix};
+use crs_platform::predictions::batch::DeviceColumn;
+use crs_platform::storage::layout::{DEFAULT_OUTPUT_PREFIX, OutputPrefix};
 use crs_server::settings::{CommonSettings, help};
 use crs_server::startup::{Listeners, ServerError, bind, bind_optional};
 

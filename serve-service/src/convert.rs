@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crs_domain::data::{KeywordRows, RowProblem};
 use crs_domain::models::ModelVer;
-use crs_platform::layout::RunId;
+use crs_platform::storage::layout::RunId;
 use crs_proto::serve::{FeatureImportance, LoadedModel, ModelInfo, PredictRequest};
 use crs_proto::timestamp;
 

@@ -18,8 +18,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crs_platform::catalog::Catalog;
-use crs_platform::runs::ModelStore;
+use crs_platform::registry::catalog::Catalog;
+use crs_platform::registry::runs::ModelStore;
 use crs_proto::inference::grpc_inference_service_server::{
     GrpcInferenceServiceServer, SERVICE_NAME as INFERENCE_SERVICE,
 };

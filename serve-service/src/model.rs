@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::{KeyError, StorageError};
-use crs_platform::catalog::Catalog;
-use crs_platform::layout::RunId;
-use crs_platform::runs::{LoadError, LoadedRun, ModelStore};
-use crs_platform::webhook::{Notice, Notifier, Outcome};
+use crs_platform::notify::webhook::{Notice, Notifier, Outcome};
+use crs_platform::registry::catalog::Catalog;
+use crs_platform::registry::runs::{LoadError, LoadedRun, ModelStore};
+use crs_platform::storage::bucket::{KeyError, StorageError};
+use crs_platform::storage::layout::RunId;
 use tokio::sync::watch;
 
 use crate::metrics::ServeMetrics;

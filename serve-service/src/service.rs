@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use crs_domain::models::ModelVer;
-use crs_platform::batch::{BatchError, BatchOptions, DeviceColumn, predict_batch};
-use crs_platform::bucket::BucketKey;
-use crs_platform::layout::{OutputKeyError, OutputPrefix};
-use crs_platform::webhook::{Notice, Outcome};
+use crs_platform::notify::webhook::{Notice, Outcome};
+use crs_platform::predictions::batch::{BatchError, BatchOptions, DeviceColumn, predict_batch};
+use crs_platform::storage::bucket::BucketKey;
+use crs_platform::storage::layout::{OutputKeyError, OutputPrefix};
 use crs_proto::serve::serve_service_server::ServeService;
 use crs_proto::serve::{
     DeviceFormat, GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictBatchResponse,

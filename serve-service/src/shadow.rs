@@ -12,8 +12,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use crs_domain::data::{Attributes, KeywordRows, TableKind, TableReader, keyword_rows};
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::{Bucket, BucketKey};
-use crs_platform::shadow::{self, ShadowRow};
+use crs_platform::predictions::shadow::{self, ShadowRow};
+use crs_platform::storage::bucket::{Bucket, BucketKey};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::io::SyncIoBridge;
@@ -250,7 +250,7 @@ impl Worker {
         let primary = job.primary.model_ver();
         let shadows = self.pairs.get(&primary).cloned().unwrap_or_default();
         let rows = Arc::new(job.rows);
-        let record = |model: ModelVer, run: &crs_platform::layout::RunId, cr: &[f64]| {
+        let record = |model: ModelVer, run: &crs_platform::storage::layout::RunId, cr: &[f64]| {
             cr.iter()
                 .enumerate()
                 .map(|(i, &cr)| ShadowRow {

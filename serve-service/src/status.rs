@@ -3,12 +3,12 @@
 
 use crs_domain::features::FeatureError;
 use crs_domain::models::{ModelVer, UnknownVersion};
-use crs_platform::batch::BatchError;
-use crs_platform::bucket::KeyError;
-use crs_platform::catalog::CatalogError;
 use crs_platform::error::{Classify, ErrorKind};
-use crs_platform::layout::OutputKeyError;
-use crs_platform::runs::LoadError;
+use crs_platform::predictions::batch::BatchError;
+use crs_platform::registry::catalog::CatalogError;
+use crs_platform::registry::runs::LoadError;
+use crs_platform::storage::bucket::KeyError;
+use crs_platform::storage::layout::OutputKeyError;
 use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +95,7 @@ impl From<ServeError> for Status {
 
 #[cfg(test)]
 mod tests {
-    use crs_platform::bucket::{BucketKey, StorageError};
+    use crs_platform::storage::bucket::{BucketKey, StorageError};
 
     use super::*;
 

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crs_platform::bucket::BucketKey;
-use crs_platform::layout::PREDICTION_INPUT_KEY;
+use crs_platform::storage::bucket::BucketKey;
+use crs_platform::storage::layout::PREDICTION_INPUT_KEY;
 use crs_proto::serve::{GetModelRequest, LoadModelRequest, PredictBatchRequest, PredictRequest, Row};
 use crs_testkit::{Stack, predict_request, serving_status, wait_until_serving, wait_until_status};
 use tonic::Code;

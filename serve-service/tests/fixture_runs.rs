@@ -1,7 +1,7 @@
 //! Runs written by earlier releases (committed under `testkit/fixtures`) still
 //! load and serve, with the same predictions: rollback may point at them.
 
-use crs_platform::layout::PREDICTION_INPUT_KEY;
+use crs_platform::storage::layout::PREDICTION_INPUT_KEY;
 use crs_proto::serve::{LoadModelRequest, PredictBatchRequest};
 use crs_testkit::{Stack, fixture_dir, gunzip, predict_request, wait_until_serving};
 

@@ -3,7 +3,7 @@
 //! repository on the one slot, and every class of bad input answered with a
 //! code and a message naming what is wrong.
 
-use crs_platform::layout::PREDICTION_INPUT_KEY;
+use crs_platform::storage::layout::PREDICTION_INPUT_KEY;
 use crs_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use crs_proto::inference::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use crs_proto::inference::{

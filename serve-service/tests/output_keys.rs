@@ -2,7 +2,7 @@
 //! rewritten, an explicit key that exists only with `overwrite`, and a key in a
 //! protected area or outside the prefix is refused with nothing written.
 
-use crs_platform::layout::PREDICTION_INPUT_KEY;
+use crs_platform::storage::layout::PREDICTION_INPUT_KEY;
 use crs_proto::serve::{DeviceFormat, PredictBatchRequest};
 use crs_testkit::{Stack, gunzip, wait_until_serving};
 use tonic::Code;
@@ -75,8 +75,8 @@ async fn a_configured_prefix_and_device_codes() {
     let mut stack = Stack::new().await;
     stack.train("v1").await;
     let mut config = stack.serve_config();
-    config.output_prefix = crs_platform::layout::OutputPrefix::parse("exports/").expect("prefix");
-    config.output_device = crs_platform::batch::DeviceColumn::Code;
+    config.output_prefix = crs_platform::storage::layout::OutputPrefix::parse("exports/").expect("prefix");
+    config.output_device = crs_platform::predictions::batch::DeviceColumn::Code;
     let mut serve = stack.start_serve(config).await;
     wait_until_serving(&serve).await;
 

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crs_platform::layout::PREDICTION_INPUT_KEY;
+use crs_platform::storage::layout::PREDICTION_INPUT_KEY;
 use crs_proto::serve::{GetModelRequest, PredictBatchRequest};
 use crs_testkit::{Backend, Setup, Stack, gunzip, predict_request, wait_until, wait_until_serving};
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crs_platform::layout::{EVAL_KEY, PREDICTION_INPUT_KEY};
+use crs_platform::storage::layout::{EVAL_KEY, PREDICTION_INPUT_KEY};
 use crs_proto::serve::{PredictBatchRequest, PredictRequest};
 use crs_proto::train::StartTrainingRequest;
 use crs_testkit::{CapturedLogs, Stack, capture_logs, predict_request, wait_for_end, wait_until_serving};

@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use crs_platform::layout::EVAL_KEY;
 use crs_platform::service::security::Secret;
+use crs_platform::storage::layout::EVAL_KEY;
 use crs_proto::serve::LoadModelRequest;
 use crs_proto::train::StartTrainingRequest;
 use crs_proto::train::train_service_client::TrainServiceClient;

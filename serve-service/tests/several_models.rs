@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crs_domain::models::ModelVer;
-use crs_platform::layout::PREDICTION_INPUT_KEY;
+use crs_platform::storage::layout::PREDICTION_INPUT_KEY;
 use crs_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use crs_proto::inference::{
     ModelReadyRequest, RepositoryIndexRequest, RepositoryModelLoadRequest, RepositoryModelUnloadRequest,

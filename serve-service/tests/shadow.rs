@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::BucketKey;
-use crs_platform::layout::EVAL_KEY;
-use crs_platform::shadow;
+use crs_platform::predictions::shadow;
+use crs_platform::storage::bucket::BucketKey;
+use crs_platform::storage::layout::EVAL_KEY;
 use crs_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use crs_proto::inference::model_infer_request::InferInputTensor;
 use crs_proto::inference::{InferTensorContents, ModelInferRequest};

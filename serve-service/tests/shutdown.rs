@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crs_domain::data::synth::{ATTRIBUTES, SynthSpec, write_prediction_input};
-use crs_platform::layout::PREDICTION_INPUT_KEY;
+use crs_platform::storage::layout::PREDICTION_INPUT_KEY;
 use crs_proto::serve::PredictBatchRequest;
 use crs_testkit::{Stack, gunzip, parse_metrics, scrape, wait_until, wait_until_serving};
 use tonic::Code;

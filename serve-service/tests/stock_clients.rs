@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crs_platform::layout::PREDICTION_INPUT_KEY;
+use crs_platform::storage::layout::PREDICTION_INPUT_KEY;
 use crs_proto::serve::{GetModelRequest, PredictRequest};
 use crs_testkit::{Stack, predict_request, wait_until_serving};
 

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::{Bucket, BucketKey};
-use crs_platform::catalog::Catalog;
-use crs_platform::events::Change;
-use crs_platform::ingest::{Outcome, ingested_data, ledger};
-use crs_platform::layout::{self, RunId, sequence_number};
-use crs_platform::runs::ModelStore;
+use crs_platform::lifecycle::ingest::{Outcome, ingested_data, ledger};
+use crs_platform::registry::catalog::Catalog;
+use crs_platform::registry::events::Change;
+use crs_platform::registry::runs::ModelStore;
+use crs_platform::storage::bucket::{Bucket, BucketKey};
+use crs_platform::storage::layout::{self, RunId, sequence_number};
 use serde_json::Value;
 
 use crate::{Crctl, Service, copy_tree, free_addr, read_text, sha256_hex, wait_until, workspace_root};
@@ -210,7 +210,7 @@ pub fn check_ingestion(bucket_dir: &Path) -> u64 {
 /// Production points at a complete run that loads (checksum, format and
 /// structure checked), every listed run loads, and the history's numbers run
 /// 1, 2, 3 ... without a gap or a repeat. Returns production and the history.
-pub fn check_production(bucket_dir: &Path) -> (RunId, Vec<crs_platform::events::Event>) {
+pub fn check_production(bucket_dir: &Path) -> (RunId, Vec<crs_platform::registry::events::Event>) {
     let bucket = Bucket::open(bucket_dir.to_str().expect("UTF-8 temp path")).expect("bucket");
     let catalog = Catalog::new(ModelStore::new(bucket.clone()));
     block_on(async {
@@ -229,7 +229,7 @@ pub fn check_production(bucket_dir: &Path) -> (RunId, Vec<crs_platform::events::
 }
 
 /// The run each promotion in `events` moved production to, in order.
-pub fn promotions(events: &[crs_platform::events::Event]) -> Vec<(String, RunId)> {
+pub fn promotions(events: &[crs_platform::registry::events::Event]) -> Vec<(String, RunId)> {
     events
         .iter()
         .filter_map(|e| match &e.change {

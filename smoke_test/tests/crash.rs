@@ -1,5 +1,5 @@
 //! Crashes in the middle of a cycle, with the real train-service binary: for
-//! every fail point (`crs_platform::failpoint::STEPS`), train-service runs a
+//! every fail point (`crs_platform::failpoint::FailStep::ALL`), train-service runs a
 //! cycle with `CRS_FAIL_AT=<step>` on a copy of a bucket with new files and
 //! aborts there, as `kill -9` would; a restart without the fail point must find
 //! the bucket consistent, get past the dead cycle's lease within its ttl, and
@@ -9,13 +9,15 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crs_platform::failpoint::{BATCH_OUTPUT_WRITTEN, BATCH_STEPS, STEPS};
+use crs_platform::failpoint::FailStep;
 use serde_json::Value;
 use smoke_test::lifecycle::{
     CYCLE, LEASE_SECS, TrainProcess, Weeks, check_ingestion, check_production, cycle_record, cycle_records,
     lifecycle_bucket, wait_for_cycle,
 };
 use smoke_test::{Crctl, Service, build_binaries, copy_tree, free_addr, read_text, tail, wait_until};
+use train_service::cycles::CycleRecord;
+use train_service::gate::GateOutcome;
 
 /// A process aborted at its fail point has done so well within this.
 const ABORT: Duration = Duration::from_secs(180);
@@ -32,21 +34,20 @@ enum Start {
 
 /// Which bucket reaches `step`; `None` for the batch steps, which a cycle's
 /// batch reaches too but which are tried on serve-service's batches below. A
-/// new fail point must be placed here.
-fn start_for(step: &str) -> Option<Start> {
+/// new fail point must be placed here (the match does not compile until it is).
+fn start_for(step: FailStep) -> Option<Start> {
     Some(match step {
-        "cycle:drift" => Start::Production,
-        "ingest:rows-written"
-        | "cycle:ingest"
-        | "run:artifact-written"
-        | "run:saved"
-        | "job:saved"
-        | "cycle:train"
-        | "cycle:batch"
-        | "cycle:report-written"
-        | "cycle:report" => Start::Empty,
-        step if BATCH_STEPS.contains(&step) => return None,
-        other => panic!("fail point {other} has no bucket here that reaches it"),
+        FailStep::CycleDrift => Start::Production,
+        FailStep::IngestRowsWritten
+        | FailStep::CycleIngest
+        | FailStep::RunArtifactWritten
+        | FailStep::RunSaved
+        | FailStep::JobSaved
+        | FailStep::CycleTrain
+        | FailStep::CycleBatch
+        | FailStep::CycleReportWritten
+        | FailStep::CycleReport => Start::Empty,
+        FailStep::BatchUploadStarted | FailStep::BatchPredicted | FailStep::BatchOutputWritten => return None,
     })
 }
 
@@ -72,11 +73,12 @@ fn a_cycle_killed_at_any_step_leaves_a_consistent_bucket_and_the_next_cycle_comp
     let cycle_id = clean.cycle().unwrap_or_else(|e| panic!("the clean cycle did not start: {e}"));
     let record = wait_for_cycle(&production, &cycle_id, &mut clean.service);
     assert_eq!(record["state"], "succeeded", "{record:#}");
-    assert!(record["gate"].as_str().is_some_and(|g| g.starts_with("production")), "{record:#}");
+    let typed: CycleRecord = serde_json::from_value(record.clone()).expect("a cycle record");
+    assert!(typed.gate.as_ref().is_some_and(GateOutcome::promoted), "{record:#}");
     drop(clean);
     weeks.deliver(&production, 4);
 
-    for (i, step) in STEPS.iter().enumerate() {
+    for (i, step) in FailStep::ALL.into_iter().enumerate() {
         let template = match start_for(step) {
             Some(Start::Empty) => &empty,
             Some(Start::Production) => &production,
@@ -97,8 +99,8 @@ fn a_cycle_killed_at_any_step_leaves_a_consistent_bucket_and_the_next_cycle_comp
 }
 
 /// Runs a cycle that aborts at `step`; returns the dead cycle's id.
-fn crash_at(bins: &Path, bucket: &Path, logs: &Path, step: &str) -> String {
-    let mut process = TrainProcess::start(bins, bucket, logs, Some(step));
+fn crash_at(bins: &Path, bucket: &Path, logs: &Path, step: FailStep) -> String {
+    let mut process = TrainProcess::start(bins, bucket, logs, Some(step.name()));
     // The process may abort before it answers; the cycle's record names it anyway.
     let answered = process.cycle();
     let status = process.service.wait_for_exit(ABORT);
@@ -117,7 +119,7 @@ fn crash_at(bins: &Path, bucket: &Path, logs: &Path, step: &str) -> String {
 
 /// Restarts train-service without a fail point, checks what it finds, and
 /// returns the record of the cycle it completed.
-fn recover(bins: &Path, bucket: &Path, logs: &Path, step: &str, crashed: &str) -> Value {
+fn recover(bins: &Path, bucket: &Path, logs: &Path, step: FailStep, crashed: &str) -> Value {
     let mut process = TrainProcess::start(bins, bucket, logs, None);
     // Until the dead cycle's lease runs out, a request gets the dead cycle.
     let lease_expired = Instant::now() + Duration::from_secs(LEASE_SECS + 5);
@@ -152,7 +154,7 @@ const FIXTURE_RUN: &str = "20261201T210556681Z-9626e2";
 const BATCH_INPUT: &str = "data/predict/input/prediction_input.csv.gz";
 const BATCH_OUTPUT: &str = "data/predict/output/crash/out.csv.gz";
 
-/// serve-service killed at every batch step (`crs_platform::failpoint::BATCH_STEPS`):
+/// serve-service killed at every batch step (`crs_platform::failpoint::FailStep::BATCH`):
 /// nothing partial is ever at the output key, and a restart removes the dead
 /// upload's staging file (backdated past `STALE_UPLOAD_SECS`) but keeps a fresh
 /// one, which could be another replica's live upload; the next batch completes.
@@ -167,10 +169,11 @@ fn a_batch_killed_at_any_step_leaves_no_partial_output_and_a_restart_cleans_only
     std::fs::copy(crs_testkit::fixture_dir().join("prediction_input.csv.gz"), &input).expect("copy the input");
     let expected = read_text(&crs_testkit::fixture_dir().join("v1_expected_output.csv"));
 
-    for (i, step) in BATCH_STEPS.iter().enumerate() {
+    for (i, step) in FailStep::BATCH.into_iter().enumerate() {
         let bucket = dir.path().join(format!("batch{i}"));
         copy_tree(&template, &bucket, &[]);
-        let (mut serve, crctl) = start_serve(&bins, &bucket, &dir.path().join(format!("logs/batch{i}")), Some(step));
+        let (mut serve, crctl) =
+            start_serve(&bins, &bucket, &dir.path().join(format!("logs/batch{i}")), Some(step.name()));
         let answered = crctl.run(&["predict-batch", "--input", BATCH_INPUT, "--output", BATCH_OUTPUT]);
         assert!(!answered.success(), "{step}: the batch was answered: {answered}");
         let status = serve.wait_for_exit(ABORT);
@@ -185,7 +188,7 @@ fn a_batch_killed_at_any_step_leaves_no_partial_output_and_a_restart_cleans_only
         let output = bucket.join(BATCH_OUTPUT);
         let folder = output.parent().expect("output folder");
         let left = staging_files(folder);
-        if *step == BATCH_OUTPUT_WRITTEN {
+        if step == FailStep::BatchOutputWritten {
             // Complete before the kill: whole, though never reported.
             assert_eq!(read_text(&output), expected, "{step}");
         } else {

@@ -13,6 +13,7 @@ use smoke_test::lifecycle::{
 };
 use smoke_test::{Crctl, build_binaries, free_addr};
 use train_service::cycles::{CycleRecord, CycleState};
+use train_service::gate::GateOutcome;
 
 const ROUNDS: u32 = 5;
 
@@ -76,7 +77,7 @@ fn two_replicas_run_one_cycle_at_a_time_and_lose_no_promotion() {
     for record in &records {
         let by = format!("cycle {}", record.cycle_id);
         let own: Vec<_> = promoted.iter().filter(|(who, _)| *who == by).collect();
-        if record.gate.as_deref().is_some_and(|g| g.starts_with("production")) {
+        if record.gate.as_ref().is_some_and(GateOutcome::promoted) {
             let run = record.run_id.clone().expect("a promoting cycle names its run");
             assert_eq!(
                 own.len(),

@@ -18,7 +18,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crs_platform::bucket::{Bucket, BucketKey, S3Env};
+use crs_platform::storage::bucket::{Bucket, BucketKey, S3Env};
 use crs_testkit::{Auth, Backend, S3Server};
 use serde_json::Value;
 use smoke_test::{

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crs_platform::bucket::S3Env;
+use crs_platform::storage::bucket::S3Env;
 
 /// The pinned requirements; the venv remembers the ones it was made from.
 const REQUIREMENTS: &str = include_str!("../s3-requirements.txt");

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches};
-use crs_platform::bucket::{Bucket, BucketKey, S3Env};
-use crs_platform::layout::EVAL_KEY;
-use crs_platform::sample_data::{SampleSizes, write_sample_data};
+use crs_platform::storage::bucket::{Bucket, BucketKey, S3Env};
+use crs_platform::storage::layout::EVAL_KEY;
+use crs_platform::storage::sample_data::{SampleSizes, write_sample_data};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::serve::{PredictRequest, Row};
 use crs_proto::train::train_service_client::TrainServiceClient;

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crs_domain::models::ModelVer;
-use crs_platform::batch::{BatchError, BatchOptions, predict_batch};
-use crs_platform::bucket::{Bucket, S3Env, StorageError};
 use crs_platform::error::{Classify, ErrorKind};
-use crs_platform::layout::RunId;
-use crs_platform::lease::{Lease, LeaseError};
-use crs_platform::runs::ModelStore;
+use crs_platform::lifecycle::lease::{Lease, LeaseError};
+use crs_platform::predictions::batch::{BatchError, BatchOptions, predict_batch};
+use crs_platform::registry::runs::ModelStore;
+use crs_platform::storage::bucket::{Bucket, S3Env, StorageError};
+use crs_platform::storage::layout::RunId;
 use crs_testkit::{Auth, S3Server, fixture_dir, gunzip, key_of};
 
 /// Refused or missing credentials must fail well within this: no three-minute retry loop.
@@ -94,8 +94,8 @@ async fn of_two_writers_replacing_what_they_both_read_exactly_one_wins() {
     for run in [&earlier, &later] {
         bucket.put(&key_of(&format!("model/v0/{run}/metadata.json")), "{}").await.expect("a run");
     }
-    assert!(two.promote(model_ver, &later).await.expect("promote"));
-    assert!(!one.promote(model_ver, &earlier).await.expect("promote"), "LATEST must not move back");
+    assert!(two.advance_latest(model_ver, &later).await.expect("advance LATEST"));
+    assert!(!one.advance_latest(model_ver, &earlier).await.expect("advance LATEST"), "LATEST must not move back");
     assert_eq!(one.latest(model_ver).await.expect("LATEST"), Some(later));
 }
 

@@ -35,7 +35,7 @@ pub struct Config {
     #[arg(long, env = "TRAIN_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
     /// Bucket prefix where new raw files arrive for ingestion.
-    #[arg(long, env = "INCOMING_PREFIX", default_value = crs_platform::layout::INCOMING_PREFIX)]
+    #[arg(long, env = "INCOMING_PREFIX", default_value = crs_platform::storage::layout::INCOMING_PREFIX)]
     pub incoming_prefix: String,
     /// Seconds between scheduled cycles of the versions that have a config/<ver>/lifecycle.yaml; unset means none.
     #[arg(long, env = "CYCLE_INTERVAL_SECS", value_parser = clap::value_parser!(u64).range(1..))]

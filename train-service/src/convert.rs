@@ -3,15 +3,15 @@
 use crs_domain::evaluation::Evaluation;
 use crs_domain::metrics::Metrics;
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::BucketKey;
-use crs_platform::catalog::{RunEntry, RunList};
-use crs_platform::ingest::LedgerEntry;
-use crs_platform::inputs::InputKeys;
-use crs_platform::layout;
+use crs_platform::lifecycle::ingest::LedgerEntry;
+use crs_platform::lifecycle::inputs::InputKeys;
+use crs_platform::registry::catalog::{RunEntry, RunList};
+use crs_platform::storage::bucket::BucketKey;
+use crs_platform::storage::layout;
 use crs_proto::{timestamp, train as proto};
 
 use crate::cycles::{CycleRecord, CycleState};
-use crate::jobs::{Job, JobRequest, JobStage, JobState};
+use crate::jobs::{Job, JobPhase, JobRequest, JobState};
 use crate::status::ApiError;
 
 /// Checks a StartTraining request; empty fields take the server's defaults.
@@ -76,7 +76,7 @@ pub fn cycle(record: &CycleRecord) -> proto::Cycle {
         cycle_id: record.cycle_id.to_string(),
         model_ver: record.model_ver.to_string(),
         state: state.into(),
-        step: record.step.clone(),
+        step: record.step.name().to_owned(),
         started_at: Some(timestamp(record.started_at)),
         finished_at: record.finished_at.map(timestamp),
         decision: record.decision.clone(),
@@ -98,13 +98,13 @@ pub fn job(job: &Job) -> proto::TrainingJob {
         JobState::Failed => proto::JobState::Failed,
         JobState::Cancelled => proto::JobState::Cancelled,
     };
-    let stage = match job.stage {
+    let stage = match job.phase {
         None => proto::Stage::Unspecified,
-        Some(JobStage::LoadingData) => proto::Stage::LoadingData,
-        Some(JobStage::Preparing) => proto::Stage::Preparing,
-        Some(JobStage::Training) => proto::Stage::Training,
-        Some(JobStage::Evaluating) => proto::Stage::Evaluating,
-        Some(JobStage::Saving) => proto::Stage::Saving,
+        Some(JobPhase::LoadingData) => proto::Stage::LoadingData,
+        Some(JobPhase::Preparing) => proto::Stage::Preparing,
+        Some(JobPhase::Training) => proto::Stage::Training,
+        Some(JobPhase::Evaluating) => proto::Stage::Evaluating,
+        Some(JobPhase::Saving) => proto::Stage::Saving,
     };
     proto::TrainingJob {
         job_id: job.id.clone(),

@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::BucketKey;
-use crs_platform::catalog::Catalog;
-use crs_platform::layout;
-use crs_platform::runs::ModelStore;
+use crs_platform::registry::catalog::Catalog;
+use crs_platform::registry::runs::ModelStore;
+use crs_platform::storage::bucket::BucketKey;
+use crs_platform::storage::layout;
 use crs_proto::train::train_service_server::{SERVICE_NAME as TRAIN_SERVICE, TrainServiceServer};
 use crs_server::startup::{Drain, ServiceInfo, Startup};
 use tokio_util::task::AbortOnDropHandle;
@@ -113,7 +113,7 @@ async fn schedule(cycles: Cycles, catalog: Catalog, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
         for model_ver in ModelVer::all() {
-            match catalog.store().bucket().exists(&layout::lifecycle_key(model_ver)).await {
+            match catalog.bucket().exists(&layout::lifecycle_key(model_ver)).await {
                 Ok(true) => {
                     if let Err(e) = cycles.start(model_ver, "schedule").await {
                         tracing::warn!(%model_ver, error = %e, "scheduled cycle did not start");

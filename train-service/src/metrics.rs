@@ -12,7 +12,7 @@
 //! | `crs_train_cycle_step_duration_seconds` (histogram, steps of ended cycles) | `model`, `step` |
 
 use crs_domain::models::ModelVer;
-use crs_platform::runs::StageTiming;
+use crs_platform::registry::runs::StageTiming;
 use crs_server::metrics::{Call, CallMetrics, NoSubject, seconds_histogram};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

@@ -6,21 +6,28 @@ use crs_domain::data::Observations;
 use crs_domain::diagnostics::{calibration, cumulative_gains, residuals_by_device};
 use crs_domain::lifecycle::DriftReport;
 use crs_domain::models::{ModelVer, TrainedModel};
-use crs_platform::bucket::BucketKey;
-use crs_platform::catalog::Catalog;
-use crs_platform::failpoint::CYCLE_REPORT_WRITTEN;
-use crs_platform::layout::{self, RunId};
-use crs_platform::report::{self, RunDiagnostics};
-use crs_platform::runs::{RunMetadata, StageTiming};
+use crs_platform::failpoint::FailStep;
+use crs_platform::registry::catalog::Catalog;
+use crs_platform::registry::events::RunStage;
+use crs_platform::registry::runs::{RunMetadata, StageTiming};
+use crs_platform::reports::pages::{self, RunDiagnostics};
+use crs_platform::storage::bucket::BucketKey;
+use crs_platform::storage::layout::{self, RunId};
 
 use crate::config::SERVICE_NAME;
 
 fn versions() -> Vec<(String, String)> {
-    report::versions(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+    pages::versions(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
 }
 
 /// The run's report, then the version's index.
-pub async fn run(catalog: &Catalog, metadata: &RunMetadata, model: &TrainedModel, eval: &Observations, stage: &str) {
+pub async fn run(
+    catalog: &Catalog,
+    metadata: &RunMetadata,
+    model: &TrainedModel,
+    eval: &Observations,
+    stage: RunStage,
+) {
     let predicted = match model.predict(&eval.rows) {
         Ok(predicted) => predicted,
         Err(e) => {
@@ -28,14 +35,14 @@ pub async fn run(catalog: &Catalog, metadata: &RunMetadata, model: &TrainedModel
         }
     };
     let diagnostics = RunDiagnostics {
-        stage: stage.to_owned(),
+        stage,
         calibration: calibration(&predicted, eval, 10),
         gains: cumulative_gains(&predicted, eval, 20),
         residuals: residuals_by_device(&predicted, eval),
         importance: model.importance(),
         versions: versions(),
     };
-    let html = report::run_report(metadata, &diagnostics);
+    let html = pages::run_report(metadata, &diagnostics);
     put(catalog, &layout::run_report(metadata.model_ver, &metadata.run_id), html).await;
     index(catalog, metadata.model_ver).await;
 }
@@ -56,9 +63,9 @@ pub struct CycleSummary<'a> {
 pub async fn cycle(catalog: &Catalog, cycle: CycleSummary<'_>) -> Option<BucketKey> {
     let key = layout::cycle_report(cycle.model_ver, cycle.cycle_id);
     let title = format!("Model {} cycle {}", cycle.model_ver, cycle.cycle_id);
-    let html = report::cycle_report(&title, cycle.decision, &cycle.record, cycle.drift, cycle.timings, &versions());
+    let html = pages::cycle_report(&title, cycle.decision, &cycle.record, cycle.drift, cycle.timings, &versions());
     let written = put(catalog, &key, html).await;
-    catalog.store().fail_point().check(CYCLE_REPORT_WRITTEN);
+    catalog.fail_point().check(FailStep::CycleReportWritten);
     index(catalog, cycle.model_ver).await;
     written.then_some(key)
 }
@@ -69,7 +76,7 @@ async fn index(catalog: &Catalog, model_ver: ModelVer) {
         Err(e) => return tracing::warn!(error = %e, "no report index: cannot list the runs"),
     };
     let mut cycles = Vec::new();
-    let bucket = catalog.store().bucket();
+    let bucket = catalog.bucket();
     if let Ok(keys) = bucket.list(&layout::cycles(model_ver)).await {
         for key in keys {
             let Ok(bytes) = bucket.get(&key).await else { continue };
@@ -79,11 +86,11 @@ async fn index(catalog: &Catalog, model_ver: ModelVer) {
         }
     }
     cycles.reverse();
-    put(catalog, &layout::report_index(model_ver), report::index(model_ver.name(), &runs, &cycles)).await;
+    put(catalog, &layout::report_index(model_ver), pages::index(model_ver.name(), &runs, &cycles)).await;
 }
 
 async fn put(catalog: &Catalog, key: &BucketKey, html: String) -> bool {
-    match catalog.store().bucket().put(key, html).await {
+    match catalog.bucket().put(key, html).await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(%key, error = %e, "could not write a report");

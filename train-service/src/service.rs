@@ -5,11 +5,11 @@ use std::sync::Arc;
 use crs_domain::data::{DataFile, TrainingTable};
 use crs_domain::evaluation::Baselines;
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::BucketKey;
-use crs_platform::catalog::Catalog;
-use crs_platform::events::Change;
-use crs_platform::ingest::ingest_new;
-use crs_platform::layout::{self, RunId};
+use crs_platform::lifecycle::ingest::ingest_new;
+use crs_platform::registry::catalog::Catalog;
+use crs_platform::registry::events::Change;
+use crs_platform::storage::bucket::BucketKey;
+use crs_platform::storage::layout::{self, RunId};
 use crs_proto::train as proto;
 use crs_proto::train::train_service_server::TrainService;
 use futures::StreamExt;
@@ -69,7 +69,7 @@ impl TrainApi {
             .log(model_ver)
             .append(history.next_seq(), "crctl promote", &reason, change, None)
             .await
-            .map_err(crs_platform::catalog::CatalogError::from)?;
+            .map_err(crs_platform::registry::catalog::CatalogError::from)?;
         self.version_runs(model_ver).await
     }
 
@@ -87,7 +87,7 @@ impl TrainApi {
             .log(model_ver)
             .append(history.next_seq(), "crctl rollback", &reason, change, None)
             .await
-            .map_err(crs_platform::catalog::CatalogError::from)?;
+            .map_err(crs_platform::registry::catalog::CatalogError::from)?;
         self.version_runs(model_ver).await
     }
 
@@ -100,7 +100,7 @@ impl TrainApi {
             .await?
             .ok_or_else(|| ApiError::Precondition(format!("model {model_ver} has no production run")))?;
         let loaded = self.catalog.store().load(model_ver, &production).await?;
-        let bytes = self.catalog.store().bucket().get(&key).await?;
+        let bytes = self.catalog.bucket().get(&key).await?;
         let file = DataFile { name: key.to_string(), bytes };
         let evaluation = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
             let mut table = TrainingTable::read(&file.name, std::io::Cursor::new(file.bytes.clone()))?;
@@ -132,7 +132,7 @@ impl TrainApi {
             };
             layout::run_report(model_ver, &run)
         };
-        if !self.catalog.store().bucket().exists(&key).await? {
+        if !self.catalog.bucket().exists(&key).await? {
             return Err(ApiError::MissingObject { what: "report", key: key.to_string() });
         }
         Ok(proto::GetReportResponse { report_key: key.to_string() })
@@ -247,9 +247,9 @@ impl TrainService for TrainApi {
         let call = self.metrics.call("Ingest");
         call.finish(
             async {
-                let bucket = self.catalog.store().bucket();
+                let bucket = self.catalog.bucket();
                 let incoming = self.cycles.incoming();
-                let fail = self.catalog.store().fail_point();
+                let fail = self.catalog.fail_point();
                 let entries = ingest_new(bucket, incoming, "crctl ingest", self.cycles.lease_ttl(), fail)
                     .await
                     .map_err(ApiError::from)?;

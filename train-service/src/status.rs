@@ -2,12 +2,12 @@
 //! kinds are answered with are the one table in `crs_server::status`.
 
 use crs_domain::models::UnknownVersion;
-use crs_platform::bucket::{KeyError, StorageError};
-use crs_platform::catalog::CatalogError;
 use crs_platform::error::{Classify, ErrorKind};
-use crs_platform::ingest::IngestError;
-use crs_platform::lease::LeaseError;
-use crs_platform::runs::LoadError;
+use crs_platform::lifecycle::ingest::IngestError;
+use crs_platform::lifecycle::lease::LeaseError;
+use crs_platform::registry::catalog::CatalogError;
+use crs_platform::registry::runs::LoadError;
+use crs_platform::storage::bucket::{KeyError, StorageError};
 
 use crate::gate::GateError;
 use tonic::{Code, Status};
@@ -87,7 +87,7 @@ impl From<ApiError> for Status {
 #[cfg(test)]
 mod tests {
     use crs_domain::models::ModelVer;
-    use crs_platform::bucket::BucketKey;
+    use crs_platform::storage::bucket::BucketKey;
 
     use super::*;
 

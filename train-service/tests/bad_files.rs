@@ -4,7 +4,7 @@
 //! leaves no run and no output behind; an accepted one gives the same result as
 //! the valid file it was made from.
 
-use crs_platform::layout::{EVAL_KEY, PREDICTION_INPUT_KEY, TRAIN_KEY};
+use crs_platform::storage::layout::{EVAL_KEY, PREDICTION_INPUT_KEY, TRAIN_KEY};
 use crs_proto::serve::PredictBatchRequest;
 use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::train::train_service_client::TrainServiceClient;

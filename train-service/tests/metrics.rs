@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crs_platform::layout::EVAL_KEY;
+use crs_platform::storage::layout::EVAL_KEY;
 use crs_proto::train::{CycleState, JobState, RunCycleRequest, StartTrainingRequest};
 use crs_testkit::{Metrics, Stack, parse_metrics, scrape, train_to_end, wait_for_cycle};
 

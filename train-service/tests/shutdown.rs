@@ -71,7 +71,7 @@ async fn shutdown_lets_the_running_job_finish_fails_queued_ones_and_returns() {
     // Both finished runs are intact and LATEST is on the later one.
     let store = server.store();
     for run_id in [&earlier.run_id, &running.run_id] {
-        let run = crs_platform::layout::RunId::parse(run_id).expect("run id");
+        let run = crs_platform::storage::layout::RunId::parse(run_id).expect("run id");
         store
             .load(crs_domain::models::ModelVer::parse("v1").unwrap(), &run)
             .await

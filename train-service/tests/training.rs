@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use common::{SLOW_CONFIG_KEY, Setup, TestServer, wait_for_webhook};
 use crs_domain::models::{ModelVer, sha256_hex};
-use crs_platform::layout::RunId;
-use crs_platform::layout::TRAIN_KEY;
+use crs_platform::storage::layout::RunId;
+use crs_platform::storage::layout::TRAIN_KEY;
 use crs_proto::train::{
     GetTrainingJobRequest, JobState, ListModelsRequest, ListTrainingJobsRequest, Stage, StartTrainingRequest,
 };

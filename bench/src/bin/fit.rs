@@ -18,7 +18,7 @@ use anyhow::Context;
 use clap::Parser;
 use crs_bench::write_observations;
 use crs_domain::data::{DataFile, HOLDOUT_FRACTION, Observations, prepare};
-use crs_domain::evaluation::{Evaluation, Stage, train_and_evaluate};
+use crs_domain::evaluation::{Evaluation, TrainingPhase, train_and_evaluate};
 use crs_domain::metrics::Metrics;
 use crs_domain::models::{ModelVer, TrainedModel, v2};
 
@@ -134,7 +134,7 @@ fn main() -> anyhow::Result<()> {
         let mut last = None;
         for _ in 0..repeats {
             let run = train_and_evaluate(model_ver, &params, &data.train, &data.eval, |_| {})?;
-            let fit = run.seconds.iter().find(|(stage, _)| *stage == Stage::Training).map_or(0.0, |(_, s)| *s);
+            let fit = run.seconds.iter().find(|(phase, _)| *phase == TrainingPhase::Training).map_or(0.0, |(_, s)| *s);
             seconds.push(fit);
             last = Some(run);
         }
@@ -467,4 +467,3 @@ fn wall_clock(timings: &[Timing]) -> String {
     }
     out
 }
-

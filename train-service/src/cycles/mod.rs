@@ -12,14 +12,15 @@ use std::time::Duration;
 
 use chrono::Utc;
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::{BucketKey, StorageError};
-use crs_platform::catalog::Catalog;
-use crs_platform::layout::{self, RunId};
-use crs_platform::lease::{Lease, LeaseError};
-use crs_platform::webhook::Notifier;
+use crs_platform::lifecycle::lease::{Lease, LeaseError};
+use crs_platform::notify::webhook::Notifier;
+use crs_platform::registry::catalog::Catalog;
+use crs_platform::storage::bucket::{BucketKey, StorageError};
+use crs_platform::storage::layout::{self, RunId};
 use tokio_util::task::TaskTracker;
 
-pub use record::{CycleRecord, CycleState};
+pub use record::{CycleRecord, CycleState, CycleStep};
+use steps::CycleRunner;
 
 use crate::jobs::{CANCEL_WAIT, Cancellation, Jobs};
 use crate::metrics::TrainMetrics;
@@ -28,18 +29,7 @@ use crate::status::ApiError;
 /// The cycles of this process, and the settings they share.
 #[derive(Clone, Debug)]
 pub struct Cycles {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    catalog: Catalog,
-    jobs: Jobs,
-    notifier: Notifier,
-    incoming: BucketKey,
-    lease_ttl: Duration,
-    metrics: Arc<TrainMetrics>,
-    tasks: TaskTracker,
+    runner: Arc<CycleRunner>,
 }
 
 impl Cycles {
@@ -53,7 +43,7 @@ impl Cycles {
         metrics: Arc<TrainMetrics>,
     ) -> Self {
         let tasks = TaskTracker::new();
-        Cycles { inner: Arc::new(Inner { catalog, jobs, notifier, incoming, lease_ttl, metrics, tasks }) }
+        Cycles { runner: Arc::new(CycleRunner { catalog, jobs, notifier, incoming, lease_ttl, metrics, tasks }) }
     }
 
     /// Starts a cycle of `model_ver` and returns its record; while one runs
@@ -61,8 +51,8 @@ impl Cycles {
     pub async fn start(&self, model_ver: ModelVer, by: &str) -> Result<CycleRecord, ApiError> {
         let lease_name = lease_name(model_ver);
         let cycle_id = RunId::generate(Utc::now());
-        let bucket = self.inner.catalog.store().bucket();
-        let lease = match Lease::acquire(bucket, &lease_name, cycle_id.as_str(), self.inner.lease_ttl).await {
+        let bucket = self.runner.catalog.bucket();
+        let lease = match Lease::acquire(bucket, &lease_name, cycle_id.as_str(), self.runner.lease_ttl).await {
             Ok(lease) => lease,
             Err(LeaseError::Busy { holder, .. }) => {
                 let running = RunId::parse(&holder)?;
@@ -81,33 +71,32 @@ impl Cycles {
         let cycles = self.clone();
         let started = record.clone();
         // Closing dead cycles reads every record: in the cycle's task, not in the caller's request.
-        self.inner.tasks.spawn(async move {
+        self.runner.tasks.spawn(async move {
             cycles.close_abandoned(model_ver, &started.cycle_id).await;
-            cycles.inner.clone().run(started, lease).await;
+            cycles.runner.clone().run(started, lease).await;
         });
         Ok(record)
     }
 
     /// Where new raw files arrive.
     pub fn incoming(&self) -> &BucketKey {
-        &self.inner.incoming
+        &self.runner.incoming
     }
 
     pub fn lease_ttl(&self) -> Duration {
-        self.inner.lease_ttl
+        self.runner.lease_ttl
     }
 
     pub async fn get(&self, model_ver: ModelVer, cycle_id: &RunId) -> Result<CycleRecord, ApiError> {
-        CycleRecord::load(self.inner.catalog.store().bucket(), model_ver, cycle_id).await
+        CycleRecord::load(self.runner.catalog.bucket(), model_ver, cycle_id).await
     }
 
     /// Every recorded cycle of `model_ver`, newest first.
     pub async fn list(&self, model_ver: ModelVer) -> Result<Vec<CycleRecord>, ApiError> {
-        let bucket = self.inner.catalog.store().bucket();
+        let bucket = self.runner.catalog.bucket();
         let mut records = Vec::new();
         for key in bucket.list(&layout::cycles(model_ver)).await? {
-            let Some(id) = key.as_str().rsplit('/').next().and_then(|n| n.strip_suffix(".json")) else { continue };
-            let Ok(id) = RunId::parse(id) else { continue };
+            let Some(id) = layout::id_of(&key) else { continue };
             match self.get(model_ver, &id).await {
                 Ok(record) => records.push(record),
                 Err(e) => tracing::warn!(error = %e, "skipping an unreadable cycle record"),
@@ -134,7 +123,7 @@ impl Cycles {
                 record.state.as_str()
             )));
         }
-        let bucket = self.inner.catalog.store().bucket();
+        let bucket = self.runner.catalog.bucket();
         let bytes = serde_json::to_vec_pretty(&cancellation).expect("cancellations are plain serde data");
         match bucket.create(&layout::cycle_cancel(model_ver, cycle_id), bytes).await {
             // Asked before: the first request's who and why stand.
@@ -160,7 +149,7 @@ impl Cycles {
             Ok(records) => records,
             Err(e) => return tracing::warn!(error = %e, "cannot list the cycles to close abandoned ones"),
         };
-        let bucket = self.inner.catalog.store().bucket();
+        let bucket = self.runner.catalog.bucket();
         for mut record in records {
             if record.state != CycleState::Running || record.cycle_id == *current {
                 continue;
@@ -178,8 +167,8 @@ impl Cycles {
 
     /// Waits up to `within` for cycles still running (at shutdown).
     pub async fn drain(&self, within: Duration) {
-        self.inner.tasks.close();
-        if tokio::time::timeout(within, self.inner.tasks.wait()).await.is_err() {
+        self.runner.tasks.close();
+        if tokio::time::timeout(within, self.runner.tasks.wait()).await.is_err() {
             tracing::warn!("cycles still running at shutdown; their leases expire by themselves");
         }
     }

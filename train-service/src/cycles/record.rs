@@ -1,16 +1,20 @@
 //! A cycle's record in the bucket: what it ingested, its drift numbers, its
 //! decision, the runs involved and how long each step took.
 
+use std::fmt;
+
 use chrono::{DateTime, Utc};
 use crs_domain::lifecycle::DriftReport;
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::{Bucket, StorageError};
-use crs_platform::ingest::LedgerEntry;
-use crs_platform::layout::{self, RunId};
-use crs_platform::retention::Swept;
-use crs_platform::runs::StageTiming;
+use crs_platform::failpoint::FailStep;
+use crs_platform::lifecycle::ingest::LedgerEntry;
+use crs_platform::lifecycle::retention::Swept;
+use crs_platform::registry::runs::StageTiming;
+use crs_platform::storage::bucket::{Bucket, StorageError};
+use crs_platform::storage::layout::{self, RunId};
 use serde::{Deserialize, Serialize};
 
+use crate::gate::GateOutcome;
 use crate::jobs::Cancellation;
 use crate::status::ApiError;
 
@@ -34,6 +38,55 @@ impl CycleState {
     }
 }
 
+/// The steps of a cycle, in the order a cycle reaches them; drift, train and
+/// batch are skipped when there is nothing for them to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CycleStep {
+    /// The record is written; no step has begun.
+    Starting,
+    Ingest,
+    Drift,
+    Train,
+    Batch,
+    Retention,
+    Report,
+}
+
+impl CycleStep {
+    /// The step's name in records, timings and the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            CycleStep::Starting => "starting",
+            CycleStep::Ingest => "ingest",
+            CycleStep::Drift => "drift",
+            CycleStep::Train => "train",
+            CycleStep::Batch => "batch",
+            CycleStep::Retention => "retention",
+            CycleStep::Report => "report",
+        }
+    }
+
+    /// Where the crash tests abort a cycle at the step's end, for the steps
+    /// whose end changes the bucket.
+    pub fn fail_point(self) -> Option<FailStep> {
+        match self {
+            CycleStep::Starting | CycleStep::Retention => None,
+            CycleStep::Ingest => Some(FailStep::CycleIngest),
+            CycleStep::Drift => Some(FailStep::CycleDrift),
+            CycleStep::Train => Some(FailStep::CycleTrain),
+            CycleStep::Batch => Some(FailStep::CycleBatch),
+            CycleStep::Report => Some(FailStep::CycleReport),
+        }
+    }
+}
+
+impl fmt::Display for CycleStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CycleRecord {
     pub cycle_id: RunId,
@@ -42,7 +95,7 @@ pub struct CycleRecord {
     /// Who started it: `schedule`, `crctl cycle`, ...
     pub by: String,
     /// The step running now, or the last one reached.
-    pub step: String,
+    pub step: CycleStep,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     /// What it decided, in words.
@@ -56,7 +109,7 @@ pub struct CycleRecord {
     pub ingested: Vec<LedgerEntry>,
     pub drift: Option<DriftReport>,
     /// The gate's decision about the run it trained.
-    pub gate: Option<String>,
+    pub gate: Option<GateOutcome>,
     pub batch_output: Option<String>,
     pub report_key: Option<String>,
     pub timings: Vec<StageTiming>,
@@ -75,7 +128,7 @@ impl CycleRecord {
             model_ver,
             state: CycleState::Running,
             by: by.to_owned(),
-            step: "starting".to_owned(),
+            step: CycleStep::Starting,
             started_at: Utc::now(),
             finished_at: None,
             decision: String::new(),
@@ -93,7 +146,7 @@ impl CycleRecord {
         }
     }
 
-    pub fn key(&self) -> crs_platform::bucket::BucketKey {
+    pub fn key(&self) -> crs_platform::storage::bucket::BucketKey {
         layout::cycle_record(self.model_ver, &self.cycle_id)
     }
 
@@ -110,5 +163,29 @@ impl CycleRecord {
             Err(e) => return Err(e.into()),
         };
         serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRecord { key: key.to_string(), message: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_is_stored_by_its_name_and_read_back() {
+        let steps = [
+            CycleStep::Starting,
+            CycleStep::Ingest,
+            CycleStep::Drift,
+            CycleStep::Train,
+            CycleStep::Batch,
+            CycleStep::Retention,
+            CycleStep::Report,
+        ];
+        for step in steps {
+            let stored = serde_json::to_value(step).unwrap();
+            assert_eq!(stored, step.name(), "{step:?}");
+            assert_eq!(serde_json::from_value::<CycleStep>(stored).unwrap(), step);
+        }
+        assert!(serde_json::from_value::<CycleStep>("trian".into()).is_err());
     }
 }

@@ -1,10 +1,11 @@
-//! The steps of one cycle, in order. Each step's end is a fail point
-//! (`cycle:<step>`) for the crash tests.
+//! The steps of one cycle, in order, run by [`CycleRunner`], with all of its
+//! work in this file. The end of each step that changes the bucket is a fail
+//! point for the crash tests ([`CycleStep::fail_point`]).
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use crs_domain::data::TrainingTable;
@@ -12,30 +13,45 @@ use crs_domain::drift::input_shift;
 use crs_domain::lifecycle::{DriftReport, LifecycleConfig, Retrain, drift};
 use crs_domain::metrics::score;
 use crs_domain::models::ModelVer;
-use crs_platform::batch::{BatchOptions, predict_batch};
-use crs_platform::bucket::BucketKey;
-use crs_platform::ingest::{IngestError, LedgerEntry, ingest_new, ingested_data};
-use crs_platform::inputs::{InputKeys, WeekPlan};
-use crs_platform::layout::{self, RunId};
-use crs_platform::lease::{Lease, LeaseError};
-use crs_platform::retention::{Policy, sweep};
-use crs_platform::runs::StageTiming;
-use crs_platform::webhook::{Notice, Outcome};
+use crs_platform::lifecycle::ingest::{IngestError, LedgerEntry, ingest_new, ingested_data};
+use crs_platform::lifecycle::inputs::{InputKeys, WeekPlan};
+use crs_platform::lifecycle::lease::{Lease, LeaseError};
+use crs_platform::lifecycle::retention::{Policy, sweep};
+use crs_platform::notify::webhook::{Notice, Notifier, Outcome};
+use crs_platform::predictions::batch::{BatchOptions, predict_batch};
+use crs_platform::registry::catalog::Catalog;
+use crs_platform::registry::runs::StageTiming;
+use crs_platform::storage::bucket::BucketKey;
+use crs_platform::storage::layout::{self, OutputPrefix, RunId};
 use futures::StreamExt;
+use tokio_util::task::TaskTracker;
 
-use super::Inner;
-use super::record::{CycleRecord, CycleState};
-use crate::gate::lifecycle_config;
-use crate::jobs::{Cancellation, JobRequest, JobState};
+use super::record::{CycleRecord, CycleState, CycleStep};
+use crate::gate::{GateOutcome, lifecycle_config};
+use crate::jobs::{Cancellation, JobRequest, JobState, Jobs};
+use crate::metrics::TrainMetrics;
 use crate::reports;
 
 const MILLIS_PER_DAY: f64 = 24.0 * 3600.0 * 1000.0;
 
 /// How often a training cycle looks for a request to cancel it.
-pub(super) const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+pub(super) const CANCEL_POLL: Duration = Duration::from_millis(500);
 
 /// How often a cycle looks whether the ingest lease is free again.
-const INGEST_LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+const INGEST_LEASE_POLL: Duration = Duration::from_millis(200);
+
+/// What the cycles of this process share, and the running of each.
+#[derive(Debug)]
+pub(super) struct CycleRunner {
+    pub(super) catalog: Catalog,
+    pub(super) jobs: Jobs,
+    pub(super) notifier: Notifier,
+    /// Where new raw files arrive.
+    pub(super) incoming: BucketKey,
+    pub(super) lease_ttl: Duration,
+    pub(super) metrics: Arc<TrainMetrics>,
+    pub(super) tasks: TaskTracker,
+}
 
 /// Why a cycle failed; its message is the record's `error`.
 #[derive(Debug, thiserror::Error)]
@@ -45,9 +61,9 @@ pub enum CycleError {
     #[error("lifecycle config: {0}")]
     Config(#[from] crate::gate::GateError),
     #[error(transparent)]
-    Catalog(#[from] crs_platform::catalog::CatalogError),
+    Catalog(#[from] crs_platform::registry::catalog::CatalogError),
     #[error("the production run: {0}")]
-    Load(#[from] crs_platform::runs::LoadError),
+    Load(#[from] crs_platform::registry::runs::LoadError),
     #[error("the ingested data: {0}")]
     Data(#[from] crs_domain::data::DataError),
     #[error("scoring the production run on the new weeks: {0}")]
@@ -55,16 +71,16 @@ pub enum CycleError {
     #[error("training: {0}")]
     Train(String),
     #[error("batch prediction: {0}")]
-    Batch(#[from] crs_platform::batch::BatchError),
+    Batch(#[from] crs_platform::predictions::batch::BatchError),
     #[error(transparent)]
-    Storage(#[from] crs_platform::bucket::StorageError),
+    Storage(#[from] crs_platform::storage::bucket::StorageError),
     #[error("{0}")]
     Crashed(String),
     #[error("cancelled by {}: {}", .0.by, .0.reason)]
     Cancelled(Cancellation),
 }
 
-impl Inner {
+impl CycleRunner {
     pub(super) async fn run(self: Arc<Self>, mut record: CycleRecord, lease: Lease) {
         // Renewed in the background while the steps run; lost means another
         // replica may start a cycle, so stop before changing anything more.
@@ -94,8 +110,7 @@ impl Inner {
         }
         record.finished_at = Some(Utc::now());
         record.production_run_id = self.catalog.production(record.model_ver).await.ok().flatten();
-        let bucket = self.catalog.store().bucket();
-        if let Err(e) = record.save(bucket).await {
+        if let Err(e) = record.save(self.catalog.bucket()).await {
             tracing::error!(cycle_id = %record.cycle_id, error = %e, "could not write the cycle's record");
         }
         let lease = renewer.await.ok().flatten();
@@ -111,11 +126,11 @@ impl Inner {
 
     async fn steps(&self, record: &mut CycleRecord) -> Result<(), CycleError> {
         let model_ver = record.model_ver;
-        let bucket = self.catalog.store().bucket().clone();
+        let bucket = self.catalog.bucket().clone();
         let config = lifecycle_config(&self.catalog, model_ver).await?;
 
         let holder = format!("cycle {}", record.cycle_id);
-        let new_entries = self.step(record, "ingest", self.ingest(&holder)).await?;
+        let new_entries = self.step(record, CycleStep::Ingest, self.ingest(&holder)).await?;
         record.ingested = new_entries;
         let new_rows = self.unlearnt_rows(model_ver, &record.cycle_id).await?;
 
@@ -123,10 +138,10 @@ impl Inner {
         if let Some(production) = &production
             && new_rows > 0
         {
-            record.drift = self.step(record, "drift", self.drift(model_ver, production, &config)).await?;
+            record.drift = self.step(record, CycleStep::Drift, self.drift(model_ver, production, &config)).await?;
         }
 
-        let ingested_any = crs_platform::ingest::ledger(&bucket).await?.iter().any(|e| e.rows.used > 0);
+        let ingested_any = crs_platform::lifecycle::ingest::ledger(&bucket).await?.iter().any(|e| e.rows.used > 0);
         let retrain = match (&production, config.retrain) {
             (None, _) => ingested_any,
             (Some(_), Retrain::NewData) => new_rows > 0,
@@ -150,17 +165,17 @@ impl Inner {
 
         let plan = WeekPlan { holdout_weeks: config.holdout_weeks, train_weeks: config.train_weeks };
         let cycle_id = record.cycle_id.clone();
-        let job = self.step(record, "train", self.train(model_ver, plan, &cycle_id)).await?;
-        record.run_id = job.0;
-        record.gate = job.1.clone();
+        let (run_id, gate) = self.step(record, CycleStep::Train, self.train(model_ver, plan, &cycle_id)).await?;
+        record.run_id = run_id;
+        record.gate = gate;
         record.decision = match &record.gate {
             Some(gate) => format!("trained run {}: {gate}", record.run_id.as_ref().map(RunId::as_str).unwrap_or("?")),
             None => "trained a run".to_owned(),
         };
 
-        let promoted = record.gate.as_deref().is_some_and(|g| g.starts_with("production"));
+        let promoted = record.gate.as_ref().is_some_and(GateOutcome::promoted);
         if promoted && let Some(input) = &config.batch_input {
-            let output = self.step(record, "batch", self.batch(model_ver, input)).await?;
+            let output = self.step(record, CycleStep::Batch, self.batch(model_ver, input)).await?;
             record.batch_output = Some(output);
         }
         self.retention(record, &config).await;
@@ -172,7 +187,7 @@ impl Inner {
     /// request is no request: the cycle goes on, and says why in its log.
     async fn cancellation(&self, model_ver: ModelVer, cycle_id: &RunId) -> Option<Cancellation> {
         let key = layout::cycle_cancel(model_ver, cycle_id);
-        match self.catalog.store().bucket().get_if_exists(&key).await {
+        match self.catalog.bucket().get_if_exists(&key).await {
             Ok(Some(bytes)) => serde_json::from_slice(&bytes)
                 .inspect_err(|e| tracing::warn!(%key, error = %e, "ignoring an unreadable cancel request"))
                 .ok(),
@@ -188,29 +203,36 @@ impl Inner {
     async fn step<T, E: Into<CycleError>>(
         &self,
         record: &mut CycleRecord,
-        name: &str,
+        step: CycleStep,
         work: impl Future<Output = Result<T, E>>,
     ) -> Result<T, CycleError> {
         if let Some(cancellation) = self.cancellation(record.model_ver, &record.cycle_id).await {
             return Err(CycleError::Cancelled(cancellation));
         }
-        record.step = name.to_owned();
-        if let Err(e) = record.save(self.catalog.store().bucket()).await {
+        record.step = step;
+        if let Err(e) = record.save(self.catalog.bucket()).await {
             tracing::warn!(error = %e, "could not update the cycle's record");
         }
         let started = Instant::now();
         let result = work.await.map_err(Into::into);
-        record.timings.push(StageTiming { stage: name.to_owned(), seconds: started.elapsed().as_secs_f64() });
-        self.catalog.store().fail_point().check(&format!("cycle:{name}"));
+        record.timings.push(StageTiming { stage: step.name().to_owned(), seconds: started.elapsed().as_secs_f64() });
+        self.fail_point(step);
         result
+    }
+
+    /// Aborts the process here if the crash tests asked for the end of `step`.
+    fn fail_point(&self, step: CycleStep) {
+        if let Some(fail_step) = step.fail_point() {
+            self.catalog.fail_point().check(fail_step);
+        }
     }
 
     /// Ingests the new files, waiting out an ingestion that holds the lease: a
     /// `crctl ingest` that ends soon, or a crashed one whose lease expires
     /// within its ttl.
     async fn ingest(&self, holder: &str) -> Result<Vec<LedgerEntry>, IngestError> {
-        let bucket = self.catalog.store().bucket();
-        let fail = self.catalog.store().fail_point();
+        let bucket = self.catalog.bucket();
+        let fail = self.catalog.fail_point();
         let deadline = Instant::now() + self.lease_ttl * 2;
         loop {
             match ingest_new(bucket, &self.incoming, holder, self.lease_ttl, fail).await {
@@ -227,7 +249,7 @@ impl Inner {
     /// newest run trained on ingested rows. Besides this cycle's, that counts
     /// rows of a cycle killed before it decided and of `crctl ingest`.
     async fn unlearnt_rows(&self, model_ver: ModelVer, current: &RunId) -> Result<u64, CycleError> {
-        let bucket = self.catalog.store().bucket();
+        let bucket = self.catalog.bucket();
         let trained = self
             .catalog
             .store()
@@ -254,7 +276,7 @@ impl Inner {
             }
         }
         let since = trained.max(decided);
-        let ledger = crs_platform::ingest::ledger(bucket).await?;
+        let ledger = crs_platform::lifecycle::ingest::ledger(bucket).await?;
         Ok(ledger.iter().filter(|e| since.is_none_or(|t| e.at > t)).map(|e| e.rows.used).sum())
     }
 
@@ -268,12 +290,9 @@ impl Inner {
     ) -> Result<Option<DriftReport>, CycleError> {
         let loaded = self.catalog.store().load(model_ver, production).await?;
         let history = self.catalog.history(model_ver).await?;
-        let reference_logloss = history
-            .production_event()
-            .and_then(|e| e.numbers.as_ref())
-            .and_then(|n| n.get("logloss"))
-            .and_then(serde_json::Value::as_f64);
-        let Some(data) = ingested_data(self.catalog.store().bucket()).await? else { return Ok(None) };
+        // Production's log-loss when the gate promoted it; none for a run promoted by hand.
+        let reference_logloss = history.production_event().and_then(|e| e.numbers.as_ref()).map(|n| n.logloss);
+        let Some(data) = ingested_data(self.catalog.bucket()).await? else { return Ok(None) };
         let trained_weeks = loaded.metadata.weeks.as_ref().map(|w| w.train.clone());
         let thresholds = config.drift.clone();
         tokio::task::spawn_blocking(move || -> Result<Option<DriftReport>, CycleError> {
@@ -305,7 +324,7 @@ impl Inner {
         model_ver: ModelVer,
         plan: WeekPlan,
         cycle_id: &RunId,
-    ) -> Result<(Option<RunId>, Option<String>), CycleError> {
+    ) -> Result<(Option<RunId>, Option<GateOutcome>), CycleError> {
         let request = JobRequest {
             model_ver,
             keys: InputKeys::ingested(model_ver, plan),
@@ -352,11 +371,10 @@ impl Inner {
         let production =
             self.catalog.production(model_ver).await?.ok_or_else(|| CycleError::Crashed("no production run".into()))?;
         let loaded = self.catalog.store().load(model_ver, &production).await?;
-        let input = BucketKey::parse(input).map_err(crs_platform::bucket::StorageError::from)?;
-        let output = layout::prediction_output_key(model_ver, &production);
-        let store = self.catalog.store();
-        let options = BatchOptions { fail_point: *store.fail_point(), ..BatchOptions::default() };
-        predict_batch(store.bucket(), loaded.model, &input, &output, options).await?;
+        let input = BucketKey::parse(input).map_err(crs_platform::storage::bucket::StorageError::from)?;
+        let output = OutputPrefix::default().default_key(model_ver, &production);
+        let options = BatchOptions { fail_point: *self.catalog.fail_point(), ..BatchOptions::default() };
+        predict_batch(self.catalog.bucket(), loaded.model, &input, &output, options).await?;
         Ok(output.to_string())
     }
 
@@ -364,7 +382,7 @@ impl Inner {
     /// report index lists only what is kept. Best effort, like the report: the
     /// next cycle's sweep finishes what this one could not.
     async fn retention(&self, record: &mut CycleRecord, config: &LifecycleConfig) {
-        record.step = "retention".to_owned();
+        record.step = CycleStep::Retention;
         let policy = Policy {
             keep_runs: config.keep_runs,
             keep_for: chrono::Duration::milliseconds((config.keep_days * MILLIS_PER_DAY) as i64),
@@ -386,12 +404,15 @@ impl Inner {
                 tracing::warn!(cycle_id = %record.cycle_id, error = %e, "retention failed; the next cycle retries")
             }
         }
-        record.timings.push(StageTiming { stage: "retention".to_owned(), seconds: started.elapsed().as_secs_f64() });
+        record.timings.push(StageTiming {
+            stage: CycleStep::Retention.name().to_owned(),
+            seconds: started.elapsed().as_secs_f64(),
+        });
     }
 
     /// Reports are best effort: a cycle that did its work is not failed by them.
     async fn report(&self, record: &mut CycleRecord) {
-        record.step = "report".to_owned();
+        record.step = CycleStep::Report;
         let summary = reports::CycleSummary {
             model_ver: record.model_ver,
             cycle_id: &record.cycle_id,
@@ -401,13 +422,13 @@ impl Inner {
             timings: &record.timings,
         };
         record.report_key = reports::cycle(&self.catalog, summary).await.map(|k| k.to_string());
-        self.catalog.store().fail_point().check("cycle:report");
+        self.fail_point(CycleStep::Report);
     }
 }
 
 /// Renews `lease` every `every` until the cycle ends (the receiver side is
 /// dropped), then hands it back for release; `None` if it was lost.
-async fn renew(mut lease: Lease, every: std::time::Duration, lost: tokio::sync::watch::Sender<bool>) -> Option<Lease> {
+async fn renew(mut lease: Lease, every: Duration, lost: tokio::sync::watch::Sender<bool>) -> Option<Lease> {
     loop {
         tokio::select! {
             () = lost.closed() => return Some(lease),

@@ -1,6 +1,6 @@
 //! Every state a job passes through, appended to its log, a `watch` channel.
 //! Readers take the last entry; watchers walk the log from where they joined,
-//! so a slow watcher still sees every stage instead of only the newest one.
+//! so a slow watcher still sees every phase instead of only the newest one.
 
 use std::sync::{Arc, Mutex};
 
@@ -8,7 +8,7 @@ use futures::Stream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cancellation, Job, JobStage};
+use super::{Cancellation, Job, JobPhase};
 
 /// Every state of one job, oldest first (never empty), and whether someone
 /// asked for it to be cancelled.
@@ -25,7 +25,7 @@ impl JobLog {
         JobLog { states: watch::Sender::new(vec![job]), cancel: CancellationToken::new(), cancellation: Arc::default() }
     }
 
-    /// Asks the job to stop; it notices at its next stage boundary, or at once while waiting or training.
+    /// Asks the job to stop; it notices at its next phase boundary, or at once while waiting or training.
     pub(super) fn request_cancel(&self, cancellation: Cancellation) {
         self.cancellation.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(cancellation);
         self.cancel.cancel();
@@ -53,10 +53,10 @@ impl JobLog {
         });
     }
 
-    pub(super) fn enter(&self, stage: JobStage) {
+    pub(super) fn enter(&self, phase: JobPhase) {
         self.update(|job| {
-            job.stage = Some(stage);
-            job.progress = stage.progress();
+            job.phase = Some(phase);
+            job.progress = phase.progress();
         });
     }
 

@@ -1,31 +1,34 @@
-//! Training jobs: what a job is ([`Job`] and its states), the queue in front of
-//! the CPU ([`Jobs`], in `queue.rs`), each job's history (`log.rs`), the stages
-//! that take a job from its inputs in the bucket to a trained model
-//! (`stages.rs`), writing and promoting the run (`save.rs`), and the webhook
+//! Training jobs: what a job is ([`Job`], its states and phases), the queue in
+//! front of the CPU ([`Jobs`], in `queue.rs`), each job's history (`log.rs`)
+//! and its record in the bucket (`record.rs`), one job from the queue to its
+//! end (`runner.rs`): its inputs loaded and its model fitted (`training.rs`),
+//! its run written with its metadata (`metadata.rs`) and gated, and the webhook
 //! notices it posts (`notices.rs`).
 
 mod log;
+mod metadata;
 mod notices;
 mod queue;
 mod record;
-mod save;
-mod stages;
+mod runner;
+mod training;
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use crs_domain::data::DataError;
-use crs_domain::evaluation::{self, Evaluation, TrainError};
+use crs_domain::evaluation::{Evaluation, TrainError, TrainingPhase};
 use crs_domain::models::{ModelVer, ParamError, Progress};
-use crs_platform::bucket::StorageError;
 use crs_platform::error::{Classify, ErrorKind};
-use crs_platform::inputs::{FetchError, InputKeys};
-use crs_platform::layout::RunId;
+use crs_platform::lifecycle::inputs::{FetchError, InputKeys};
+use crs_platform::storage::bucket::StorageError;
+use crs_platform::storage::layout::RunId;
 use serde::{Deserialize, Serialize};
 
 pub use queue::{CANCEL_WAIT, Jobs};
 
 pub use crate::config::SERVICE_NAME;
+use crate::gate::GateOutcome;
 
 /// A checked request for a job: the version, where its inputs are, its labels.
 #[derive(Clone, Debug)]
@@ -72,10 +75,10 @@ pub struct Cancellation {
     pub reason: String,
 }
 
-/// The stages of a running job, in order.
+/// The phases of a running job, in order (the wire calls them stages).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum JobStage {
+pub enum JobPhase {
     /// Fetching data and config from the bucket, validating and aggregating them.
     LoadingData,
     /// Fitting the feature pipeline.
@@ -87,37 +90,37 @@ pub enum JobStage {
     Saving,
 }
 
-impl JobStage {
-    /// The share of the job done when the stage starts. Stages only report when
+impl JobPhase {
+    /// The share of the job done when the phase starts. Phases only report when
     /// they start, so these are fixed estimates of where the time goes.
     fn progress(self) -> f32 {
         match self {
-            JobStage::LoadingData => 0.0,
-            JobStage::Preparing => 0.3,
-            JobStage::Training => 0.4,
-            JobStage::Evaluating => 0.8,
-            JobStage::Saving => 0.9,
+            JobPhase::LoadingData => 0.0,
+            JobPhase::Preparing => 0.3,
+            JobPhase::Training => 0.4,
+            JobPhase::Evaluating => 0.8,
+            JobPhase::Saving => 0.9,
         }
     }
 
-    /// The stage's name in run metadata.
+    /// The phase's name in run metadata (`stage_seconds`).
     fn name(self) -> &'static str {
         match self {
-            JobStage::LoadingData => "loading_data",
-            JobStage::Preparing => "preparing",
-            JobStage::Training => "training",
-            JobStage::Evaluating => "evaluating",
-            JobStage::Saving => "saving",
+            JobPhase::LoadingData => "loading_data",
+            JobPhase::Preparing => "preparing",
+            JobPhase::Training => "training",
+            JobPhase::Evaluating => "evaluating",
+            JobPhase::Saving => "saving",
         }
     }
 }
 
-impl From<evaluation::Stage> for JobStage {
-    fn from(stage: evaluation::Stage) -> Self {
-        match stage {
-            evaluation::Stage::Preparing => JobStage::Preparing,
-            evaluation::Stage::Training => JobStage::Training,
-            evaluation::Stage::Evaluating => JobStage::Evaluating,
+impl From<TrainingPhase> for JobPhase {
+    fn from(phase: TrainingPhase) -> Self {
+        match phase {
+            TrainingPhase::Preparing => JobPhase::Preparing,
+            TrainingPhase::Training => JobPhase::Training,
+            TrainingPhase::Evaluating => JobPhase::Evaluating,
         }
     }
 }
@@ -128,8 +131,9 @@ pub struct Job {
     pub id: String,
     pub model_ver: ModelVer,
     pub state: JobState,
-    /// The current stage; the last one reached once the job has ended.
-    pub stage: Option<JobStage>,
+    /// The current phase; the last one reached once the job has ended.
+    #[serde(rename = "stage")]
+    pub phase: Option<JobPhase>,
     pub progress: f32,
     pub keys: InputKeys,
     pub labels: BTreeMap<String, String>,
@@ -143,7 +147,7 @@ pub struct Job {
     /// The evaluation-set scores, once the job has succeeded.
     pub evaluation: Option<Evaluation>,
     /// What the gate did with the run, once the job has succeeded (not for drafts).
-    pub gate: Option<String>,
+    pub gate: Option<GateOutcome>,
     /// How a hyperparameter search is going, for versions that search.
     pub search: Option<SearchState>,
     /// Set when the job ended cancelled.
@@ -199,7 +203,7 @@ pub enum JobError {
     #[error("saving the run: {0}")]
     Save(#[source] StorageError),
     #[error("moving LATEST: {0}")]
-    Promote(#[source] StorageError),
+    AdvanceLatest(#[source] StorageError),
     #[error("cancelled by shutdown before it started")]
     NotStarted,
     #[error("cut off by shutdown: still running when the grace period ended")]
@@ -211,7 +215,7 @@ pub enum JobError {
 impl Classify for JobError {
     fn kind(&self) -> ErrorKind {
         match self {
-            JobError::Storage(e) | JobError::Save(e) | JobError::Promote(e) => e.kind(),
+            JobError::Storage(e) | JobError::Save(e) | JobError::AdvanceLatest(e) => e.kind(),
             JobError::Fetch(e) => e.kind(),
             JobError::Params(e) => e.kind(),
             JobError::Data(e) => e.kind(),

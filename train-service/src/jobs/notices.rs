@@ -1,8 +1,8 @@
 //! The webhook notices of a job: started, succeeded, failed.
 
-use crs_platform::layout::RunId;
-use crs_platform::runs::RunMetadata;
-use crs_platform::webhook::{Notice, Outcome};
+use crs_platform::notify::webhook::{Notice, Outcome};
+use crs_platform::registry::runs::RunMetadata;
+use crs_platform::storage::layout::RunId;
 
 use super::Job;
 
@@ -26,7 +26,7 @@ pub(super) fn succeeded(job: &Job, metadata: &RunMetadata) -> Notice {
     .field("Eval wMAE (device baseline)", format!("{:.6}", eval.device.wmae))
     .field("Eval log-loss (model)", format!("{:.6}", eval.model.logloss))
     .field("Run", &metadata.run_id)
-    .field("Gate", job.gate.as_deref().unwrap_or("not gated: a draft"))
+    .field("Gate", job.gate.as_ref().map_or_else(|| "not gated: a draft".to_owned(), ToString::to_string))
 }
 
 pub(super) fn failed(job: &Job, reason: &str) -> Notice {

@@ -1,24 +1,21 @@
 //! The jobs of this process: the registry every RPC reads, and the queue in
 //! front of the CPU (`MAX_CONCURRENT_JOBS` run, the rest wait their turn).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::StorageError;
-use crs_platform::catalog::Catalog;
-use crs_platform::layout::RunId;
-use crs_platform::webhook::Notifier;
+use crs_platform::notify::webhook::Notifier;
+use crs_platform::registry::catalog::Catalog;
+use crs_platform::storage::bucket::StorageError;
 use futures::{Stream, StreamExt};
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::log::JobLog;
 use super::record::{keep_recorded, recorded, recorded_job, sweep};
+use super::runner::JobRunner;
 use super::{Cancellation, Job, JobRequest, JobState};
 use crate::metrics::TrainMetrics;
 use crate::status::ApiError;
@@ -34,51 +31,12 @@ pub const CANCEL_WAIT: Duration = Duration::from_secs(30);
 /// The jobs of this process. Cheap to clone; clones share everything.
 #[derive(Clone, Debug)]
 pub struct Jobs {
-    inner: Arc<Inner>,
-}
-
-/// What the running jobs share.
-#[derive(Debug)]
-pub(super) struct Inner {
-    pub(super) catalog: Catalog,
-    pub(super) notifier: Notifier,
-    pub(super) metrics: Arc<TrainMetrics>,
-    /// One permit per job allowed to run; the rest wait here, first come first served.
-    pub(super) slots: Arc<Semaphore>,
-    registry: Mutex<Registry>,
-    next_seq: AtomicU64,
-    tasks: TaskTracker,
-    /// Shutdown has begun: no new jobs, and queued ones never start.
-    pub(super) draining: CancellationToken,
-    /// The grace period is over: running jobs stop where they are.
-    pub(super) cut_off: CancellationToken,
-    /// This process, in the jobs' records and ids (unique across replicas and restarts).
-    replica: RunId,
-}
-
-#[derive(Debug, Default)]
-struct Registry {
-    /// In creation order.
-    logs: Vec<JobLog>,
-    by_id: HashMap<String, usize>,
+    runner: Arc<JobRunner>,
 }
 
 impl Jobs {
     pub fn new(catalog: Catalog, notifier: Notifier, max_concurrent_jobs: usize, metrics: Arc<TrainMetrics>) -> Self {
-        Jobs {
-            inner: Arc::new(Inner {
-                catalog,
-                notifier,
-                metrics,
-                slots: Arc::new(Semaphore::new(max_concurrent_jobs.max(1))),
-                registry: Mutex::default(),
-                next_seq: AtomicU64::new(1),
-                tasks: TaskTracker::new(),
-                draining: CancellationToken::new(),
-                cut_off: CancellationToken::new(),
-                replica: RunId::generate(Utc::now()),
-            }),
-        }
+        Jobs { runner: Arc::new(JobRunner::new(catalog, notifier, max_concurrent_jobs, metrics)) }
     }
 
     /// Checks that the inputs exist, queues the job and returns it in state
@@ -97,20 +55,20 @@ impl Jobs {
             required.remove(0);
         }
         for (what, key) in required {
-            if !self.inner.catalog.store().bucket().exists(key).await? {
+            if !self.runner.catalog.bucket().exists(key).await? {
                 return Err(ApiError::MissingObject { what, key: key.to_string() });
             }
         }
 
         let now = Utc::now();
-        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        let seq = self.runner.next_seq.fetch_add(1, Ordering::Relaxed);
         // The replica's random tag keeps ids apart across processes on one bucket.
-        let tag = self.inner.replica.as_str().rsplit('-').next().unwrap_or_default();
+        let tag = self.runner.replica.as_str().rsplit('-').next().unwrap_or_default();
         let job = Job {
             id: format!("job-{}-{tag}-{seq}", now.format("%Y%m%dT%H%M%S%3fZ")),
             model_ver: request.model_ver,
             state: JobState::Queued,
-            stage: None,
+            phase: None,
             progress: 0.0,
             keys: request.keys,
             labels: request.labels,
@@ -129,8 +87,8 @@ impl Jobs {
         let log = JobLog::new(job.clone());
         {
             // Under the registry lock, so that shutdown sees every job it has to wait for.
-            let mut registry = self.inner.registry();
-            if self.inner.draining.is_cancelled() {
+            let mut registry = self.runner.registry();
+            if self.runner.draining.is_cancelled() {
                 return Err(ApiError::ShuttingDown);
             }
             let index = registry.logs.len();
@@ -140,10 +98,10 @@ impl Jobs {
             // lines and notices, in a span of its own with the job id.
             let request_id = crs_platform::service::request_id::current().unwrap_or_default();
             let span = tracing::info_span!(parent: None, "job", job_id = %job.id, request_id = %request_id);
-            let run = crs_platform::service::request_id::scope(request_id, self.inner.clone().run(log.clone()));
-            self.inner.tasks.spawn(tracing::Instrument::instrument(run, span));
-            let bucket = self.inner.catalog.store().bucket().clone();
-            self.inner.tasks.spawn(keep_recorded(bucket, self.inner.replica.to_string(), log));
+            let run = crs_platform::service::request_id::scope(request_id, self.runner.clone().run(log.clone()));
+            self.runner.tasks.spawn(tracing::Instrument::instrument(run, span));
+            let bucket = self.runner.catalog.bucket().clone();
+            self.runner.tasks.spawn(keep_recorded(bucket, self.runner.replica.to_string(), log));
         }
         tracing::info!(job_id = %job.id, model_ver = %job.model_ver, train_key = %job.keys.train, "job queued");
         Ok(job)
@@ -151,10 +109,10 @@ impl Jobs {
 
     /// A job of this process, or one recorded in the bucket by another (or an earlier one).
     pub async fn get(&self, job_id: &str) -> Result<Job, ApiError> {
-        match self.inner.log(job_id) {
+        match self.runner.log(job_id) {
             Ok(log) => Ok(log.current()),
             Err(unknown) => {
-                let bucket = self.inner.catalog.store().bucket();
+                let bucket = self.runner.catalog.bucket();
                 recorded_job(bucket, job_id, Utc::now()).await.ok_or(unknown)
             }
         }
@@ -162,8 +120,8 @@ impl Jobs {
 
     /// Every job of this process and every job recorded in the bucket, newest first.
     pub async fn list(&self) -> Result<Vec<Job>, ApiError> {
-        let mut jobs: Vec<Job> = self.inner.registry().logs.iter().map(JobLog::current).collect();
-        let recorded = recorded(self.inner.catalog.store().bucket(), Utc::now()).await?;
+        let mut jobs: Vec<Job> = self.runner.registry().logs.iter().map(JobLog::current).collect();
+        let recorded = recorded(self.runner.catalog.bucket(), Utc::now()).await?;
         let local: HashSet<String> = jobs.iter().map(|j| j.id.clone()).collect();
         jobs.extend(recorded.into_iter().filter(|j| !local.contains(&j.id)));
         jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
@@ -172,7 +130,7 @@ impl Jobs {
 
     /// The job's current state, then every change until it ends.
     pub fn watch(&self, job_id: &str) -> Result<impl Stream<Item = Job> + Send + 'static, ApiError> {
-        self.inner.log(job_id).map(|log| log.updates())
+        self.runner.log(job_id).map(|log| log.updates())
     }
 
     /// Cancels a queued or running job and returns it once it has stopped (or
@@ -180,10 +138,10 @@ impl Jobs {
     /// off while training runs to its end on its own thread, but nothing of
     /// the run is written.
     pub async fn cancel(&self, job_id: &str, cancellation: Cancellation) -> Result<Job, ApiError> {
-        let log = match self.inner.log(job_id) {
+        let log = match self.runner.log(job_id) {
             Ok(log) => log,
             Err(unknown) => {
-                let bucket = self.inner.catalog.store().bucket();
+                let bucket = self.runner.catalog.bucket();
                 return match recorded_job(bucket, job_id, Utc::now()).await {
                     Some(job) if !job.state.is_terminal() => {
                         Err(ApiError::Precondition(format!("job {job_id} runs in another process: cancel it there")))
@@ -210,41 +168,28 @@ impl Jobs {
     /// Deletes the records of `model_ver`'s jobs that ended before `cutoff`
     /// (retention); returns how many.
     pub async fn sweep(&self, model_ver: ModelVer, cutoff: DateTime<Utc>) -> Result<usize, StorageError> {
-        sweep(self.inner.catalog.store().bucket(), model_ver, cutoff, Utc::now()).await
+        sweep(self.runner.catalog.bucket(), model_ver, cutoff, Utc::now()).await
     }
 
     /// Refuses new jobs from now on; queued jobs fail instead of starting.
     pub fn stop_accepting(&self) {
         // Under the registry lock, so that no job is added after drain starts waiting.
-        let _registry = self.inner.registry();
-        self.inner.draining.cancel();
+        let _registry = self.runner.registry();
+        self.runner.draining.cancel();
     }
 
     /// Stops accepting jobs and waits up to `grace` for the running ones; those
     /// still running then are cut off and fail.
     pub async fn drain(&self, grace: Duration) {
         self.stop_accepting();
-        self.inner.tasks.close();
-        if tokio::time::timeout(grace, self.inner.tasks.wait()).await.is_ok() {
+        self.runner.tasks.close();
+        if tokio::time::timeout(grace, self.runner.tasks.wait()).await.is_ok() {
             return;
         }
         tracing::warn!(grace_secs = grace.as_secs_f64(), "grace period over: cutting off running jobs");
-        self.inner.cut_off.cancel();
-        if tokio::time::timeout(CUT_OFF_WAIT, self.inner.tasks.wait()).await.is_err() {
+        self.runner.cut_off.cancel();
+        if tokio::time::timeout(CUT_OFF_WAIT, self.runner.tasks.wait()).await.is_err() {
             tracing::error!("jobs still saving after being cut off; leaving them");
         }
-    }
-}
-
-impl Inner {
-    fn registry(&self) -> MutexGuard<'_, Registry> {
-        // The registry is only ever pushed to, so a panic elsewhere cannot leave it half-updated.
-        self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn log(&self, job_id: &str) -> Result<JobLog, ApiError> {
-        let registry = self.registry();
-        let index = registry.by_id.get(job_id).ok_or_else(|| ApiError::UnknownJob(job_id.to_owned()))?;
-        Ok(registry.logs[*index].clone())
     }
 }

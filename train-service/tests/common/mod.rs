@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crs_domain::models::ModelVer;
-use crs_platform::bucket::Bucket;
-use crs_platform::layout::RunId;
-use crs_platform::runs::ModelStore;
+use crs_platform::registry::runs::ModelStore;
+use crs_platform::storage::bucket::Bucket;
+use crs_platform::storage::layout::RunId;
 use crs_proto::train::train_service_client::TrainServiceClient;
 use crs_proto::train::{StartTrainingRequest, TrainingJob};
 use crs_testkit::{Behaviour, Running, Stack, WebhookReceiver, train_to_end};

@@ -3,10 +3,40 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::search::Search;
+use super::params::Point;
 use crate::features::Features;
 use crate::models::Predictor;
 use crate::models::forest::{self, Forest, Link, Precision, Settings};
+
+/// How one grid point did in cross-validation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PointScore {
+    pub values: Point,
+    /// Trees chosen: where the mean validation log-loss over the folds is lowest.
+    pub trees: usize,
+    pub mean_logloss: f64,
+    pub folds: Vec<FoldScore>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FoldScore {
+    /// Trees grown before early stopping ended the fold.
+    pub trees_grown: usize,
+    /// Trees where this fold alone had its lowest validation log-loss.
+    pub best_trees: usize,
+    /// Validation log-loss per click at the point's chosen tree count.
+    pub logloss: f64,
+}
+
+/// The record of the hyperparameter search.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Search {
+    pub folds: usize,
+    pub keywords: usize,
+    pub points: Vec<PointScore>,
+    /// Index into `points` of the values the model was refitted with.
+    pub chosen: usize,
+}
 
 /// A node of a saved tree. Children point forward in the tree's node array
 /// (the root is node 0), so a split has `left` and `right` above its own index

@@ -8,9 +8,8 @@ use forust_ml::gradientbooster::{GradientBooster, ImportanceMethod};
 use forust_ml::objective::ObjectiveType;
 use forust_ml::sampler::SampleMethod;
 
-use super::booster::{BoosterData, Node, Tree};
+use super::booster::{BoosterData, Node, Search, Tree};
 use super::params::{Params, Point};
-use super::search::Search;
 use crate::models::{FitError, TrainingSet};
 
 /// The training rows as forust reads them: a column-major matrix, the rate as

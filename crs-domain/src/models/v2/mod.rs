@@ -23,9 +23,8 @@ mod search;
 
 use std::collections::HashSet;
 
-pub use booster::{Booster, BoosterData, Node, Tree};
+pub use booster::{Booster, BoosterData, FoldScore, Node, PointScore, Search, Tree};
 pub use params::{Grid, Params, Point};
-pub use search::{FoldScore, PointScore, Search};
 
 use super::{FitError, ModelVersion, ParamError, Progress, TrainingSet};
 use forust::{Rows, convert, fit_booster};

@@ -1,44 +1,13 @@
 //! v2's hyperparameter search: folds grouped by keyword, every grid point
-//! scored on them with early stopping, and the record of it that a run keeps.
+//! scored on them with early stopping (the record a run keeps of it is in `booster`).
 
 use std::collections::HashSet;
 
-use serde::{Deserialize, Serialize};
-
+use super::booster::{FoldScore, PointScore};
 use super::forust::{Rows, fit_booster};
 use super::params::{Params, Point};
 use crate::models::{FitError, Progress};
 use crate::rng::unit_hash;
-
-/// How one grid point did in cross-validation.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PointScore {
-    pub values: Point,
-    /// Trees chosen: where the mean validation log-loss over the folds is lowest.
-    pub trees: usize,
-    pub mean_logloss: f64,
-    pub folds: Vec<FoldScore>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FoldScore {
-    /// Trees grown before early stopping ended the fold.
-    pub trees_grown: usize,
-    /// Trees where this fold alone had its lowest validation log-loss.
-    pub best_trees: usize,
-    /// Validation log-loss per click at the point's chosen tree count.
-    pub logloss: f64,
-}
-
-/// The record of the hyperparameter search.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Search {
-    pub folds: usize,
-    pub keywords: usize,
-    pub points: Vec<PointScore>,
-    /// Index into `points` of the values the model was refitted with.
-    pub chosen: usize,
-}
 
 /// Scores every grid point by cross-validation; returns the scores and the
 /// index of the best (lowest mean validation log-loss, the first on ties).

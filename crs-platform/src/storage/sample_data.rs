@@ -7,8 +7,8 @@ use crs_domain::data::synth::{ATTRIBUTES, SynthSpec, write_prediction_input, wri
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-use crate::bucket::{Bucket, BucketKey, StorageError};
-use crate::layout::{EVAL_KEY, PREDICTION_INPUT_KEY, TRAIN_KEY};
+use crate::storage::bucket::{Bucket, BucketKey, StorageError};
+use crate::storage::layout::{EVAL_KEY, PREDICTION_INPUT_KEY, TRAIN_KEY};
 
 /// Keywords in each generated file; the three sets do not overlap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

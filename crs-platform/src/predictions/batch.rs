@@ -20,9 +20,9 @@ use polars::prelude::*;
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
-use crate::bucket::{Bucket, BucketKey, StorageError};
 use crate::error::{Classify, ErrorKind};
-use crate::failpoint::{BATCH_OUTPUT_WRITTEN, BATCH_PREDICTED, BATCH_UPLOAD_STARTED, FailPoint};
+use crate::failpoint::{FailPoint, FailStep};
+use crate::storage::bucket::{Bucket, BucketKey, StorageError};
 
 /// The exact header of every output file.
 pub const OUTPUT_HEADER: &str = "entity_id,device,cr";
@@ -157,7 +157,7 @@ pub async fn predict_batch(
         upload.put(bytes);
         if first {
             first = false;
-            options.fail_point.check(BATCH_UPLOAD_STARTED);
+            options.fail_point.check(FailStep::BatchUploadStarted);
         }
     }
     drop(rx);
@@ -172,9 +172,9 @@ pub async fn predict_batch(
     };
     match result {
         Ok((rows_read, rows_written)) => {
-            options.fail_point.check(BATCH_PREDICTED);
+            options.fail_point.check(FailStep::BatchPredicted);
             upload.finish().await?;
-            options.fail_point.check(BATCH_OUTPUT_WRITTEN);
+            options.fail_point.check(FailStep::BatchOutputWritten);
             Ok(BatchReport { rows_read, rows_written, seconds: started.elapsed().as_secs_f64() })
         }
         Err(e) => {

@@ -13,9 +13,9 @@ use flate2::Compression;
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 
-use crate::bucket::{Bucket, BucketKey, StorageError};
 use crate::error::{Classify, ErrorKind};
-use crate::layout::{self, RunId};
+use crate::storage::bucket::{Bucket, BucketKey, StorageError};
+use crate::storage::layout::{self, RunId};
 
 /// The header of every shadow record object.
 pub const HEADER: &str = "time,model,run,entity_id,device,cr";

@@ -11,11 +11,12 @@ use std::sync::{Arc, Mutex};
 
 use crs_domain::models::ModelVer;
 
-use crate::bucket::StorageError;
 use crate::error::{Classify, ErrorKind};
-use crate::events::{AppendError, Change, Event, EventLog, History, Stage};
-use crate::layout::RunId;
-use crate::runs::{LoadError, ModelStore, RunMetadata};
+use crate::failpoint::FailPoint;
+use crate::registry::events::{AppendError, Change, Event, EventLog, History, RunStage};
+use crate::registry::runs::{LoadError, ModelStore, RunMetadata};
+use crate::storage::bucket::{Bucket, StorageError};
+use crate::storage::layout::RunId;
 
 /// `by` of the migration event.
 pub const MIGRATION: &str = "migration";
@@ -44,7 +45,7 @@ impl Classify for CatalogError {
 #[derive(Clone, Debug)]
 pub struct RunEntry {
     pub metadata: RunMetadata,
-    pub stage: Stage,
+    pub stage: RunStage,
     /// `production` and/or `latest`, when they point at this run.
     pub aliases: Vec<&'static str>,
     /// The change that set the stage, if the log has one.
@@ -74,6 +75,18 @@ impl Catalog {
 
     pub fn store(&self) -> &ModelStore {
         &self.store
+    }
+
+    /// The bucket the runs are in, which also holds everything else the
+    /// services keep: job and cycle records, reports, ingested data.
+    pub fn bucket(&self) -> &Bucket {
+        self.store.bucket()
+    }
+
+    /// Where writes through this catalog abort for the crash tests: the same
+    /// fail point as its store's runs.
+    pub fn fail_point(&self) -> &FailPoint {
+        self.store.fail_point()
     }
 
     /// The version's event log; one per version, so its cache of events is shared.
@@ -119,7 +132,7 @@ impl Catalog {
             .map(|metadata| {
                 let run = &metadata.run_id;
                 // Runs from before stages, never promoted: kept, not in play.
-                let stage = history.stage(run).or(metadata.stage).unwrap_or(Stage::Archived);
+                let stage = history.stage(run).or(metadata.stage).unwrap_or(RunStage::Archived);
                 let mut aliases = Vec::new();
                 if production.as_ref() == Some(run) {
                     aliases.push("production");

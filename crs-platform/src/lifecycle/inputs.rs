@@ -7,11 +7,11 @@ use crs_domain::data::{DataError, DataFile, PreparedData, prepare, prepare_by_we
 use crs_domain::models::{ModelVer, ParamError};
 use serde::{Deserialize, Serialize};
 
-use crate::bucket::{Bucket, BucketKey, StorageError};
 use crate::error::{Classify, ErrorKind};
-use crate::ingest::{IngestError, ingested_data};
-use crate::layout;
-use crate::runs::{DataRecord, WeekSplit};
+use crate::lifecycle::ingest::{IngestError, ingested_data};
+use crate::registry::runs::{DataRecord, WeekSplit};
+use crate::storage::bucket::{Bucket, BucketKey, StorageError};
+use crate::storage::layout;
 
 /// Training on the ingested rows, split by time instead of by file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

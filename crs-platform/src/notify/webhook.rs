@@ -84,11 +84,12 @@ pub enum WebhookError {
 /// Posts notices to one webhook, or nowhere when no URL is set.
 #[derive(Clone, Debug)]
 pub struct Notifier {
-    inner: Option<Arc<Inner>>,
+    webhook: Option<Arc<Webhook>>,
 }
 
+/// The one webhook notices go to, and the deliveries still under way.
 #[derive(Debug)]
-struct Inner {
+struct Webhook {
     client: reqwest::Client,
     url: reqwest::Url,
     source: String,
@@ -110,30 +111,30 @@ impl Notifier {
             .build()
             .map_err(|e| WebhookError::Request(e.without_url()))?;
         Ok(Notifier {
-            inner: Some(Arc::new(Inner { client, url, source: source.to_owned(), in_flight: TaskTracker::new() })),
+            webhook: Some(Arc::new(Webhook { client, url, source: source.to_owned(), in_flight: TaskTracker::new() })),
         })
     }
 
     pub fn disabled() -> Self {
-        Notifier { inner: None }
+        Notifier { webhook: None }
     }
 
     pub fn is_enabled(&self) -> bool {
-        self.inner.is_some()
+        self.webhook.is_some()
     }
 
     /// Sends in the background and returns at once. Needs a tokio runtime.
     /// Posts `notice` in the background. A notice caused by a request names
     /// its request id, so the message and the request's log lines can be matched.
     pub fn notify(&self, mut notice: Notice) {
-        let Some(inner) = &self.inner else { return };
+        let Some(webhook) = &self.webhook else { return };
         if let Some(id) = crate::service::request_id::current().filter(|id| !id.is_empty()) {
             notice = notice.field("request id", id);
         }
-        let inner_for_task = inner.clone();
-        inner.in_flight.spawn(
+        let delivering = webhook.clone();
+        webhook.in_flight.spawn(
             async move {
-                if let Err(e) = inner_for_task.deliver(&notice).await {
+                if let Err(e) = delivering.deliver(&notice).await {
                     tracing::warn!(error = %e, text = %notice.text, "webhook notice not delivered");
                 }
             }
@@ -143,15 +144,15 @@ impl Notifier {
 
     /// Waits up to `within` for notices still being delivered (at shutdown).
     pub async fn flush(&self, within: Duration) {
-        if let Some(inner) = &self.inner {
-            inner.in_flight.close();
-            let _ = tokio::time::timeout(within, inner.in_flight.wait()).await;
-            inner.in_flight.reopen();
+        if let Some(webhook) = &self.webhook {
+            webhook.in_flight.close();
+            let _ = tokio::time::timeout(within, webhook.in_flight.wait()).await;
+            webhook.in_flight.reopen();
         }
     }
 }
 
-impl Inner {
+impl Webhook {
     async fn deliver(&self, notice: &Notice) -> Result<(), WebhookError> {
         let body = notice.payload(&self.source);
         let mut backoff = FIRST_BACKOFF;

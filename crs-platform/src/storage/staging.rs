@@ -12,7 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::bucket::Bucket;
+use crate::storage::bucket::Bucket;
 
 /// Staging files untouched for this long are a dead process's: an hour.
 pub const DEFAULT_STALE_SECS: u64 = 3600;

@@ -15,10 +15,10 @@ use chrono::{DateTime, Utc};
 use crs_domain::models::ModelVer;
 use serde::{Deserialize, Serialize};
 
-use crate::bucket::BucketKey;
-use crate::catalog::{Catalog, CatalogError};
-use crate::events::Stage;
-use crate::layout::{self, RunId};
+use crate::registry::catalog::{Catalog, CatalogError};
+use crate::registry::events::RunStage;
+use crate::storage::bucket::BucketKey;
+use crate::storage::layout::{self, RunId};
 
 /// How much of a version's past to keep.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -54,7 +54,7 @@ pub async fn sweep(
 ) -> Result<Swept, CatalogError> {
     let mut swept = Swept::default();
     let store = catalog.store();
-    let bucket = store.bucket();
+    let bucket = catalog.bucket();
 
     let list = catalog.runs(model_ver).await?;
     let history = catalog.history(model_ver).await?;
@@ -63,7 +63,7 @@ pub async fn sweep(
     let expendable: Vec<&RunId> = list
         .runs
         .iter()
-        .filter(|r| matches!(r.stage, Stage::Archived | Stage::Rejected))
+        .filter(|r| matches!(r.stage, RunStage::Archived | RunStage::Rejected))
         .map(|r| &r.metadata.run_id)
         .filter(|run| !kept.contains(run))
         .collect();

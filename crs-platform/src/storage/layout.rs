@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! config/<model_ver>/params.yaml                                      hyperparameters
+//! config/<model_ver>/lifecycle.yaml                                   retraining and promotion rules
 //! data/train/train.csv.gz, data/train/eval.csv.gz                     default training and evaluation data
 //! data/predict/input/prediction_input.csv.gz                          default prediction input
 //! data/predict/output/<model_ver>/<run_id>/prediction_output.csv.gz   default batch output
@@ -37,7 +38,7 @@
 //! whose folder is gone, and writes it back when that changed it. A lost or
 //! stale index costs reads, never a wrong answer.
 //!
-//! Delete order (retention, `crate::retention`), the write order reversed so
+//! Delete order (retention, `crate::lifecycle::retention`), the write order reversed so
 //! that no reader sees a run that cannot load: the run leaves the index, then
 //! its metadata goes (the run stops existing), then its checksum and
 //! artifact, then its report. A crash in between leaves a folder without
@@ -56,28 +57,36 @@ use crs_domain::models::ModelVer;
 use crs_domain::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
-use crate::bucket::{BucketKey, KeyError};
 use crate::error::{Classify, ErrorKind};
+use crate::storage::bucket::{BucketKey, KeyError};
 
 pub const TRAIN_KEY: &str = "data/train/train.csv.gz";
 pub const EVAL_KEY: &str = "data/train/eval.csv.gz";
 pub const PREDICTION_INPUT_KEY: &str = "data/predict/input/prediction_input.csv.gz";
 pub const INCOMING_PREFIX: &str = "data/incoming";
-const LEDGER: &str = "data/ledger";
-const INGESTED: &str = "data/ingested";
-/// What errors call all ingested rows read together.
+/// Where batch outputs go unless serve-service is told otherwise (`OUTPUT_PREFIX`).
+pub const DEFAULT_OUTPUT_PREFIX: &str = "data/predict/output/";
+/// The folder of ingested rows, and what errors and run metadata call all of
+/// them read together.
 pub const INGESTED_NAME: &str = "data/ingested";
+const LEDGER: &str = "data/ledger";
+const TRAIN_ROOT: &str = "data/train";
+const PREDICTION_INPUT_ROOT: &str = "data/predict/input";
+const CONFIG_ROOT: &str = "config";
 const MODEL_ROOT: &str = "model";
-const OUTPUT_ROOT: &str = "data/predict/output";
+const HISTORY_ROOT: &str = "history";
+const LEASES_ROOT: &str = "leases";
+const SHADOW_ROOT: &str = "shadow";
+const JOBS_ROOT: &str = "jobs";
+const CYCLES_ROOT: &str = "cycles";
+const CANCELS_ROOT: &str = "cancels";
+const REPORTS_ROOT: &str = "reports";
 const OUTPUT_FILE: &str = "prediction_output.csv.gz";
 pub const ARTIFACT_FILE: &str = "model.json";
 const CHECKSUM_FILE: &str = "model.json.sha256";
 const METADATA_FILE: &str = "metadata.json";
 const LATEST_FILE: &str = "LATEST";
 const INDEX_FILE: &str = "index.json";
-const HISTORY_ROOT: &str = "history";
-const LEASES_ROOT: &str = "leases";
-const SHADOW_ROOT: &str = "shadow";
 
 /// The object of entry `seq` in a sequence-numbered log: zero-padded, so that
 /// listing order is number order.
@@ -102,12 +111,12 @@ pub fn ledger_entry(seq: u64) -> BucketKey {
 
 /// The rows ledger entry `seq` added.
 pub fn ingested_rows(seq: u64) -> BucketKey {
-    key(&[INGESTED, &format!("{seq:010}.csv.gz")])
+    key(&[INGESTED_NAME, &format!("{seq:010}.csv.gz")])
 }
 
 /// `reports/<model_ver>/cycles/`: the reports of a version's cycles.
 pub fn cycle_reports(model_ver: ModelVer) -> BucketKey {
-    key(&["reports", model_ver.name(), "cycles"])
+    key(&[REPORTS_ROOT, model_ver.name(), CYCLES_ROOT])
 }
 
 /// The id of the cycle or run an object under a per-id folder belongs to
@@ -120,7 +129,7 @@ pub fn id_of(key: &BucketKey) -> Option<RunId> {
 
 /// `jobs/`: the records of training jobs, of every replica.
 pub fn jobs() -> BucketKey {
-    key(&["jobs"])
+    key(&[JOBS_ROOT])
 }
 
 /// A job's record; `job_id` must be one safe key segment (train-service's ids are).
@@ -131,34 +140,34 @@ pub fn job_record(job_id: &str) -> Result<BucketKey, KeyError> {
 /// `cancels/cycles/<model_ver>/`: requests to cancel cycles, which the replica
 /// running one reads (outside `cycles/`, where every object is a record).
 pub fn cycle_cancels(model_ver: ModelVer) -> BucketKey {
-    key(&["cancels", "cycles", model_ver.name()])
+    key(&[CANCELS_ROOT, CYCLES_ROOT, model_ver.name()])
 }
 
 pub fn cycle_cancel(model_ver: ModelVer, cycle_id: &RunId) -> BucketKey {
-    key(&["cancels", "cycles", model_ver.name(), &format!("{cycle_id}.json")])
+    key(&[cycle_cancels(model_ver).as_str(), &format!("{cycle_id}.json")])
 }
 
 /// `cycles/<model_ver>/`: the records of a version's cycles.
 pub fn cycles(model_ver: ModelVer) -> BucketKey {
-    key(&["cycles", model_ver.name()])
+    key(&[CYCLES_ROOT, model_ver.name()])
 }
 
 /// A cycle's record; `cycle_id` must be a [`RunId`]-like safe segment.
 pub fn cycle_record(model_ver: ModelVer, cycle_id: &RunId) -> BucketKey {
-    key(&["cycles", model_ver.name(), &format!("{cycle_id}.json")])
+    key(&[cycles(model_ver).as_str(), &format!("{cycle_id}.json")])
 }
 
 pub fn run_report(model_ver: ModelVer, run: &RunId) -> BucketKey {
-    key(&["reports", model_ver.name(), "runs", &format!("{run}.html")])
+    key(&[REPORTS_ROOT, model_ver.name(), "runs", &format!("{run}.html")])
 }
 
 pub fn cycle_report(model_ver: ModelVer, cycle_id: &RunId) -> BucketKey {
-    key(&["reports", model_ver.name(), "cycles", &format!("{cycle_id}.html")])
+    key(&[cycle_reports(model_ver).as_str(), &format!("{cycle_id}.html")])
 }
 
 /// `reports/<model_ver>/index.html`: every run and cycle, with the trend of the headline metrics.
 pub fn report_index(model_ver: ModelVer) -> BucketKey {
-    key(&["reports", model_ver.name(), "index.html"])
+    key(&[REPORTS_ROOT, model_ver.name(), "index.html"])
 }
 
 /// `shadow/<primary>/`: every recorded batch of `primary`'s and its shadows' predictions.
@@ -168,10 +177,10 @@ pub fn shadow_prefix(primary: ModelVer) -> BucketKey {
 
 /// One flushed batch of shadow records, by the UTC date it was written on.
 pub fn shadow_batch(primary: ModelVer, date: NaiveDate, id: &RunId) -> BucketKey {
-    key(&[SHADOW_ROOT, primary.name(), &date.format("%Y-%m-%d").to_string(), &format!("{id}.csv.gz")])
+    key(&[shadow_prefix(primary).as_str(), &date.format("%Y-%m-%d").to_string(), &format!("{id}.csv.gz")])
 }
 
-/// `leases/<name>/`: the records of one lease (see `crate::lease`).
+/// `leases/<name>/`: the records of one lease (see `crate::lifecycle::lease`).
 pub fn lease_prefix(name: &str) -> BucketKey {
     key(&[LEASES_ROOT, name])
 }
@@ -188,25 +197,17 @@ fn key(segments: &[&str]) -> BucketKey {
 
 /// `config/<model_ver>/params.yaml`: the hyperparameters a job uses unless it names others.
 pub fn params_key(model_ver: ModelVer) -> BucketKey {
-    key(&["config", model_ver.name(), "params.yaml"])
+    key(&[CONFIG_ROOT, model_ver.name(), "params.yaml"])
 }
 
 /// `config/<model_ver>/lifecycle.yaml`: the version's retraining and promotion rules.
 pub fn lifecycle_key(model_ver: ModelVer) -> BucketKey {
-    key(&["config", model_ver.name(), "lifecycle.yaml"])
+    key(&[CONFIG_ROOT, model_ver.name(), "lifecycle.yaml"])
 }
-
-/// Where a batch writes unless the request names an output.
-pub fn prediction_output_key(model_ver: ModelVer, run: &RunId) -> BucketKey {
-    key(&[OUTPUT_ROOT, model_ver.name(), run.as_str(), OUTPUT_FILE])
-}
-
-/// Where batch outputs go unless serve-service is told otherwise (`OUTPUT_PREFIX`).
-pub const DEFAULT_OUTPUT_PREFIX: &str = "data/predict/output/";
 
 /// Areas no batch output may land in, whatever the output prefix: runs and
 /// their LATEST, hyperparameters, training data, prediction inputs and shadow records.
-const PROTECTED: [&str; 5] = [MODEL_ROOT, "config", "data/train", "data/predict/input", SHADOW_ROOT];
+const PROTECTED: [&str; 5] = [MODEL_ROOT, CONFIG_ROOT, TRAIN_ROOT, PREDICTION_INPUT_ROOT, SHADOW_ROOT];
 
 /// Why a batch may not write its output to a key.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -265,15 +266,17 @@ impl OutputPrefix {
         Ok(())
     }
 
-    /// Where a batch writes unless the request names an output: under the prefix.
+    /// Where a batch writes unless the request names an output: under the
+    /// prefix (`<prefix>/<model_ver>/<run_id>/prediction_output.csv.gz`).
     pub fn default_key(&self, model_ver: ModelVer, run: &RunId) -> BucketKey {
         key(&[self.as_str(), model_ver.name(), run.as_str(), OUTPUT_FILE])
     }
 }
 
+/// [`DEFAULT_OUTPUT_PREFIX`].
 impl Default for OutputPrefix {
     fn default() -> Self {
-        OutputPrefix(key(&[OUTPUT_ROOT]))
+        OutputPrefix::parse(DEFAULT_OUTPUT_PREFIX).expect("the default output prefix is outside the protected areas")
     }
 }
 
@@ -456,13 +459,18 @@ mod tests {
         assert_eq!(model.event(7).as_str(), "history/v1/0000000007.json");
         assert_eq!(sequence_number(&model.event(12)), Some(12));
         assert_eq!(lease_record("cycle-v1", 3).as_str(), "leases/cycle-v1/0000000003.json");
-        assert_eq!(
-            prediction_output_key(v1, &run).as_str(),
-            "data/predict/output/v1/20261122T101500123Z-3fa9c2/prediction_output.csv.gz"
-        );
+        assert_eq!(lifecycle_key(v1).as_str(), "config/v1/lifecycle.yaml");
+        assert_eq!(cycle_cancel(v1, &run).as_str(), "cancels/cycles/v1/20261122T101500123Z-3fa9c2.json");
+        assert_eq!(cycle_record(v1, &run).as_str(), "cycles/v1/20261122T101500123Z-3fa9c2.json");
+        assert_eq!(ingested_rows(3).as_str(), "data/ingested/0000000003.csv.gz");
+        let day = NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
+        assert_eq!(shadow_batch(v1, day, &run).as_str(), "shadow/v1/2026-11-22/20261122T101500123Z-3fa9c2.csv.gz");
         let prefix = OutputPrefix::parse(DEFAULT_OUTPUT_PREFIX).unwrap();
         assert_eq!(prefix, OutputPrefix::default());
-        assert_eq!(prefix.default_key(v1, &run), prediction_output_key(v1, &run));
+        assert_eq!(
+            prefix.default_key(v1, &run).as_str(),
+            "data/predict/output/v1/20261122T101500123Z-3fa9c2/prediction_output.csv.gz"
+        );
     }
 
     #[test]

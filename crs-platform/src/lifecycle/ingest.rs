@@ -25,11 +25,11 @@ use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 
-use crate::bucket::{Bucket, BucketKey, StorageError};
 use crate::error::{Classify, ErrorKind};
-use crate::failpoint::{FailPoint, INGEST_ROWS_WRITTEN};
-use crate::layout::{self, sequence_number};
-use crate::lease::{Lease, LeaseError};
+use crate::failpoint::{FailPoint, FailStep};
+use crate::lifecycle::lease::{Lease, LeaseError};
+use crate::storage::bucket::{Bucket, BucketKey, StorageError};
+use crate::storage::layout::{self, sequence_number};
 
 const LEASE: &str = "ingest";
 
@@ -191,7 +191,7 @@ async fn ingest_under_lease(
                     entry.weeks = new_rows.weeks;
                     if entry.rows.used > 0 {
                         bucket.put(&layout::ingested_rows(seq), gzip(&new_rows.csv)).await?;
-                        fail.check(INGEST_ROWS_WRITTEN);
+                        fail.check(FailStep::IngestRowsWritten);
                     }
                     seen = after;
                 }

@@ -1,5 +1,5 @@
-//! Model runs in the bucket: saving, listing, loading and promoting them, in
-//! the order [`crate::layout`] documents.
+//! Model runs in the bucket: saving, listing, loading and deleting them, and
+//! moving `LATEST`, in the order [`crate::storage::layout`] documents.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,11 +10,11 @@ use crs_domain::evaluation::Evaluation;
 use crs_domain::models::{ARTIFACT_FORMAT_VERSION, ArtifactError, ModelVer, TrainedModel, sha256_hex};
 use serde::{Deserialize, Serialize};
 
-use crate::bucket::{Bucket, BucketKey, KeyError, StorageError};
 use crate::error::{Classify, ErrorKind};
-use crate::events::Stage;
-use crate::failpoint::{FailPoint, RUN_ARTIFACT_WRITTEN, RUN_SAVED};
-use crate::layout::{self, ARTIFACT_FILE, ModelKey, RunId};
+use crate::failpoint::{FailPoint, FailStep};
+use crate::registry::events::RunStage;
+use crate::storage::bucket::{Bucket, BucketKey, KeyError, StorageError};
+use crate::storage::layout::{self, ARTIFACT_FILE, ModelKey, RunId};
 
 /// A file the run read, as it was when read.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -90,7 +90,7 @@ pub struct RunMetadata {
     /// The stage the run was written with (`draft` or `candidate`); absent in
     /// runs written before stages existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stage: Option<Stage>,
+    pub stage: Option<RunStage>,
     /// The weeks of the rows trained and evaluated on (absent in older runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weeks: Option<WeekSplit>,
@@ -327,7 +327,7 @@ impl ModelStore {
         ];
         for (i, (key, bytes)) in keys.iter().zip(contents).enumerate() {
             if i == 2 {
-                self.fail.check(RUN_ARTIFACT_WRITTEN);
+                self.fail.check(FailStep::RunArtifactWritten);
             }
             if let Err(e) = self.bucket.put(key, bytes).await {
                 for written in &keys[..i] {
@@ -336,7 +336,7 @@ impl ModelStore {
                 return Err(e);
             }
         }
-        self.fail.check(RUN_SAVED);
+        self.fail.check(FailStep::RunSaved);
         // Keeps listings to one read; a failure here only costs the next listing a few.
         if let Err(e) = self.runs(metadata.model_ver).await {
             tracing::warn!(error = %e, "could not update the run index");
@@ -346,7 +346,7 @@ impl ModelStore {
 
     /// Points LATEST at `run` unless it already points at a later run. Returns
     /// whether it moved.
-    pub async fn promote(&self, model_ver: ModelVer, run: &RunId) -> Result<bool, StorageError> {
+    pub async fn advance_latest(&self, model_ver: ModelVer, run: &RunId) -> Result<bool, StorageError> {
         let model = ModelKey::new(model_ver);
         let metadata = model.run(run).metadata();
         if !self.bucket.exists(&metadata).await? {

@@ -18,9 +18,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::bucket::{Bucket, StorageError};
 use crate::error::{Classify, ErrorKind};
-use crate::layout::{lease_prefix, lease_record, sequence_number};
+use crate::storage::bucket::{Bucket, StorageError};
+use crate::storage::layout::{lease_prefix, lease_record, sequence_number};
 
 /// The newest record of a lease.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -14,17 +14,18 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use crs_domain::lifecycle::GateScores;
 use crs_domain::models::ModelVer;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
-use crate::bucket::{Bucket, StorageError};
 use crate::error::{Classify, ErrorKind};
-use crate::layout::{ModelKey, RunId, sequence_number};
+use crate::storage::bucket::{Bucket, StorageError};
+use crate::storage::layout::{ModelKey, RunId, sequence_number};
 
-/// Where a run is in its life.
+/// Where a run is in its life: its stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Stage {
+pub enum RunStage {
     /// A development run: never served unless loaded by id, never gated.
     Draft,
     /// Complete, waiting for (or passed and waiting after) the gate.
@@ -37,21 +38,36 @@ pub enum Stage {
     Rejected,
 }
 
-impl Stage {
+impl RunStage {
     pub fn as_str(self) -> &'static str {
         match self {
-            Stage::Draft => "draft",
-            Stage::Candidate => "candidate",
-            Stage::Production => "production",
-            Stage::Archived => "archived",
-            Stage::Rejected => "rejected",
+            RunStage::Draft => "draft",
+            RunStage::Candidate => "candidate",
+            RunStage::Production => "production",
+            RunStage::Archived => "archived",
+            RunStage::Rejected => "rejected",
         }
     }
 }
 
-impl fmt::Display for Stage {
+impl fmt::Display for RunStage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A name that is no [`RunStage`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0:?} is not a run stage")]
+pub struct UnknownStage(String);
+
+impl std::str::FromStr for RunStage {
+    type Err = UnknownStage;
+
+    /// The stage of a name as [`RunStage::as_str`] writes it, for records that keep it in text.
+    fn from_str(name: &str) -> Result<Self, UnknownStage> {
+        let all = [RunStage::Draft, RunStage::Candidate, RunStage::Production, RunStage::Archived, RunStage::Rejected];
+        all.into_iter().find(|stage| stage.as_str() == name).ok_or_else(|| UnknownStage(name.to_owned()))
     }
 }
 
@@ -64,16 +80,37 @@ pub struct Event {
     pub by: String,
     pub reason: String,
     pub change: Change,
-    /// The numbers the decision rests on (scores, margins), when there are any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub numbers: Option<serde_json::Value>,
+    /// The numbers a gate decision rests on; absent from changes made by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "keys_sorted")]
+    pub numbers: Option<GateNumbers>,
+}
+
+/// What the gate weighed when it decided about a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GateNumbers {
+    /// Production when the gate decided, if there was one.
+    pub champion: Option<RunId>,
+    /// The weeks the run was judged on (absent for runs not trained on ingested weeks).
+    pub eval_weeks: Option<Vec<i64>>,
+    /// The run's log-loss on its evaluation rows: what a later drift check
+    /// compares a production run's log-loss on new weeks with.
+    pub logloss: f64,
+    pub margin: f64,
+    pub scores: GateScores,
+}
+
+/// Writes the numbers with every object's keys sorted, as events have always
+/// held them (they were built as a `serde_json::Value` before they had a type),
+/// so that a rewritten event is byte for byte what was read.
+fn keys_sorted<S: Serializer>(numbers: &Option<GateNumbers>, serializer: S) -> Result<S::Ok, S::Error> {
+    serde_json::to_value(numbers).map_err(serde::ser::Error::custom)?.serialize(serializer)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
     /// A run's stage is set (a candidate held for manual promotion, a rejection).
-    Stage { run_id: RunId, stage: Stage },
+    Stage { run_id: RunId, stage: RunStage },
     /// `production` moves to `run_id`; the run it leaves becomes archived.
     Promote { run_id: RunId, previous: Option<RunId> },
     /// `production` goes back to `run_id`; `demoted` becomes archived, and
@@ -137,7 +174,7 @@ impl History {
     }
 
     /// A run's stage as the log has it; `None` for a run the log never names.
-    pub fn stage(&self, run: &RunId) -> Option<Stage> {
+    pub fn stage(&self, run: &RunId) -> Option<RunStage> {
         let mut stage = None;
         for event in &self.events {
             match &event.change {
@@ -145,16 +182,16 @@ impl History {
                 Change::Stage { .. } => {}
                 Change::Promote { run_id, previous } => {
                     if run_id == run {
-                        stage = Some(Stage::Production);
+                        stage = Some(RunStage::Production);
                     } else if previous.as_ref() == Some(run) {
-                        stage = Some(Stage::Archived);
+                        stage = Some(RunStage::Archived);
                     }
                 }
                 Change::Rollback { run_id, demoted } => {
                     if run_id == run {
-                        stage = Some(Stage::Production);
+                        stage = Some(RunStage::Production);
                     } else if demoted == run {
-                        stage = Some(Stage::Archived);
+                        stage = Some(RunStage::Archived);
                     }
                 }
             }
@@ -246,7 +283,7 @@ impl EventLog {
         by: &str,
         reason: &str,
         change: Change,
-        numbers: Option<serde_json::Value>,
+        numbers: Option<GateNumbers>,
     ) -> Result<Event, AppendError> {
         let event = Event { seq, at: Utc::now(), by: by.to_owned(), reason: reason.to_owned(), change, numbers };
         let key = ModelKey::new(self.model_ver).event(seq);
@@ -280,12 +317,12 @@ mod tests {
         let promote = |previous: Option<RunId>, next: RunId| Change::Promote { run_id: next, previous };
         log.append(1, "cycle c1", "first candidate", promote(None, run(1)), None).await.unwrap();
         log.append(2, "cycle c2", "beat the champion", promote(Some(run(1)), run(2)), None).await.unwrap();
-        let stage = Change::Stage { run_id: run(3), stage: Stage::Rejected };
+        let stage = Change::Stage { run_id: run(3), stage: RunStage::Rejected };
         log.append(3, "cycle c3", "worse than the champion", stage, None).await.unwrap();
         let history = log.read().await.unwrap();
         assert_eq!(history.production(), Some(&run(2)));
-        assert_eq!(history.stage(&run(1)), Some(Stage::Archived));
-        assert_eq!(history.stage(&run(3)), Some(Stage::Rejected));
+        assert_eq!(history.stage(&run(1)), Some(RunStage::Archived));
+        assert_eq!(history.stage(&run(3)), Some(RunStage::Rejected));
         assert_eq!(history.stage(&run(9)), None);
         assert!(!history.auto_promotion_paused());
 
@@ -295,7 +332,7 @@ mod tests {
         log.append(history.next_seq(), "crctl rollback", "bad numbers", rollback, None).await.unwrap();
         let history = log.read().await.unwrap();
         assert_eq!(history.production(), Some(&run(1)));
-        assert_eq!(history.stage(&run(2)), Some(Stage::Archived));
+        assert_eq!(history.stage(&run(2)), Some(RunStage::Archived));
         assert!(history.auto_promotion_paused());
         assert_eq!(history.rollback_target(), None, "no earlier production run that was not demoted");
 

@@ -1,0 +1,3 @@
+//! Telling people what the services did, without ever holding the work up.
+
+pub mod webhook;
