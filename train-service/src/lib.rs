@@ -12,6 +12,7 @@ pub mod cycles;
 pub mod gate;
 pub mod jobs;
 pub mod metrics;
+pub mod reference;
 pub mod reports;
 pub mod service;
 pub mod status;
