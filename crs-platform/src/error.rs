@@ -14,6 +14,7 @@
 //! | [`ErrorKind::Unauthenticated`] | `UNAUTHENTICATED` |
 //! | [`ErrorKind::Unavailable`] | `UNAVAILABLE` |
 //! | [`ErrorKind::Exhausted`] | `RESOURCE_EXHAUSTED` |
+//! | [`ErrorKind::TooLarge`] | `RESOURCE_EXHAUSTED` |
 //! | [`ErrorKind::Internal`] | `INTERNAL` |
 
 use crs_domain::data::DataError;
@@ -39,12 +40,15 @@ pub enum ErrorKind {
     Unavailable,
     /// A limit on work in flight is reached: retry when some of it is done.
     Exhausted,
+    /// The request is larger than the service takes (MAX_MESSAGE_BYTES): it
+    /// fails again unless it is made smaller.
+    TooLarge,
     /// Our fault, including misconfiguration.
     Internal,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::InvalidInput,
         ErrorKind::NotFound,
         ErrorKind::Precondition,
@@ -53,6 +57,7 @@ impl ErrorKind {
         ErrorKind::Unauthenticated,
         ErrorKind::Unavailable,
         ErrorKind::Exhausted,
+        ErrorKind::TooLarge,
         ErrorKind::Internal,
     ];
 }
