@@ -1,18 +1,10 @@
-//! The Open Inference Protocol (KServe V2) over gRPC, on the same model slots as
-//! `crs.serve.v1`. A model's name is its model version (`v1`) and its version is
-//! the run id; an empty version means the run that model version serves.
-//!
-//! The model repository extension works on the slots: the index lists every
-//! registered model version (the loaded ones READY), a load gives a version its
-//! production run in its own slot (refused beyond MAX_LOADED_MODELS), and an
-//! unload empties that version's slot until its next load, leaving the others
-//! serving.
+//! The Open Inference Protocol over gRPC (`inference.GRPCInferenceService`):
+//! each method counts and times itself under the protocol's method name and
+//! answers by the rules of [`Inference`].
 
 use std::sync::Arc;
 
-use crs_domain::models::ModelVer;
 use crs_proto::inference::grpc_inference_service_server::GrpcInferenceService;
-use crs_proto::inference::repository_index_response::ModelIndex;
 use crs_proto::inference::{
     ModelInferRequest, ModelInferResponse, ModelMetadataRequest, ModelMetadataResponse, ModelReadyRequest,
     ModelReadyResponse, RepositoryIndexRequest, RepositoryIndexResponse, RepositoryModelLoadRequest,
@@ -21,65 +13,31 @@ use crs_proto::inference::{
 };
 use tonic::{Request, Response, Status};
 
+use super::{EXTENSIONS, InferRequest, Inference, tensors};
 use crate::metrics::ServeMetrics;
-use crate::model::{Models, Selection, Serving};
-use crate::shadow::Shadows;
 use crate::status::ServeError;
-use crate::tensors;
-
-/// What `ModelMetadata` calls the platform of every model.
-const PLATFORM: &str = "crs";
 
 #[derive(Clone, Debug)]
-pub struct Inference {
-    models: Arc<Models>,
-    shadows: Arc<Shadows>,
-    max_predict_rows: usize,
+pub struct GrpcInference {
+    inference: Arc<Inference>,
     metrics: Arc<ServeMetrics>,
 }
 
-impl Inference {
-    pub fn new(
-        models: Arc<Models>,
-        shadows: Arc<Shadows>,
-        max_predict_rows: usize,
-        metrics: Arc<ServeMetrics>,
-    ) -> Self {
-        Inference { models, shadows, max_predict_rows, metrics }
-    }
-
-    /// The run model `name` serves, if it is `version` (empty: whichever it serves).
-    fn serving(&self, name: &str, version: &str) -> Result<Arc<Serving>, ServeError> {
-        let model_ver = known_model(name)?;
-        let Some(serving) = self.models.current(model_ver) else {
-            return Err(ServeError::NotFound(format!("model '{model_ver}' is not loaded")));
-        };
-        if !version.is_empty() && version != serving.run_id().as_str() {
-            return Err(ServeError::NotFound(format!(
-                "model '{model_ver}' has no loaded version '{version}' (serving run {})",
-                serving.run_id()
-            )));
-        }
-        Ok(serving)
+impl GrpcInference {
+    pub fn new(inference: Arc<Inference>, metrics: Arc<ServeMetrics>) -> Self {
+        GrpcInference { inference, metrics }
     }
 
     fn infer(&self, request: &ModelInferRequest) -> Result<ModelInferResponse, ServeError> {
-        let serving = self.serving(&request.model_name, &request.model_version)?;
-        if let Some(other) = request.outputs.iter().find(|o| o.name != tensors::CR) {
-            return Err(ServeError::InvalidRequest(format!(
-                "unknown output '{}' (the model's only output is '{}')",
-                other.name,
-                tensors::CR
-            )));
-        }
-        let model = &serving.run.model;
-        let decoded = tensors::decode(request, model.required_attributes(), self.max_predict_rows)?;
-        let cr = model.predict(&decoded.rows)?;
-        let (output, raw) = tensors::output(&cr, decoded.raw);
-        self.shadows.offer(&serving, decoded.rows, &cr);
+        let inputs = tensors::grpc_inputs(request)?;
+        let raw = !request.raw_input_contents.is_empty();
+        let outputs = request.outputs.iter().map(|output| output.name.as_str()).collect();
+        let infer = InferRequest { model: &request.model_name, version: &request.model_version, inputs, outputs };
+        let inferred = self.inference.infer(&infer)?;
+        let (output, raw) = tensors::grpc_output(&inferred.cr, raw);
         Ok(ModelInferResponse {
-            model_name: serving.model_ver().to_string(),
-            model_version: serving.run_id().to_string(),
+            model_name: inferred.serving.model_ver().to_string(),
+            model_version: inferred.serving.run_id().to_string(),
             id: request.id.clone(),
             outputs: vec![output],
             raw_output_contents: raw.into_iter().collect(),
@@ -88,17 +46,8 @@ impl Inference {
     }
 }
 
-/// A model name: one of the registered model versions.
-fn known_model(name: &str) -> Result<ModelVer, ServeError> {
-    ModelVer::parse(name).map_err(|_| {
-        let known: Vec<String> = ModelVer::all().map(|v| format!("'{v}'")).collect();
-        ServeError::NotFound(format!("unknown model '{name}' (the models are {})", known.join(", ")))
-    })
-}
-
-// Each method counts and times itself, under the protocol's method name.
 #[tonic::async_trait]
-impl GrpcInferenceService for Inference {
+impl GrpcInferenceService for GrpcInference {
     async fn server_live(&self, _: Request<ServerLiveRequest>) -> Result<Response<ServerLiveResponse>, Status> {
         let call = self.metrics.call("ServerLive");
         call.finish(Ok(Response::new(ServerLiveResponse { live: true })))
@@ -106,18 +55,15 @@ impl GrpcInferenceService for Inference {
 
     async fn server_ready(&self, _: Request<ServerReadyRequest>) -> Result<Response<ServerReadyResponse>, Status> {
         let call = self.metrics.call("ServerReady");
-        call.finish(Ok(Response::new(ServerReadyResponse { ready: self.models.default_slot().current().is_some() })))
+        call.finish(Ok(Response::new(ServerReadyResponse { ready: self.inference.server_ready() })))
     }
 
     async fn model_ready(&self, request: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
         let request = request.into_inner();
         let mut call = self.metrics.call("ModelReady");
         call.model_named(&request.name);
-        // An unknown model is an error; a known one not loaded is just not ready.
-        let result = known_model(&request.name).map(|_| {
-            Response::new(ModelReadyResponse { ready: self.serving(&request.name, &request.version).is_ok() })
-        });
-        call.finish(result.map_err(Status::from))
+        let result = self.inference.model_ready(&request.name, &request.version);
+        call.finish(result.map(|ready| Response::new(ModelReadyResponse { ready })).map_err(Status::from))
     }
 
     async fn server_metadata(
@@ -125,11 +71,7 @@ impl GrpcInferenceService for Inference {
         _: Request<ServerMetadataRequest>,
     ) -> Result<Response<ServerMetadataResponse>, Status> {
         let call = self.metrics.call("ServerMetadata");
-        call.finish(Ok(Response::new(ServerMetadataResponse {
-            name: "serve-service".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            extensions: vec!["model_repository".into()],
-        })))
+        call.finish(Ok(Response::new(self.inference.server_metadata(EXTENSIONS))))
     }
 
     async fn model_metadata(
@@ -139,16 +81,8 @@ impl GrpcInferenceService for Inference {
         let request = request.into_inner();
         let mut call = self.metrics.call("ModelMetadata");
         call.model_named(&request.name);
-        let result = self.serving(&request.name, &request.version).map(|serving| {
-            Response::new(ModelMetadataResponse {
-                name: serving.model_ver().to_string(),
-                versions: vec![serving.run_id().to_string()],
-                platform: PLATFORM.into(),
-                inputs: tensors::input_metadata(serving.run.model.required_attributes()),
-                outputs: tensors::output_metadata(),
-            })
-        });
-        call.finish(result.map_err(Status::from))
+        let result = self.inference.model_metadata(&request.name, &request.version);
+        call.finish(result.map(Response::new).map_err(Status::from))
     }
 
     async fn model_infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
@@ -162,24 +96,7 @@ impl GrpcInferenceService for Inference {
         request: Request<RepositoryIndexRequest>,
     ) -> Result<Response<RepositoryIndexResponse>, Status> {
         let call = self.metrics.call("RepositoryIndex");
-        let ready_only = request.get_ref().ready;
-        let models = ModelVer::all()
-            .map(|model_ver| match self.models.current(model_ver) {
-                Some(serving) => ModelIndex {
-                    name: model_ver.to_string(),
-                    version: serving.run_id().to_string(),
-                    state: "READY".into(),
-                    reason: String::new(),
-                },
-                None => ModelIndex {
-                    name: model_ver.to_string(),
-                    version: String::new(),
-                    state: "UNAVAILABLE".into(),
-                    reason: "not loaded".into(),
-                },
-            })
-            .filter(|model| !ready_only || model.state == "READY")
-            .collect();
+        let models = self.inference.repository_index(request.get_ref().ready);
         call.finish(Ok(Response::new(RepositoryIndexResponse { models })))
     }
 
@@ -190,10 +107,7 @@ impl GrpcInferenceService for Inference {
         let name = &request.get_ref().model_name;
         let mut call = self.metrics.call("RepositoryModelLoad");
         call.model_named(name);
-        let result = match known_model(name) {
-            Ok(model_ver) => self.models.select(model_ver, Selection::Production).await.map(|_| ()),
-            Err(e) => Err(e),
-        };
+        let result = self.inference.load(name).await;
         call.finish(result.map(|()| Response::new(RepositoryModelLoadResponse {})).map_err(Status::from))
     }
 
@@ -204,11 +118,7 @@ impl GrpcInferenceService for Inference {
         let name = &request.get_ref().model_name;
         let mut call = self.metrics.call("RepositoryModelUnload");
         call.model_named(name);
-        let result = self.serving(name, "").map(|serving| {
-            tracing::info!(model_ver = %serving.model_ver(), run_id = %serving.run_id(), "unload requested");
-            self.models.unload(serving.model_ver());
-            Response::new(RepositoryModelUnloadResponse {})
-        });
-        call.finish(result.map_err(Status::from))
+        let result = self.inference.unload(name);
+        call.finish(result.map(|()| Response::new(RepositoryModelUnloadResponse {})).map_err(Status::from))
     }
 }
