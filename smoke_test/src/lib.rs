@@ -59,6 +59,8 @@ pub const CONFIG_VARS: &[&str] = &[
     "OUTPUT_PREFIX",
     "OUTPUT_DEVICE",
     "SERVE_METRICS_ADDR",
+    // crctl predict-batch --shards and serve-service batch take their shard from it.
+    "JOB_COMPLETION_INDEX",
 ];
 
 /// Removes [`CONFIG_VARS`] and every `AWS_*` variable (object_store reads them
