@@ -17,7 +17,7 @@ export WEBHOOK_URL="${WEBHOOK_URL:-}"
 # Where the services listen, host:port.
 export TRAIN_ADDR="${TRAIN_ADDR:-127.0.0.1:50051}"
 export SERVE_ADDR="${SERVE_ADDR:-127.0.0.1:50052}"
-# Security, unset by default (README "Security"); each is passed on only when set.
+# Security, unset by default (docs/security.md); each is passed on only when set.
 # AUTH_TOKEN or AUTH_TOKEN_FILE: the bearer token the services require on every RPC
 # that changes something, and that crctl sends. A secret: keep it out of git.
 # TLS_CERT and TLS_KEY: PEM files the services serve TLS with. TLS_CA: the PEM of the

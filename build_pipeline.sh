@@ -60,7 +60,7 @@ command -v cargo >/dev/null || die "cargo not found: install Rust from https://r
 
 step "building release binaries (the first build takes about 10 minutes on 2 cores)"
 if [[ $FORCE == 1 ]]; then
-    cargo clean --release -p crs-domain -p crs-platform -p crs-proto -p train-service -p serve-service -p crctl
+    cargo clean --release -p crs-domain -p crs-platform -p crs-server -p crs-proto -p train-service -p serve-service -p crctl
 fi
 cargo build --release --locked -p train-service -p serve-service -p crctl || die "the build failed"
 [[ $BUILD_ONLY == 1 ]] && { echo "built $BIN/train-service, $BIN/serve-service and $BIN/crctl"; exit 0; }

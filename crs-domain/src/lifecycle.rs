@@ -76,6 +76,10 @@ pub struct LifecycleConfig {
     /// Days cycle records, cycle reports, records of ended training jobs and
     /// run folders never completed are kept.
     pub keep_days: f64,
+    /// A labelled file in the bucket every run is scored on once, so that runs
+    /// and cycles compare like with like; fixed until someone changes it.
+    /// Unset: charts fall back to each run's own holdout score.
+    pub reference_key: Option<String>,
 }
 
 impl Default for LifecycleConfig {
@@ -91,6 +95,7 @@ impl Default for LifecycleConfig {
             batch_input: None,
             keep_runs: 10,
             keep_days: 30.0,
+            reference_key: None,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The corpus of broken input files: each case one way a real file goes wrong,
 //! built from a valid file, with what training and a batch must do with it.
 //! `train-service/tests/bad_files.rs` drives every case through both services;
-//! the README's "Bad input files" table lists them.
+//! the "Bad input files" table of docs/failure-behaviour.md lists them.
 
 use std::io::Write;
 
@@ -46,7 +46,7 @@ const EMPTY: &[&str] = &["the file is empty"];
 const NO_ROWS: &[&str] = &["the file has a header but no data rows"];
 const UNCLOSED: &[&str] = &["row 2: a quoted field is never closed"];
 
-/// Every case, in the order the README lists them.
+/// Every case, in the order docs/failure-behaviour.md lists them.
 pub const BAD_FILES: &[BadFile] = &[
     BadFile {
         name: "truncated_gzip",

@@ -13,6 +13,7 @@ pub mod gate;
 pub mod jobs;
 pub mod metrics;
 pub mod once;
+pub mod reference;
 pub mod reports;
 pub mod service;
 pub mod status;

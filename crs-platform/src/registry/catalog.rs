@@ -14,6 +14,7 @@ use crs_domain::models::ModelVer;
 use crate::error::{Classify, ErrorKind};
 use crate::failpoint::FailPoint;
 use crate::registry::events::{AppendError, Change, Event, EventLog, History, RunStage};
+use crate::registry::reference::References;
 use crate::registry::runs::{LoadError, ModelStore, RunMetadata};
 use crate::storage::bucket::{Bucket, StorageError};
 use crate::storage::layout::RunId;
@@ -65,16 +66,22 @@ pub struct RunList {
 #[derive(Clone, Debug)]
 pub struct Catalog {
     store: ModelStore,
+    references: References,
     logs: Arc<Mutex<HashMap<ModelVer, EventLog>>>,
 }
 
 impl Catalog {
     pub fn new(store: ModelStore) -> Self {
-        Catalog { store, logs: Arc::default() }
+        Catalog { references: References::new(store.clone()), store, logs: Arc::default() }
     }
 
     pub fn store(&self) -> &ModelStore {
         &self.store
+    }
+
+    /// Runs' scores on reference sets, with the caches every reader shares.
+    pub fn references(&self) -> &References {
+        &self.references
     }
 
     /// The bucket the runs are in, which also holds everything else the

@@ -385,6 +385,12 @@ impl Bucket {
         }
     }
 
+    /// An object's size and etag, without its bytes.
+    pub async fn head(&self, key: &BucketKey) -> Result<ObjectInfo, StorageError> {
+        let meta = self.store.head(&key.0).await.map_err(|e| self.error(key, e))?;
+        Ok(ObjectInfo { key: key.clone(), size: meta.size, etag: meta.e_tag })
+    }
+
     pub async fn exists(&self, key: &BucketKey) -> Result<bool, StorageError> {
         match self.store.head(&key.0).await {
             Ok(_) => Ok(true),

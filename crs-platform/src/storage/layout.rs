@@ -12,6 +12,7 @@
 //! model/<model_ver>/<run_id>/model.json                               the artifact
 //! model/<model_ver>/<run_id>/model.json.sha256                        its checksum
 //! model/<model_ver>/<run_id>/metadata.json                            the run's record
+//! model/<model_ver>/<run_id>/reference/<sha256>.json                  its score on a reference file (by content hash)
 //! model/<model_ver>/LATEST                                            the newest complete run's id
 //! model/<model_ver>/index.json                                        the metadata of every complete run (a cache)
 //! history/<model_ver>/<seq>.json                                      stage and alias changes, in order
@@ -99,6 +100,7 @@ const CHECKSUM_FILE: &str = "model.json.sha256";
 const METADATA_FILE: &str = "metadata.json";
 const LATEST_FILE: &str = "LATEST";
 const INDEX_FILE: &str = "index.json";
+const REFERENCE_FOLDER: &str = "reference";
 
 /// The object of entry `seq` in a sequence-numbered log: zero-padded, so that
 /// listing order is number order.
@@ -439,6 +441,12 @@ impl RunKey {
     /// Written last: the run exists once this does.
     pub fn metadata(&self) -> BucketKey {
         self.file(METADATA_FILE)
+    }
+
+    /// The run's score on the reference file whose content hashes to `sha256`
+    /// (see `crate::registry::reference`); written after the run exists.
+    pub fn reference_score(&self, sha256: &str) -> BucketKey {
+        key(&[self.prefix().as_str(), REFERENCE_FOLDER, &format!("{sha256}.json")])
     }
 }
 

@@ -6,7 +6,7 @@
 //! behind (invisible to listings, but on disk). A live upload of another
 //! replica looks the same, so only files untouched for longer than a threshold
 //! are removed. On S3 a bucket lifecycle rule aborts stale multipart uploads
-//! instead (see the README).
+//! instead (docs/containers-and-s3.md, "Stale multipart uploads").
 
 use std::io;
 use std::path::{Path, PathBuf};

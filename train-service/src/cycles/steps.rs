@@ -30,7 +30,7 @@ use super::record::{CycleRecord, CycleState, CycleStep};
 use crate::gate::{GateOutcome, lifecycle_config};
 use crate::jobs::{Cancellation, JobRequest, JobState, Jobs};
 use crate::metrics::TrainMetrics;
-use crate::reports;
+use crate::{reference, reports};
 
 const MILLIS_PER_DAY: f64 = 24.0 * 3600.0 * 1000.0;
 
@@ -413,6 +413,10 @@ impl CycleRunner {
     /// Reports are best effort: a cycle that did its work is not failed by them.
     async fn report(&self, record: &mut CycleRecord) {
         record.step = CycleStep::Report;
+        // Before the report, so its charts have every kept run on the reference set.
+        if let Err(e) = reference::score_unscored_runs(&self.catalog, record.model_ver).await {
+            tracing::warn!(cycle_id = %record.cycle_id, error = %e, "could not score the runs on the reference set");
+        }
         let summary = reports::CycleSummary {
             model_ver: record.model_ver,
             cycle_id: &record.cycle_id,

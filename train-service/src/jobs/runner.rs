@@ -25,6 +25,7 @@ use super::training::{Trained, train};
 use super::{Job, JobError, JobPhase, JobState, notices};
 use crate::gate::{GateOutcome, gate_run};
 use crate::metrics::TrainMetrics;
+use crate::reference;
 use crate::reports;
 use crate::status::ApiError;
 
@@ -179,6 +180,7 @@ impl JobRunner {
             }
         }
         self.catalog.fail_point().check(FailStep::JobSaved);
+        reference::score_new_run(&self.catalog, metadata.model_ver, &metadata.run_id).await;
         if job.draft {
             reports::run(&self.catalog, &metadata, model, eval, RunStage::Draft).await;
             return Ok((metadata, None));
