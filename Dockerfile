@@ -25,6 +25,8 @@ USER crs
 ENV BUCKET_URL=/app/bucket \
     TRAIN_ADDR=0.0.0.0:50051 \
     SERVE_ADDR=0.0.0.0:50052 \
+    SERVE_HTTP_ADDR=0.0.0.0:8080 \
     RUST_LOG=info
-EXPOSE 50051 50052
+# 50051 train-service gRPC, 50052 serve-service gRPC, 8080 serve-service REST (/v2/...).
+EXPOSE 50051 50052 8080
 CMD ["train-service"]

@@ -1,20 +1,9 @@
 //! The kinds of failure both services answer with, one per kind of cause.
 //!
 //! Every error type of the domain and the platform says which kind it is
-//! ([`Classify`]); each service then maps kinds to gRPC codes with its own
-//! table, and both tables follow this one:
-//!
-//! | kind | gRPC code |
-//! |---|---|
-//! | [`ErrorKind::InvalidInput`] | `INVALID_ARGUMENT` |
-//! | [`ErrorKind::NotFound`] | `NOT_FOUND` |
-//! | [`ErrorKind::Precondition`] | `FAILED_PRECONDITION` |
-//! | [`ErrorKind::Conflict`] | `ABORTED` |
-//! | [`ErrorKind::AlreadyExists`] | `ALREADY_EXISTS` |
-//! | [`ErrorKind::Unauthenticated`] | `UNAUTHENTICATED` |
-//! | [`ErrorKind::Unavailable`] | `UNAVAILABLE` |
-//! | [`ErrorKind::Exhausted`] | `RESOURCE_EXHAUSTED` |
-//! | [`ErrorKind::Internal`] | `INTERNAL` |
+//! ([`Classify`]). The one table from a kind to its gRPC code and HTTP status
+//! is `crs_server::status`, the server kit both services answer through; this
+//! crate knows nothing of either protocol.
 
 use crs_domain::data::DataError;
 use crs_domain::features::FeatureError;
@@ -39,12 +28,15 @@ pub enum ErrorKind {
     Unavailable,
     /// A limit on work in flight is reached: retry when some of it is done.
     Exhausted,
+    /// The request is larger than the service takes (MAX_MESSAGE_BYTES): it
+    /// fails again unless it is made smaller.
+    TooLarge,
     /// Our fault, including misconfiguration.
     Internal,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::InvalidInput,
         ErrorKind::NotFound,
         ErrorKind::Precondition,
@@ -53,6 +45,7 @@ impl ErrorKind {
         ErrorKind::Unauthenticated,
         ErrorKind::Unavailable,
         ErrorKind::Exhausted,
+        ErrorKind::TooLarge,
         ErrorKind::Internal,
     ];
 }

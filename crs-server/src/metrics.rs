@@ -1,15 +1,20 @@
 //! What every service measures the same way: each gRPC call's count, errors
-//! and latency, under the service's own prefix, and the `/metrics` endpoint
-//! that serves a service's registry as OpenMetrics text.
+//! and latency, and each HTTP API request's count and latency, under the
+//! service's own prefix, and the `/metrics` endpoint that serves a service's
+//! registry as OpenMetrics text.
 //!
 //! | metric | labels |
 //! |---|---|
 //! | `<prefix>_requests_total` | `rpc`, the subject's labels, `code` |
 //! | `<prefix>_request_errors_total` | the same (every code but OK) |
 //! | `<prefix>_request_duration_seconds` (histogram) | `rpc`, the subject's labels |
+//! | `<prefix>_http_requests_total` | `route`, `method`, `status` |
+//! | `<prefix>_http_request_duration_seconds` (histogram) | `route`, `method` |
 //!
 //! The subject is what a call is about, as labels: nothing for train-service
 //! ([`NoSubject`]), the model version for serve-service ([`ModelSubject`]).
+//! An HTTP request's `route` is the pattern it matched (`/v2/models/{model}/infer`),
+//! or `unmatched`, so the label set stays small whatever clients send.
 
 use std::fmt;
 use std::hash::Hash;
@@ -17,6 +22,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::get;
 use crs_domain::models::ModelVer;
 use http::StatusCode;
@@ -190,6 +198,94 @@ impl Call<'_, ModelSubject> {
             self.model(model_ver);
         }
     }
+}
+
+/// The labels of one answered HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct HttpLabels {
+    route: Arc<str>,
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct RouteLabels {
+    route: Arc<str>,
+    method: &'static str,
+}
+
+/// What an HTTP request's `route` label is when it matched no route.
+const UNMATCHED: &str = "unmatched";
+
+/// Each HTTP API request's count and latency, by the route it matched and the
+/// status it was answered with; [`HttpMetrics::record`] is the middleware.
+#[derive(Debug)]
+pub struct HttpMetrics {
+    requests: Family<HttpLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    unmatched: Arc<str>,
+}
+
+impl HttpMetrics {
+    /// The metrics, registered in `registry`: the service's registry under its prefix.
+    pub fn new(registry: &mut Registry) -> Self {
+        let metrics = HttpMetrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(seconds_histogram as fn() -> Histogram),
+            unmatched: Arc::from(UNMATCHED),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP API requests answered, by route, method and status",
+            metrics.requests.clone(),
+        );
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time to answer an HTTP API request, until its response starts",
+            Unit::Seconds,
+            metrics.latency.clone(),
+        );
+        metrics
+    }
+
+    /// The middleware: counts and times every request of the router it is a
+    /// layer of (`axum::middleware::from_fn_with_state`), refusals included.
+    pub async fn record(
+        axum::extract::State(metrics): axum::extract::State<Arc<HttpMetrics>>,
+        request: Request,
+        next: Next,
+    ) -> Response {
+        let route = match request.extensions().get::<MatchedPath>() {
+            Some(path) => Arc::from(path.as_str()),
+            None => metrics.unmatched.clone(),
+        };
+        let method = method_label(request.method());
+        let started = Instant::now();
+        let response = next.run(request).await;
+        let status = response.status().as_u16();
+        metrics
+            .latency
+            .get_or_create(&RouteLabels { route: route.clone(), method })
+            .observe(started.elapsed().as_secs_f64());
+        metrics.requests.get_or_create(&HttpLabels { route, method, status }).inc();
+        response
+    }
+}
+
+/// A method as a label: the standard ones by name, anything else `other`.
+fn method_label(method: &http::Method) -> &'static str {
+    const KNOWN: [(http::Method, &str); 9] = [
+        (http::Method::GET, "GET"),
+        (http::Method::HEAD, "HEAD"),
+        (http::Method::POST, "POST"),
+        (http::Method::PUT, "PUT"),
+        (http::Method::DELETE, "DELETE"),
+        (http::Method::PATCH, "PATCH"),
+        (http::Method::OPTIONS, "OPTIONS"),
+        (http::Method::CONNECT, "CONNECT"),
+        (http::Method::TRACE, "TRACE"),
+    ];
+    KNOWN.iter().find(|(known, _)| known == method).map_or("other", |(_, name)| name)
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ use crs_platform::service::runtime::LogFormat;
 use crs_platform::service::security::ServerSecurity;
 use crs_platform::storage::bucket::S3Env;
 
+use crate::http::HttpLimits;
+
 /// A service's own wording of a common setting's help, for `mut_arg` in its
 /// `#[command(...)]`: what the webhook notices are about, what the grace
 /// period waits for. Without a final period, as clap shows doc comments.
@@ -39,6 +41,15 @@ pub struct CommonSettings {
     /// The bearer token required on every RPC that changes something, and TLS.
     #[command(flatten)]
     pub security: ServerSecurity,
+    /// Connections each HTTP listener (REST API, metrics) holds open at once; further ones wait to be accepted until one closes.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = HttpLimits::DEFAULT_MAX_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http_max_connections: u32,
+    /// Seconds an HTTP client gets to send a request's headers (and finish the TLS handshake); a connection idle that long is closed.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT_SECS", default_value_t = HttpLimits::DEFAULT_HEADER_READ_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_header_timeout_secs: u64,
+    /// Seconds an HTTP client gets to send a request's whole body once its headers are in; a slower body is refused.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT_SECS", default_value_t = HttpLimits::DEFAULT_BODY_READ_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_body_timeout_secs: u64,
     /// Test hook: abort the process at this named step (e.g. cycle:ingest or batch:predicted), as kill -9 would.
     #[arg(long, env = "CRS_FAIL_AT", hide = true)]
     pub fail_at: Option<String>,
@@ -53,6 +64,15 @@ impl CommonSettings {
     pub fn stale_upload_age(&self) -> Duration {
         Duration::from_secs(self.stale_upload_secs)
     }
+
+    /// What every HTTP listener of the service holds slow or idle clients to.
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_connections: self.http_max_connections as usize,
+            header_read_timeout: Duration::from_secs(self.http_header_timeout_secs),
+            body_read_timeout: Duration::from_secs(self.http_body_timeout_secs),
+        }
+    }
 }
 
 // Written by hand so that logging a service's config cannot leak the webhook URL.
@@ -66,6 +86,9 @@ impl fmt::Debug for CommonSettings {
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("stale_upload_secs", &self.stale_upload_secs)
             .field("security", &self.security)
+            .field("http_max_connections", &self.http_max_connections)
+            .field("http_header_timeout_secs", &self.http_header_timeout_secs)
+            .field("http_body_timeout_secs", &self.http_body_timeout_secs)
             .field("fail_at", &self.fail_at)
             .finish()
     }
@@ -94,7 +117,25 @@ mod tests {
         assert_eq!(settings.log_format, LogFormat::Text);
         assert_eq!(settings.shutdown_grace(), Duration::from_secs(30));
         assert_eq!(settings.stale_upload_age(), Duration::from_secs(3600));
+        assert_eq!(settings.http_limits(), HttpLimits::default());
         assert_eq!((settings.security.tls_cert, settings.fail_at), (None, None));
+        assert!(HttpLimits::default().max_connections > 1_000, "the issue asks for more than 1,000");
+    }
+
+    #[test]
+    fn http_limits_are_read_and_zero_is_refused() {
+        let settings =
+            parse(&["--http-max-connections", "5", "--http-header-timeout-secs", "2", "--http-body-timeout-secs", "3"]);
+        let expected = HttpLimits {
+            max_connections: 5,
+            header_read_timeout: Duration::from_secs(2),
+            body_read_timeout: Duration::from_secs(3),
+        };
+        assert_eq!(settings.http_limits(), expected);
+        for flag in ["--http-max-connections", "--http-header-timeout-secs", "--http-body-timeout-secs"] {
+            let err = crs_platform::service::runtime::parse_without_env::<Service>(&[flag, "0"]).err();
+            assert!(err.is_some_and(|e| e.to_string().contains(&flag[2..])), "{flag} 0 was accepted");
+        }
     }
 
     #[test]

@@ -1,17 +1,20 @@
 //! The startup and shutdown sequence both services share. A service's `run`
 //! calls [`Startup::begin`] (TLS, token, bucket, webhooks, fail point, metrics
-//! registry), builds its own parts on what it returns, and hands its gRPC
-//! services and its [`Drain`] steps to [`Startup::serve`], which serves them
-//! with health, reflection, request ids and the token on the gRPC listener and
+//! registry), builds its own parts on what it returns, gives its HTTP API, if
+//! it has one, to [`Startup::http_api`], and hands its gRPC services and its
+//! [`Drain`] steps to [`Startup::serve`], which serves them with health,
+//! reflection, request ids and the token on the gRPC listener, the HTTP API
+//! (TLS, limits, request ids, the token, its metrics) on the HTTP listener and
 //! the metrics endpoint on its own, until shutdown:
 //!
 //! 1. [`Drain::stop_accepting`]: the service refuses new work;
 //! 2. health reports NOT_SERVING for every service of the server;
-//! 3. [`Drain::drain`]: the server still answers (clients can watch work end)
+//! 3. [`Drain::drain`]: the servers still answer (clients can watch work end)
 //!    while the work in flight finishes within the grace period;
-//! 4. the gRPC server takes no new connections; open calls get what is left of
-//!    the grace period, then [`Drain::cut_off`] tells them to stop and they get
-//!    [`CUT_OFF_DRAIN`] more before they are closed;
+//! 4. the gRPC and HTTP servers take no new connections; open calls and
+//!    requests get what is left of the grace period, then [`Drain::cut_off`]
+//!    tells them to stop and they get [`CUT_OFF_DRAIN`] more before they are
+//!    closed;
 //! 5. [`Drain::finish`] writes what the calls left behind, the webhook notices
 //!    still being posted get [`WEBHOOK_FLUSH`], and the metrics endpoint stops.
 
@@ -23,10 +26,11 @@ use std::time::{Duration, Instant};
 use crs_platform::failpoint::{FailPoint, UnknownFailPoint};
 use crs_platform::notify::webhook::{self, Notifier, WebhookError};
 use crs_platform::service::request_id::RequestIdLayer;
-use crs_platform::service::security::{AuthLayer, Secret, SecurityError};
+use crs_platform::service::security::{AuthLayer, Secret, SecurityError, TokenRule};
 use crs_platform::storage::bucket::{Bucket, StorageError};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio_rustls::rustls::ServerConfig;
 use tokio_util::task::AbortOnDropHandle;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
@@ -35,7 +39,8 @@ use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::grpc::{GrpcTokenRule, server_builder};
-use crate::http::{HttpLimits, HttpServer};
+use crate::http::{HttpLimits, HttpServer, TlsError, tls_config};
+use crate::metrics::HttpMetrics;
 use crate::settings::CommonSettings;
 
 /// Long enough for a notice posted just before shutdown to go through all its attempts.
@@ -66,6 +71,10 @@ pub enum ServerError {
     Security(#[from] SecurityError),
     #[error("TLS_CERT, TLS_KEY: {0}")]
     Tls(tonic::transport::Error),
+    #[error("TLS_CERT, TLS_KEY for the HTTP listener: {0}")]
+    HttpTls(TlsError),
+    #[error("{0} has an HTTP listener but no HTTP API to serve on it")]
+    NoHttpApi(&'static str),
     #[error("BUCKET_URL: {0}")]
     Bucket(StorageError),
     #[error("WEBHOOK_URL: {0}")]
@@ -103,17 +112,24 @@ pub async fn bind_optional(setting: &'static str, addr: Option<&str>) -> Result<
 pub struct Listeners {
     grpc: TcpListener,
     metrics: Option<TcpListener>,
+    http: Option<TcpListener>,
 }
 
 impl Listeners {
-    /// The gRPC listener alone: no metrics endpoint.
+    /// The gRPC listener alone: no metrics endpoint, no HTTP API.
     pub fn new(grpc: TcpListener) -> Self {
-        Listeners { grpc, metrics: None }
+        Listeners { grpc, metrics: None, http: None }
     }
 
     /// With the Prometheus endpoint, `GET /metrics`, on `metrics` if given.
     pub fn with_metrics(mut self, metrics: Option<TcpListener>) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// With the service's HTTP API ([`Startup::http_api`]) on `http` if given.
+    pub fn with_http(mut self, http: Option<TcpListener>) -> Self {
+        self.http = http;
         self
     }
 }
@@ -193,6 +209,9 @@ pub struct Startup {
     token: Option<Secret>,
     serves_tls: bool,
     grpc: tonic::transport::Server,
+    http_tls: Option<Arc<ServerConfig>>,
+    http_limits: HttpLimits,
+    http_api: Option<axum::Router>,
     bucket: Bucket,
     notifier: Notifier,
     fail_point: FailPoint,
@@ -222,6 +241,7 @@ impl Startup {
         let token = settings.security.token.token()?;
         let tls = settings.security.tls_identity()?;
         let grpc = server_builder(tls.as_ref()).map_err(ServerError::Tls)?;
+        let http_tls = tls.as_ref().map(tls_config).transpose().map_err(ServerError::HttpTls)?;
         let bucket = Bucket::open_with(&settings.bucket_url, &settings.s3_env).map_err(ServerError::Bucket)?;
         bucket.check_access().await.map_err(ServerError::Bucket)?;
         crs_platform::storage::staging::clean_at_startup(&bucket, settings.stale_upload_age());
@@ -237,6 +257,9 @@ impl Startup {
             token,
             serves_tls: tls.is_some(),
             grpc,
+            http_tls,
+            http_limits: settings.http_limits(),
+            http_api: None,
             bucket,
             notifier,
             fail_point,
@@ -267,6 +290,19 @@ impl Startup {
         self.health.clone()
     }
 
+    /// The service's HTTP API, served on the HTTP listener if [`Listeners`]
+    /// has one: `rule` says which requests need the bearer token (when one is
+    /// set), and every request, refused or not, is counted and timed under
+    /// `<metrics_prefix>_http_*` ([`HttpMetrics`]).
+    pub fn http_api(&mut self, metrics_prefix: &str, router: axum::Router, rule: impl TokenRule) {
+        let metrics = Arc::new(HttpMetrics::new(self.registry.sub_registry_with_prefix(metrics_prefix)));
+        // Each `layer` wraps the ones before it: the metrics see the token's refusals.
+        let router = router
+            .layer(AuthLayer::new(self.token.clone(), rule))
+            .layer(axum::middleware::from_fn_with_state(metrics, HttpMetrics::record));
+        self.http_api = Some(router);
+    }
+
     /// Serves `routes` (the service's own gRPC services) with health and
     /// reflection on `listeners` until `shutdown` resolves, then runs the
     /// shutdown sequence with the service's `drain` steps.
@@ -278,8 +314,32 @@ impl Startup {
         mut drain: impl Drain,
     ) -> Result<(), ServerError> {
         let Startup {
-            service, grace, token, serves_tls, grpc, bucket, notifier, registry, health, health_service, ..
+            service,
+            grace,
+            token,
+            serves_tls,
+            grpc,
+            http_tls,
+            http_limits,
+            http_api,
+            bucket,
+            notifier,
+            registry,
+            health,
+            health_service,
+            ..
         } = self;
+        let http = match (listeners.http, http_api) {
+            (Some(listener), Some(api)) => {
+                let api =
+                    HttpServer::start(listener, api, http_tls.clone(), http_limits).map_err(ServerError::Listener)?;
+                let scheme = if http_tls.is_some() { "https" } else { "http" };
+                tracing::info!(addr = %api.local_addr(), tls = serves_tls, "HTTP API at {scheme}://{}", api.local_addr());
+                Some(api)
+            }
+            (Some(_), None) => return Err(ServerError::NoHttpApi(service.name)),
+            (None, _) => None,
+        };
         let reflection = crs_proto::reflection_service(service.grpc_services).map_err(ServerError::Reflection)?;
         let routes = routes.add_service(health_service).add_service(reflection.v1).add_service(reflection.v1alpha);
         let addr = listeners.grpc.local_addr().map_err(ServerError::Listener)?;
@@ -297,13 +357,9 @@ impl Startup {
         // Plain HTTP whatever TLS_CERT says: scrapers are configured for it, and the port is the operator's.
         let metrics = match listeners.metrics {
             Some(listener) => {
-                let endpoint = HttpServer::start(
-                    listener,
-                    crate::metrics::router(Arc::new(registry)),
-                    None,
-                    HttpLimits::default(),
-                )
-                .map_err(ServerError::Listener)?;
+                let endpoint =
+                    HttpServer::start(listener, crate::metrics::router(Arc::new(registry)), None, http_limits)
+                        .map_err(ServerError::Listener)?;
                 let metrics_addr = endpoint.local_addr();
                 tracing::info!(addr = %metrics_addr, "metrics at http://{metrics_addr}/metrics");
                 Some(endpoint)
@@ -340,6 +396,9 @@ impl Startup {
         health.set(ServingStatus::NotServing).await;
         drain.drain(grace).await;
         let _ = stop_server.send(());
+        // The HTTP API stops with the gRPC server, its requests in flight given the same time.
+        let http_stopped =
+            http.map(|http| AbortOnDropHandle::new(tokio::spawn(http.shutdown(grace.saturating_sub(began.elapsed())))));
         let ended = match tokio::time::timeout(grace.saturating_sub(began.elapsed()), &mut server).await {
             Ok(ended) => Some(ended),
             Err(_) => {
@@ -352,6 +411,10 @@ impl Startup {
                 ended
             }
         };
+        if let Some(http_stopped) = http_stopped {
+            // Its own shutdown closes what is still open when its grace period ends.
+            let _ = http_stopped.await;
+        }
         // Every call has been answered or abandoned: what they left is all there is.
         drain.finish(grace).await;
         notifier.flush(WEBHOOK_FLUSH).await;

@@ -1,6 +1,7 @@
 //! The HTTP listener core against real connections on 127.0.0.1: request
-//! ids, TLS, the header-read timeout, the connection limit, graceful shutdown,
-//! and the token layer with an HTTP rule of its own.
+//! ids, TLS, the header-read and body-read timeouts, bodies over the limit,
+//! the connection limit, graceful shutdown, the token layer with an HTTP rule
+//! of its own and with the kit's table-driven rule, and the HTTP metrics.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use crs_platform::service::request_id;
 use crs_platform::service::security::{AuthLayer, Secret, TlsIdentity, TokenRule};
-use crs_server::http::{HttpLimits, HttpServer, tls_config};
+use crs_server::http::{HttpLimits, HttpServer, HttpTokenRule, read_body, tls_config};
 use crs_testkit::fixture_dir;
 use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,16 +21,27 @@ use tokio::net::{TcpListener, TcpStream};
 const WITHIN: Duration = Duration::from_secs(10);
 
 /// `GET /id` answers the request's id as the handler sees it; `GET /slow/<ms>`
-/// answers after that many milliseconds.
+/// answers after that many milliseconds; `POST /body` reads the body whole,
+/// at most [`BODY_LIMIT`] bytes, and answers its length.
 fn app() -> Router {
-    Router::new().route("/id", get(|| async { request_id::current().unwrap_or_default() })).route(
-        "/slow/{ms}",
-        get(|axum::extract::Path(ms): axum::extract::Path<u64>| async move {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            "done"
-        }),
-    )
+    Router::new()
+        .route("/id", get(|| async { request_id::current().unwrap_or_default() }))
+        .route(
+            "/slow/{ms}",
+            get(|axum::extract::Path(ms): axum::extract::Path<u64>| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                "done"
+            }),
+        )
+        .route(
+            "/body",
+            axum::routing::post(|request: axum::extract::Request| async move {
+                read_body(request, BODY_LIMIT, "TEST_LIMIT").await.map(|body| body.len().to_string())
+            }),
+        )
 }
+
+const BODY_LIMIT: usize = 1000;
 
 async fn start(app: Router, tls: bool, limits: HttpLimits) -> HttpServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -136,7 +148,8 @@ async fn idle_and_slow_clients_are_cut_off_by_the_header_read_timeout() {
 
 #[tokio::test]
 async fn connections_beyond_the_limit_wait_until_one_closes() {
-    let limits = HttpLimits { max_connections: 1, header_read_timeout: Duration::from_secs(60) };
+    let limits =
+        HttpLimits { max_connections: 1, header_read_timeout: Duration::from_secs(60), ..HttpLimits::default() };
     let server = start(app(), false, limits).await;
     let holder = TcpStream::connect(server.local_addr()).await.expect("connect");
     // Accepted before the next one connects: the listener takes connections in order.
@@ -221,4 +234,110 @@ async fn the_token_layer_guards_http_routes_with_the_rule_it_is_given() {
     assert_eq!(wrong.status(), 401);
     let allowed = client().post(&thing).bearer_auth("http-token").send().await.expect("POST");
     assert_eq!(allowed.text().await.expect("body"), "written");
+}
+
+/// Sends `request` whole on a new connection, then keeps it open for `linger`
+/// (a body still to come); the answer, read until the server closes.
+async fn exchange(server: &HttpServer, request: &[u8], linger: Duration) -> String {
+    let mut stream = TcpStream::connect(server.local_addr()).await.expect("connect");
+    stream.write_all(request).await.expect("send");
+    let read = async {
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        answer
+    };
+    let answer = tokio::time::timeout(WITHIN, async {
+        let (answer, ()) = tokio::join!(read, tokio::time::sleep(linger));
+        answer
+    })
+    .await
+    .expect("an answer");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413_slow_bodies_and_short_ones_400() {
+    let limits = HttpLimits { body_read_timeout: Duration::from_millis(300), ..HttpLimits::default() };
+    let server = start(app(), false, limits).await;
+
+    let fits = client().post(url(&server, "/body")).body(vec![b'x'; BODY_LIMIT]).send().await.expect("POST");
+    assert_eq!(fits.text().await.expect("body"), BODY_LIMIT.to_string());
+
+    // By its declared length: refused before a byte of it is sent.
+    let head = format!("POST /body HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n", BODY_LIMIT + 1);
+    let answer = exchange(&server, head.as_bytes(), Duration::ZERO).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("larger than 1000 bytes") && answer.contains("TEST_LIMIT"), "{answer}");
+    assert!(answer.contains("content-type: application/json"), "{answer}");
+
+    // Streamed without a length: refused once past the limit.
+    let chunk = format!("{:x}\r\n{}\r\n", 600, "x".repeat(600));
+    let streamed = format!("POST /body HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}{chunk}");
+    let answer = exchange(&server, streamed.as_bytes(), Duration::ZERO).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    // Too slow: half a body, then nothing.
+    let slow = "POST /body HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\nhalf";
+    let started = Instant::now();
+    let answer = exchange(&server, slow.as_bytes(), Duration::from_secs(2)).await;
+    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("did not arrive within 300ms"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+
+    // Cut short: the client closes its side with the body unfinished.
+    let mut stream = TcpStream::connect(server.local_addr()).await.expect("connect");
+    stream.write_all(b"POST /body HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\nhalf").await.expect("send");
+    stream.shutdown().await.expect("half-close");
+    let (_, answer) = until_closed(&mut stream).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("could not be read whole"), "{answer}");
+}
+
+/// A route table as crs-proto holds them: writes need the token.
+fn table(method: &str, _path: &str) -> crs_proto::Access {
+    if method == "GET" { crs_proto::Access::Open } else { crs_proto::Access::Token }
+}
+
+#[tokio::test]
+async fn the_kits_token_rule_follows_its_table_and_refuses_with_json_and_a_challenge() {
+    let routes = Router::new().route("/thing", get(|| async { "read" }).post(|| async { "written" }));
+    let guarded = routes.layer(AuthLayer::new(Some(Secret::new("kit-token")), HttpTokenRule::new(table)));
+    let server = start(guarded, false, HttpLimits::default()).await;
+    let thing = url(&server, "/thing");
+    assert_eq!(client().get(&thing).send().await.expect("GET").text().await.expect("body"), "read");
+    let refused = client().post(&thing).bearer_auth("guess").send().await.expect("POST");
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.headers()["www-authenticate"], "Bearer");
+    assert_eq!(refused.headers()["content-type"], "application/json");
+    assert_eq!(refused.text().await.expect("body"), r#"{"error":"missing or wrong bearer token"}"#);
+    let allowed = client().post(&thing).bearer_auth("kit-token").send().await.expect("POST");
+    assert_eq!(allowed.text().await.expect("body"), "written");
+}
+
+#[tokio::test]
+async fn http_requests_are_counted_by_route_and_status_refusals_included() {
+    use std::sync::Arc;
+
+    use crs_server::metrics::{HttpMetrics, render};
+    use prometheus_client::registry::Registry;
+
+    let mut registry = Registry::default();
+    let metrics = Arc::new(HttpMetrics::new(registry.sub_registry_with_prefix("crs_test")));
+    let routes = Router::new().route("/things/{id}", get(|| async { "read" }).post(|| async { "written" }));
+    let app = routes
+        .layer(AuthLayer::new(Some(Secret::new("kit-token")), HttpTokenRule::new(table)))
+        .layer(axum::middleware::from_fn_with_state(metrics, HttpMetrics::record));
+    let server = start(app, false, HttpLimits::default()).await;
+    for path in ["/things/1", "/things/2", "/nowhere"] {
+        client().get(url(&server, path)).send().await.expect("GET");
+    }
+    client().post(url(&server, "/things/1")).send().await.expect("POST");
+    let text = render(&registry);
+    for line in [
+        r#"crs_test_http_requests_total{route="/things/{id}",method="GET",status="200"} 2"#,
+        r#"crs_test_http_requests_total{route="/things/{id}",method="POST",status="401"} 1"#,
+        r#"crs_test_http_requests_total{route="unmatched",method="GET",status="404"} 1"#,
+        r#"crs_test_http_request_duration_seconds_count{route="/things/{id}",method="GET"} 2"#,
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
 }

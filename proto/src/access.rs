@@ -1,6 +1,7 @@
-//! Which RPC of this contract answers anyone and which needs the bearer token.
-//! The services' auth layer (crs-platform's mechanism, crs-server's gRPC rule)
-//! asks [`access`] for every call.
+//! Which RPC of this contract answers anyone and which needs the bearer token,
+//! and the same for serve-service's REST routes. The services' auth layer
+//! (crs-platform's mechanism, crs-server's gRPC and HTTP rules) asks [`access`]
+//! for every gRPC call and [`serve_rest_access`] for every REST request.
 
 /// Whether an RPC answers anyone or only a caller with the token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,9 +56,84 @@ pub fn access(path: &str) -> Access {
     RPC_ACCESS.iter().find(|(rpc, _)| *rpc == path).map_or(Access::Token, |(_, access)| *access)
 }
 
+/// One route of an HTTP API: its method, its path pattern (`{name}` matches
+/// one path segment, as in axum and OpenAPI), and the gRPC RPC it answers as,
+/// whose access it has; `None` for what only documents the API, open to all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestRoute {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub rpc: Option<&'static str>,
+}
+
+impl RestRoute {
+    /// Who may call the route: the access of the RPC it answers as.
+    pub fn access(&self) -> Access {
+        self.rpc.map_or(Access::Open, access)
+    }
+
+    /// Whether a request of `method` to `path` is this route's. HEAD is GET
+    /// without the body.
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        let method = if method == "HEAD" { "GET" } else { method };
+        if method != self.method {
+            return false;
+        }
+        let (mut pattern, mut segments) = (self.path.split('/'), path.split('/'));
+        loop {
+            match (pattern.next(), segments.next()) {
+                (None, None) => return true,
+                (Some(expected), Some(segment)) => {
+                    let any = expected.starts_with('{') && expected.ends_with('}');
+                    if !(any && !segment.is_empty() || expected == segment) {
+                        return false;
+                    }
+                }
+                _ => return false,
+            }
+        }
+    }
+}
+
+macro_rules! route {
+    ($method:literal $path:literal => $rpc:literal) => {
+        RestRoute { method: $method, path: $path, rpc: Some(concat!("/inference.GRPCInferenceService/", $rpc)) }
+    };
+    ($method:literal $path:literal => open) => {
+        RestRoute { method: $method, path: $path, rpc: None }
+    };
+}
+
+/// serve-service's REST API, the Open Inference Protocol over HTTP: every
+/// route with the `inference.GRPCInferenceService` RPC it answers as, so that
+/// each needs the token exactly when its RPC does. A request matching no
+/// route needs the token, as an RPC missing from [`RPC_ACCESS`] does.
+pub const SERVE_REST_ROUTES: &[RestRoute] = &[
+    route!("GET" "/v2/health/live" => "ServerLive"),
+    route!("GET" "/v2/health/ready" => "ServerReady"),
+    route!("GET" "/v2/models/{model}/ready" => "ModelReady"),
+    route!("GET" "/v2/models/{model}/versions/{version}/ready" => "ModelReady"),
+    route!("GET" "/v2" => "ServerMetadata"),
+    route!("GET" "/v2/models/{model}" => "ModelMetadata"),
+    route!("GET" "/v2/models/{model}/versions/{version}" => "ModelMetadata"),
+    route!("POST" "/v2/models/{model}/infer" => "ModelInfer"),
+    route!("POST" "/v2/models/{model}/versions/{version}/infer" => "ModelInfer"),
+    route!("POST" "/v2/repository/index" => "RepositoryIndex"),
+    route!("POST" "/v2/repository/models/{model}/load" => "RepositoryModelLoad"),
+    route!("POST" "/v2/repository/models/{model}/unload" => "RepositoryModelUnload"),
+    route!("GET" "/v2/openapi.json" => open),
+];
+
+/// Who may send `method` to `path` of serve-service's REST API.
+pub fn serve_rest_access(method: &str, path: &str) -> Access {
+    SERVE_REST_ROUTES.iter().find(|route| route.matches(method, path)).map_or(Access::Token, RestRoute::access)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const INFERENCE: &str = "/inference.GRPCInferenceService/";
 
     #[test]
     fn the_token_guards_exactly_the_rpcs_that_change_something() {
@@ -81,6 +157,69 @@ mod tests {
             "RepositoryModelUnload",
         ];
         assert_eq!(guarded, changing);
+    }
+
+    #[test]
+    fn every_rest_route_answers_as_an_rpc_of_the_table_and_the_token_guards_the_same_operations() {
+        for route in SERVE_REST_ROUTES {
+            if let Some(rpc) = route.rpc {
+                assert!(rpc.starts_with(INFERENCE), "{route:?}");
+                assert!(RPC_ACCESS.iter().any(|(listed, _)| *listed == rpc), "{route:?} answers as an unlisted RPC");
+            }
+        }
+        // Every RPC of the Open Inference Protocol has a route, and none of the others do.
+        let inference_rpcs: Vec<&str> =
+            RPC_ACCESS.iter().map(|(rpc, _)| *rpc).filter(|rpc| rpc.starts_with(INFERENCE)).collect();
+        for rpc in &inference_rpcs {
+            assert!(SERVE_REST_ROUTES.iter().any(|route| route.rpc == Some(rpc)), "{rpc} has no REST route");
+        }
+        // The token guards the REST routes of the RPCs it guards, and those alone.
+        let guarded: Vec<(&str, &str)> = SERVE_REST_ROUTES
+            .iter()
+            .filter(|route| route.access() == Access::Token)
+            .map(|route| (route.method, route.path))
+            .collect();
+        assert_eq!(
+            guarded,
+            [("POST", "/v2/repository/models/{model}/load"), ("POST", "/v2/repository/models/{model}/unload")]
+        );
+        for rpc in inference_rpcs {
+            let routes = SERVE_REST_ROUTES.iter().filter(|route| route.rpc == Some(rpc));
+            for route in routes {
+                assert_eq!(route.access(), access(rpc), "{route:?} and {rpc}");
+            }
+        }
+    }
+
+    #[test]
+    fn rest_requests_get_their_routes_access_and_unknown_ones_need_the_token() {
+        let open = [
+            ("GET", "/v2/health/live"),
+            ("HEAD", "/v2/health/ready"),
+            ("GET", "/v2"),
+            ("GET", "/v2/models/v1"),
+            ("GET", "/v2/models/v1/versions/20250101T000000000Z-abcdef/ready"),
+            ("POST", "/v2/models/v1/infer"),
+            ("POST", "/v2/repository/index"),
+            ("GET", "/v2/openapi.json"),
+        ];
+        for (method, path) in open {
+            assert_eq!(serve_rest_access(method, path), Access::Open, "{method} {path}");
+        }
+        let guarded = [
+            ("POST", "/v2/repository/models/v1/load"),
+            ("POST", "/v2/repository/models/v1/unload"),
+            // What matches no route: a wrong method, an extra or empty segment, a new path.
+            ("GET", "/v2/repository/models/v1/load"),
+            ("POST", "/v2/repository/models/v1/load/"),
+            ("POST", "/v2/repository/models//load"),
+            ("POST", "/v2/models/v1/infer/x"),
+            ("DELETE", "/v2/models/v1"),
+            ("GET", "/v3"),
+        ];
+        for (method, path) in guarded {
+            assert_eq!(serve_rest_access(method, path), Access::Token, "{method} {path}");
+        }
     }
 
     #[test]

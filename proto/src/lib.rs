@@ -1,7 +1,8 @@
 //! The wire contract of both services. The `.proto` files in this crate are the
 //! source of truth: the modules [`train`], [`serve`] and [`inference`] and the
 //! reflection descriptors are generated from them at build time. Written by
-//! hand beside them: which RPC needs the bearer token ([`RPC_ACCESS`]), the
+//! hand beside them: which RPC needs the bearer token ([`RPC_ACCESS`]) and
+//! which REST route of serve-service does ([`SERVE_REST_ROUTES`]), the
 //! names of gRPC codes, timestamps on the wire, the JSON form of the
 //! generated messages, and server reflection for a chosen set of services.
 
@@ -26,7 +27,7 @@ pub mod inference {
 mod access;
 mod json;
 
-pub use access::{Access, RPC_ACCESS, access};
+pub use access::{Access, RPC_ACCESS, RestRoute, SERVE_REST_ROUTES, access, serve_rest_access};
 
 /// Encoded `FileDescriptorSet` of every service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/crs_descriptor.bin"));

@@ -63,7 +63,7 @@ pub struct Config {
     /// Most rows one Predict request may carry.
     #[arg(long, env = "MAX_PREDICT_ROWS", default_value_t = 10_000)]
     pub max_predict_rows: usize,
-    /// Largest gRPC request or response message, in bytes.
+    /// Largest gRPC request or response message, and largest REST request body, in bytes.
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 16 << 20)]
     pub max_message_bytes: usize,
     /// Bucket folder batch outputs must be written under; outside model/, config/, data/train/, data/predict/input/.
@@ -75,6 +75,9 @@ pub struct Config {
     /// Address (host:port) of the Prometheus endpoint, `GET /metrics`; unset means no metrics endpoint.
     #[arg(long, env = "SERVE_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    /// Address (host:port) of the Open Inference Protocol's HTTP/REST API (`/v2/...`, TLS as the gRPC port); unset means no REST API.
+    #[arg(long, env = "SERVE_HTTP_ADDR")]
+    pub http_addr: Option<String>,
     /// Batch predictions running at once; one beyond it is refused at once with RESOURCE_EXHAUSTED, to be retried later.
     #[arg(long, env = "MAX_CONCURRENT_BATCHES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_batches: u32,
@@ -180,10 +183,12 @@ pub struct TooManyConfigured {
 }
 
 impl Config {
-    /// The gRPC listener on SERVE_ADDR and the metrics endpoint's on SERVE_METRICS_ADDR, if set.
+    /// The gRPC listener on SERVE_ADDR, and the metrics endpoint's on
+    /// SERVE_METRICS_ADDR and the REST API's on SERVE_HTTP_ADDR, if set.
     pub async fn listeners(&self) -> Result<Listeners, ServerError> {
         let metrics = bind_optional("SERVE_METRICS_ADDR", self.metrics_addr.as_deref()).await?;
-        Ok(Listeners::new(bind("SERVE_ADDR", &self.addr).await?).with_metrics(metrics))
+        let http = bind_optional("SERVE_HTTP_ADDR", self.http_addr.as_deref()).await?;
+        Ok(Listeners::new(bind("SERVE_ADDR", &self.addr).await?).with_metrics(metrics).with_http(http))
     }
 
     pub fn poll_interval(&self) -> Duration {
@@ -230,7 +235,7 @@ mod tests {
         assert_eq!((config.max_predict_rows, config.max_message_bytes), (10_000, 16 << 20));
         assert!(!format!("{config:?}").contains("hooks.example"), "{config:?}");
         assert_eq!((config.output_prefix.as_str(), config.output_device), ("data/predict/output", DeviceColumn::Name));
-        assert_eq!(config.metrics_addr, None);
+        assert_eq!((config.metrics_addr.as_deref(), config.http_addr.as_deref()), (None, None));
         assert_eq!((config.max_concurrent_batches, config.max_model_memory_bytes()), (2, 2048 << 20));
         assert_eq!((config.common.stale_upload_secs, config.common.fail_at), (3600, None));
     }

@@ -15,9 +15,7 @@ use crate::status::ServeError;
 /// Checks a Predict request against the data contract and the row limit.
 pub fn keyword_rows(request: &PredictRequest, max_rows: usize) -> Result<KeywordRows, ServeError> {
     let invalid = |message: String| ServeError::InvalidRequest(message);
-    if request.rows.len() > max_rows {
-        return Err(invalid(format!("request has {} rows; the limit is {max_rows}", request.rows.len())));
-    }
+    ServeError::check_rows(request.rows.len(), max_rows)?;
     let mut seen = HashSet::new();
     if let Some(twice) = request.attribute_names.iter().find(|name| !seen.insert(name.as_str())) {
         return Err(invalid(format!("attribute_names: '{twice}' appears twice")));

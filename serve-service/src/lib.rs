@@ -1,8 +1,8 @@
 //! serve-service: loads the selected model runs from the bucket (one per model
 //! version it serves) and answers online (`Predict`) and batch (`PredictBatch`)
-//! predictions over gRPC, and the Open Inference Protocol
-//! (`inference.GRPCInferenceService`) beside them; shadows score the requests
-//! of their primaries in the background.
+//! predictions over gRPC, and the Open Inference Protocol beside them, over
+//! gRPC (`inference.GRPCInferenceService`) and, on `SERVE_HTTP_ADDR`, over
+//! HTTP/REST; shadows score the requests of their primaries in the background.
 
 mod config;
 mod convert;
@@ -12,7 +12,6 @@ mod model;
 mod service;
 mod shadow;
 mod status;
-mod tensors;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,6 +25,7 @@ use crs_proto::inference::grpc_inference_service_server::{
 };
 use crs_proto::serve::serve_service_server::{SERVICE_NAME as SERVE_SERVICE, ServeServiceServer};
 use crs_proto::serve::{BatchShard, PredictBatchRequest, PredictBatchResponse};
+use crs_server::http::HttpTokenRule;
 use crs_server::startup::{Drain, ServiceInfo, Startup, WEBHOOK_FLUSH};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -35,6 +35,8 @@ use tonic_health::ServingStatus;
 pub use config::{BatchCommand, Config, ServeCommand, ShadowPair};
 pub use crs_server::startup::Listeners;
 use inference::Inference;
+use inference::grpc::GrpcInference;
+pub use inference::rest::openapi_document;
 use metrics::ServeMetrics;
 use model::{Models, ModelsSetup};
 use service::{BatchSettings, Service};
@@ -101,14 +103,15 @@ pub async fn run(
         }
     }));
 
-    let inference = GrpcInferenceServiceServer::new(Inference::new(
-        models.clone(),
-        shadows.clone(),
-        config.max_predict_rows,
-        metrics.clone(),
-    ))
-    .max_decoding_message_size(config.max_message_bytes)
-    .max_encoding_message_size(config.max_message_bytes);
+    let open_inference = Arc::new(Inference::new(models.clone(), shadows.clone(), config.max_predict_rows));
+    let inference = GrpcInferenceServiceServer::new(GrpcInference::new(open_inference.clone(), metrics.clone()))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
+    startup.http_api(
+        metrics::PREFIX,
+        inference::rest::router(open_inference, config.max_message_bytes),
+        HttpTokenRule::new(crs_proto::serve_rest_access),
+    );
     let batch = BatchSettings {
         output_prefix: config.output_prefix.clone(),
         device_column: config.output_device,

@@ -16,6 +16,8 @@
 //! | `crs_serve_model_polls_total` (the poller's rounds over every version's alias) | |
 //! | `crs_serve_shadow_rows_total` (rows a shadow scored and recorded) | `model` (the shadow) |
 //! | `crs_serve_shadow_dropped_rows_total` (rows a shadow did not score or record) | `model` (the shadow), `reason` |
+//! | `crs_serve_http_requests_total` (REST API, `SERVE_HTTP_ADDR`) | `route`, `method`, `status` |
+//! | `crs_serve_http_request_duration_seconds` (histogram) | `route`, `method` |
 //!
 //! `model` is a registered model version or empty (the request named none, or
 //! an unknown one), so the label set stays small whatever clients send.
@@ -28,6 +30,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+
+/// The prefix of every serve-service metric.
+pub const PREFIX: &str = "crs_serve";
 
 /// One request being timed, labelled with the model it is about.
 pub type Call<'a> = crs_server::metrics::Call<'a, ModelSubject>;
@@ -97,7 +102,7 @@ pub struct ServeMetrics {
 impl ServeMetrics {
     /// The metrics, registered in `registry`.
     pub fn new(registry: &mut Registry) -> Self {
-        let r = registry.sub_registry_with_prefix("crs_serve");
+        let r = registry.sub_registry_with_prefix(PREFIX);
         let metrics = ServeMetrics {
             calls: CallMetrics::new(r),
             batch_rows: Family::new_with_constructor(rows_histogram),

@@ -214,8 +214,7 @@ impl Service {
         let rows = keyword_rows(request, self.max_predict_rows)?;
         let serving = self.models.require(model_ver, run.as_ref())?;
         call.model(serving.model_ver());
-        let cr = serving.run.model.predict(&rows)?;
-        self.shadows.offer(&serving, rows, &cr);
+        let cr = self.shadows.predict(&serving, rows)?;
         Ok(PredictResponse { cr, model_ver: serving.model_ver().to_string(), run_id: serving.run_id().to_string() })
     }
 

@@ -21,6 +21,7 @@ use tokio_util::io::SyncIoBridge;
 use crate::config::ShadowPair;
 use crate::metrics::{ServeMetrics, ShadowDrop};
 use crate::model::{Models, Serving};
+use crate::status::ServeError;
 
 /// Rows a primary answered, waiting for its shadows.
 #[derive(Debug)]
@@ -115,8 +116,17 @@ impl Shadows {
         self.pairs.iter().find(|(_, shadows)| shadows.contains(&model_ver)).map(|(primary, _)| *primary)
     }
 
+    /// The rates `primary` predicts for `rows`; the rows and rates are then
+    /// queued for its shadows, if it has any. Every online request predicts
+    /// through here, whichever API it came by.
+    pub fn predict(&self, primary: &Arc<Serving>, rows: KeywordRows) -> Result<Vec<f64>, ServeError> {
+        let cr = primary.run.model.predict(&rows)?;
+        self.offer(primary, rows, &cr);
+        Ok(cr)
+    }
+
     /// Queues `rows`, which `primary` answered with `cr`, for its shadows, if it has any.
-    pub fn offer(&self, primary: &Arc<Serving>, rows: KeywordRows, cr: &[f64]) {
+    fn offer(&self, primary: &Arc<Serving>, rows: KeywordRows, cr: &[f64]) {
         let Some(queue) = &self.queue else { return };
         let Some(shadows) = self.pairs.get(&primary.model_ver()) else { return };
         let count = rows.len();

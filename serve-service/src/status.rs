@@ -18,6 +18,8 @@ pub enum ServeError {
     NoModel(String),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("request has {rows} rows; the limit is {max}")]
+    TooManyRows { rows: usize, max: usize },
     #[error("model {0} has no production run yet")]
     NoProduction(ModelVer),
     #[error("{0}")]
@@ -55,6 +57,13 @@ pub enum ServeError {
     TooMuchModelMemory { model_ver: ModelVer, run_id: String, needed: u64, held: u64, max: u64 },
 }
 
+impl ServeError {
+    /// `MAX_PREDICT_ROWS` (`max`) against a request of `rows` rows, whichever API it came by.
+    pub fn check_rows(rows: usize, max: usize) -> Result<(), ServeError> {
+        if rows > max { Err(ServeError::TooManyRows { rows, max }) } else { Ok(()) }
+    }
+}
+
 /// Bytes as MiB with three decimals, enough to tell small models apart.
 fn mib(bytes: u64) -> String {
     format!("{:.3}", bytes as f64 / f64::from(1 << 20))
@@ -64,7 +73,7 @@ impl Classify for ServeError {
     fn kind(&self) -> ErrorKind {
         match self {
             ServeError::NoModel(_) => ErrorKind::Precondition,
-            ServeError::InvalidRequest(_) => ErrorKind::InvalidInput,
+            ServeError::InvalidRequest(_) | ServeError::TooManyRows { .. } => ErrorKind::InvalidInput,
             ServeError::NoProduction(_) | ServeError::NotFound(_) => ErrorKind::NotFound,
             ServeError::Features(e) => e.kind(),
             ServeError::UnknownVersion(e) => e.kind(),
@@ -94,6 +103,12 @@ impl From<ServeError> for Status {
             tracing::error!(error = %e, "request failed");
         }
         Status::new(code, e.to_string())
+    }
+}
+
+impl From<ServeError> for crs_server::status::HttpError {
+    fn from(e: ServeError) -> Self {
+        crs_server::status::HttpError::new(e.kind(), e.to_string())
     }
 }
 

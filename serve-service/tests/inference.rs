@@ -3,91 +3,17 @@
 //! repository on the one slot, and every class of bad input answered with a
 //! code and a message naming what is wrong.
 
-use crs_platform::storage::layout::PREDICTION_INPUT_KEY;
-use crs_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use crs_proto::inference::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
+use crs_proto::inference::model_infer_request::InferRequestedOutputTensor;
 use crs_proto::inference::{
-    InferTensorContents, ModelInferRequest, ModelMetadataRequest, ModelReadyRequest, RepositoryIndexRequest,
-    RepositoryModelLoadRequest, RepositoryModelUnloadRequest, ServerLiveRequest, ServerMetadataRequest,
-    ServerReadyRequest, infer_parameter,
+    ModelMetadataRequest, ModelReadyRequest, RepositoryIndexRequest, RepositoryModelLoadRequest,
+    RepositoryModelUnloadRequest, ServerLiveRequest, ServerMetadataRequest, ServerReadyRequest, infer_parameter,
 };
-use crs_proto::serve::{GetModelRequest, PredictRequest};
-use crs_testkit::{Stack, parse_metrics, predict_request, scrape, serving_status, wait_until, wait_until_serving};
+use crs_proto::serve::GetModelRequest;
+use crs_testkit::v2::{grpc_client as client, input_rows as rows};
+use crs_testkit::v2::{infer_request, length_prefixed, rates};
+use crs_testkit::{Stack, parse_metrics, scrape, serving_status, wait_until, wait_until_serving};
 use tonic::Code;
-use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
-
-type Client = GrpcInferenceServiceClient<Channel>;
-
-fn client(channel: Channel) -> Client {
-    GrpcInferenceServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
-}
-
-/// `rows` copies of the prediction input's rows, cycled.
-async fn rows(stack: &Stack, count: usize) -> PredictRequest {
-    let mut request = predict_request(&stack.get(PREDICTION_INPUT_KEY).await.expect("input"));
-    let all = request.rows.clone();
-    request.rows = all.iter().cycle().take(count).cloned().collect();
-    request
-}
-
-/// The same rows as V2 tensors, columns in the model's attribute order.
-fn infer_request(predict: &PredictRequest, attributes: &[String], raw: bool) -> ModelInferRequest {
-    let columns: Vec<usize> = attributes
-        .iter()
-        .map(|name| predict.attribute_names.iter().position(|n| n == name).expect("the input has every attribute"))
-        .collect();
-    let n = predict.rows.len() as i64;
-    let entity: Vec<i64> = predict.rows.iter().map(|r| r.entity_id).collect();
-    let device: Vec<Vec<u8>> = predict.rows.iter().map(|r| r.device.clone().into_bytes()).collect();
-    let values: Vec<i32> =
-        predict.rows.iter().flat_map(|r| columns.iter().map(|&c| r.attribute_values[c] as i32)).collect();
-    let tensor = |name: &str, datatype: &str, shape: Vec<i64>| InferInputTensor {
-        name: name.into(),
-        datatype: datatype.into(),
-        shape,
-        ..Default::default()
-    };
-    let mut inputs = vec![
-        tensor("entity_id", "INT64", vec![n]),
-        tensor("device", "BYTES", vec![n]),
-        tensor("attributes", "INT8", vec![n, attributes.len() as i64]),
-    ];
-    let mut request = ModelInferRequest { model_name: "v1".into(), id: "req-1".into(), ..Default::default() };
-    if raw {
-        request.raw_input_contents = vec![
-            entity.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            length_prefixed(&device.iter().map(Vec::as_slice).collect::<Vec<_>>()),
-            values.iter().map(|&v| v as i8 as u8).collect(),
-        ];
-    } else {
-        inputs[0].contents = Some(InferTensorContents { int64_contents: entity, ..Default::default() });
-        inputs[1].contents = Some(InferTensorContents { bytes_contents: device, ..Default::default() });
-        inputs[2].contents = Some(InferTensorContents { int_contents: values, ..Default::default() });
-    }
-    request.inputs = inputs;
-    request
-}
-
-/// BYTES elements as raw contents: each a 4-byte little-endian length, then its bytes.
-fn length_prefixed(elements: &[&[u8]]) -> Vec<u8> {
-    elements.iter().flat_map(|e| (e.len() as u32).to_le_bytes().into_iter().chain(e.iter().copied())).collect()
-}
-
-/// The `cr` output of a response, from raw or typed contents.
-fn rates(response: &crs_proto::inference::ModelInferResponse) -> Vec<f64> {
-    assert_eq!(response.outputs.len(), 1, "{response:?}");
-    let output = &response.outputs[0];
-    assert_eq!((output.name.as_str(), output.datatype.as_str()), ("cr", "FP64"));
-    match response.raw_output_contents.as_slice() {
-        [] => output.contents.as_ref().expect("typed contents").fp64_contents.clone(),
-        [raw] => {
-            assert!(output.contents.is_none(), "raw and typed contents at once");
-            raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect()
-        }
-        more => panic!("{} raw outputs for one output tensor", more.len()),
-    }
-}
 
 fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, needles: &[&str]) {
     let status = result.expect_err("request must fail");

@@ -59,6 +59,10 @@ pub const CONFIG_VARS: &[&str] = &[
     "OUTPUT_PREFIX",
     "OUTPUT_DEVICE",
     "SERVE_METRICS_ADDR",
+    "SERVE_HTTP_ADDR",
+    "HTTP_MAX_CONNECTIONS",
+    "HTTP_HEADER_TIMEOUT_SECS",
+    "HTTP_BODY_TIMEOUT_SECS",
     // crctl predict-batch --shards and serve-service batch take their shard from it.
     "JOB_COMPLETION_INDEX",
 ];

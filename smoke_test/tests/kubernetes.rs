@@ -128,10 +128,10 @@ fn environment(container: &Value, settings: &BTreeMap<String, String>) -> BTreeM
     env
 }
 
-/// The HTTP listeners' addresses (the REST issue): the manifests set them for
-/// the probes and the Services, and are checked like every other address below;
-/// until the services read them, they are the only variables allowed unread.
-const AWAITED_HTTP_LISTENERS: [&str; 2] = ["SERVE_HTTP_ADDR", "TRAIN_HTTP_ADDR"];
+/// train-service's HTTP listener, not in the service yet: the manifests set its
+/// address for the Service's http port, checked like every other address below;
+/// until train-service reads it, it is the only variable allowed unread.
+const AWAITED_HTTP_LISTENERS: [&str; 1] = ["TRAIN_HTTP_ADDR"];
 
 fn read_by_a_library(name: &str) -> bool {
     name == "RUST_LOG"
@@ -171,7 +171,7 @@ fn every_variable_the_manifests_set_is_read_and_each_workload_sets_what_it_needs
                 }
                 for (variable, source) in &env {
                     if AWAITED_HTTP_LISTENERS.contains(&variable.as_str()) && !read.contains(variable) {
-                        eprintln!("{workload} sets {variable}, which the services do not read yet (the REST issue)");
+                        eprintln!("{workload} sets {variable}, which train-service does not read yet");
                         continue;
                     }
                     assert!(

@@ -14,6 +14,7 @@ mod metrics;
 mod reflection;
 mod s3;
 mod stack;
+pub mod v2;
 mod wait;
 mod webhook;
 
@@ -23,8 +24,9 @@ pub use metrics::{Metrics, Sample, parse_metrics, scrape};
 pub use reflection::reflected_services;
 pub use s3::{Auth, S3Server};
 pub use stack::{
-    Backend, Running, SIZES, Setup, Stack, fixture_dir, gunzip, key_of, parse_config, predict_request, serving_status,
-    train_to_end, wait_for_cycle, wait_for_end, wait_for_stage, wait_until_serving, wait_until_status, watch_to_end,
+    Backend, Running, SIZES, ServePorts, Setup, Stack, fixture_dir, gunzip, key_of, parse_config, predict_request,
+    serving_status, train_to_end, wait_for_cycle, wait_for_end, wait_for_stage, wait_until_serving, wait_until_status,
+    watch_to_end,
 };
 pub use wait::wait_until;
 pub use webhook::{Behaviour, WebhookReceiver};

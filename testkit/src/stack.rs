@@ -191,6 +191,31 @@ impl Stack {
         (running, metrics_addr)
     }
 
+    /// serve-service with its REST API (`SERVE_HTTP_ADDR`) and its metrics
+    /// endpoint on ports of their own, bound on 127.0.0.1:0.
+    pub async fn start_serve_with_http(
+        &self,
+        config: serve_service::Config,
+    ) -> (Running<ServeServiceClient<Channel>>, ServePorts) {
+        let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
+        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
+        let ports = ServePorts {
+            metrics: metrics.local_addr().expect("metrics addr"),
+            http: http.local_addr().expect("HTTP addr"),
+        };
+        let running = Running::start(
+            |listener, stop| {
+                let listeners = Listeners::new(listener).with_metrics(Some(metrics)).with_http(Some(http));
+                tokio::spawn(serve_service::run(config, listeners, stop))
+            },
+            |channel| {
+                ServeServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
+            },
+        )
+        .await;
+        (running, ports)
+    }
+
     /// train-service with its metrics endpoint on a port of its own; that port's address.
     pub async fn start_train_with_metrics(
         &self,
@@ -260,6 +285,15 @@ impl Stack {
         let path = self.bucket_dir().join("model").join(model_ver).join("LATEST");
         std::fs::read_to_string(path).ok().map(|text| text.trim().to_owned())
     }
+}
+
+/// The ports of a serve-service started by [`Stack::start_serve_with_http`].
+#[derive(Clone, Copy, Debug)]
+pub struct ServePorts {
+    /// `GET /metrics`.
+    pub metrics: SocketAddr,
+    /// The REST API.
+    pub http: SocketAddr,
 }
 
 /// A bucket key a test spells out.
