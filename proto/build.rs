@@ -39,6 +39,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (field, function) in JSON_FIELDS {
         build = build.field_attribute(field, format!("#[serde(serialize_with = \"{function}\")]"));
     }
+    // Only a batch over a prefix has these: a single-file batch's JSON stays as it was.
+    build = build
+        .field_attribute(
+            ".crs.serve.v1.PredictBatchResponse.files",
+            "#[serde(skip_serializing_if = \"Vec::is_empty\")]",
+        )
+        .field_attribute(
+            ".crs.serve.v1.PredictBatchResponse.summary_key",
+            "#[serde(skip_serializing_if = \"String::is_empty\")]",
+        )
+        .field_attribute(
+            ".crs.serve.v1.PredictBatchResponse.inputs",
+            "#[serde(skip_serializing_if = \"crate::json::is_zero\")]",
+        );
     // Listed under the version that names it.
     build = build.field_attribute(".crs.train.v1.ModelRun.model_ver", "#[serde(skip_serializing)]");
     build.compile_fds(descriptors)?;

@@ -253,6 +253,7 @@ mod tests {
             seconds: 0.011145004,
             model_ver: "v1".into(),
             run_id: "20261201T210556681Z-9626e2".into(),
+            ..PredictBatchResponse::default()
         };
         let rows = vec![(401, "Computer".to_owned(), 0.08678681985722583), (402, "Tablet".to_owned(), 0.0)];
         vec![

@@ -4,9 +4,11 @@
 use anyhow::Context;
 use clap::Args;
 use crs_domain::data::{Attributes, KeywordRows, TableKind, TableReader, keyword_rows};
-use crs_platform::storage::layout::PREDICTION_INPUT_KEY;
+use crs_platform::predictions::shards::{Shard, ShardArgs};
+use crs_platform::storage::layout::{InputPrefix, PREDICTION_INPUT_KEY};
 use crs_proto::serve::{
-    DeviceFormat, GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictRequest, Row,
+    BatchShard, DeviceFormat, GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictBatchResponse,
+    PredictRequest, Row,
 };
 
 use crate::client::{Addresses, status};
@@ -137,7 +139,7 @@ pub fn predict_request(rows: &KeywordRows) -> PredictRequest {
 
 #[derive(Debug, Args)]
 pub struct PredictBatchArgs {
-    /// Bucket key of the input file.
+    /// Bucket key of the input file, or a prefix ending in '/' for every .csv and .csv.gz file under it (each written to its own output under the run's output folder).
     #[arg(long, default_value = PREDICTION_INPUT_KEY)]
     input: String,
     /// Bucket key of the output, under the service's output prefix; default data/predict/output/<model_ver>/<run_id>/prediction_output.csv.gz.
@@ -152,9 +154,14 @@ pub struct PredictBatchArgs {
     /// Model version to predict with; default: the service's MODEL_VER.
     #[arg(long, default_value = "")]
     model_ver: String,
+    /// With a prefix input: which of its files this call predicts.
+    #[command(flatten)]
+    shard: ShardArgs,
 }
 
 pub async fn predict_batch(args: PredictBatchArgs, addrs: &Addresses, json: bool) -> anyhow::Result<()> {
+    let prefix = InputPrefix::is_prefix(&args.input);
+    let shard = if prefix { args.shard.shard()? } else { Shard::WHOLE };
     let response = addrs
         .serve()
         .await?
@@ -169,12 +176,17 @@ pub async fn predict_batch(args: PredictBatchArgs, addrs: &Addresses, json: bool
             } as i32,
             model_ver: args.model_ver,
             run_id: String::new(),
+            shard: (shard != Shard::WHOLE).then(|| BatchShard { index: shard.index(), count: shard.count() }),
         })
         .await
         .map_err(status)?
         .into_inner();
     if json {
         return print_json(&render::batch(&args.input, &response));
+    }
+    if prefix {
+        print_shard(&args.input, shard, &response);
+        return Ok(());
     }
     out!(
         "wrote {} ({} rows from {} input rows) with model {} run {} in {:.2} s",
@@ -186,4 +198,28 @@ pub async fn predict_batch(args: PredictBatchArgs, addrs: &Addresses, json: bool
         response.seconds
     );
     Ok(())
+}
+
+/// One line per file of the shard, then the shard's totals and the summary if every shard is done.
+fn print_shard(input: &str, shard: Shard, response: &PredictBatchResponse) {
+    for file in &response.files {
+        let how = if file.skipped { "skipped, done before" } else { "predicted" };
+        out!("{} -> {} ({} rows, {how})", file.input_key, file.output_key, file.rows_written);
+    }
+    let skipped = response.files.iter().filter(|f| f.skipped).count();
+    out!(
+        "shard {shard} of {input}: {} of {} files ({} predicted, {skipped} skipped), {} rows with model {} run {} in {:.2} s",
+        response.files.len(),
+        response.inputs,
+        response.files.len() - skipped,
+        response.rows_written,
+        response.model_ver,
+        response.run_id,
+        response.seconds
+    );
+    if response.summary_key.is_empty() {
+        out!("summary: not yet, a shard is still missing");
+    } else {
+        out!("summary: {} (every shard is done)", response.summary_key);
+    }
 }

@@ -32,3 +32,8 @@ pub(crate) fn time<S: Serializer>(value: &Option<prost_types::Timestamp>, serial
         None => serializer.serialize_none(),
     }
 }
+
+/// For counts that only some answers carry: zero is left out of the JSON.
+pub(crate) fn is_zero(value: &u32) -> bool {
+    *value == 0
+}

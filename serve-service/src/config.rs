@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use crs_domain::models::ModelVer;
 use crs_platform::predictions::batch::DeviceColumn;
+use crs_platform::predictions::shards::ShardArgs;
 use crs_platform::storage::layout::{DEFAULT_OUTPUT_PREFIX, OutputPrefix};
 use crs_server::settings::{CommonSettings, help};
 use crs_server::startup::{Listeners, ServerError, bind, bind_optional};
@@ -86,6 +87,32 @@ pub struct Config {
     /// The bucket, webhooks, logs, shutdown and security: the settings every service reads.
     #[command(flatten)]
     pub common: CommonSettings,
+    /// Without a command, serve; with one, do that once and exit.
+    #[command(subcommand)]
+    pub command: Option<ServeCommand>,
+}
+
+/// What serve-service does once, instead of serving.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum ServeCommand {
+    /// Batch-predict a file, or every file under a prefix (or one shard of them), with MODEL_VER at MODEL_RUN, print the result as JSON and exit (non-zero on failure): no listeners, for a Kubernetes Job. Settings come from the environment or go before `batch`.
+    Batch(BatchCommand),
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct BatchCommand {
+    /// Bucket key of the input file, or a prefix ending in '/' for every .csv and .csv.gz file under it (each written under <OUTPUT_PREFIX>/<model_ver>/<run_id>/).
+    #[arg(long)]
+    pub input: String,
+    /// Bucket key of a single file's output, under OUTPUT_PREFIX; default <OUTPUT_PREFIX>/<model_ver>/<run_id>/prediction_output.csv.gz.
+    #[arg(long)]
+    pub output: Option<String>,
+    /// Replace --output if it already exists (otherwise such a batch is refused).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Which of a prefix's files this process predicts.
+    #[command(flatten)]
+    pub shard: ShardArgs,
 }
 
 /// Longest poll interval accepted: a day. Longer is a typo, and `inf` or a

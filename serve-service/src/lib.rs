@@ -17,20 +17,22 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use crs_platform::registry::catalog::Catalog;
 use crs_platform::registry::runs::ModelStore;
 use crs_proto::inference::grpc_inference_service_server::{
     GrpcInferenceServiceServer, SERVICE_NAME as INFERENCE_SERVICE,
 };
 use crs_proto::serve::serve_service_server::{SERVICE_NAME as SERVE_SERVICE, ServeServiceServer};
+use crs_proto::serve::{BatchShard, PredictBatchRequest, PredictBatchResponse};
 use crs_server::http::HttpTokenRule;
-use crs_server::startup::{Drain, ServiceInfo, Startup};
+use crs_server::startup::{Drain, ServiceInfo, Startup, WEBHOOK_FLUSH};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
-pub use config::{Config, ShadowPair};
+pub use config::{BatchCommand, Config, ServeCommand, ShadowPair};
 pub use crs_server::startup::Listeners;
 use inference::Inference;
 use inference::grpc::GrpcInference;
@@ -158,4 +160,67 @@ impl Drain for ServeDrain {
             recorder.finish(grace).await;
         }
     }
+}
+
+/// One batch with the configured model, without serving: what a Kubernetes
+/// Job runs. The same code as `PredictBatch` (the run loaded as a slot would
+/// load it, the same output keys, skip records and webhooks). On `shutdown`
+/// the batch gets the grace period to finish, then is cut off, leaving no
+/// partial output.
+pub async fn run_batch(
+    config: Config,
+    command: BatchCommand,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<PredictBatchResponse> {
+    let shard = command.shard.shard()?;
+    let mut startup = Startup::begin(SERVICE, &config.common).await?;
+    let metrics = Arc::new(ServeMetrics::new(startup.registry()));
+    let setup = ModelsSetup {
+        default: (config.model_ver, config.model_run.clone()),
+        others: Vec::new(),
+        max_loaded: 1,
+        max_memory_bytes: config.max_model_memory_bytes(),
+    };
+    let store = ModelStore::new(startup.bucket().clone()).with_fail_point(startup.fail_point());
+    let models = Arc::new(Models::new(Catalog::new(store), setup, startup.notifier().clone(), metrics.clone()));
+    let serving = models
+        .select(config.model_ver, config.model_run.clone())
+        .await
+        .with_context(|| format!("model {} at {}", config.model_ver, config.model_run.describe()))?;
+    tracing::info!(model_ver = %serving.model_ver(), run_id = %serving.run_id(), input = %command.input, %shard, "batch starting");
+    // A one-shot batch records no shadows: they are a serving-time comparison.
+    let shadows = Shadows::none(metrics.clone());
+    let batch = BatchSettings {
+        output_prefix: config.output_prefix.clone(),
+        device_column: config.output_device,
+        max_concurrent: 1,
+    };
+    let cut_off = CancellationToken::new();
+    let service = Service::new(models, Arc::new(shadows), config.max_predict_rows, batch, cut_off.clone(), metrics);
+    let request = PredictBatchRequest {
+        input_key: command.input,
+        output_key: command.output,
+        overwrite: command.overwrite,
+        shard: (shard != crs_platform::predictions::shards::Shard::WHOLE)
+            .then(|| BatchShard { index: shard.index(), count: shard.count() }),
+        ..PredictBatchRequest::default()
+    };
+    let running = service.batch_and_report(request);
+    tokio::pin!(running);
+    let result = tokio::select! {
+        result = &mut running => result,
+        () = shutdown => {
+            let grace = config.common.shutdown_grace();
+            tracing::info!(grace_secs = grace.as_secs(), "shutting down: the batch gets the grace period to finish");
+            match tokio::time::timeout(grace, &mut running).await {
+                Ok(result) => result,
+                Err(_) => {
+                    cut_off.cancel();
+                    running.await
+                }
+            }
+        }
+    };
+    startup.notifier().flush(WEBHOOK_FLUSH).await;
+    Ok(result?)
 }

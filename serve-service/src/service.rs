@@ -6,11 +6,12 @@ use std::sync::Arc;
 use crs_domain::models::ModelVer;
 use crs_platform::notify::webhook::{Notice, Outcome};
 use crs_platform::predictions::batch::{BatchError, BatchOptions, DeviceColumn, predict_batch};
+use crs_platform::predictions::shards::{Shard, ShardModel, ShardReport, predict_shard};
 use crs_platform::storage::bucket::BucketKey;
-use crs_platform::storage::layout::{OutputKeyError, OutputPrefix};
+use crs_platform::storage::layout::{InputPrefix, OutputKeyError, OutputPrefix};
 use crs_proto::serve::serve_service_server::ServeService;
 use crs_proto::serve::{
-    DeviceFormat, GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictBatchResponse,
+    BatchFile, DeviceFormat, GetModelRequest, LoadModelRequest, ModelInfo, PredictBatchRequest, PredictBatchResponse,
     PredictRequest, PredictResponse,
 };
 use tokio::sync::Semaphore;
@@ -29,6 +30,13 @@ pub struct BatchSettings {
     pub output_prefix: OutputPrefix,
     pub device_column: DeviceColumn,
     pub max_concurrent: usize,
+}
+
+/// What a batch request's input key names.
+enum BatchInput {
+    File(BucketKey),
+    /// Every file under it, or a shard of them.
+    Prefix(InputPrefix),
 }
 
 #[derive(Clone, Debug)]
@@ -79,9 +87,30 @@ impl Service {
         let _permit = Arc::clone(&self.batches)
             .try_acquire_owned()
             .map_err(|_| ServeError::TooManyBatches { max: self.batch.max_concurrent })?;
-        let input = BucketKey::parse(&request.input_key)?;
+        let input = if InputPrefix::is_prefix(&request.input_key) {
+            BatchInput::Prefix(InputPrefix::parse(&request.input_key)?)
+        } else {
+            BatchInput::File(BucketKey::parse(&request.input_key)?)
+        };
         let (model_ver, run) = model_choice(&request.model_ver, &request.run_id)?;
         let serving = self.models.require(model_ver, run.as_ref())?;
+        let device_column = match request.device_format() {
+            DeviceFormat::Unspecified => self.batch.device_column,
+            DeviceFormat::Name => DeviceColumn::Name,
+            DeviceFormat::Code => DeviceColumn::Code,
+        };
+        let fail_point = *self.models.store().fail_point();
+        let options = BatchOptions { device_column, fail_point, ..BatchOptions::default() };
+        let input = match input {
+            BatchInput::File(file) => file,
+            BatchInput::Prefix(prefix) => return self.batch_prefix(request, prefix, &serving, options).await,
+        };
+        if request.shard.is_some() {
+            return Err(ServeError::InvalidRequest(format!(
+                "shard: {} is one file; only a prefix (ending in '/') is split into shards",
+                request.input_key
+            )));
+        }
         let bucket = self.models.store().bucket();
         let output = match &request.output_key {
             Some(key) => {
@@ -97,14 +126,7 @@ impl Service {
             // The run's own output: rewriting it with the same run is the normal rerun.
             None => self.batch.output_prefix.default_key(serving.model_ver(), serving.run_id()),
         };
-        let device_column = match request.device_format() {
-            DeviceFormat::Unspecified => self.batch.device_column,
-            DeviceFormat::Name => DeviceColumn::Name,
-            DeviceFormat::Code => DeviceColumn::Code,
-        };
         let model = serving.run.model.clone();
-        let fail_point = *self.models.store().fail_point();
-        let options = BatchOptions { device_column, fail_point, ..BatchOptions::default() };
         // Dropping the batch when cut off aborts its upload.
         let report = tokio::select! {
             report = predict_batch(bucket, model, &input, &output, options) => report?,
@@ -117,9 +139,72 @@ impl Service {
             seconds: report.seconds,
             model_ver: serving.model_ver().to_string(),
             run_id: serving.run_id().to_string(),
+            ..PredictBatchResponse::default()
         };
         self.shadows.offer_batch(&serving, input, report.rows_read);
         Ok(response)
+    }
+
+    /// A batch over every file under a prefix, or the request's shard of them:
+    /// each to its own output under the run's output folder.
+    async fn batch_prefix(
+        &self,
+        request: PredictBatchRequest,
+        input: InputPrefix,
+        serving: &Arc<Serving>,
+        options: BatchOptions,
+    ) -> Result<PredictBatchResponse, ServeError> {
+        if let Some(key) = &request.output_key {
+            return Err(ServeError::InvalidRequest(format!(
+                "output_key {key}: a prefix's files are each written under the run's output folder; leave it unset"
+            )));
+        }
+        let shard = match request.shard {
+            Some(shard) => Shard::new(shard.index, shard.count)?,
+            None => Shard::WHOLE,
+        };
+        let model = ShardModel {
+            model: serving.run.model.clone(),
+            model_ver: serving.model_ver(),
+            run_id: serving.run_id().clone(),
+        };
+        let bucket = self.models.store().bucket();
+        let started = std::time::Instant::now();
+        let report = tokio::select! {
+            report = predict_shard(bucket, &model, &input, &self.batch.output_prefix, shard, options) => report?,
+            () = self.cut_off.cancelled() => return Err(ServeError::CutOff),
+        };
+        for file in report.files.iter().filter(|file| !file.skipped) {
+            self.shadows.offer_batch(serving, file.input_key.clone(), file.rows_read);
+        }
+        Ok(shard_response(&report, serving, started.elapsed().as_secs_f64()))
+    }
+}
+
+/// A shard's report as the wire carries it.
+pub fn shard_response(report: &ShardReport, serving: &Serving, seconds: f64) -> PredictBatchResponse {
+    PredictBatchResponse {
+        output_key: report.output.folder().to_string(),
+        rows_read: report.rows_read(),
+        rows_written: report.rows_written(),
+        seconds,
+        model_ver: serving.model_ver().to_string(),
+        run_id: serving.run_id().to_string(),
+        files: report
+            .files
+            .iter()
+            .map(|file| BatchFile {
+                input_key: file.input_key.to_string(),
+                output_key: file.output_key.to_string(),
+                input_sha256: file.input_sha256.clone(),
+                rows_read: file.rows_read,
+                rows_written: file.rows_written,
+                seconds: file.seconds,
+                skipped: file.skipped,
+            })
+            .collect(),
+        summary_key: report.summary.as_ref().map(ToString::to_string).unwrap_or_default(),
+        inputs: u32::try_from(report.inputs).unwrap_or(u32::MAX),
     }
 }
 
@@ -133,7 +218,10 @@ impl Service {
         Ok(PredictResponse { cr, model_ver: serving.model_ver().to_string(), run_id: serving.run_id().to_string() })
     }
 
-    async fn batch_and_report(&self, request: PredictBatchRequest) -> Result<PredictBatchResponse, ServeError> {
+    pub(crate) async fn batch_and_report(
+        &self,
+        request: PredictBatchRequest,
+    ) -> Result<PredictBatchResponse, ServeError> {
         let input_key = request.input_key.clone();
         let cancelled = Cancelled { metrics: &self.metrics, input_key: &input_key, ended: false };
         let result = self.batch(request).await;

@@ -5,6 +5,7 @@ use crs_domain::features::FeatureError;
 use crs_domain::models::{ModelVer, UnknownVersion};
 use crs_platform::error::{Classify, ErrorKind};
 use crs_platform::predictions::batch::BatchError;
+use crs_platform::predictions::shards::ShardError;
 use crs_platform::registry::catalog::CatalogError;
 use crs_platform::registry::runs::LoadError;
 use crs_platform::storage::bucket::KeyError;
@@ -37,6 +38,8 @@ pub enum ServeError {
     Batch(#[from] BatchError),
     #[error(transparent)]
     OutputKey(#[from] OutputKeyError),
+    #[error("batch over a prefix failed: {0}")]
+    Shard(#[from] ShardError),
     #[error(
         "cannot load model {model_ver}: {} of MAX_LOADED_MODELS={max} are loaded ({}); unload one first",
         held.len(),
@@ -79,6 +82,7 @@ impl Classify for ServeError {
             ServeError::Catalog(e) => e.kind(),
             ServeError::Batch(e) => e.kind(),
             ServeError::OutputKey(e) => e.kind(),
+            ServeError::Shard(e) => e.kind(),
             // Not RESOURCE_EXHAUSTED: retrying as is fails again until someone
             // unloads a model, which is what FAILED_PRECONDITION tells a client.
             ServeError::TooManyModels { .. } => ErrorKind::Precondition,

@@ -63,6 +63,8 @@ pub const CONFIG_VARS: &[&str] = &[
     "HTTP_MAX_CONNECTIONS",
     "HTTP_HEADER_TIMEOUT_SECS",
     "HTTP_BODY_TIMEOUT_SECS",
+    // crctl predict-batch --shards and serve-service batch take their shard from it.
+    "JOB_COMPLETION_INDEX",
 ];
 
 /// Removes [`CONFIG_VARS`] and every `AWS_*` variable (object_store reads them

@@ -47,3 +47,50 @@ fn compose_sets_only_variables_the_services_read() {
         assert!(settings.contains(required), "{required} is not a service setting");
     }
 }
+
+/// `${NAME:-default}` in a compose value: the variable and its default.
+fn shell_default(value: &str) -> Option<(&str, &str)> {
+    let inner = value.strip_prefix("${")?.strip_suffix('}')?;
+    inner.split_once(":-")
+}
+
+/// The default a service gives the setting read from `variable`, as clap shows it.
+fn service_default(command: &clap::Command, variable: &str) -> Option<String> {
+    let arg = command.get_arguments().find(|arg| arg.get_env().is_some_and(|env| env == variable))?;
+    let defaults: Vec<String> = arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
+    Some(defaults.join(","))
+}
+
+/// A plain `compose up` must run each service as it runs by default: a compose default
+/// that differs (as `MODEL_RUN=${MODEL_RUN:-latest}` did, serving whatever run came last,
+/// rejected or draft) changes behaviour behind the documentation's back.
+#[test]
+fn compose_defaults_are_the_services_own() {
+    use clap::CommandFactory;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docker-compose.yml");
+    let mut compose: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(path).expect("docker-compose.yml")).expect("valid YAML");
+    compose.apply_merge().expect("merge keys resolve");
+    let commands = [("train", train_service::Config::command()), ("serve", serve_service::Config::command())];
+    let mut compared = Vec::new();
+    for (name, command) in &commands {
+        let environment = compose["services"][*name]["environment"].as_mapping().expect("environment");
+        for (key, value) in environment {
+            let (Some(key), Some(value)) = (key.as_str(), value.as_str()) else { continue };
+            let Some((variable, default)) = shell_default(value) else { continue };
+            assert_eq!(variable, key, "service {name}: {key} takes its value from another variable");
+            let Some(theirs) = service_default(command, variable) else { continue };
+            if default.is_empty() {
+                continue;
+            }
+            assert_eq!(
+                default, theirs,
+                "service {name}: compose defaults {variable} to {default:?}, the service to {theirs:?}"
+            );
+            compared.push(format!("{name}.{variable}"));
+        }
+    }
+    for required in ["serve.MODEL_RUN", "serve.MODEL_VER", "train.MODEL_VER", "serve.POLL_INTERVAL_SECS"] {
+        assert!(compared.iter().any(|c| c == required), "{required} was not compared: {compared:?}");
+    }
+}

@@ -46,6 +46,9 @@ pub struct Config {
     /// The bucket, webhooks, logs, shutdown and security: the settings every service reads.
     #[command(flatten)]
     pub common: CommonSettings,
+    /// Without a command, serve; with one, do that once and exit.
+    #[command(subcommand)]
+    pub command: Option<OnceCommand>,
 }
 
 impl Config {
@@ -54,6 +57,38 @@ impl Config {
         let metrics = bind_optional("TRAIN_METRICS_ADDR", self.metrics_addr.as_deref()).await?;
         Ok(Listeners::new(bind("TRAIN_ADDR", &self.addr).await?).with_metrics(metrics))
     }
+}
+
+/// What train-service does once, instead of serving.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum OnceCommand {
+    /// Run one training job of MODEL_VER against the bucket (saved, gated and notified as the service does), print how it ended and exit: 0 when it succeeded (promoted, held as a candidate, or a draft), 3 when the gate rejected its run, 1 when it failed. Settings come from the environment or go before `job`.
+    Job(JobArgs),
+    /// Run one lifecycle cycle of MODEL_VER (ingest, drift, retrain, gate, batch, retention, report) and exit: 0 when it ran to its end, whatever it decided; 1 when it failed or another cycle of the version is running.
+    Cycle,
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct JobArgs {
+    /// Bucket key of the training data.
+    #[arg(long = "train", default_value = crs_platform::storage::layout::TRAIN_KEY)]
+    pub train_key: String,
+    /// Bucket key of the evaluation data; without it, a holdout of the training keywords.
+    #[arg(long = "eval")]
+    pub eval_key: Option<String>,
+    /// Bucket key of the hyperparameter YAML; without it, config/<model_ver>/params.yaml.
+    #[arg(long = "config")]
+    pub config_key: Option<String>,
+    /// Label recorded with the run, key=value; repeatable.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// A development run: kept as a draft, never gated or promoted.
+    #[arg(long)]
+    pub draft: bool,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    text.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{text:?} is not key=value"))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod cycles;
 pub mod gate;
 pub mod jobs;
 pub mod metrics;
+pub mod once;
 pub mod reference;
 pub mod reports;
 pub mod service;
@@ -28,7 +29,7 @@ use crs_platform::registry::runs::ModelStore;
 use crs_platform::storage::bucket::BucketKey;
 use crs_platform::storage::layout;
 use crs_proto::train::train_service_server::{SERVICE_NAME as TRAIN_SERVICE, TrainServiceServer};
-use crs_server::startup::{Drain, ServiceInfo, Startup};
+use crs_server::startup::{Drain, ServiceInfo, Startup, WEBHOOK_FLUSH};
 use tokio_util::task::AbortOnDropHandle;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
@@ -54,21 +55,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let mut startup = Startup::begin(SERVICE, &config.common).await?;
-    let metrics = Arc::new(TrainMetrics::new(startup.registry()));
-    let incoming = BucketKey::parse(&config.incoming_prefix).context("INCOMING_PREFIX")?;
-    let store = ModelStore::new(startup.bucket().clone()).with_fail_point(startup.fail_point());
-    let catalog = Catalog::new(store);
-    let notifier = startup.notifier().clone();
-    let max_jobs = usize::try_from(config.max_concurrent_jobs).unwrap_or(usize::MAX);
-    let jobs = Jobs::new(catalog.clone(), notifier.clone(), max_jobs, metrics.clone());
-    let cycles = Cycles::new(
-        catalog.clone(),
-        jobs.clone(),
-        notifier,
-        incoming,
-        Duration::from_secs(config.cycle_lease_secs),
-        metrics.clone(),
-    );
+    let Parts { catalog, jobs, cycles, metrics } = Parts::new(&mut startup, &config)?;
     let scheduler = config.cycle_interval_secs.map(|secs| {
         AbortOnDropHandle::new(tokio::spawn(schedule(cycles.clone(), catalog.clone(), Duration::from_secs(secs))))
     });
@@ -76,7 +63,7 @@ pub async fn run(
 
     tracing::info!(
         model_ver = %config.model_ver,
-        max_concurrent_jobs = max_jobs,
+        max_concurrent_jobs = config.max_concurrent_jobs,
         cycle_interval_secs = ?config.cycle_interval_secs,
         "train-service configured"
     );
@@ -84,6 +71,60 @@ pub async fn run(
     let drain = TrainDrain { jobs, cycles, scheduler };
     startup.serve(listeners, Routes::new(TrainServiceServer::new(api)), shutdown, drain).await?;
     Ok(())
+}
+
+/// One job or one cycle without serving (see [`once`]): the same parts as
+/// [`run`]. On `shutdown` the work gets the grace period, as in the service,
+/// then is cut off. Webhooks are flushed before it returns.
+pub async fn run_once(
+    config: Config,
+    command: config::OnceCommand,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<once::OnceOutcome> {
+    let mut startup = Startup::begin(SERVICE, &config.common).await?;
+    let Parts { jobs, cycles, .. } = Parts::new(&mut startup, &config)?;
+    let running = once::run(&config, &jobs, &cycles, command);
+    tokio::pin!(running);
+    let outcome = tokio::select! {
+        outcome = &mut running => outcome,
+        () = shutdown => {
+            let mut drain = TrainDrain { jobs: jobs.clone(), cycles: cycles.clone(), scheduler: None };
+            drain.stop_accepting();
+            drain.drain(config.common.shutdown_grace()).await;
+            running.await
+        }
+    };
+    startup.notifier().flush(WEBHOOK_FLUSH).await;
+    Ok(outcome?)
+}
+
+/// What the service and a one-shot run are made of, built one way for both.
+struct Parts {
+    catalog: Catalog,
+    jobs: Jobs,
+    cycles: Cycles,
+    metrics: Arc<TrainMetrics>,
+}
+
+impl Parts {
+    fn new(startup: &mut Startup, config: &Config) -> anyhow::Result<Self> {
+        let metrics = Arc::new(TrainMetrics::new(startup.registry()));
+        let incoming = BucketKey::parse(&config.incoming_prefix).context("INCOMING_PREFIX")?;
+        let store = ModelStore::new(startup.bucket().clone()).with_fail_point(startup.fail_point());
+        let catalog = Catalog::new(store);
+        let notifier = startup.notifier().clone();
+        let max_jobs = usize::try_from(config.max_concurrent_jobs).unwrap_or(usize::MAX);
+        let jobs = Jobs::new(catalog.clone(), notifier.clone(), max_jobs, metrics.clone());
+        let cycles = Cycles::new(
+            catalog.clone(),
+            jobs.clone(),
+            notifier,
+            incoming,
+            Duration::from_secs(config.cycle_lease_secs),
+            metrics.clone(),
+        );
+        Ok(Parts { catalog, jobs, cycles, metrics })
+    }
 }
 
 /// train-service's steps in the shutdown sequence: no new jobs or scheduled

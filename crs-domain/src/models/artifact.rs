@@ -146,5 +146,10 @@ impl TrainedModel {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    hex_digest(&Sha256::digest(bytes))
+}
+
+/// A digest as lowercase hex, as `sha256sum` prints it.
+pub fn hex_digest(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }

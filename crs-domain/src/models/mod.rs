@@ -20,7 +20,7 @@ pub mod v0;
 pub mod v1;
 pub mod v2;
 
-pub use artifact::{ARTIFACT_FORMAT_VERSION, ArtifactError, TrainedModel, sha256_hex};
+pub use artifact::{ARTIFACT_FORMAT_VERSION, ArtifactError, TrainedModel, hex_digest, sha256_hex};
 pub use registry::{ModelVer, REGISTRY, UnknownVersion, known_versions};
 pub use template::{
     FitError, FittedModel, ModelVersion, ParamError, Predictor, Progress, RegisteredVersion, TrainingSet,

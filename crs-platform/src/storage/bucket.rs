@@ -351,6 +351,19 @@ impl Bucket {
         Ok(tokio_util::io::StreamReader::new(stream))
     }
 
+    /// The sha256 of an object as lowercase hex, read as a stream: objects
+    /// larger than memory are hashed in constant space.
+    pub async fn sha256(&self, key: &BucketKey) -> Result<String, StorageError> {
+        use sha2::Digest;
+        let result = self.store.get(&key.0).await.map_err(|e| self.error(key, e))?;
+        let mut stream = result.into_stream();
+        let mut hasher = sha2::Sha256::new();
+        while let Some(chunk) = stream.try_next().await.map_err(|e| self.error(key, e))? {
+            hasher.update(chunk);
+        }
+        Ok(crs_domain::models::hex_digest(&hasher.finalize()))
+    }
+
     /// Starts a multipart upload to `key` in parts of `part_bytes`. Nothing is
     /// visible at `key` until [`Upload::finish`]; an aborted or dropped upload
     /// leaves no object.

@@ -6,6 +6,9 @@
 //! data/train/train.csv.gz, data/train/eval.csv.gz                     default training and evaluation data
 //! data/predict/input/prediction_input.csv.gz                          default prediction input
 //! data/predict/output/<model_ver>/<run_id>/prediction_output.csv.gz   default batch output
+//! data/predict/output/<model_ver>/<run_id>/<inputs>/<name>.csv.gz      one file of a batch over a prefix
+//! data/predict/output/<model_ver>/<run_id>/<inputs>/<name>.csv.gz.done.json  what it was made from (skip record)
+//! data/predict/output/<model_ver>/<run_id>/<inputs>/_SUMMARY.json     every file of that batch, once all are done
 //! model/<model_ver>/<run_id>/model.json                               the artifact
 //! model/<model_ver>/<run_id>/model.json.sha256                        its checksum
 //! model/<model_ver>/<run_id>/metadata.json                            the run's record
@@ -30,6 +33,9 @@
 //! file's rows are written before its ledger entry, and only rows a ledger
 //! entry names count as ingested. A batch
 //! output appears whole when its multipart upload completes, or not at all.
+//! In a batch over a prefix, each file's output comes first, then its skip
+//! record, and the summary only after every file of every shard has both; a
+//! shard that predicts a file again first deletes the summary.
 //!
 //! Shadow records are written with create-if-absent under a fresh id and never
 //! changed: each object is one flushed batch, and the set only grows.
@@ -83,6 +89,12 @@ const CYCLES_ROOT: &str = "cycles";
 const CANCELS_ROOT: &str = "cancels";
 const REPORTS_ROOT: &str = "reports";
 const OUTPUT_FILE: &str = "prediction_output.csv.gz";
+/// Added to a sharded batch output's key to name its skip record.
+const DONE_SUFFIX: &str = ".done.json";
+/// A sharded batch's summary; no output is named so (every output ends in `.csv.gz`).
+const SUMMARY_FILE: &str = "_SUMMARY.json";
+/// The extensions of the files a batch over a prefix predicts; other objects there are left alone.
+const BATCH_INPUT_EXTENSIONS: [&str; 2] = [".csv.gz", ".csv"];
 pub const ARTIFACT_FILE: &str = "model.json";
 const CHECKSUM_FILE: &str = "model.json.sha256";
 const METADATA_FILE: &str = "metadata.json";
@@ -272,6 +284,84 @@ impl OutputPrefix {
     /// prefix (`<prefix>/<model_ver>/<run_id>/prediction_output.csv.gz`).
     pub fn default_key(&self, model_ver: ModelVer, run: &RunId) -> BucketKey {
         key(&[self.as_str(), model_ver.name(), run.as_str(), OUTPUT_FILE])
+    }
+}
+
+/// A batch over many files: a bucket prefix, given with its trailing `/`
+/// (`data/predict/input/many/`), so that it is never taken for a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputPrefix(BucketKey);
+
+impl InputPrefix {
+    /// Whether `text` names a prefix (ends in `/`) rather than one object.
+    pub fn is_prefix(text: &str) -> bool {
+        text.ends_with('/')
+    }
+
+    /// A prefix ending in `/`; the folder itself must be a valid key.
+    pub fn parse(text: &str) -> Result<Self, KeyError> {
+        let folder = text
+            .strip_suffix('/')
+            .ok_or_else(|| KeyError::Invalid(text.to_owned(), "an input prefix ends in '/'".into()))?;
+        Ok(InputPrefix(BucketKey::parse(folder)?))
+    }
+
+    /// The folder, without the trailing `/`.
+    pub fn folder(&self) -> &BucketKey {
+        &self.0
+    }
+
+    /// The name under which this prefix's outputs are grouped in a run's
+    /// output folder: its path below `data/predict/input/`, or its whole path
+    /// when it lies elsewhere, so that two prefixes never share one.
+    pub fn output_name(&self) -> &str {
+        let folder = self.0.as_str();
+        folder.strip_prefix(PREDICTION_INPUT_ROOT).and_then(|rest| rest.strip_prefix('/')).unwrap_or(folder)
+    }
+
+    /// The path of `key` below this prefix, if `key` is a batch input file
+    /// under it (`.csv` or `.csv.gz`).
+    pub fn input_name<'a>(&self, key: &'a BucketKey) -> Option<&'a str> {
+        let rest = key.as_str().strip_prefix(self.0.as_str())?.strip_prefix('/')?;
+        BATCH_INPUT_EXTENSIONS.iter().any(|ext| rest.ends_with(ext) && rest.len() > ext.len()).then_some(rest)
+    }
+}
+
+impl fmt::Display for InputPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/", self.0)
+    }
+}
+
+/// Where a batch over `input` with one run writes:
+/// `<output prefix>/<model_ver>/<run_id>/<input's output name>/`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardedOutput(BucketKey);
+
+impl ShardedOutput {
+    pub fn new(prefix: &OutputPrefix, model_ver: ModelVer, run: &RunId, input: &InputPrefix) -> Self {
+        ShardedOutput(key(&[prefix.as_str(), model_ver.name(), run.as_str(), input.output_name()]))
+    }
+
+    pub fn folder(&self) -> &BucketKey {
+        &self.0
+    }
+
+    /// The output of the input file at `name` below the prefix: the same path,
+    /// as gzip CSV (`day/part-1.csv` -> `day/part-1.csv.gz`).
+    pub fn output(&self, name: &str) -> Result<BucketKey, KeyError> {
+        let stem = BATCH_INPUT_EXTENSIONS.iter().find_map(|ext| name.strip_suffix(ext)).unwrap_or(name);
+        BucketKey::parse(&format!("{}/{stem}{}", self.0, BATCH_INPUT_EXTENSIONS[0]))
+    }
+
+    /// The skip record beside `output`: which input, by sha256, and which run made it.
+    pub fn record(output: &BucketKey) -> BucketKey {
+        BucketKey::parse(&format!("{output}{DONE_SUFFIX}")).expect("a checked key with a plain suffix is a key")
+    }
+
+    /// The summary of the whole batch, written once every file is done.
+    pub fn summary(&self) -> BucketKey {
+        key(&[self.0.as_str(), SUMMARY_FILE])
     }
 }
 
@@ -479,6 +569,41 @@ mod tests {
             prefix.default_key(v1, &run).as_str(),
             "data/predict/output/v1/20261122T101500123Z-3fa9c2/prediction_output.csv.gz"
         );
+        let many = InputPrefix::parse("data/predict/input/many/").unwrap();
+        let sharded = ShardedOutput::new(&prefix, v1, &run, &many);
+        assert_eq!(sharded.folder().as_str(), "data/predict/output/v1/20261122T101500123Z-3fa9c2/many");
+        let output = sharded.output("day/part-1.csv").unwrap();
+        assert_eq!(output.as_str(), "data/predict/output/v1/20261122T101500123Z-3fa9c2/many/day/part-1.csv.gz");
+        assert_eq!(
+            sharded.output("part-1.csv.gz").unwrap().as_str(),
+            sharded.folder().join("part-1.csv.gz").unwrap().as_str()
+        );
+        assert_eq!(ShardedOutput::record(&output).as_str(), format!("{output}.done.json"));
+        assert_eq!(sharded.summary().as_str(), "data/predict/output/v1/20261122T101500123Z-3fa9c2/many/_SUMMARY.json");
+        let elsewhere = InputPrefix::parse("exports/2026-11/").unwrap();
+        assert_eq!(elsewhere.output_name(), "exports/2026-11");
+        assert_eq!(elsewhere.to_string(), "exports/2026-11/");
+    }
+
+    #[test]
+    fn an_input_prefix_ends_in_a_slash_and_holds_csv_files() {
+        assert!(InputPrefix::is_prefix("data/predict/input/many/"));
+        assert!(!InputPrefix::is_prefix(PREDICTION_INPUT_KEY));
+        for bad in ["data/predict/input/many", "/", "../x/", "a//"] {
+            assert!(InputPrefix::parse(bad).is_err(), "{bad}");
+        }
+        let many = InputPrefix::parse("data/predict/input/many/").unwrap();
+        let name = |k: &str| many.input_name(&BucketKey::parse(k).unwrap()).map(str::to_owned);
+        assert_eq!(name("data/predict/input/many/a.csv.gz").as_deref(), Some("a.csv.gz"));
+        assert_eq!(name("data/predict/input/many/day/b.csv").as_deref(), Some("day/b.csv"));
+        for skipped in [
+            "data/predict/input/many/_SUCCESS",
+            "data/predict/input/many/a.csv.gz#3",
+            "data/predict/input/manyx/a.csv",
+            "data/predict/input/many/.csv",
+        ] {
+            assert_eq!(name(skipped), None, "{skipped}");
+        }
     }
 
     #[test]

@@ -26,6 +26,15 @@ use crate::jobs::{CANCEL_WAIT, Cancellation, Jobs};
 use crate::metrics::TrainMetrics;
 use crate::status::ApiError;
 
+/// What asking for a cycle did.
+#[derive(Debug)]
+pub enum Start {
+    /// This cycle started; its record as written.
+    Started(CycleRecord),
+    /// Another cycle of the version holds the lease, in this process or another: its record.
+    AlreadyRunning(CycleRecord),
+}
+
 /// The cycles of this process, and the settings they share.
 #[derive(Clone, Debug)]
 pub struct Cycles {
@@ -49,6 +58,13 @@ impl Cycles {
     /// Starts a cycle of `model_ver` and returns its record; while one runs
     /// (here or in another replica), returns that one instead.
     pub async fn start(&self, model_ver: ModelVer, by: &str) -> Result<CycleRecord, ApiError> {
+        match self.begin(model_ver, by).await? {
+            Start::Started(record) | Start::AlreadyRunning(record) => Ok(record),
+        }
+    }
+
+    /// Starts a cycle of `model_ver`, or says which one runs already.
+    pub async fn begin(&self, model_ver: ModelVer, by: &str) -> Result<Start, ApiError> {
         let lease_name = lease_name(model_ver);
         let cycle_id = RunId::generate(Utc::now());
         let bucket = self.runner.catalog.bucket();
@@ -57,9 +73,11 @@ impl Cycles {
             Err(LeaseError::Busy { holder, .. }) => {
                 let running = RunId::parse(&holder)?;
                 return match self.get(model_ver, &running).await {
-                    Ok(record) => Ok(record),
+                    Ok(record) => Ok(Start::AlreadyRunning(record)),
                     // Its record is not written yet: say which cycle it is.
-                    Err(ApiError::UnknownCycle(_)) => Ok(CycleRecord::new(running, model_ver, by)),
+                    Err(ApiError::UnknownCycle(_)) => {
+                        Ok(Start::AlreadyRunning(CycleRecord::new(running, model_ver, by)))
+                    }
                     Err(e) => Err(e),
                 };
             }
@@ -75,7 +93,7 @@ impl Cycles {
             cycles.close_abandoned(model_ver, &started.cycle_id).await;
             cycles.runner.clone().run(started, lease).await;
         });
-        Ok(record)
+        Ok(Start::Started(record))
     }
 
     /// Where new raw files arrive.
