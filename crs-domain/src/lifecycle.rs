@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::EvalSource;
 use crate::drift::InputShift;
 use crate::metrics::Metrics;
 use crate::models::ParamError;
@@ -156,6 +157,20 @@ pub struct DriftReport {
     pub drifted: bool,
     /// Which thresholds were crossed, in words.
     pub reasons: Vec<String>,
+    /// What the numbers are compared with (absent in records from before it).
+    #[serde(default)]
+    pub basis: DriftBasis,
+}
+
+/// What a drift check compares against, so that its numbers say what they mean.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DriftBasis {
+    /// The rows production was scored on at promotion (`reference_logloss`):
+    /// for a first run from too few weeks, held-out keywords of the weeks it
+    /// trained on, which flatters it against later weeks.
+    pub logloss_on: Option<EvalSource>,
+    /// The rows the new inputs are compared with, in words.
+    pub inputs: String,
 }
 
 /// Compares the production run's score on new weeks with its score at promotion,
@@ -165,14 +180,19 @@ pub fn drift(
     scored: &Metrics,
     reference_logloss: Option<f64>,
     shift: InputShift,
+    basis: DriftBasis,
     thresholds: &DriftThresholds,
 ) -> DriftReport {
     let mut reasons = Vec::new();
     if let Some(reference) = reference_logloss {
         let increase = scored.logloss - reference;
         if increase > thresholds.max_logloss_increase {
+            let on = match basis.logloss_on {
+                Some(EvalSource::Holdout) => " (its log-loss at promotion is on held-out keywords, not later weeks)",
+                _ => "",
+            };
             reasons.push(format!(
-                "log-loss rose by {increase:.5} (from {reference:.5} to {:.5}; the limit is {})",
+                "log-loss rose by {increase:.5} (from {reference:.5} to {:.5}; the limit is {}){on}",
                 scored.logloss, thresholds.max_logloss_increase
             ));
         }
@@ -190,7 +210,15 @@ pub fn drift(
     if let Some(worst) = shift.attribute_psi.first().filter(|a| a.psi > thresholds.max_psi) {
         reasons.push(format!("{} PSI {:.3} (the limit is {})", worst.attribute, worst.psi, thresholds.max_psi));
     }
-    DriftReport { weeks, logloss: scored.logloss, reference_logloss, shift, drifted: !reasons.is_empty(), reasons }
+    DriftReport {
+        weeks,
+        logloss: scored.logloss,
+        reference_logloss,
+        shift,
+        drifted: !reasons.is_empty(),
+        reasons,
+        basis,
+    }
 }
 
 /// Champion and challenger, and the baselines, scored on the same held-out rows.
@@ -267,6 +295,20 @@ mod tests {
         assert!(err.contains("'margin' must be a number of at least 0"), "{err}");
         let err = LifecycleConfig::parse("l.yaml", Some("drift:\n  max_unseen_keyword_share: 2\n")).unwrap_err();
         assert!(err.to_string().contains("drift.max_unseen_keyword_share"), "{err}");
+    }
+
+    #[test]
+    fn a_rise_over_a_keyword_holdout_score_says_what_it_is_measured_against() {
+        let shift =
+            InputShift { unseen_keyword_share: 0.0, device_mix: vec![], device_psi: 0.0, attribute_psi: vec![] };
+        let on = |source| DriftBasis { logloss_on: Some(source), inputs: "weeks [1]".to_owned() };
+        let thresholds = DriftThresholds::default();
+        let report = drift(vec![2], &metrics(0.30), Some(0.25), shift.clone(), on(EvalSource::Holdout), &thresholds);
+        assert!(report.drifted, "{report:?}");
+        assert!(report.reasons[0].ends_with("(its log-loss at promotion is on held-out keywords, not later weeks)"));
+        let report = drift(vec![2], &metrics(0.30), Some(0.25), shift, on(EvalSource::NewestWeeks), &thresholds);
+        assert!(report.drifted && !report.reasons[0].contains("held-out keywords"), "{report:?}");
+        assert_eq!(serde_json::to_value(&report.basis).unwrap()["logloss_on"], "newest_weeks");
     }
 
     #[test]

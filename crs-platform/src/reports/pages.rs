@@ -134,11 +134,13 @@ pub fn cycle_report(
         Some(d) => {
             let _ = write!(
                 html,
-                "<p>{} on weeks {:?}: log-loss {} against {} at promotion.</p>",
+                "<p>{} on weeks {:?}: log-loss {} against {} at promotion{}. Inputs compared with {}.</p>",
                 if d.drifted { "Drift" } else { "No drift" },
                 d.weeks,
                 f(d.logloss),
-                d.reference_logloss.map_or("unknown".to_owned(), f)
+                d.reference_logloss.map_or("unknown".to_owned(), f),
+                d.basis.logloss_on.map_or(String::new(), |on| format!(" (scored on {})", on.as_str())),
+                escape(if d.basis.inputs.is_empty() { "what it learnt from" } else { &d.basis.inputs })
             );
             for reason in &d.reasons {
                 let _ = write!(html, "<p>{}</p>", escape(reason));

@@ -8,6 +8,7 @@ use crs_domain::lifecycle::DriftReport;
 use crs_domain::models::ModelVer;
 use crs_platform::failpoint::FailStep;
 use crs_platform::lifecycle::ingest::LedgerEntry;
+use crs_platform::lifecycle::inputs::IngestedSplit;
 use crs_platform::lifecycle::retention::Swept;
 use crs_platform::registry::runs::StageTiming;
 use crs_platform::storage::bucket::{Bucket, StorageError};
@@ -110,6 +111,10 @@ pub struct CycleRecord {
     pub drift: Option<DriftReport>,
     /// The gate's decision about the run it trained.
     pub gate: Option<GateOutcome>,
+    /// How the run it trained was judged: on the newest weeks, or for a first
+    /// run from too few weeks, on held-out keywords.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<IngestedSplit>,
     pub batch_output: Option<String>,
     pub report_key: Option<String>,
     pub timings: Vec<StageTiming>,
@@ -138,6 +143,7 @@ impl CycleRecord {
             ingested: Vec::new(),
             drift: None,
             gate: None,
+            split: None,
             batch_output: None,
             report_key: None,
             timings: Vec::new(),

@@ -2,22 +2,22 @@
 //! work in this file. The end of each step that changes the bucket is a fail
 //! point for the crash tests ([`CycleStep::fail_point`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use crs_domain::data::TrainingTable;
+use crs_domain::data::{EvalSource, HOLDOUT_FRACTION, TrainingTable};
 use crs_domain::drift::input_shift;
-use crs_domain::lifecycle::{DriftReport, LifecycleConfig, Retrain, drift};
+use crs_domain::lifecycle::{DriftBasis, DriftReport, LifecycleConfig, Retrain, drift};
 use crs_domain::metrics::score;
 use crs_domain::models::ModelVer;
-use crs_platform::lifecycle::ingest::{IngestError, LedgerEntry, ingest_new, ingested_data};
-use crs_platform::lifecycle::inputs::{InputKeys, WeekPlan};
+use crs_platform::lifecycle::ingest::{IngestError, LedgerEntry, Outcome, ingest_new, ingested_data};
+use crs_platform::lifecycle::inputs::{IngestedSplit, InputKeys, WeekPlan};
 use crs_platform::lifecycle::lease::{Lease, LeaseError};
 use crs_platform::lifecycle::retention::{Policy, sweep};
-use crs_platform::notify::webhook::{Notice, Notifier, Outcome};
+use crs_platform::notify::webhook::{self, Notice, Notifier};
 use crs_platform::predictions::batch::{BatchOptions, predict_batch};
 use crs_platform::registry::catalog::Catalog;
 use crs_platform::registry::runs::StageTiming;
@@ -141,7 +141,8 @@ impl CycleRunner {
             record.drift = self.step(record, CycleStep::Drift, self.drift(model_ver, production, &config)).await?;
         }
 
-        let ingested_any = crs_platform::lifecycle::ingest::ledger(&bucket).await?.iter().any(|e| e.rows.used > 0);
+        let ledger = crs_platform::lifecycle::ingest::ledger(&bucket).await?;
+        let ingested_any = ledger.iter().any(|e| e.rows.used > 0);
         let retrain = match (&production, config.retrain) {
             (None, _) => ingested_any,
             (Some(_), Retrain::NewData) => new_rows > 0,
@@ -151,10 +152,27 @@ impl CycleRunner {
                 (Utc::now() - trained).as_seconds_f64() > config.schedule_hours * 3600.0
             }
         };
+        let weeks: BTreeSet<i64> =
+            ledger.iter().filter(|e| e.rows.used > 0).flat_map(|e| e.weeks.iter().copied()).collect();
+        // A challenger is judged against production on weeks it never saw: too few, and it cannot be.
+        let too_few_weeks = production.is_some() && weeks.len() <= config.holdout_weeks;
+        if retrain && too_few_weeks {
+            record.decision = format!(
+                "kept production: {} week(s) ingested, and a challenger needs holdout_weeks + 1 = {} to be judged against it",
+                weeks.len(),
+                config.holdout_weeks + 1
+            );
+            self.retention(record, &config).await;
+            self.report(record).await;
+            return Ok(());
+        }
         if !retrain {
+            let rejected = rejected(&record.ingested);
             record.decision = match (&production, &record.drift) {
-                (None, _) => "nothing ingested yet: no run to train".to_owned(),
-                (Some(_), _) if new_rows == 0 => "no new data: nothing to do".to_owned(),
+                (None, _) if rejected.is_empty() => "nothing ingested yet: no run to train".to_owned(),
+                (None, _) => format!("nothing ingested yet: no run to train; {}", rejected.join("; ")),
+                (Some(_), _) if new_rows == 0 && rejected.is_empty() => "no new data: nothing to do".to_owned(),
+                (Some(_), _) if new_rows == 0 => format!("no new data: {}", rejected.join("; ")),
                 (Some(_), Some(d)) if !d.drifted => "new data, no drift: kept production".to_owned(),
                 _ => "kept production".to_owned(),
             };
@@ -163,14 +181,27 @@ impl CycleRunner {
             return Ok(());
         }
 
-        let plan = WeekPlan { holdout_weeks: config.holdout_weeks, train_weeks: config.train_weeks };
+        let split = first_run_split(production.is_none(), weeks.len(), config.holdout_weeks);
+        record.split = Some(split);
+        let plan = WeekPlan { holdout_weeks: config.holdout_weeks, train_weeks: config.train_weeks, split };
         let cycle_id = record.cycle_id.clone();
         let (run_id, gate) = self.step(record, CycleStep::Train, self.train(model_ver, plan, &cycle_id)).await?;
         record.run_id = run_id;
         record.gate = gate;
+        let judged = match split {
+            IngestedSplit::Weeks => String::new(),
+            IngestedSplit::Keywords => format!(
+                "first run from {} week(s), fewer than holdout_weeks + 1 = {}: judged on {:.0}% of the keywords held out, as crctl train does; ",
+                weeks.len(),
+                config.holdout_weeks + 1,
+                HOLDOUT_FRACTION * 100.0
+            ),
+        };
         record.decision = match &record.gate {
-            Some(gate) => format!("trained run {}: {gate}", record.run_id.as_ref().map(RunId::as_str).unwrap_or("?")),
-            None => "trained a run".to_owned(),
+            Some(gate) => {
+                format!("{judged}trained run {}: {gate}", record.run_id.as_ref().map(RunId::as_str).unwrap_or("?"))
+            }
+            None => format!("{judged}trained a run"),
         };
 
         let promoted = record.gate.as_ref().is_some_and(GateOutcome::promoted);
@@ -281,7 +312,10 @@ impl CycleRunner {
     }
 
     /// Scores production on the weeks it was not trained on, against its score
-    /// at promotion, and compares the new inputs with what it learnt from.
+    /// at promotion, and compares the new inputs with what it learnt from: its
+    /// weeks of the ingested rows, or the file it was trained on when it was
+    /// not trained on ingested rows (`crctl train`), which the ingested rows
+    /// do not hold.
     async fn drift(
         &self,
         model_ver: ModelVer,
@@ -294,24 +328,50 @@ impl CycleRunner {
         let reference_logloss = history.production_event().and_then(|e| e.numbers.as_ref()).map(|n| n.logloss);
         let Some(data) = ingested_data(self.catalog.bucket()).await? else { return Ok(None) };
         let trained_weeks = loaded.metadata.weeks.as_ref().map(|w| w.train.clone());
+        let train_key = loaded.metadata.train_data.key.clone();
+        let training_file = if train_key == layout::INGESTED_NAME {
+            None
+        } else {
+            let key = BucketKey::parse(&train_key).map_err(crs_platform::storage::bucket::StorageError::from)?;
+            self.catalog.bucket().get_if_exists(&key).await?
+        };
+        let logloss_on = EvalSource::parse(&loaded.metadata.eval_source);
         let thresholds = config.drift.clone();
         tokio::task::spawn_blocking(move || -> Result<Option<DriftReport>, CycleError> {
             let mut table = TrainingTable::read(&data.name, Cursor::new(data.bytes.clone()))?;
             let weeks = table.weeks()?;
-            // A run from before weeks were recorded knows none: then every ingested
-            // week is new to it and the oldest week stands in for what it learnt from.
             let trained = trained_weeks.unwrap_or_default();
             let new_weeks: Vec<i64> = weeks.iter().copied().filter(|w| !trained.contains(w)).collect();
             if new_weeks.is_empty() {
                 return Ok(None);
             }
-            let reference_weeks: Vec<i64> = if trained.is_empty() { weeks[..1].to_vec() } else { trained.clone() };
             let new = table.observations_of_weeks(|w| new_weeks.contains(&w))?;
-            let reference = table.observations_of_weeks(|w| reference_weeks.contains(&w))?;
+            let (reference, inputs) = match training_file {
+                Some(bytes) => {
+                    let reference = TrainingTable::read(&train_key, Cursor::new(bytes))?.observations()?;
+                    (reference, format!("the file it was trained on, {train_key}"))
+                }
+                None => {
+                    // A run from before weeks were recorded knows none, and a run
+                    // trained on a file since deleted cannot be read: then every
+                    // ingested week is new to it and the oldest stands in.
+                    let known: Vec<i64> = trained.iter().copied().filter(|w| weeks.contains(w)).collect();
+                    let (reference_weeks, inputs) = if known.is_empty() {
+                        (
+                            weeks[..1].to_vec(),
+                            format!("week {} of the ingested rows, standing in for {train_key}", weeks[0]),
+                        )
+                    } else {
+                        (known.clone(), format!("weeks {known:?} of the ingested rows, which it was trained on"))
+                    };
+                    (table.observations_of_weeks(|w| reference_weeks.contains(&w))?, inputs)
+                }
+            };
             let predicted = loaded.model.predict(&new.rows)?;
             let scored = score(&predicted, &new.clicks, &new.conversions);
             let shift = input_shift(&reference, &new);
-            Ok(Some(drift(new_weeks, &scored, reference_logloss, shift, &thresholds)))
+            let basis = DriftBasis { logloss_on, inputs };
+            Ok(Some(drift(new_weeks, &scored, reference_logloss, shift, basis, &thresholds)))
         })
         .await
         .map_err(|e| CycleError::Crashed(e.to_string()))?
@@ -413,6 +473,10 @@ impl CycleRunner {
     /// Reports are best effort: a cycle that did its work is not failed by them.
     async fn report(&self, record: &mut CycleRecord) {
         record.step = CycleStep::Report;
+        // The index lists the records as stored: this one's must carry its decision.
+        if let Err(e) = record.save(self.catalog.bucket()).await {
+            tracing::warn!(error = %e, "could not update the cycle's record");
+        }
         // Before the report, so its charts have every kept run on the reference set.
         if let Err(e) = reference::score_unscored_runs(&self.catalog, record.model_ver).await {
             tracing::warn!(cycle_id = %record.cycle_id, error = %e, "could not score the runs on the reference set");
@@ -451,7 +515,8 @@ async fn renew(mut lease: Lease, every: Duration, lost: tokio::sync::watch::Send
 }
 
 fn notice(record: &CycleRecord) -> Notice {
-    let outcome = if record.state == CycleState::Succeeded { Outcome::Succeeded } else { Outcome::Failed };
+    let outcome =
+        if record.state == CycleState::Succeeded { webhook::Outcome::Succeeded } else { webhook::Outcome::Failed };
     let mut notice =
         Notice::new(outcome, format!("Cycle {} of model {}: {}", record.cycle_id, record.model_ver, record.decision))
             .field("Ingested files", record.ingested.len())
@@ -459,8 +524,29 @@ fn notice(record: &CycleRecord) -> Notice {
     if let Some(drift) = &record.drift {
         notice = notice.field("Drift", if drift.drifted { drift.reasons.join("; ") } else { "none".to_owned() });
     }
+    let rejected = rejected(&record.ingested);
+    if !rejected.is_empty() {
+        notice = notice.field("Rejected files", rejected.join("\n"));
+    }
     if let Some(error) = &record.error {
         notice = notice.field("Error", error);
     }
     notice
+}
+
+/// Each file this cycle rejected, with why (the message names the file).
+fn rejected(ingested: &[LedgerEntry]) -> Vec<String> {
+    ingested
+        .iter()
+        .filter(|e| e.outcome == Outcome::Rejected)
+        .map(|e| format!("rejected {}", e.message.as_deref().unwrap_or(&e.key)))
+        .collect()
+}
+
+/// A first run (no production yet) from too few weeks to hold the newest out
+/// is judged on held-out keywords instead, so that one weekly file starts the
+/// platform as `crctl train` does; once production exists, runs are judged
+/// on weeks, which they never saw, as champion and challenger must be.
+fn first_run_split(first: bool, weeks: usize, holdout_weeks: usize) -> IngestedSplit {
+    if first && weeks <= holdout_weeks { IngestedSplit::Keywords } else { IngestedSplit::Weeks }
 }
