@@ -1,5 +1,8 @@
 //! Predictions the bucket keeps: batch outputs streamed from an input object,
-//! and the shadow records of what a primary and its shadows answered.
+//! and record objects (`records.rs`) of what was served: the shadow records of
+//! what a primary and its shadows answered, and captured traffic.
 
 pub mod batch;
+pub mod capture;
+pub mod records;
 pub mod shadow;

@@ -22,6 +22,7 @@
 //! jobs/<job_id>.json                                                  a training job, as its process last wrote it
 //! reports/<model_ver>/...                                             HTML reports of runs and cycles
 //! shadow/<primary>/<date>/<id>.csv.gz                                 a primary's and its shadows' predictions
+//! capture/<model_ver>/<date>/<id>.csv.gz                              a sample of served rows and their answers (CAPTURE_SAMPLE)
 //! ```
 //!
 //! Write order, which readers rely on: a run's artifact, then its checksum, then
@@ -31,8 +32,9 @@
 //! entry names count as ingested. A batch
 //! output appears whole when its multipart upload completes, or not at all.
 //!
-//! Shadow records are written with create-if-absent under a fresh id and never
-//! changed: each object is one flushed batch, and the set only grows.
+//! Shadow and capture records are written with create-if-absent under a fresh
+//! id and never changed: each object is one flushed batch, and the set only
+//! grows (until retention deletes whole days of captures).
 //!
 //! `index.json` is a cache of the runs' metadata, never the truth: a listing
 //! reads it, then the metadata of any run folder it lacks, drops entries
@@ -78,6 +80,7 @@ const MODEL_ROOT: &str = "model";
 const HISTORY_ROOT: &str = "history";
 const LEASES_ROOT: &str = "leases";
 const SHADOW_ROOT: &str = "shadow";
+const CAPTURE_ROOT: &str = "capture";
 const JOBS_ROOT: &str = "jobs";
 const CYCLES_ROOT: &str = "cycles";
 const CANCELS_ROOT: &str = "cancels";
@@ -179,7 +182,28 @@ pub fn shadow_prefix(primary: ModelVer) -> BucketKey {
 
 /// One flushed batch of shadow records, by the UTC date it was written on.
 pub fn shadow_batch(primary: ModelVer, date: NaiveDate, id: &RunId) -> BucketKey {
-    key(&[shadow_prefix(primary).as_str(), &date.format("%Y-%m-%d").to_string(), &format!("{id}.csv.gz")])
+    dated_record(&shadow_prefix(primary), date, id)
+}
+
+/// `capture/<model_ver>/`: every recorded batch of the rows `model_ver` served, sampled.
+pub fn capture_prefix(model_ver: ModelVer) -> BucketKey {
+    key(&[CAPTURE_ROOT, model_ver.name()])
+}
+
+/// One flushed batch of captured rows, by the UTC date it was written on.
+pub fn capture_batch(model_ver: ModelVer, date: NaiveDate, id: &RunId) -> BucketKey {
+    dated_record(&capture_prefix(model_ver), date, id)
+}
+
+/// The UTC date folder of a shadow or capture record object, if `key` is one.
+pub fn record_date(key: &BucketKey) -> Option<NaiveDate> {
+    let mut segments = key.as_str().rsplit('/');
+    segments.next()?.strip_suffix(".csv.gz")?;
+    NaiveDate::parse_from_str(segments.next()?, "%Y-%m-%d").ok()
+}
+
+fn dated_record(prefix: &BucketKey, date: NaiveDate, id: &RunId) -> BucketKey {
+    key(&[prefix.as_str(), &date.format("%Y-%m-%d").to_string(), &format!("{id}.csv.gz")])
 }
 
 /// `leases/<name>/`: the records of one lease (see `crate::lifecycle::lease`).
@@ -208,8 +232,9 @@ pub fn lifecycle_key(model_ver: ModelVer) -> BucketKey {
 }
 
 /// Areas no batch output may land in, whatever the output prefix: runs and
-/// their LATEST, hyperparameters, training data, prediction inputs and shadow records.
-const PROTECTED: [&str; 5] = [MODEL_ROOT, CONFIG_ROOT, TRAIN_ROOT, PREDICTION_INPUT_ROOT, SHADOW_ROOT];
+/// their LATEST, hyperparameters, training data, prediction inputs, shadow
+/// and capture records.
+const PROTECTED: [&str; 6] = [MODEL_ROOT, CONFIG_ROOT, TRAIN_ROOT, PREDICTION_INPUT_ROOT, SHADOW_ROOT, CAPTURE_ROOT];
 
 /// Why a batch may not write its output to a key.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -473,6 +498,9 @@ mod tests {
         assert_eq!(ingested_rows(3).as_str(), "data/ingested/0000000003.csv.gz");
         let day = NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
         assert_eq!(shadow_batch(v1, day, &run).as_str(), "shadow/v1/2026-11-22/20261122T101500123Z-3fa9c2.csv.gz");
+        let captured = capture_batch(v1, day, &run);
+        assert_eq!(captured.as_str(), "capture/v1/2026-11-22/20261122T101500123Z-3fa9c2.csv.gz");
+        assert_eq!((record_date(&captured), record_date(&cycle_record(v1, &run))), (Some(day), None));
         let prefix = OutputPrefix::parse(DEFAULT_OUTPUT_PREFIX).unwrap();
         assert_eq!(prefix, OutputPrefix::default());
         assert_eq!(
@@ -507,7 +535,9 @@ mod tests {
             }
         }
         assert_eq!(check(&wide, "data/trainer/a.csv"), Ok(()), "areas are whole segments");
-        for bad in ["model", "model/v1/", "config/x", "data/train/out", "../x", ""] {
+        for bad in
+            ["model", "model/v1/", "config/x", "data/train/out", "shadow/v1", "capture", "capture/v1/x", "../x", ""]
+        {
             assert!(OutputPrefix::parse(bad).is_err(), "{bad}");
         }
     }
