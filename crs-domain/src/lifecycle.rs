@@ -77,6 +77,11 @@ pub struct LifecycleConfig {
     /// Days cycle records, cycle reports, records of ended training jobs and
     /// run folders never completed are kept.
     pub keep_days: f64,
+    /// Days captured traffic (`capture/<ver>/`, serve-service's `CAPTURE_SAMPLE`)
+    /// is kept, by the UTC date it was written on.
+    pub capture_keep_days: f64,
+    /// Days trend points (one per cycle: `trends/<ver>/`) are kept.
+    pub trend_keep_days: f64,
     /// A labelled file in the bucket every run is scored on once, so that runs
     /// and cycles compare like with like; fixed until someone changes it.
     /// Unset: charts fall back to each run's own holdout score.
@@ -96,6 +101,8 @@ impl Default for LifecycleConfig {
             batch_input: None,
             keep_runs: 10,
             keep_days: 30.0,
+            capture_keep_days: 30.0,
+            trend_keep_days: 365.0,
             reference_key: None,
         }
     }
@@ -140,7 +147,9 @@ impl LifecycleConfig {
         if !(1..=52).contains(&self.holdout_weeks) {
             return Err(ParamError::out_of_range("holdout_weeks", "between 1 and 52", self.holdout_weeks));
         }
-        non_negative("keep_days", self.keep_days)
+        non_negative("keep_days", self.keep_days)?;
+        non_negative("capture_keep_days", self.capture_keep_days)?;
+        non_negative("trend_keep_days", self.trend_keep_days)
     }
 }
 

@@ -246,7 +246,8 @@ mod tests {
         assert_eq!(all[0].request_id, ["old", "old", "a,b%c", "a,b%c"]);
         assert_eq!(all[0].rows.attributes(1), &[1, 1]);
         assert_eq!(all[0].rows.attribute_names(), ["att1", "att7"]);
-        let recent = read_since(&bucket, v1, Some(after)).await.unwrap();
+        // Times are kept to the microsecond: a bound between the two requests.
+        let recent = read_since(&bucket, v1, Some(before + chrono::Duration::minutes(1))).await.unwrap();
         assert_eq!((recent[0].rows.entity_id.clone(), recent[0].cr.clone()), (vec![11, 12], vec![1e-7, 0.125]));
     }
 

@@ -23,6 +23,7 @@
 //! reports/<model_ver>/...                                             HTML reports of runs and cycles
 //! shadow/<primary>/<date>/<id>.csv.gz                                 a primary's and its shadows' predictions
 //! capture/<model_ver>/<date>/<id>.csv.gz                              a sample of served rows and their answers (CAPTURE_SAMPLE)
+//! trends/<model_ver>/<cycle_id>.json                                  one cycle's numbers, kept longer than its record
 //! ```
 //!
 //! Write order, which readers rely on: a run's artifact, then its checksum, then
@@ -81,6 +82,7 @@ const HISTORY_ROOT: &str = "history";
 const LEASES_ROOT: &str = "leases";
 const SHADOW_ROOT: &str = "shadow";
 const CAPTURE_ROOT: &str = "capture";
+const TRENDS_ROOT: &str = "trends";
 const JOBS_ROOT: &str = "jobs";
 const CYCLES_ROOT: &str = "cycles";
 const CANCELS_ROOT: &str = "cancels";
@@ -195,6 +197,16 @@ pub fn capture_batch(model_ver: ModelVer, date: NaiveDate, id: &RunId) -> Bucket
     dated_record(&capture_prefix(model_ver), date, id)
 }
 
+/// `trends/<model_ver>/`: one trend point per cycle.
+pub fn trends(model_ver: ModelVer) -> BucketKey {
+    key(&[TRENDS_ROOT, model_ver.name()])
+}
+
+/// The trend point of one cycle.
+pub fn trend_point(model_ver: ModelVer, cycle_id: &RunId) -> BucketKey {
+    key(&[trends(model_ver).as_str(), &format!("{cycle_id}.json")])
+}
+
 /// The UTC date folder of a shadow or capture record object, if `key` is one.
 pub fn record_date(key: &BucketKey) -> Option<NaiveDate> {
     let mut segments = key.as_str().rsplit('/');
@@ -233,8 +245,9 @@ pub fn lifecycle_key(model_ver: ModelVer) -> BucketKey {
 
 /// Areas no batch output may land in, whatever the output prefix: runs and
 /// their LATEST, hyperparameters, training data, prediction inputs, shadow
-/// and capture records.
-const PROTECTED: [&str; 6] = [MODEL_ROOT, CONFIG_ROOT, TRAIN_ROOT, PREDICTION_INPUT_ROOT, SHADOW_ROOT, CAPTURE_ROOT];
+/// and capture records, and trend points.
+const PROTECTED: [&str; 7] =
+    [MODEL_ROOT, CONFIG_ROOT, TRAIN_ROOT, PREDICTION_INPUT_ROOT, SHADOW_ROOT, CAPTURE_ROOT, TRENDS_ROOT];
 
 /// Why a batch may not write its output to a key.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -501,6 +514,7 @@ mod tests {
         let captured = capture_batch(v1, day, &run);
         assert_eq!(captured.as_str(), "capture/v1/2026-11-22/20261122T101500123Z-3fa9c2.csv.gz");
         assert_eq!((record_date(&captured), record_date(&cycle_record(v1, &run))), (Some(day), None));
+        assert_eq!(trend_point(v1, &run).as_str(), "trends/v1/20261122T101500123Z-3fa9c2.json");
         let prefix = OutputPrefix::parse(DEFAULT_OUTPUT_PREFIX).unwrap();
         assert_eq!(prefix, OutputPrefix::default());
         assert_eq!(
@@ -535,9 +549,18 @@ mod tests {
             }
         }
         assert_eq!(check(&wide, "data/trainer/a.csv"), Ok(()), "areas are whole segments");
-        for bad in
-            ["model", "model/v1/", "config/x", "data/train/out", "shadow/v1", "capture", "capture/v1/x", "../x", ""]
-        {
+        for bad in [
+            "model",
+            "model/v1/",
+            "config/x",
+            "data/train/out",
+            "shadow/v1",
+            "capture",
+            "capture/v1/x",
+            "trends/v1",
+            "../x",
+            "",
+        ] {
             assert!(OutputPrefix::parse(bad).is_err(), "{bad}");
         }
     }

@@ -17,8 +17,10 @@ use crs_platform::lifecycle::ingest::{IngestError, LedgerEntry, Outcome, ingest_
 use crs_platform::lifecycle::inputs::{IngestedSplit, InputKeys, WeekPlan};
 use crs_platform::lifecycle::lease::{Lease, LeaseError};
 use crs_platform::lifecycle::retention::{Policy, sweep};
+use crs_platform::lifecycle::trends::{self, DriftNumbers, IngestCounts, ReferencePoint, TrendPoint};
 use crs_platform::notify::webhook::{self, Notice, Notifier};
 use crs_platform::predictions::batch::{BatchOptions, predict_batch};
+use crs_platform::predictions::capture;
 use crs_platform::registry::catalog::Catalog;
 use crs_platform::registry::runs::StageTiming;
 use crs_platform::storage::bucket::BucketKey;
@@ -33,6 +35,10 @@ use crate::metrics::TrainMetrics;
 use crate::{reference, reports};
 
 const MILLIS_PER_DAY: f64 = 24.0 * 3600.0 * 1000.0;
+
+fn days(days: f64) -> chrono::Duration {
+    chrono::Duration::milliseconds((days * MILLIS_PER_DAY) as i64)
+}
 
 /// How often a training cycle looks for a request to cancel it.
 pub(super) const CANCEL_POLL: Duration = Duration::from_millis(500);
@@ -112,6 +118,10 @@ impl CycleRunner {
         record.production_run_id = self.catalog.production(record.model_ver).await.ok().flatten();
         if let Err(e) = record.save(self.catalog.bucket()).await {
             tracing::error!(cycle_id = %record.cycle_id, error = %e, "could not write the cycle's record");
+        }
+        // A cycle that succeeded wrote its point before its report, which charts it.
+        if record.state != CycleState::Succeeded {
+            self.save_trend(&record, record.state).await;
         }
         let lease = renewer.await.ok().flatten();
         if let Some(lease) = lease
@@ -445,7 +455,9 @@ impl CycleRunner {
         record.step = CycleStep::Retention;
         let policy = Policy {
             keep_runs: config.keep_runs,
-            keep_for: chrono::Duration::milliseconds((config.keep_days * MILLIS_PER_DAY) as i64),
+            keep_for: days(config.keep_days),
+            keep_captures_for: days(config.capture_keep_days),
+            keep_trends_for: days(config.trend_keep_days),
         };
         let started = Instant::now();
         let now = Utc::now();
@@ -481,6 +493,7 @@ impl CycleRunner {
         if let Err(e) = reference::score_unscored_runs(&self.catalog, record.model_ver).await {
             tracing::warn!(cycle_id = %record.cycle_id, error = %e, "could not score the runs on the reference set");
         }
+        self.save_trend(record, CycleState::Succeeded).await;
         let summary = reports::CycleSummary {
             model_ver: record.model_ver,
             cycle_id: &record.cycle_id,
@@ -491,6 +504,61 @@ impl CycleRunner {
         };
         record.report_key = reports::cycle(&self.catalog, summary).await.map(|k| k.to_string());
         self.fail_point(CycleStep::Report);
+    }
+}
+
+impl CycleRunner {
+    /// Writes the cycle's trend point (best effort, like the report): what it
+    /// ingested and found, production's score on the reference set, and the
+    /// rows captured since the version's previous point.
+    async fn save_trend(&self, record: &CycleRecord, state: CycleState) {
+        let (model_ver, bucket) = (record.model_ver, self.catalog.bucket());
+        let production = self.catalog.production(model_ver).await.ok().flatten();
+        let reference = match &production {
+            Some(run) => reference::score_new_run(&self.catalog, model_ver, run).await.map(|score| ReferencePoint {
+                key: score.reference_key,
+                sha256: score.reference_sha256,
+                run_id: score.run_id,
+                logloss: score.evaluation.model.logloss,
+                device_baseline_logloss: score.evaluation.device.logloss,
+            }),
+            None => None,
+        };
+        let previous = match trends::series(bucket, model_ver).await {
+            Ok(points) => points.into_iter().rfind(|p| p.cycle_id != record.cycle_id).map(|p| p.at),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the previous trend point");
+                None
+            }
+        };
+        let captured_rows = match capture::read_since(bucket, model_ver, previous).await {
+            Ok(objects) => Some(objects.iter().map(|o| o.len() as u64).sum()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count the captured rows");
+                None
+            }
+        };
+        let point = TrendPoint {
+            cycle_id: record.cycle_id.clone(),
+            model_ver,
+            at: record.finished_at.unwrap_or_else(Utc::now),
+            state: state.as_str().to_owned(),
+            decision: record.decision.clone(),
+            production_run_id: production,
+            trained_run_id: record.run_id.clone(),
+            ingest: IngestCounts {
+                files: record.ingested.len(),
+                rejected_files: record.ingested.iter().filter(|e| e.outcome == Outcome::Rejected).count(),
+                rows: record.ingested.iter().map(|e| e.rows.used).sum(),
+            },
+            drift: record.drift.as_ref().map(DriftNumbers::from),
+            reference,
+            captured_rows,
+            timings: record.timings.clone(),
+        };
+        if let Err(e) = point.save(bucket).await {
+            tracing::warn!(cycle_id = %record.cycle_id, error = %e, "could not write the cycle's trend point");
+        }
     }
 }
 
