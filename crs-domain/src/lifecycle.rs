@@ -43,13 +43,25 @@ pub struct DriftThresholds {
     pub max_logloss_increase: f64,
     /// Largest share of new rows whose keyword the production run never saw.
     pub max_unseen_keyword_share: f64,
-    /// Largest population stability index of the device mix or of any attribute.
+    /// Largest population stability index of the device mix or of any attribute
+    /// (and, on live traffic, of the predicted rates).
     pub max_psi: f64,
+    /// On live traffic, a PSI from this one up puts the version on watch:
+    /// reported, no action.
+    pub watch_psi: f64,
+    /// Fewest captured rows a live check judges; fewer are reported, not judged.
+    pub min_live_rows: usize,
 }
 
 impl Default for DriftThresholds {
     fn default() -> Self {
-        DriftThresholds { max_logloss_increase: 0.01, max_unseen_keyword_share: 0.5, max_psi: 0.25 }
+        DriftThresholds {
+            max_logloss_increase: 0.01,
+            max_unseen_keyword_share: 0.5,
+            max_psi: 0.25,
+            watch_psi: 0.1,
+            min_live_rows: 200,
+        }
     }
 }
 
@@ -134,6 +146,7 @@ impl LifecycleConfig {
         non_negative("margin", self.margin)?;
         non_negative("drift.max_logloss_increase", self.drift.max_logloss_increase)?;
         non_negative("drift.max_psi", self.drift.max_psi)?;
+        non_negative("drift.watch_psi", self.drift.watch_psi)?;
         if !(0.0..=1.0).contains(&self.drift.max_unseen_keyword_share) {
             return Err(ParamError::out_of_range(
                 "drift.max_unseen_keyword_share",
@@ -166,8 +179,9 @@ pub struct DriftReport {
     pub drifted: bool,
     /// Which thresholds were crossed, in words.
     pub reasons: Vec<String>,
-    /// What the numbers are compared with (absent in records from before it).
-    #[serde(default)]
+    /// What the numbers are compared with (absent in records from before it,
+    /// which then read and write back unchanged).
+    #[serde(default, skip_serializing_if = "DriftBasis::is_unknown")]
     pub basis: DriftBasis,
 }
 
@@ -180,6 +194,13 @@ pub struct DriftBasis {
     pub logloss_on: Option<EvalSource>,
     /// The rows the new inputs are compared with, in words.
     pub inputs: String,
+}
+
+impl DriftBasis {
+    /// A record from before the basis was recorded.
+    pub fn is_unknown(&self) -> bool {
+        self.logloss_on.is_none() && self.inputs.is_empty()
+    }
 }
 
 /// Compares the production run's score on new weeks with its score at promotion,
@@ -228,6 +249,104 @@ pub fn drift(
         reasons,
         basis,
     }
+}
+
+/// Where a live check puts a version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftLevel {
+    /// Every number under `watch_psi` and its limits (or too few rows to judge).
+    Quiet,
+    /// A PSI of `watch_psi` or more: reported, no action.
+    Watch,
+    /// A limit crossed: drift, which `retrain: drift` acts on.
+    Drift,
+}
+
+/// Production's answers joined with labelled rows that arrived after it was
+/// promoted, by (entity_id, device): its latest captured answer for each.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LabelledLive {
+    /// Labelled rows that found a captured answer.
+    pub rows: usize,
+    pub clicks: f64,
+    /// The weeks of the labelled rows.
+    pub weeks: Vec<i64>,
+    /// Click-weighted log-loss of the captured answers on the labels.
+    pub logloss: f64,
+    /// Predicted conversions over observed ones (1 is calibrated).
+    pub calibration: f64,
+    /// Production's log-loss at promotion.
+    pub reference_logloss: Option<f64>,
+}
+
+/// What production served since it was promoted, against what it learnt from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LiveDriftReport {
+    /// Captured rows compared.
+    pub rows: usize,
+    pub shift: InputShift,
+    /// PSI of the captured answers against production's rates on the rows it learnt from.
+    pub prediction_psi: f64,
+    pub labelled: Option<LabelledLive>,
+    pub level: DriftLevel,
+    /// Which thresholds were crossed (or reached `watch_psi`), in words.
+    pub reasons: Vec<String>,
+    /// The rows the live ones are compared with, in words.
+    pub basis: String,
+}
+
+/// Judges production's live traffic: its inputs' and answers' shift (when
+/// there are `min_live_rows`) and its log-loss on labels that came later.
+pub fn live_drift(
+    rows: usize,
+    shift: InputShift,
+    prediction_psi: f64,
+    labelled: Option<LabelledLive>,
+    basis: String,
+    thresholds: &DriftThresholds,
+) -> LiveDriftReport {
+    let (mut drift, mut watch) = (Vec::new(), Vec::new());
+    if rows >= thresholds.min_live_rows {
+        let mut psis = vec![("device mix", shift.device_psi), ("predicted rate", prediction_psi)];
+        if let Some(worst) = shift.attribute_psi.first() {
+            psis.push((worst.attribute.as_str(), worst.psi));
+        }
+        for (name, value) in psis {
+            if value > thresholds.max_psi {
+                drift.push(format!("live {name} PSI {value:.3} (the limit is {})", thresholds.max_psi));
+            } else if value >= thresholds.watch_psi {
+                watch.push(format!("live {name} PSI {value:.3} (watch from {})", thresholds.watch_psi));
+            }
+        }
+        if shift.unseen_keyword_share > thresholds.max_unseen_keyword_share {
+            drift.push(format!(
+                "{:.1}% of the live rows are keywords never seen (the limit is {:.1}%)",
+                shift.unseen_keyword_share * 100.0,
+                thresholds.max_unseen_keyword_share * 100.0
+            ));
+        }
+    }
+    if let Some(labelled) = &labelled
+        && let Some(reference) = labelled.reference_logloss
+        && labelled.logloss - reference > thresholds.max_logloss_increase
+    {
+        drift.push(format!(
+            "live log-loss {:.5} on labels that came later, {:.5} over {reference:.5} at promotion (the limit is {})",
+            labelled.logloss,
+            labelled.logloss - reference,
+            thresholds.max_logloss_increase
+        ));
+    }
+    let level = if !drift.is_empty() {
+        DriftLevel::Drift
+    } else if !watch.is_empty() {
+        DriftLevel::Watch
+    } else {
+        DriftLevel::Quiet
+    };
+    drift.extend(watch);
+    LiveDriftReport { rows, shift, prediction_psi, labelled, level, reasons: drift, basis }
 }
 
 /// Champion and challenger, and the baselines, scored on the same held-out rows.
@@ -318,6 +437,34 @@ mod tests {
         let report = drift(vec![2], &metrics(0.30), Some(0.25), shift, on(EvalSource::NewestWeeks), &thresholds);
         assert!(report.drifted && !report.reasons[0].contains("held-out keywords"), "{report:?}");
         assert_eq!(serde_json::to_value(&report.basis).unwrap()["logloss_on"], "newest_weeks");
+    }
+
+    #[test]
+    fn live_traffic_is_judged_with_enough_rows_watched_from_watch_psi_and_drifts_past_max_psi() {
+        let shift = |device_psi| InputShift {
+            unseen_keyword_share: 0.0,
+            device_mix: vec![],
+            device_psi,
+            attribute_psi: vec![],
+        };
+        let thresholds = DriftThresholds::default();
+        let level = |rows, psi| live_drift(rows, shift(psi), 0.0, None, String::new(), &thresholds).level;
+        assert_eq!(level(199, 5.0), DriftLevel::Quiet, "too few rows to judge");
+        assert_eq!(level(200, 0.05), DriftLevel::Quiet);
+        assert_eq!(level(200, 0.15), DriftLevel::Watch);
+        let drifted = live_drift(200, shift(0.3), 0.12, None, String::new(), &thresholds);
+        assert_eq!(drifted.level, DriftLevel::Drift);
+        assert_eq!(drifted.reasons.len(), 2, "the drift, then the watch: {drifted:?}");
+        let labelled = LabelledLive {
+            rows: 10,
+            clicks: 100.0,
+            weeks: vec![2],
+            logloss: 0.3,
+            calibration: 1.0,
+            reference_logloss: Some(0.25),
+        };
+        let late = live_drift(10, shift(0.0), 0.0, Some(labelled), String::new(), &thresholds);
+        assert_eq!(late.level, DriftLevel::Drift, "labels judge whatever the row count: {late:?}");
     }
 
     #[test]

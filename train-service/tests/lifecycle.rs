@@ -338,3 +338,72 @@ async fn a_draft_is_never_gated_nor_served_by_default() {
     let mut serve_client = serve.client.clone();
     serving(&mut serve_client, &production.run_id).await;
 }
+
+/// Starts serve-service capturing every row, sends `requests` once production
+/// is in, and stops it (which writes what it captured).
+async fn serve_and_stop(stack: &Stack, production: &str, requests: &[PredictRequest]) {
+    let mut config = stack.serve_config();
+    config.capture_sample = 1.0;
+    let serve = stack.start_serve(config).await;
+    wait_until_serving(&serve).await;
+    let mut client = serve.client.clone();
+    serving(&mut client, production).await;
+    for request in requests {
+        client.predict(request.clone()).await.expect("predict");
+    }
+    serve.stop().await.expect("clean stop");
+}
+
+/// Live traffic (`CAPTURE_SAMPLE`): week 2's keywords served as they are, then
+/// labelled, then served with every device a tablet and every attribute
+/// flipped. The unshifted traffic is no drift and its answers joined with the
+/// late labels score as production scored directly on them; the shifted
+/// traffic is drift, with its PSI in the record, and the alert is posted
+/// once across two cycles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_drift_is_found_alerted_once_and_late_labels_score_as_directly() {
+    let stack = Stack::new().await;
+    // Production stays (no retrain), and only live traffic can drift.
+    let rules = "retrain: schedule\nschedule_hours: 100000\ndrift:\n  max_logloss_increase: 1\n";
+    stack.put("config/v1/lifecycle.yaml", rules).await;
+    let train = stack.start_train(stack.train_config()).await;
+    let mut client = train.client.clone();
+    stack.put("data/incoming/week1.csv", week(1, false)).await;
+    let production = cycle(&mut client).await.production_run_id;
+
+    let served = predict_request(&week(2, false));
+    serve_and_stop(&stack, &production, std::slice::from_ref(&served)).await;
+    stack.put("data/incoming/week2.csv", week(2, false)).await;
+    let labelled = cycle(&mut client).await;
+    let stored = record(&stack, &labelled).await;
+    let live = &stored["live"];
+    assert_eq!(live["rows"].as_u64(), Some(served.rows.len() as u64), "{stored:#}");
+    assert_ne!(live["level"], "drift", "the same traffic unshifted: {stored:#}");
+    assert!(live["shift"]["device_psi"].as_f64().unwrap() < 0.1, "{stored:#}");
+    let (direct, joined) = (&stored["drift"], &live["labelled"]);
+    assert_eq!(joined["weeks"], serde_json::json!([2]));
+    let (direct, joined) = (direct["logloss"].as_f64().unwrap(), joined["logloss"].as_f64().unwrap());
+    assert!((direct - joined).abs() < 1e-12, "joined {joined}, scored directly {direct}");
+
+    let mut shifted = served.clone();
+    for row in &mut shifted.rows {
+        row.device = "Tablet".into();
+        row.attribute_values.iter_mut().for_each(|v| *v = 1 - *v);
+    }
+    serve_and_stop(&stack, &production, &[shifted]).await;
+    let alerts = || stack.webhooks().texts().into_iter().filter(|t| t.starts_with("Model v1 entered drift")).count();
+    assert_eq!(alerts(), 0, "{:?}", stack.webhooks().texts());
+    let found = cycle(&mut client).await;
+    let stored = record(&stack, &found).await;
+    let live = &stored["live"];
+    assert_eq!(live["level"], "drift", "{stored:#}");
+    assert!(live["shift"]["device_psi"].as_f64().unwrap() > 0.25, "{stored:#}");
+    assert!(live["reasons"][0].as_str().unwrap().starts_with("live device mix PSI "), "{stored:#}");
+    let alert = stack.webhooks().wait_for_text(&["Model v1 entered drift: live device mix PSI"]).await;
+    println!("{alert}");
+    let again = cycle(&mut client).await;
+    cycle_webhook(&stack, &again).await;
+    assert_eq!(record(&stack, &again).await["live"]["level"], "drift");
+    assert_eq!(alerts(), 1, "once per change of state: {:?}", stack.webhooks().texts());
+    assert_eq!(again.production_run_id, production);
+}

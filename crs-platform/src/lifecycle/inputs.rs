@@ -20,8 +20,9 @@ pub struct WeekPlan {
     pub holdout_weeks: usize,
     /// Weeks before them to train on; 0 means all.
     pub train_weeks: usize,
-    /// By week, or by keyword for a first run (absent in requests from before it: by week).
-    #[serde(default)]
+    /// By week, or by keyword for a first run. Stored only when by keyword, so
+    /// that records of requests from before it read and write back unchanged.
+    #[serde(default, skip_serializing_if = "IngestedSplit::is_weeks")]
     pub split: IngestedSplit,
 }
 
@@ -36,6 +37,12 @@ pub enum IngestedSplit {
     /// for a first run from fewer weeks than `holdout_weeks + 1`, which a split
     /// by week cannot serve.
     Keywords,
+}
+
+impl IngestedSplit {
+    fn is_weeks(&self) -> bool {
+        *self == IngestedSplit::Weeks
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

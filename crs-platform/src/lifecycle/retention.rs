@@ -49,12 +49,18 @@ pub struct Swept {
     /// Records of ended training jobs of the version deleted (train-service sweeps those).
     #[serde(default)]
     pub jobs: usize,
-    /// Objects of captured traffic deleted.
-    #[serde(default)]
+    /// Objects of captured traffic deleted (not written when none, so that records from
+    /// before it read and write back unchanged).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub captures: usize,
-    /// Trend points deleted.
-    #[serde(default)]
+    /// Trend points deleted (not written when none, so that records from
+    /// before it read and write back unchanged).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub trends: usize,
+}
+
+fn is_zero(count: &usize) -> bool {
+    *count == 0
 }
 
 /// Deletes what `policy` does not keep of `model_ver`, as of `now`. A crash

@@ -9,7 +9,7 @@
 //! without one records none rather than a score on rows that move.
 
 use chrono::{DateTime, Utc};
-use crs_domain::lifecycle::DriftReport;
+use crs_domain::lifecycle::{DriftLevel, DriftReport, LiveDriftReport};
 use crs_domain::models::ModelVer;
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +32,13 @@ pub struct TrendPoint {
     pub trained_run_id: Option<RunId>,
     pub ingest: IngestCounts,
     pub drift: Option<DriftNumbers>,
+    /// What production served since its promotion, when any of it was captured.
+    #[serde(default)]
+    pub live: Option<LiveNumbers>,
+    /// Whether the version was in drift after the cycle (on new weeks or live
+    /// traffic): alerts go out when this changes from one point to the next.
+    #[serde(default)]
+    pub in_drift: bool,
     /// Production's score on the reference set when the cycle ended.
     pub reference: Option<ReferencePoint>,
     /// Rows serve-service captured for the version since the previous point.
@@ -70,6 +77,35 @@ impl From<&DriftReport> for DriftNumbers {
             device_psi: report.shift.device_psi,
             max_attribute_psi: report.shift.max_attribute_psi(),
             unseen_keyword_share: report.shift.unseen_keyword_share,
+        }
+    }
+}
+
+/// The headline numbers of a live check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LiveNumbers {
+    pub rows: usize,
+    pub level: DriftLevel,
+    pub device_psi: f64,
+    pub max_attribute_psi: f64,
+    pub prediction_psi: f64,
+    pub unseen_keyword_share: f64,
+    /// Click-weighted log-loss of the captured answers on labels that came later.
+    pub labelled_logloss: Option<f64>,
+    pub calibration: Option<f64>,
+}
+
+impl From<&LiveDriftReport> for LiveNumbers {
+    fn from(report: &LiveDriftReport) -> Self {
+        LiveNumbers {
+            rows: report.rows,
+            level: report.level,
+            device_psi: report.shift.device_psi,
+            max_attribute_psi: report.shift.max_attribute_psi(),
+            prediction_psi: report.prediction_psi,
+            unseen_keyword_share: report.shift.unseen_keyword_share,
+            labelled_logloss: report.labelled.as_ref().map(|l| l.logloss),
+            calibration: report.labelled.as_ref().map(|l| l.calibration),
         }
     }
 }
@@ -135,6 +171,8 @@ mod tests {
             trained_run_id: None,
             ingest: IngestCounts::default(),
             drift: None,
+            live: None,
+            in_drift: false,
             reference: Some(ReferencePoint {
                 key: "data/reference.csv".into(),
                 sha256: "ab".into(),

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use crs_domain::lifecycle::DriftReport;
+use crs_domain::lifecycle::{DriftReport, LiveDriftReport};
 use crs_domain::models::ModelVer;
 use crs_platform::failpoint::FailStep;
 use crs_platform::lifecycle::ingest::LedgerEntry;
@@ -48,6 +48,8 @@ pub enum CycleStep {
     Starting,
     Ingest,
     Drift,
+    /// Production's captured traffic and late labels against what it learnt from.
+    Live,
     Train,
     Batch,
     Retention,
@@ -61,6 +63,7 @@ impl CycleStep {
             CycleStep::Starting => "starting",
             CycleStep::Ingest => "ingest",
             CycleStep::Drift => "drift",
+            CycleStep::Live => "live",
             CycleStep::Train => "train",
             CycleStep::Batch => "batch",
             CycleStep::Retention => "retention",
@@ -72,7 +75,8 @@ impl CycleStep {
     /// whose end changes the bucket.
     pub fn fail_point(self) -> Option<FailStep> {
         match self {
-            CycleStep::Starting | CycleStep::Retention => None,
+            // Live reads and writes nothing but the record.
+            CycleStep::Starting | CycleStep::Live | CycleStep::Retention => None,
             CycleStep::Ingest => Some(FailStep::CycleIngest),
             CycleStep::Drift => Some(FailStep::CycleDrift),
             CycleStep::Train => Some(FailStep::CycleTrain),
@@ -109,6 +113,9 @@ pub struct CycleRecord {
     /// The files it ingested.
     pub ingested: Vec<LedgerEntry>,
     pub drift: Option<DriftReport>,
+    /// What production served since it was promoted (absent without captures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveDriftReport>,
     /// The gate's decision about the run it trained.
     pub gate: Option<GateOutcome>,
     /// How the run it trained was judged: on the newest weeks, or for a first
@@ -142,6 +149,7 @@ impl CycleRecord {
             error: None,
             ingested: Vec::new(),
             drift: None,
+            live: None,
             gate: None,
             split: None,
             batch_output: None,
@@ -182,6 +190,7 @@ mod tests {
             CycleStep::Starting,
             CycleStep::Ingest,
             CycleStep::Drift,
+            CycleStep::Live,
             CycleStep::Train,
             CycleStep::Batch,
             CycleStep::Retention,

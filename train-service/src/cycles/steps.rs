@@ -2,27 +2,29 @@
 //! work in this file. The end of each step that changes the bucket is a fail
 //! point for the crash tests ([`CycleStep::fail_point`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Cursor;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use crs_domain::data::{EvalSource, HOLDOUT_FRACTION, TrainingTable};
-use crs_domain::drift::input_shift;
-use crs_domain::lifecycle::{DriftBasis, DriftReport, LifecycleConfig, Retrain, drift};
+use chrono::{DateTime, Utc};
+use crs_domain::data::{Device, EvalSource, HOLDOUT_FRACTION, Observations, TrainingTable};
+use crs_domain::drift::{input_shift, rate_psi, row_shift};
+use crs_domain::lifecycle::{
+    DriftBasis, DriftLevel, DriftReport, LabelledLive, LifecycleConfig, LiveDriftReport, Retrain, drift, live_drift,
+};
 use crs_domain::metrics::score;
 use crs_domain::models::ModelVer;
 use crs_platform::lifecycle::ingest::{IngestError, LedgerEntry, Outcome, ingest_new, ingested_data};
 use crs_platform::lifecycle::inputs::{IngestedSplit, InputKeys, WeekPlan};
 use crs_platform::lifecycle::lease::{Lease, LeaseError};
 use crs_platform::lifecycle::retention::{Policy, sweep};
-use crs_platform::lifecycle::trends::{self, DriftNumbers, IngestCounts, ReferencePoint, TrendPoint};
+use crs_platform::lifecycle::trends::{self, DriftNumbers, IngestCounts, LiveNumbers, ReferencePoint, TrendPoint};
 use crs_platform::notify::webhook::{self, Notice, Notifier};
 use crs_platform::predictions::batch::{BatchOptions, predict_batch};
-use crs_platform::predictions::capture;
+use crs_platform::predictions::capture::{self, CapturedRows};
 use crs_platform::registry::catalog::Catalog;
-use crs_platform::registry::runs::StageTiming;
+use crs_platform::registry::runs::{RunMetadata, StageTiming};
 use crs_platform::storage::bucket::BucketKey;
 use crs_platform::storage::layout::{self, OutputPrefix, RunId};
 use futures::StreamExt;
@@ -76,6 +78,8 @@ pub enum CycleError {
     Features(#[from] crs_domain::features::FeatureError),
     #[error("training: {0}")]
     Train(String),
+    #[error("captured traffic: {0}")]
+    Capture(#[from] capture::CaptureError),
     #[error("batch prediction: {0}")]
     Batch(#[from] crs_platform::predictions::batch::BatchError),
     #[error(transparent)]
@@ -150,13 +154,16 @@ impl CycleRunner {
         {
             record.drift = self.step(record, CycleStep::Drift, self.drift(model_ver, production, &config)).await?;
         }
+        if let Some(production) = &production {
+            record.live = self.step(record, CycleStep::Live, self.live(model_ver, production, &config)).await?;
+        }
 
         let ledger = crs_platform::lifecycle::ingest::ledger(&bucket).await?;
         let ingested_any = ledger.iter().any(|e| e.rows.used > 0);
         let retrain = match (&production, config.retrain) {
             (None, _) => ingested_any,
             (Some(_), Retrain::NewData) => new_rows > 0,
-            (Some(_), Retrain::Drift) => record.drift.as_ref().is_some_and(|d| d.drifted),
+            (Some(_), Retrain::Drift) => in_drift(record),
             (Some(id), Retrain::Schedule) => {
                 let trained = self.catalog.store().metadata(model_ver, id).await?.finished_at;
                 (Utc::now() - trained).as_seconds_f64() > config.schedule_hours * 3600.0
@@ -322,10 +329,8 @@ impl CycleRunner {
     }
 
     /// Scores production on the weeks it was not trained on, against its score
-    /// at promotion, and compares the new inputs with what it learnt from: its
-    /// weeks of the ingested rows, or the file it was trained on when it was
-    /// not trained on ingested rows (`crctl train`), which the ingested rows
-    /// do not hold.
+    /// at promotion, and compares the new inputs with what it learnt from
+    /// ([`learnt_from`]).
     async fn drift(
         &self,
         model_ver: ModelVer,
@@ -337,51 +342,96 @@ impl CycleRunner {
         // Production's log-loss when the gate promoted it; none for a run promoted by hand.
         let reference_logloss = history.production_event().and_then(|e| e.numbers.as_ref()).map(|n| n.logloss);
         let Some(data) = ingested_data(self.catalog.bucket()).await? else { return Ok(None) };
-        let trained_weeks = loaded.metadata.weeks.as_ref().map(|w| w.train.clone());
-        let train_key = loaded.metadata.train_data.key.clone();
-        let training_file = if train_key == layout::INGESTED_NAME {
-            None
-        } else {
-            let key = BucketKey::parse(&train_key).map_err(crs_platform::storage::bucket::StorageError::from)?;
-            self.catalog.bucket().get_if_exists(&key).await?
-        };
+        let training = self.training_file(&loaded.metadata).await?;
+        let trained = loaded.metadata.weeks.as_ref().map(|w| w.train.clone()).unwrap_or_default();
         let logloss_on = EvalSource::parse(&loaded.metadata.eval_source);
         let thresholds = config.drift.clone();
         tokio::task::spawn_blocking(move || -> Result<Option<DriftReport>, CycleError> {
             let mut table = TrainingTable::read(&data.name, Cursor::new(data.bytes.clone()))?;
             let weeks = table.weeks()?;
-            let trained = trained_weeks.unwrap_or_default();
             let new_weeks: Vec<i64> = weeks.iter().copied().filter(|w| !trained.contains(w)).collect();
             if new_weeks.is_empty() {
                 return Ok(None);
             }
             let new = table.observations_of_weeks(|w| new_weeks.contains(&w))?;
-            let (reference, inputs) = match training_file {
-                Some(bytes) => {
-                    let reference = TrainingTable::read(&train_key, Cursor::new(bytes))?.observations()?;
-                    (reference, format!("the file it was trained on, {train_key}"))
-                }
-                None => {
-                    // A run from before weeks were recorded knows none, and a run
-                    // trained on a file since deleted cannot be read: then every
-                    // ingested week is new to it and the oldest stands in.
-                    let known: Vec<i64> = trained.iter().copied().filter(|w| weeks.contains(w)).collect();
-                    let (reference_weeks, inputs) = if known.is_empty() {
-                        (
-                            weeks[..1].to_vec(),
-                            format!("week {} of the ingested rows, standing in for {train_key}", weeks[0]),
-                        )
-                    } else {
-                        (known.clone(), format!("weeks {known:?} of the ingested rows, which it was trained on"))
-                    };
-                    (table.observations_of_weeks(|w| reference_weeks.contains(&w))?, inputs)
-                }
-            };
+            let Some((reference, inputs)) = learnt_from(Some(&mut table), &trained, training)? else { return Ok(None) };
             let predicted = loaded.model.predict(&new.rows)?;
             let scored = score(&predicted, &new.clicks, &new.conversions);
             let shift = input_shift(&reference, &new);
             let basis = DriftBasis { logloss_on, inputs };
             Ok(Some(drift(new_weeks, &scored, reference_logloss, shift, basis, &thresholds)))
+        })
+        .await
+        .map_err(|e| CycleError::Crashed(e.to_string()))?
+    }
+
+    /// The file a run was trained on, when it was not trained on the ingested
+    /// rows (`crctl train`) and the file is still there, with its key.
+    async fn training_file(&self, metadata: &RunMetadata) -> Result<Option<(String, Vec<u8>)>, CycleError> {
+        let key = &metadata.train_data.key;
+        if key == layout::INGESTED_NAME {
+            return Ok(None);
+        }
+        let parsed = BucketKey::parse(key).map_err(crs_platform::storage::bucket::StorageError::from)?;
+        Ok(self.catalog.bucket().get_if_exists(&parsed).await?.map(|bytes| (key.clone(), bytes.to_vec())))
+    }
+
+    /// Compares what production served since it was promoted (the rows
+    /// serve-service captured, `CAPTURE_SAMPLE`) with what it learnt from, and
+    /// joins its captured answers with labelled rows ingested since. `None`
+    /// when nothing of it was captured.
+    async fn live(
+        &self,
+        model_ver: ModelVer,
+        production: &RunId,
+        config: &LifecycleConfig,
+    ) -> Result<Option<LiveDriftReport>, CycleError> {
+        let bucket = self.catalog.bucket();
+        let history = self.catalog.history(model_ver).await?;
+        let event = history.production_event();
+        let since = event.map(|e| e.at);
+        let reference_logloss = event.and_then(|e| e.numbers.as_ref()).map(|n| n.logloss);
+        let loaded = self.catalog.store().load(model_ver, production).await?;
+        let names: Arc<[String]> = loaded.model.required_attributes().into();
+        // Only production's own answers: another run's share the version but not the model.
+        let mut live = CapturedRows::new(model_ver, names.clone());
+        for object in capture::read_since(bucket, model_ver, since).await? {
+            let own: Vec<usize> = (0..object.len()).filter(|&i| object.run[i] == *production).collect();
+            if !own.is_empty() && object.rows.attribute_names() == &names[..] {
+                live.append(capture::select(&object, &own));
+            }
+        }
+        if live.is_empty() {
+            return Ok(None);
+        }
+        let data = ingested_data(bucket).await?;
+        let training = self.training_file(&loaded.metadata).await?;
+        let trained = loaded.metadata.weeks.as_ref().map(|w| w.train.clone()).unwrap_or_default();
+        // Labels carry a week, captures a time: the labelled rows are those ingested since the promotion.
+        let ledger = crs_platform::lifecycle::ingest::ledger(bucket).await?;
+        let label_weeks: BTreeSet<i64> = ledger
+            .iter()
+            .filter(|e| e.rows.used > 0 && since.is_none_or(|t| e.at > t))
+            .flat_map(|e| e.weeks.iter().copied())
+            .collect();
+        let thresholds = config.drift.clone();
+        tokio::task::spawn_blocking(move || -> Result<Option<LiveDriftReport>, CycleError> {
+            let mut table = match &data {
+                Some(data) => Some(TrainingTable::read(&data.name, Cursor::new(data.bytes.clone()))?),
+                None => None,
+            };
+            let Some((reference, basis)) = learnt_from(table.as_mut(), &trained, training)? else { return Ok(None) };
+            let reference_rates = loaded.model.predict(&reference.rows)?;
+            let prediction_psi = rate_psi(&reference_rates, &live.cr);
+            let shift = row_shift(&reference.rows, &live.rows);
+            let labelled = match table.as_mut().filter(|_| !label_weeks.is_empty()) {
+                Some(table) => {
+                    let labels = table.observations_of_weeks(|w| label_weeks.contains(&w))?;
+                    join_labels(&live, &labels, label_weeks.into_iter().collect(), reference_logloss)
+                }
+                None => None,
+            };
+            Ok(Some(live_drift(live.len(), shift, prediction_psi, labelled, basis, &thresholds)))
         })
         .await
         .map_err(|e| CycleError::Crashed(e.to_string()))?
@@ -525,13 +575,19 @@ impl CycleRunner {
             None => None,
         };
         let previous = match trends::series(bucket, model_ver).await {
-            Ok(points) => points.into_iter().rfind(|p| p.cycle_id != record.cycle_id).map(|p| p.at),
+            Ok(points) => points.into_iter().rfind(|p| p.cycle_id != record.cycle_id),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the previous trend point");
                 None
             }
         };
-        let captured_rows = match capture::read_since(bucket, model_ver, previous).await {
+        let was_in_drift = previous.as_ref().is_some_and(|p| p.in_drift);
+        // A cycle that failed or was cancelled did not look: the state stands.
+        let now_in_drift = if state == CycleState::Succeeded { in_drift(record) } else { was_in_drift };
+        if now_in_drift != was_in_drift {
+            self.notifier.notify(drift_alert(record, now_in_drift));
+        }
+        let captured_rows = match capture::read_since(bucket, model_ver, previous.map(|p| p.at)).await {
             Ok(objects) => Some(objects.iter().map(|o| o.len() as u64).sum()),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot count the captured rows");
@@ -552,6 +608,8 @@ impl CycleRunner {
                 rows: record.ingested.iter().map(|e| e.rows.used).sum(),
             },
             drift: record.drift.as_ref().map(DriftNumbers::from),
+            live: record.live.as_ref().map(LiveNumbers::from),
+            in_drift: now_in_drift,
             reference,
             captured_rows,
             timings: record.timings.clone(),
@@ -600,6 +658,104 @@ fn notice(record: &CycleRecord) -> Notice {
         notice = notice.field("Error", error);
     }
     notice
+}
+
+/// The alert of a version entering or leaving drift: sent once per change,
+/// not every cycle.
+fn drift_alert(record: &CycleRecord, entered: bool) -> Notice {
+    let model_ver = record.model_ver;
+    if !entered {
+        return Notice::new(webhook::Outcome::Succeeded, format!("Model {model_ver} left drift"))
+            .field("Cycle", &record.cycle_id)
+            .field("Decision", &record.decision);
+    }
+    let mut reasons: Vec<&str> = record.drift.iter().flat_map(|d| d.reasons.iter().map(String::as_str)).collect();
+    reasons.extend(record.live.iter().flat_map(|l| l.reasons.iter().map(String::as_str)));
+    let mut notice =
+        Notice::new(webhook::Outcome::Failed, format!("Model {model_ver} entered drift: {}", reasons.join("; ")))
+            .field("Cycle", &record.cycle_id)
+            .field("Decision", &record.decision);
+    if let Some(live) = &record.live {
+        notice = notice
+            .field("Live rows", live.rows)
+            .field("Live device mix PSI", format!("{:.3}", live.shift.device_psi))
+            .field("Live largest attribute PSI", format!("{:.3}", live.shift.max_attribute_psi()))
+            .field("Live predicted rate PSI", format!("{:.3}", live.prediction_psi));
+    }
+    notice
+}
+
+/// Whether the cycle found production drifted, on new labelled weeks or on live traffic.
+fn in_drift(record: &CycleRecord) -> bool {
+    record.drift.as_ref().is_some_and(|d| d.drifted)
+        || record.live.as_ref().is_some_and(|l| l.level == DriftLevel::Drift)
+}
+
+/// The rows production learnt from, and what they are in words: the file it
+/// was trained on (`training`), when it was not trained on ingested rows and
+/// the file is still there; else its weeks of the ingested rows; else (a run
+/// from before weeks were recorded, or whose file is gone) the oldest
+/// ingested week stands in. `None` with neither file nor ingested rows.
+fn learnt_from(
+    table: Option<&mut TrainingTable>,
+    trained: &[i64],
+    training: Option<(String, Vec<u8>)>,
+) -> Result<Option<(Observations, String)>, CycleError> {
+    if let Some((key, bytes)) = training {
+        let reference = TrainingTable::read(&key, Cursor::new(bytes))?.observations()?;
+        return Ok(Some((reference, format!("the file it was trained on, {key}"))));
+    }
+    let Some(table) = table else { return Ok(None) };
+    let weeks = table.weeks()?;
+    let known: Vec<i64> = trained.iter().copied().filter(|w| weeks.contains(w)).collect();
+    let (reference_weeks, inputs) = match (known.is_empty(), weeks.first()) {
+        (false, _) => (known.clone(), format!("weeks {known:?} of the ingested rows, which it was trained on")),
+        (true, Some(&oldest)) => {
+            (vec![oldest], format!("week {oldest} of the ingested rows, standing in for what it learnt from"))
+        }
+        (true, None) => return Ok(None),
+    };
+    Ok(Some((table.observations_of_weeks(|w| reference_weeks.contains(&w))?, inputs)))
+}
+
+/// Production's latest captured answer for each labelled (entity_id, device),
+/// scored on the labels; `None` when no labelled row was captured.
+fn join_labels(
+    live: &CapturedRows,
+    labels: &Observations,
+    weeks: Vec<i64>,
+    reference_logloss: Option<f64>,
+) -> Option<LabelledLive> {
+    // Captures are read in time order: a later answer replaces an earlier one.
+    let mut answers: HashMap<(i64, Device), (DateTime<Utc>, f64)> = HashMap::new();
+    for i in 0..live.len() {
+        let key = (live.rows.entity_id[i], live.rows.device[i]);
+        if answers.get(&key).is_none_or(|(time, _)| *time <= live.time[i]) {
+            answers.insert(key, (live.time[i], live.cr[i]));
+        }
+    }
+    let (mut rows, mut predicted) = (Vec::new(), Vec::new());
+    for i in 0..labels.len() {
+        if let Some((_, cr)) = answers.get(&(labels.rows.entity_id[i], labels.rows.device[i])) {
+            rows.push(i);
+            predicted.push(*cr);
+        }
+    }
+    if rows.is_empty() {
+        return None;
+    }
+    let joined = labels.select(&rows);
+    let scored = score(&predicted, &joined.clicks, &joined.conversions);
+    let expected: f64 = predicted.iter().zip(&joined.clicks).map(|(cr, clicks)| cr * clicks).sum();
+    let observed: f64 = joined.conversions.iter().sum();
+    Some(LabelledLive {
+        rows: rows.len(),
+        clicks: joined.total_clicks(),
+        weeks,
+        logloss: scored.logloss,
+        calibration: if observed > 0.0 { expected / observed } else { f64::NAN },
+        reference_logloss,
+    })
 }
 
 /// Each file this cycle rejected, with why (the message names the file).
