@@ -5,6 +5,7 @@
 
 use anyhow::Context;
 use clap::Args;
+use crs_domain::lifecycle::DriftLevel;
 use crs_domain::models::ModelVer;
 use crs_platform::lifecycle::trends::{self, TrendPoint};
 use crs_platform::storage::bucket::Bucket;
@@ -32,7 +33,7 @@ pub async fn run(args: MonitorArgs, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     out!(
-        "{:<28}{:<11}{:>9}{:>9}{:>9}{:>9}{:>9}{:>11}{:>10}  decision",
+        "{:<28}{:<11}{:>9}{:>9}{:>9}{:>9}{:>9}{:>11}{:>10}{:>8}{:>9}{:>10}  decision",
         "cycle",
         "state",
         "rows in",
@@ -41,7 +42,10 @@ pub async fn run(args: MonitorArgs, json: bool) -> anyhow::Result<()> {
         "att PSI",
         "unseen",
         "ref l-loss",
-        "captured"
+        "captured",
+        "live",
+        "live PSI",
+        "live l-l"
     );
     for point in &points {
         out!("{}", row(point));
@@ -52,9 +56,16 @@ pub async fn run(args: MonitorArgs, json: bool) -> anyhow::Result<()> {
 fn row(point: &TrendPoint) -> String {
     let number =
         |value: Option<f64>, width: usize| value.map_or(format!("{:>width$}", "-"), |v| format!("{v:>width$.4}"));
-    let drift = point.drift.as_ref();
+    let (drift, live) = (point.drift.as_ref(), point.live.as_ref());
+    let level = live.map_or("-", |l| match l.level {
+        DriftLevel::Quiet => "quiet",
+        DriftLevel::Watch => "watch",
+        DriftLevel::Drift => "drift",
+    });
+    // The largest of the live PSIs: device mix, attributes, predicted rates.
+    let live_psi = live.map(|l| l.device_psi.max(l.max_attribute_psi).max(l.prediction_psi));
     format!(
-        "{:<28}{:<11}{:>9}{:>9}{}{}{}{}{:>10}  {}",
+        "{:<28}{:<11}{:>9}{:>9}{}{}{}{}{:>10}{level:>8}{}{}  {}",
         point.cycle_id.as_str(),
         point.state,
         point.ingest.rows,
@@ -64,6 +75,8 @@ fn row(point: &TrendPoint) -> String {
         number(drift.map(|d| d.unseen_keyword_share), 9),
         number(point.reference.as_ref().map(|r| r.logloss), 11),
         point.captured_rows.map_or("-".to_owned(), |n| n.to_string()),
+        number(live_psi, 9),
+        number(live.and_then(|l| l.labelled_logloss), 10),
         point.decision
     )
 }

@@ -64,6 +64,7 @@ async fn monitor_reads_one_point_per_cycle_scored_on_the_reference_set() {
 
     let text = monitor(&stack, false);
     assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(text.lines().next().unwrap().ends_with("live live PSI  live l-l  decision"), "{text}");
     assert!(text.lines().nth(2).unwrap().contains("no new data: rejected data/incoming/week3-broken.csv"), "{text}");
     let index = String::from_utf8(stack.get("reports/v1/index.html").await.expect("index")).unwrap();
     assert!(
