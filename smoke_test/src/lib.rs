@@ -360,6 +360,12 @@ impl Service {
         })
     }
 
+    /// Kills the process with SIGKILL, as `kill -9` does, and waits for it.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill the service");
+        self.child.wait().expect("wait for the killed service");
+    }
+
     /// Sends SIGTERM, as a container runtime does, and waits up to `within`
     /// for the process to exit.
     pub fn terminate(&mut self, within: Duration) -> ExitStatus {
