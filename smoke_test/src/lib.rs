@@ -56,6 +56,7 @@ pub const CONFIG_VARS: &[&str] = &[
     "SHADOW_QUEUE",
     "SHADOW_FLUSH_ROWS",
     "SHADOW_FLUSH_SECS",
+    "CAPTURE_SAMPLE",
     "OUTPUT_PREFIX",
     "OUTPUT_DEVICE",
     "SERVE_METRICS_ADDR",
