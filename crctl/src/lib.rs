@@ -20,6 +20,7 @@ mod client;
 mod compare;
 mod health;
 mod lifecycle;
+mod monitor;
 mod offline;
 mod render;
 mod serve;
@@ -91,6 +92,8 @@ enum Command {
     Report(lifecycle::ReportArgs),
     /// Score a primary model and its shadow side by side on outcomes, from the predictions recorded in the bucket.
     Compare(compare::CompareArgs),
+    /// A version's trends across cycles (ingested rows, drift, production's log-loss on the reference set, captured rows), from the bucket.
+    Monitor(monitor::MonitorArgs),
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -125,6 +128,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Score(args) => lifecycle::score(args, &cli.addresses, cli.json).await,
             Command::Report(args) => lifecycle::report(args, &cli.addresses, cli.json).await,
             Command::Compare(args) => compare::run(args, cli.json).await,
+            Command::Monitor(args) => monitor::run(args, cli.json).await,
         }
     });
     match result {

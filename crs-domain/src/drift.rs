@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Device, Observations};
+use crate::data::{Device, KeywordRows, Observations};
 
 /// Shares below this are treated as this in the population stability index,
 /// so that a category absent on one side gives a large, finite number.
@@ -64,13 +64,18 @@ fn shares(counts: &[f64]) -> Vec<f64> {
 /// Compares the rows of `new` with those of `reference`, by row (keyword ×
 /// device), not by click: the question is whether the inputs look alike.
 pub fn input_shift(reference: &Observations, new: &Observations) -> InputShift {
-    let known: HashSet<i64> = reference.rows.entity_id.iter().copied().collect();
-    let unseen = new.rows.entity_id.iter().filter(|e| !known.contains(e)).count();
+    row_shift(&reference.rows, &new.rows)
+}
+
+/// [`input_shift`] of rows without outcomes (served rows, say).
+pub fn row_shift(reference: &KeywordRows, new: &KeywordRows) -> InputShift {
+    let known: HashSet<i64> = reference.entity_id.iter().copied().collect();
+    let unseen = new.entity_id.iter().filter(|e| !known.contains(e)).count();
     let unseen_keyword_share = if new.is_empty() { 0.0 } else { unseen as f64 / new.len() as f64 };
 
-    let device_counts = |o: &Observations| {
+    let device_counts = |o: &KeywordRows| {
         let mut counts = [0.0; 3];
-        for d in &o.rows.device {
+        for d in &o.device {
             counts[d.index()] += 1.0;
         }
         shares(&counts)
@@ -82,10 +87,10 @@ pub fn input_shift(reference: &Observations, new: &Observations) -> InputShift {
         .collect();
 
     let names: Vec<&String> =
-        reference.rows.attribute_names().iter().filter(|n| new.rows.attribute_names().contains(n)).collect();
-    let ones = |o: &Observations, name: &str| {
-        let Some(j) = o.rows.attribute_names().iter().position(|n| n == name) else { return vec![0.0, 0.0] };
-        let on = (0..o.len()).filter(|&i| o.rows.attributes(i)[j] == 1).count() as f64;
+        reference.attribute_names().iter().filter(|n| new.attribute_names().contains(n)).collect();
+    let ones = |o: &KeywordRows, name: &str| {
+        let Some(j) = o.attribute_names().iter().position(|n| n == name) else { return vec![0.0, 0.0] };
+        let on = (0..o.len()).filter(|&i| o.attributes(i)[j] == 1).count() as f64;
         shares(&[o.len() as f64 - on, on])
     };
     let mut attribute_psi: Vec<AttributePsi> = names
@@ -94,6 +99,28 @@ pub fn input_shift(reference: &Observations, new: &Observations) -> InputShift {
         .collect();
     attribute_psi.sort_by(|a, b| b.psi.total_cmp(&a.psi));
     InputShift { unseen_keyword_share, device_psi: psi(&reference_mix, &new_mix), device_mix, attribute_psi }
+}
+
+/// Bins of [`rate_psi`]: deciles of the reference rates.
+const RATE_BINS: usize = 10;
+
+/// Population stability index of predicted rates: `live` against
+/// `reference`, in bins at the deciles of `reference`.
+pub fn rate_psi(reference: &[f64], live: &[f64]) -> f64 {
+    if reference.is_empty() || live.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = reference.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let edges: Vec<f64> = (1..RATE_BINS).map(|i| sorted[i * sorted.len() / RATE_BINS]).collect();
+    let binned = |rates: &[f64]| {
+        let mut counts = vec![0.0; RATE_BINS];
+        for rate in rates {
+            counts[edges.partition_point(|edge| edge <= rate)] += 1.0;
+        }
+        shares(&counts)
+    };
+    psi(&binned(reference), &binned(live))
 }
 
 #[cfg(test)]
@@ -128,5 +155,15 @@ mod tests {
         assert!(shift.attribute_psi[0].psi > 0.5 && shift.attribute_psi[1].psi.abs() < 1e-12, "{shift:?}");
         let mix: Vec<f64> = shift.device_mix.iter().map(|d| d.new).collect();
         assert_eq!(mix, vec![1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn rates_alike_have_a_small_psi_and_rates_moved_a_large_one() {
+        let reference: Vec<f64> = (0..1000).map(|i| f64::from(i) / 1000.0 * 0.1).collect();
+        let alike: Vec<f64> = (0..500).map(|i| f64::from(i) / 500.0 * 0.1).collect();
+        assert!(rate_psi(&reference, &alike) < 0.01, "{}", rate_psi(&reference, &alike));
+        let moved: Vec<f64> = alike.iter().map(|r| r + 0.05).collect();
+        assert!(rate_psi(&reference, &moved) > 1.0, "{}", rate_psi(&reference, &moved));
+        assert_eq!(rate_psi(&[], &alike), 0.0);
     }
 }

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::EvalSource;
 use crate::drift::InputShift;
 use crate::metrics::Metrics;
 use crate::models::ParamError;
@@ -42,13 +43,25 @@ pub struct DriftThresholds {
     pub max_logloss_increase: f64,
     /// Largest share of new rows whose keyword the production run never saw.
     pub max_unseen_keyword_share: f64,
-    /// Largest population stability index of the device mix or of any attribute.
+    /// Largest population stability index of the device mix or of any attribute
+    /// (and, on live traffic, of the predicted rates).
     pub max_psi: f64,
+    /// On live traffic, a PSI from this one up puts the version on watch:
+    /// reported, no action.
+    pub watch_psi: f64,
+    /// Fewest captured rows a live check judges; fewer are reported, not judged.
+    pub min_live_rows: usize,
 }
 
 impl Default for DriftThresholds {
     fn default() -> Self {
-        DriftThresholds { max_logloss_increase: 0.01, max_unseen_keyword_share: 0.5, max_psi: 0.25 }
+        DriftThresholds {
+            max_logloss_increase: 0.01,
+            max_unseen_keyword_share: 0.5,
+            max_psi: 0.25,
+            watch_psi: 0.1,
+            min_live_rows: 200,
+        }
     }
 }
 
@@ -76,6 +89,11 @@ pub struct LifecycleConfig {
     /// Days cycle records, cycle reports, records of ended training jobs and
     /// run folders never completed are kept.
     pub keep_days: f64,
+    /// Days captured traffic (`capture/<ver>/`, serve-service's `CAPTURE_SAMPLE`)
+    /// is kept, by the UTC date it was written on.
+    pub capture_keep_days: f64,
+    /// Days trend points (one per cycle: `trends/<ver>/`) are kept.
+    pub trend_keep_days: f64,
     /// A labelled file in the bucket every run is scored on once, so that runs
     /// and cycles compare like with like; fixed until someone changes it.
     /// Unset: charts fall back to each run's own holdout score.
@@ -95,6 +113,8 @@ impl Default for LifecycleConfig {
             batch_input: None,
             keep_runs: 10,
             keep_days: 30.0,
+            capture_keep_days: 30.0,
+            trend_keep_days: 365.0,
             reference_key: None,
         }
     }
@@ -126,6 +146,7 @@ impl LifecycleConfig {
         non_negative("margin", self.margin)?;
         non_negative("drift.max_logloss_increase", self.drift.max_logloss_increase)?;
         non_negative("drift.max_psi", self.drift.max_psi)?;
+        non_negative("drift.watch_psi", self.drift.watch_psi)?;
         if !(0.0..=1.0).contains(&self.drift.max_unseen_keyword_share) {
             return Err(ParamError::out_of_range(
                 "drift.max_unseen_keyword_share",
@@ -139,7 +160,9 @@ impl LifecycleConfig {
         if !(1..=52).contains(&self.holdout_weeks) {
             return Err(ParamError::out_of_range("holdout_weeks", "between 1 and 52", self.holdout_weeks));
         }
-        non_negative("keep_days", self.keep_days)
+        non_negative("keep_days", self.keep_days)?;
+        non_negative("capture_keep_days", self.capture_keep_days)?;
+        non_negative("trend_keep_days", self.trend_keep_days)
     }
 }
 
@@ -156,6 +179,28 @@ pub struct DriftReport {
     pub drifted: bool,
     /// Which thresholds were crossed, in words.
     pub reasons: Vec<String>,
+    /// What the numbers are compared with (absent in records from before it,
+    /// which then read and write back unchanged).
+    #[serde(default, skip_serializing_if = "DriftBasis::is_unknown")]
+    pub basis: DriftBasis,
+}
+
+/// What a drift check compares against, so that its numbers say what they mean.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DriftBasis {
+    /// The rows production was scored on at promotion (`reference_logloss`):
+    /// for a first run from too few weeks, held-out keywords of the weeks it
+    /// trained on, which flatters it against later weeks.
+    pub logloss_on: Option<EvalSource>,
+    /// The rows the new inputs are compared with, in words.
+    pub inputs: String,
+}
+
+impl DriftBasis {
+    /// A record from before the basis was recorded.
+    pub fn is_unknown(&self) -> bool {
+        self.logloss_on.is_none() && self.inputs.is_empty()
+    }
 }
 
 /// Compares the production run's score on new weeks with its score at promotion,
@@ -165,14 +210,19 @@ pub fn drift(
     scored: &Metrics,
     reference_logloss: Option<f64>,
     shift: InputShift,
+    basis: DriftBasis,
     thresholds: &DriftThresholds,
 ) -> DriftReport {
     let mut reasons = Vec::new();
     if let Some(reference) = reference_logloss {
         let increase = scored.logloss - reference;
         if increase > thresholds.max_logloss_increase {
+            let on = match basis.logloss_on {
+                Some(EvalSource::Holdout) => " (its log-loss at promotion is on held-out keywords, not later weeks)",
+                _ => "",
+            };
             reasons.push(format!(
-                "log-loss rose by {increase:.5} (from {reference:.5} to {:.5}; the limit is {})",
+                "log-loss rose by {increase:.5} (from {reference:.5} to {:.5}; the limit is {}){on}",
                 scored.logloss, thresholds.max_logloss_increase
             ));
         }
@@ -190,7 +240,113 @@ pub fn drift(
     if let Some(worst) = shift.attribute_psi.first().filter(|a| a.psi > thresholds.max_psi) {
         reasons.push(format!("{} PSI {:.3} (the limit is {})", worst.attribute, worst.psi, thresholds.max_psi));
     }
-    DriftReport { weeks, logloss: scored.logloss, reference_logloss, shift, drifted: !reasons.is_empty(), reasons }
+    DriftReport {
+        weeks,
+        logloss: scored.logloss,
+        reference_logloss,
+        shift,
+        drifted: !reasons.is_empty(),
+        reasons,
+        basis,
+    }
+}
+
+/// Where a live check puts a version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftLevel {
+    /// Every number under `watch_psi` and its limits (or too few rows to judge).
+    Quiet,
+    /// A PSI of `watch_psi` or more: reported, no action.
+    Watch,
+    /// A limit crossed: drift, which `retrain: drift` acts on.
+    Drift,
+}
+
+/// Production's answers joined with labelled rows that arrived after it was
+/// promoted, by (entity_id, device): its latest captured answer for each.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LabelledLive {
+    /// Labelled rows that found a captured answer.
+    pub rows: usize,
+    pub clicks: f64,
+    /// The weeks of the labelled rows.
+    pub weeks: Vec<i64>,
+    /// Click-weighted log-loss of the captured answers on the labels.
+    pub logloss: f64,
+    /// Predicted conversions over observed ones (1 is calibrated).
+    pub calibration: f64,
+    /// Production's log-loss at promotion.
+    pub reference_logloss: Option<f64>,
+}
+
+/// What production served since it was promoted, against what it learnt from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LiveDriftReport {
+    /// Captured rows compared.
+    pub rows: usize,
+    pub shift: InputShift,
+    /// PSI of the captured answers against production's rates on the rows it learnt from.
+    pub prediction_psi: f64,
+    pub labelled: Option<LabelledLive>,
+    pub level: DriftLevel,
+    /// Which thresholds were crossed (or reached `watch_psi`), in words.
+    pub reasons: Vec<String>,
+    /// The rows the live ones are compared with, in words.
+    pub basis: String,
+}
+
+/// Judges production's live traffic: its inputs' and answers' shift (when
+/// there are `min_live_rows`) and its log-loss on labels that came later.
+pub fn live_drift(
+    rows: usize,
+    shift: InputShift,
+    prediction_psi: f64,
+    labelled: Option<LabelledLive>,
+    basis: String,
+    thresholds: &DriftThresholds,
+) -> LiveDriftReport {
+    let (mut drift, mut watch) = (Vec::new(), Vec::new());
+    if rows >= thresholds.min_live_rows {
+        let mut psis = vec![("device mix", shift.device_psi), ("predicted rate", prediction_psi)];
+        if let Some(worst) = shift.attribute_psi.first() {
+            psis.push((worst.attribute.as_str(), worst.psi));
+        }
+        for (name, value) in psis {
+            if value > thresholds.max_psi {
+                drift.push(format!("live {name} PSI {value:.3} (the limit is {})", thresholds.max_psi));
+            } else if value >= thresholds.watch_psi {
+                watch.push(format!("live {name} PSI {value:.3} (watch from {})", thresholds.watch_psi));
+            }
+        }
+        if shift.unseen_keyword_share > thresholds.max_unseen_keyword_share {
+            drift.push(format!(
+                "{:.1}% of the live rows are keywords never seen (the limit is {:.1}%)",
+                shift.unseen_keyword_share * 100.0,
+                thresholds.max_unseen_keyword_share * 100.0
+            ));
+        }
+    }
+    if let Some(labelled) = &labelled
+        && let Some(reference) = labelled.reference_logloss
+        && labelled.logloss - reference > thresholds.max_logloss_increase
+    {
+        drift.push(format!(
+            "live log-loss {:.5} on labels that came later, {:.5} over {reference:.5} at promotion (the limit is {})",
+            labelled.logloss,
+            labelled.logloss - reference,
+            thresholds.max_logloss_increase
+        ));
+    }
+    let level = if !drift.is_empty() {
+        DriftLevel::Drift
+    } else if !watch.is_empty() {
+        DriftLevel::Watch
+    } else {
+        DriftLevel::Quiet
+    };
+    drift.extend(watch);
+    LiveDriftReport { rows, shift, prediction_psi, labelled, level, reasons: drift, basis }
 }
 
 /// Champion and challenger, and the baselines, scored on the same held-out rows.
@@ -267,6 +423,48 @@ mod tests {
         assert!(err.contains("'margin' must be a number of at least 0"), "{err}");
         let err = LifecycleConfig::parse("l.yaml", Some("drift:\n  max_unseen_keyword_share: 2\n")).unwrap_err();
         assert!(err.to_string().contains("drift.max_unseen_keyword_share"), "{err}");
+    }
+
+    #[test]
+    fn a_rise_over_a_keyword_holdout_score_says_what_it_is_measured_against() {
+        let shift =
+            InputShift { unseen_keyword_share: 0.0, device_mix: vec![], device_psi: 0.0, attribute_psi: vec![] };
+        let on = |source| DriftBasis { logloss_on: Some(source), inputs: "weeks [1]".to_owned() };
+        let thresholds = DriftThresholds::default();
+        let report = drift(vec![2], &metrics(0.30), Some(0.25), shift.clone(), on(EvalSource::Holdout), &thresholds);
+        assert!(report.drifted, "{report:?}");
+        assert!(report.reasons[0].ends_with("(its log-loss at promotion is on held-out keywords, not later weeks)"));
+        let report = drift(vec![2], &metrics(0.30), Some(0.25), shift, on(EvalSource::NewestWeeks), &thresholds);
+        assert!(report.drifted && !report.reasons[0].contains("held-out keywords"), "{report:?}");
+        assert_eq!(serde_json::to_value(&report.basis).unwrap()["logloss_on"], "newest_weeks");
+    }
+
+    #[test]
+    fn live_traffic_is_judged_with_enough_rows_watched_from_watch_psi_and_drifts_past_max_psi() {
+        let shift = |device_psi| InputShift {
+            unseen_keyword_share: 0.0,
+            device_mix: vec![],
+            device_psi,
+            attribute_psi: vec![],
+        };
+        let thresholds = DriftThresholds::default();
+        let level = |rows, psi| live_drift(rows, shift(psi), 0.0, None, String::new(), &thresholds).level;
+        assert_eq!(level(199, 5.0), DriftLevel::Quiet, "too few rows to judge");
+        assert_eq!(level(200, 0.05), DriftLevel::Quiet);
+        assert_eq!(level(200, 0.15), DriftLevel::Watch);
+        let drifted = live_drift(200, shift(0.3), 0.12, None, String::new(), &thresholds);
+        assert_eq!(drifted.level, DriftLevel::Drift);
+        assert_eq!(drifted.reasons.len(), 2, "the drift, then the watch: {drifted:?}");
+        let labelled = LabelledLive {
+            rows: 10,
+            clicks: 100.0,
+            weeks: vec![2],
+            logloss: 0.3,
+            calibration: 1.0,
+            reference_logloss: Some(0.25),
+        };
+        let late = live_drift(10, shift(0.0), 0.0, Some(labelled), String::new(), &thresholds);
+        assert_eq!(late.level, DriftLevel::Drift, "labels judge whatever the row count: {late:?}");
     }
 
     #[test]

@@ -300,12 +300,35 @@ async fn retention_keeps_the_production_history_latest_candidates_and_the_newest
         bucket.put(&ModelKey::new(v1).run(run).artifact(), "{}").await.unwrap();
     }
 
-    let policy = Policy { keep_runs: 2, keep_for: chrono::Duration::days(30) };
+    // Captured traffic by its own age limit, in whole days.
+    let captured = |date: chrono::NaiveDate| layout::capture_batch(v1, date, &RunId::generate(now));
+    let (old_day, last_day) =
+        ((now - chrono::Duration::days(8)).date_naive(), (now - chrono::Duration::days(7)).date_naive());
+    let (old_capture, kept_capture) = (captured(old_day), captured(last_day));
+    for key in [&old_capture, &kept_capture] {
+        bucket.put(key, "x").await.unwrap();
+    }
+
+    // Trend points outlive the cycles: kept for their own year.
+    let (old_trend, kept_trend) = (cycle("20250101T000000000Z-eeeeee"), cycle("20260104T000000000Z-eeeeee"));
+    for id in [&old_trend, &kept_trend] {
+        bucket.put(&layout::trend_point(v1, id), "{}").await.unwrap();
+    }
+
+    let policy = Policy {
+        keep_runs: 2,
+        keep_for: chrono::Duration::days(30),
+        keep_captures_for: chrono::Duration::days(7),
+        keep_trends_for: chrono::Duration::days(365),
+    };
     let swept = sweep(&catalog, v1, &policy, now).await.unwrap();
     // Of the rejected runs r2..r5 the newest two stay; r7 is archived but LATEST names it.
     assert_eq!(swept.runs, runs[2..4].to_vec());
     assert_eq!((swept.cycles.clone(), swept.reports), (vec![old_done.clone()], 2));
     assert_eq!(swept.incomplete, vec![old_partial.clone()]);
+    assert_eq!((swept.captures, swept.trends), (1, 1));
+    assert!(bucket.exists(&layout::trend_point(v1, &kept_trend)).await.unwrap(), "older than the cycles it outlives");
+    assert!(!bucket.exists(&old_capture).await.unwrap() && bucket.exists(&kept_capture).await.unwrap());
     assert!(!bucket.exists(&ModelKey::new(v1).run(&old_partial).artifact()).await.unwrap());
     assert!(bucket.exists(&ModelKey::new(v1).run(&new_partial).artifact()).await.unwrap(), "may be being written");
     for run in &runs[2..4] {

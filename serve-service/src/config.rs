@@ -48,13 +48,16 @@ pub struct Config {
     /// Shadow pairs `shadow:primary` (comma-separated): the shadow also scores every request to the primary, off the request path, and both predictions are recorded in the bucket under shadow/<primary>/.
     #[arg(long, env = "SHADOW_MODELS", value_delimiter = ',', value_parser = parse_shadow_pair)]
     pub shadow_models: Vec<ShadowPair>,
-    /// Requests waiting to be scored by their shadows; when it is full a request's shadow rows are dropped (and counted), never the request.
+    /// Share of served rows (online Predict and V2 ModelInfer) recorded with the inputs the model read and its answer under capture/<ver>/<date>/ in the bucket, off the request path: 0 (off) to 1.
+    #[arg(long, env = "CAPTURE_SAMPLE", default_value_t = 0.0, value_parser = parse_share)]
+    pub capture_sample: f64,
+    /// Requests waiting to be scored by their shadows or captured; when it is full their shadow and capture rows are dropped (and counted), never the request.
     #[arg(long, env = "SHADOW_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub shadow_queue: u32,
-    /// Recorded shadow rows buffered before they are written to the bucket as one object.
+    /// Recorded shadow (or captured) rows buffered before they are written to the bucket as one object.
     #[arg(long, env = "SHADOW_FLUSH_ROWS", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub shadow_flush_rows: u32,
-    /// Seconds between writes of recorded shadow rows (also written at shutdown).
+    /// Seconds between writes of recorded shadow and captured rows (also written at shutdown).
     #[arg(long, env = "SHADOW_FLUSH_SECS", default_value_t = 10.0, value_parser = parse_poll_interval)]
     pub shadow_flush_secs: f64,
     /// Seconds between checks of the bucket for a new LATEST run (or a first model).
@@ -155,6 +158,13 @@ impl std::str::FromStr for ShadowPair {
 
     fn from_str(text: &str) -> Result<Self, String> {
         parse_shadow_pair(text)
+    }
+}
+
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("expected a share from 0 to 1, got {text:?}")),
     }
 }
 

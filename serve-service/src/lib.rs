@@ -67,6 +67,7 @@ pub async fn run(
     let flush = FlushSettings { rows: config.shadow_flush_rows as usize, every: config.shadow_flush_interval() };
     let (shadows, recorder) = Shadows::start(
         &config.shadow_models,
+        config.capture_sample,
         models.clone(),
         bucket,
         config.shadow_queue as usize,
@@ -127,6 +128,7 @@ pub async fn run(
         run = %config.model_run.describe(),
         serve_models = ?config.serve_models,
         shadow_models = ?config.shadow_models,
+        capture_sample = config.capture_sample,
         "serve-service configured"
     );
     let drain = ServeDrain { background: [poller, health_follows_slot], cut_off, recorder };

@@ -18,6 +18,8 @@
 //! | `crs_serve_shadow_dropped_rows_total` (rows a shadow did not score or record) | `model` (the shadow), `reason` |
 //! | `crs_serve_http_requests_total` (REST API, `SERVE_HTTP_ADDR`) | `route`, `method`, `status` |
 //! | `crs_serve_http_request_duration_seconds` (histogram) | `route`, `method` |
+//! | `crs_serve_capture_rows_total` (served rows sampled and written under capture/) | `model` |
+//! | `crs_serve_capture_dropped_rows_total` (sampled rows not written) | `model`, `reason` |
 //!
 //! `model` is a registered model version or empty (the request named none, or
 //! an unknown one), so the label set stays small whatever clients send.
@@ -54,10 +56,11 @@ struct DropLabels {
     reason: &'static str,
 }
 
-/// Why rows of a request to a primary went without their shadow's prediction.
+/// Why rows of a request went without their shadow's prediction, or sampled
+/// rows were not captured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ShadowDrop {
-    /// The queue to the shadows was full (they score slower than requests come).
+pub enum RecordDrop {
+    /// The queue to the recorder was full (it scores or writes slower than requests come).
     QueueFull,
     /// The shadow had no run loaded.
     NotLoaded,
@@ -67,13 +70,13 @@ pub enum ShadowDrop {
     Unwritten,
 }
 
-impl ShadowDrop {
+impl RecordDrop {
     fn label(self) -> &'static str {
         match self {
-            ShadowDrop::QueueFull => "queue_full",
-            ShadowDrop::NotLoaded => "not_loaded",
-            ShadowDrop::Failed => "failed",
-            ShadowDrop::Unwritten => "unwritten",
+            RecordDrop::QueueFull => "queue_full",
+            RecordDrop::NotLoaded => "not_loaded",
+            RecordDrop::Failed => "failed",
+            RecordDrop::Unwritten => "unwritten",
         }
     }
 }
@@ -97,6 +100,8 @@ pub struct ServeMetrics {
     polls: Counter,
     shadow_rows: Family<ModelLabels, Counter>,
     shadow_dropped: Family<DropLabels, Counter>,
+    capture_rows: Family<ModelLabels, Counter>,
+    capture_dropped: Family<DropLabels, Counter>,
 }
 
 impl ServeMetrics {
@@ -116,6 +121,8 @@ impl ServeMetrics {
             polls: Counter::default(),
             shadow_rows: Family::default(),
             shadow_dropped: Family::default(),
+            capture_rows: Family::default(),
+            capture_dropped: Family::default(),
         };
         r.register("batch_rows", "Output rows written per successful batch", metrics.batch_rows.clone());
         r.register_with_unit(
@@ -140,6 +147,12 @@ impl ServeMetrics {
             "shadow_dropped_rows",
             "Rows of requests to a primary that its shadow did not score or record, by reason",
             metrics.shadow_dropped.clone(),
+        );
+        r.register("capture_rows", "Served rows sampled and written under capture/", metrics.capture_rows.clone());
+        r.register(
+            "capture_dropped_rows",
+            "Served rows sampled for capture but not written, by reason",
+            metrics.capture_dropped.clone(),
         );
         metrics
     }
@@ -184,9 +197,18 @@ impl ServeMetrics {
         self.shadow_rows.get_or_create(&ModelLabels { model: shadow.name() }).inc_by(rows as u64);
     }
 
-    pub fn shadow_dropped(&self, shadow: ModelVer, reason: ShadowDrop, rows: usize) {
+    pub fn shadow_dropped(&self, shadow: ModelVer, reason: RecordDrop, rows: usize) {
         let labels = DropLabels { model: shadow.name(), reason: reason.label() };
         self.shadow_dropped.get_or_create(&labels).inc_by(rows as u64);
+    }
+
+    pub fn captured(&self, model_ver: ModelVer, rows: usize) {
+        self.capture_rows.get_or_create(&ModelLabels { model: model_ver.name() }).inc_by(rows as u64);
+    }
+
+    pub fn capture_dropped(&self, model_ver: ModelVer, reason: RecordDrop, rows: usize) {
+        let labels = DropLabels { model: model_ver.name(), reason: reason.label() };
+        self.capture_dropped.get_or_create(&labels).inc_by(rows as u64);
     }
 
     pub fn unloaded(&self, model_ver: ModelVer, run_id: &str) {

@@ -4,32 +4,95 @@
 //! waits for it: when the queue is full its shadow rows are dropped and counted.
 //! A batch is queued as its input key once it has succeeded; the task reads the
 //! input again, chunk by chunk, and scores it with both models.
+//!
+//! Capture (`CAPTURE_SAMPLE`) rides the same queue, task and flushes: a
+//! sampled share of the rows any model answers online is recorded with the
+//! request id, the attributes the model read and its answer under
+//! `capture/<ver>/` (crs-platform `capture.rs`). The request side only draws
+//! the sample; selecting the columns and writing happen on the task. Every
+//! serving path that calls [`Shadows::offer`] is captured (online `Predict`,
+//! V2 `ModelInfer`; V2 REST once it calls it too).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use crs_domain::data::{Attributes, KeywordRows, TableKind, TableReader, keyword_rows};
 use crs_domain::models::ModelVer;
+use crs_domain::rng::unit_hash;
+use crs_platform::predictions::capture::{self, CapturedRows};
 use crs_platform::predictions::shadow::{self, ShadowRow};
+use crs_platform::service::request_id;
 use crs_platform::storage::bucket::{Bucket, BucketKey};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::io::SyncIoBridge;
 
 use crate::config::ShadowPair;
-use crate::metrics::{ServeMetrics, ShadowDrop};
+use crate::metrics::{RecordDrop, ServeMetrics};
 use crate::model::{Models, Serving};
 use crate::status::ServeError;
 
-/// Rows a primary answered, waiting for its shadows.
+/// Rows a model answered, waiting for its shadows or to be captured.
 #[derive(Debug)]
 struct Answered {
     time: DateTime<Utc>,
     primary: Arc<Serving>,
     rows: KeywordRows,
     cr: Vec<f64>,
+    /// Score them with the primary's shadows (it has some).
+    shadow: bool,
+    capture: Sampled,
+    request_id: String,
+}
+
+/// Which answered rows are captured.
+#[derive(Debug, PartialEq)]
+enum Sampled {
+    None,
+    All,
+    Rows(Vec<usize>),
+}
+
+impl Sampled {
+    fn count(&self, rows: usize) -> usize {
+        match self {
+            Sampled::None => 0,
+            Sampled::All => rows,
+            Sampled::Rows(picked) => picked.len(),
+        }
+    }
+}
+
+/// The share of served rows captured, and the draws that pick them: a hash of
+/// a counter, so that a request pays a few nanoseconds per row for it.
+#[derive(Debug)]
+struct Sampler {
+    share: f64,
+    seed: u64,
+    draws: AtomicU64,
+}
+
+impl Sampler {
+    fn new(share: f64) -> Self {
+        // Replicas draw differently, so that together they still sample the share.
+        let seed = u64::from_str_radix(&request_id::generate(), 16).unwrap_or_default();
+        Sampler { share, seed, draws: AtomicU64::new(0) }
+    }
+
+    fn draw(&self, rows: usize) -> Sampled {
+        if self.share <= 0.0 || rows == 0 {
+            return Sampled::None;
+        }
+        if self.share >= 1.0 {
+            return Sampled::All;
+        }
+        let first = self.draws.fetch_add(rows as u64, Ordering::Relaxed);
+        let picked: Vec<usize> = (0..rows).filter(|&i| unit_hash(first + i as u64, self.seed) < self.share).collect();
+        if picked.is_empty() { Sampled::None } else { Sampled::Rows(picked) }
+    }
 }
 
 #[derive(Debug)]
@@ -52,6 +115,7 @@ const BATCH_HANDOFF: usize = 2;
 pub struct Shadows {
     /// Each primary's shadows.
     pairs: BTreeMap<ModelVer, Vec<ModelVer>>,
+    sampler: Sampler,
     queue: Option<mpsc::Sender<Job>>,
     metrics: Arc<ServeMetrics>,
 }
@@ -72,21 +136,23 @@ pub struct Recorder {
 }
 
 impl Shadows {
-    /// No shadows: [`Shadows::offer`] does nothing.
+    /// No shadows and no capture: [`Shadows::offer`] does nothing.
     pub fn none(metrics: Arc<ServeMetrics>) -> Self {
-        Shadows { pairs: BTreeMap::new(), queue: None, metrics }
+        Shadows { pairs: BTreeMap::new(), sampler: Sampler::new(0.0), queue: None, metrics }
     }
 
-    /// The shadows of `pairs` and the task that scores and records them.
+    /// The shadows of `pairs`, the capture of `capture_sample` of the served
+    /// rows, and the task that scores and records them.
     pub fn start(
         pairs: &[ShadowPair],
+        capture_sample: f64,
         models: Arc<Models>,
         bucket: Bucket,
         queue: usize,
         flush: FlushSettings,
         metrics: Arc<ServeMetrics>,
     ) -> (Self, Option<Recorder>) {
-        if pairs.is_empty() {
+        if pairs.is_empty() && capture_sample <= 0.0 {
             return (Shadows::none(metrics), None);
         }
         let mut by_primary: BTreeMap<ModelVer, Vec<ModelVer>> = BTreeMap::new();
@@ -105,10 +171,12 @@ impl Shadows {
             flush,
             metrics: metrics.clone(),
             buffers: BTreeMap::new(),
+            captures: BTreeMap::new(),
             cancelled: false,
         };
         let task = tokio::spawn(worker.run(rx, stopped));
-        (Shadows { pairs: by_primary, queue: Some(tx), metrics }, Some(Recorder { stop, task }))
+        let sampler = Sampler::new(capture_sample);
+        (Shadows { pairs: by_primary, sampler, queue: Some(tx), metrics }, Some(Recorder { stop, task }))
     }
 
     /// The primary `model_ver` shadows, if it is a shadow.
@@ -117,23 +185,39 @@ impl Shadows {
     }
 
     /// The rates `primary` predicts for `rows`; the rows and rates are then
-    /// queued for its shadows, if it has any. Every online request predicts
-    /// through here, whichever API it came by.
+    /// queued for its shadows, if it has any, and for capture. Every online
+    /// request predicts through here, whichever API it came by.
     pub fn predict(&self, primary: &Arc<Serving>, rows: KeywordRows) -> Result<Vec<f64>, ServeError> {
         let cr = primary.run.model.predict(&rows)?;
         self.offer(primary, rows, &cr);
         Ok(cr)
     }
 
-    /// Queues `rows`, which `primary` answered with `cr`, for its shadows, if it has any.
+    /// Queues `rows`, which `primary` answered with `cr`, for its shadows, if
+    /// it has any, and the sampled share of them for capture.
     fn offer(&self, primary: &Arc<Serving>, rows: KeywordRows, cr: &[f64]) {
         let Some(queue) = &self.queue else { return };
-        let Some(shadows) = self.pairs.get(&primary.model_ver()) else { return };
-        let count = rows.len();
-        let job = Job::Rows(Answered { time: Utc::now(), primary: primary.clone(), rows, cr: cr.to_vec() });
+        let shadows = self.pairs.get(&primary.model_ver());
+        let capture = self.sampler.draw(rows.len());
+        let (count, captured) = (rows.len(), capture.count(rows.len()));
+        if shadows.is_none() && captured == 0 {
+            return;
+        }
+        let job = Job::Rows(Answered {
+            time: Utc::now(),
+            primary: primary.clone(),
+            rows,
+            cr: cr.to_vec(),
+            shadow: shadows.is_some(),
+            capture,
+            request_id: request_id::current().unwrap_or_default(),
+        });
         if queue.try_send(job).is_err() {
-            for shadow in shadows {
-                self.metrics.shadow_dropped(*shadow, ShadowDrop::QueueFull, count);
+            for shadow in shadows.into_iter().flatten() {
+                self.metrics.shadow_dropped(*shadow, RecordDrop::QueueFull, count);
+            }
+            if captured > 0 {
+                self.metrics.capture_dropped(primary.model_ver(), RecordDrop::QueueFull, captured);
             }
         }
     }
@@ -145,7 +229,7 @@ impl Shadows {
         let job = Job::Batch { time: Utc::now(), primary: primary.clone(), input, rows };
         if queue.try_send(job).is_err() {
             for shadow in shadows {
-                self.metrics.shadow_dropped(*shadow, ShadowDrop::QueueFull, rows as usize);
+                self.metrics.shadow_dropped(*shadow, RecordDrop::QueueFull, rows as usize);
             }
         }
     }
@@ -171,6 +255,8 @@ struct Worker {
     metrics: Arc<ServeMetrics>,
     /// Rows waiting to be written, by primary.
     buffers: BTreeMap<ModelVer, Vec<ShadowRow>>,
+    /// Captured rows waiting to be written, by model version.
+    captures: BTreeMap<ModelVer, CapturedRows>,
     /// Set when the runtime refuses blocking work: it is shutting down.
     cancelled: bool,
 }
@@ -208,7 +294,7 @@ impl Worker {
                 if let Err(e) = self.score_batch(time, &primary, &input).await {
                     tracing::warn!(primary = %primary.model_ver(), input = %input, error = %e, "cannot shadow a batch");
                     for shadow in self.pairs.get(&primary.model_ver()).into_iter().flatten() {
-                        self.metrics.shadow_dropped(*shadow, ShadowDrop::Failed, rows as usize);
+                        self.metrics.shadow_dropped(*shadow, RecordDrop::Failed, rows as usize);
                     }
                 }
             }
@@ -251,12 +337,25 @@ impl Worker {
             Ok(())
         });
         while let Some((rows, cr)) = rx.recv().await {
-            self.score(Answered { time, primary: primary.clone(), rows, cr }).await;
+            let answered = Answered {
+                time,
+                primary: primary.clone(),
+                rows,
+                cr,
+                shadow: true,
+                capture: Sampled::None,
+                request_id: String::new(),
+            };
+            self.score(answered).await;
         }
         reading.await.map_err(|e| format!("the reading thread failed: {e}"))?
     }
 
     async fn score(&mut self, job: Answered) {
+        self.capture(&job).await;
+        if !job.shadow {
+            return;
+        }
         let primary = job.primary.model_ver();
         let shadows = self.pairs.get(&primary).cloned().unwrap_or_default();
         let rows = Arc::new(job.rows);
@@ -276,7 +375,7 @@ impl Worker {
         let mut recorded = record(primary, job.primary.run_id(), &job.cr);
         for shadow in shadows {
             let Some(serving) = self.models.current(shadow) else {
-                self.metrics.shadow_dropped(shadow, ShadowDrop::NotLoaded, rows.len());
+                self.metrics.shadow_dropped(shadow, RecordDrop::NotLoaded, rows.len());
                 continue;
             };
             let model = serving.run.model.clone();
@@ -289,18 +388,18 @@ impl Worker {
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(%shadow, %primary, error = %e, "the shadow cannot score the primary's rows");
-                    self.metrics.shadow_dropped(shadow, ShadowDrop::Failed, rows.len());
+                    self.metrics.shadow_dropped(shadow, RecordDrop::Failed, rows.len());
                 }
                 // The runtime is going away (dropped without a graceful stop):
                 // nothing more can be scored or written, so the task ends.
                 Err(e) if e.is_cancelled() => {
-                    self.metrics.shadow_dropped(shadow, ShadowDrop::Failed, rows.len());
+                    self.metrics.shadow_dropped(shadow, RecordDrop::Failed, rows.len());
                     self.cancelled = true;
                     return;
                 }
                 Err(e) => {
                     tracing::error!(%shadow, error = %e, "shadow scoring panicked");
-                    self.metrics.shadow_dropped(shadow, ShadowDrop::Failed, rows.len());
+                    self.metrics.shadow_dropped(shadow, RecordDrop::Failed, rows.len());
                 }
             }
         }
@@ -311,10 +410,78 @@ impl Worker {
         }
     }
 
+    /// Buffers the sampled rows of `job` with the attributes its model read.
+    async fn capture(&mut self, job: &Answered) {
+        let indices = match &job.capture {
+            Sampled::None => return,
+            Sampled::All => None,
+            Sampled::Rows(picked) => Some(picked.as_slice()),
+        };
+        let model_ver = job.primary.model_ver();
+        let names: Arc<[String]> = job.primary.run.model.required_attributes().into();
+        let Some(rows) = job.rows.project(indices, names.clone()) else {
+            // The model answered, so it had its attributes: this cannot happen, but must not panic.
+            self.metrics.capture_dropped(model_ver, RecordDrop::Failed, job.capture.count(job.rows.len()));
+            return;
+        };
+        let cr: Vec<f64> = match indices {
+            None => job.cr.clone(),
+            Some(picked) => picked.iter().map(|&i| job.cr[i]).collect(),
+        };
+        // An object holds rows that read the same attributes: another run may read others.
+        if self.captures.get(&model_ver).is_some_and(|c| c.rows.attribute_names() != &names[..]) {
+            self.flush_capture(model_ver).await;
+            self.captures.remove(&model_ver);
+        }
+        let buffer = self.captures.entry(model_ver).or_insert_with(|| CapturedRows::new(model_ver, names));
+        buffer.extend(job.time, job.primary.run_id(), &job.request_id, &rows, &cr);
+        if buffer.len() >= self.flush.rows {
+            self.flush_capture(model_ver).await;
+        }
+    }
+
+    async fn flush_capture(&mut self, model_ver: ModelVer) {
+        let Some(buffer) = self.captures.get_mut(&model_ver).filter(|rows| !rows.is_empty()) else { return };
+        let captured = std::mem::replace(buffer, CapturedRows::new(model_ver, buffer.rows.attribute_names().into()));
+        let (bytes, captured) = match tokio::task::spawn_blocking(move || (capture::encode(&captured), captured)).await
+        {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                tracing::error!(%model_ver, error = %e, "cannot encode captured rows");
+                self.cancelled = e.is_cancelled();
+                return;
+            }
+        };
+        match capture::write_encoded(&self.bucket, model_ver, bytes).await {
+            Ok(key) => {
+                tracing::debug!(%key, rows = captured.len(), "captured rows written");
+                self.metrics.captured(model_ver, captured.len());
+            }
+            // Kept for the next flush, up to the same bound as shadow records.
+            Err(e) => {
+                tracing::error!(%model_ver, rows = captured.len(), error = %e, "cannot write captured rows; will retry");
+                let buffer = self
+                    .captures
+                    .entry(model_ver)
+                    .or_insert_with(|| CapturedRows::new(model_ver, captured.rows.attribute_names().into()));
+                let newer = std::mem::replace(buffer, captured);
+                buffer.append(newer);
+                if buffer.len() >= self.flush.rows.saturating_mul(4) {
+                    self.metrics.capture_dropped(model_ver, RecordDrop::Unwritten, buffer.len());
+                    self.captures.remove(&model_ver);
+                }
+            }
+        }
+    }
+
     async fn flush_all(&mut self) {
         let primaries: Vec<ModelVer> = self.buffers.keys().copied().collect();
         for primary in primaries {
             self.flush_one(primary).await;
+        }
+        let captured: Vec<ModelVer> = self.captures.keys().copied().collect();
+        for model_ver in captured {
+            self.flush_capture(model_ver).await;
         }
     }
 
@@ -341,7 +508,7 @@ impl Worker {
                 if rows.len() >= self.flush.rows.saturating_mul(4) {
                     for shadow in self.pairs.get(&primary).into_iter().flatten() {
                         let count = rows.iter().filter(|row| row.model == *shadow).count();
-                        self.metrics.shadow_dropped(*shadow, ShadowDrop::Unwritten, count);
+                        self.metrics.shadow_dropped(*shadow, RecordDrop::Unwritten, count);
                     }
                     rows.clear();
                 }

@@ -1,12 +1,14 @@
 //! Shadow models (SHADOW_MODELS): under 10,000 requests the primary's answers
 //! do not change, every row of every request is recorded for both models once
 //! the service stops, and `crctl compare` scores the two on outcomes.
+//! Capture (CAPTURE_SAMPLE), which rides the same queue: every served row at
+//! 1, a share within binomial noise at 0.1, drops counted when the queue is full.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crs_domain::models::ModelVer;
-use crs_platform::predictions::shadow;
+use crs_platform::predictions::{capture, shadow};
 use crs_platform::storage::bucket::BucketKey;
 use crs_platform::storage::layout::EVAL_KEY;
 use crs_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -324,4 +326,119 @@ async fn model_infer_is_shadowed_and_a_shadow_without_a_run_fails_nothing() {
     // The ModelInfer rows come back with the answer v1 gave.
     let infer_rows: Vec<u64> = records.iter().filter(|r| r.model == "v1").skip(ROWS).map(|r| r.cr.to_bits()).collect();
     assert_eq!(infer_rows, rates.iter().map(|c| c.to_bits()).collect::<Vec<_>>());
+}
+
+/// Every captured row of v1, as (entity_id, device, cr bits) counted, with
+/// each row's attributes checked against what the requests sent.
+async fn captured_since(
+    stack: &Stack,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    sent: &[PredictRequest],
+    run: &str,
+) -> (HashMap<(i64, String, u64), usize>, Vec<String>) {
+    let objects = capture::read_since(&stack.bucket, v("v1"), since).await.expect("captures");
+    let names = &sent[0].attribute_names;
+    let mut inputs: HashMap<(i64, String), &Vec<u32>> = HashMap::new();
+    for row in sent.iter().flat_map(|r| &r.rows) {
+        inputs.insert((row.entity_id, row.device.clone()), &row.attribute_values);
+    }
+    let (mut counts, mut ids) = (HashMap::new(), Vec::new());
+    for object in &objects {
+        let columns: Vec<usize> =
+            object.rows.attribute_names().iter().map(|a| names.iter().position(|n| n == a).unwrap()).collect();
+        for i in 0..object.len() {
+            let (entity, device) = (object.rows.entity_id[i], object.rows.device[i].as_str().to_owned());
+            let sent = inputs[&(entity, device.clone())];
+            let read: Vec<u32> = columns.iter().map(|&c| sent[c]).collect();
+            let kept: Vec<u32> = object.rows.attributes(i).iter().map(|&a| u32::from(a)).collect();
+            assert_eq!(kept, read, "row {i} of a capture: the inputs the model read");
+            assert_eq!(object.run[i].as_str(), run);
+            *counts.entry((entity, device, object.cr[i].to_bits())).or_default() += 1;
+            ids.push(object.request_id[i].clone());
+        }
+    }
+    (counts, ids)
+}
+
+/// Half the rows by Predict, half by ModelInfer; the answers as Predict answers.
+async fn predict_and_infer(
+    serve: &crs_testkit::Running<ServeServiceClient<Channel>>,
+    requests: &Arc<Vec<PredictRequest>>,
+) -> Vec<PredictResponse> {
+    let half = requests.len() / 2;
+    let predicted = send_all(&serve.client, &Arc::new(requests[..half].to_vec())).await;
+    let info = serve.client.clone().get_model(GetModelRequest::default()).await.expect("model").into_inner();
+    let mut v2 = GrpcInferenceServiceClient::new(serve.channel());
+    let mut answers = predicted;
+    for request in &requests[half..] {
+        let inferred = v2.model_infer(infer_request(request, &info.attribute_names)).await.expect("infer").into_inner();
+        let cr = inferred.outputs[0].contents.as_ref().expect("typed output").fp64_contents.clone();
+        answers.push(PredictResponse { cr, model_ver: "v1".into(), run_id: inferred.model_version });
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_records_every_served_row_at_one_and_a_share_at_a_tenth() {
+    let mut stack = Stack::new().await;
+    let v1_run = stack.train("v1").await;
+    let requests = Arc::new(requests(&stack, REQUESTS, ROWS).await);
+
+    let mut config = stack.serve_config();
+    config.capture_sample = 1.0;
+    config.shadow_queue = REQUESTS as u32;
+    config.shadow_flush_rows = 3_000;
+    let (serve, metrics_addr) = stack.start_serve_with_metrics(config.clone()).await;
+    wait_until_serving(&serve).await;
+    let answers = predict_and_infer(&serve, &requests).await;
+    let metrics = parse_metrics(&scrape(metrics_addr).await.2);
+    assert_eq!(
+        metrics.value("crs_serve_capture_dropped_rows_total", &[("model", "v1"), ("reason", "queue_full")]),
+        0.0
+    );
+    serve.stop().await.expect("clean stop");
+    let (captured, ids) = captured_since(&stack, None, &requests, &v1_run).await;
+    assert_eq!(ids.len(), REQUESTS * ROWS, "every served row is captured once");
+    assert_eq!(captured, tally(&requests, answers.iter()), "each with the answer it was given");
+    assert!(ids.iter().all(|id| id.len() == 16), "each with its request id");
+    let objects = stack.bucket.list(&BucketKey::parse("capture/v1").expect("key")).await.expect("list");
+    assert!(objects.len() >= 2, "flushed in several objects: {}", objects.len());
+
+    // A tenth: the share within binomial noise (4 standard deviations).
+    let since = chrono::Utc::now();
+    config.capture_sample = 0.1;
+    let serve = stack.start_serve(config).await;
+    wait_until_serving(&serve).await;
+    let answers = predict_and_infer(&serve, &requests).await;
+    serve.stop().await.expect("clean stop");
+    let (captured, ids) = captured_since(&stack, Some(since), &requests, &v1_run).await;
+    let (n, p) = ((REQUESTS * ROWS) as f64, 0.1);
+    let spread = 4.0 * (n * p * (1.0 - p)).sqrt();
+    assert!((ids.len() as f64 - n * p).abs() < spread, "{} of {n} rows captured at 0.1", ids.len());
+    let served = tally(&requests, answers.iter());
+    for (row, count) in &captured {
+        assert!(served.get(row).is_some_and(|served| served >= count), "{row:?} was captured but not served so");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_capture_queue_drops_and_counts_rows_and_fails_no_request() {
+    let mut stack = Stack::new().await;
+    let v1_run = stack.train("v1").await;
+    let requests = Arc::new(requests(&stack, REQUESTS, ROWS).await);
+    let mut config = stack.serve_config();
+    config.capture_sample = 1.0;
+    config.shadow_queue = 1;
+    config.shadow_flush_rows = 1_000;
+    let (serve, metrics_addr) = stack.start_serve_with_metrics(config).await;
+    wait_until_serving(&serve).await;
+    let answers = send_all(&serve.client, &requests).await;
+    assert_eq!(answers.len(), REQUESTS, "no request fails");
+    let metrics = parse_metrics(&scrape(metrics_addr).await.2);
+    let dropped = metrics.value("crs_serve_capture_dropped_rows_total", &[("model", "v1"), ("reason", "queue_full")]);
+    serve.stop().await.expect("clean stop");
+    let (_, ids) = captured_since(&stack, None, &requests, &v1_run).await;
+    println!("{dropped} of {} rows dropped with a queue of 1", REQUESTS * ROWS);
+    assert_eq!(dropped % ROWS as f64, 0.0, "whole requests are dropped");
+    assert_eq!(ids.len() as f64, (REQUESTS * ROWS) as f64 - dropped, "what is not dropped is captured");
 }

@@ -56,6 +56,7 @@ pub const CONFIG_VARS: &[&str] = &[
     "SHADOW_QUEUE",
     "SHADOW_FLUSH_ROWS",
     "SHADOW_FLUSH_SECS",
+    "CAPTURE_SAMPLE",
     "OUTPUT_PREFIX",
     "OUTPUT_DEVICE",
     "SERVE_METRICS_ADDR",
@@ -364,6 +365,12 @@ impl Service {
         wait_until(within, &format!("{} to exit", self.name), || {
             self.child.try_wait().expect("wait for the service").ok_or_else(|| "still running".to_owned())
         })
+    }
+
+    /// Kills the process with SIGKILL, as `kill -9` does, and waits for it.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill the service");
+        self.child.wait().expect("wait for the killed service");
     }
 
     /// Sends SIGTERM, as a container runtime does, and waits up to `within`

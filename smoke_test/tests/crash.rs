@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crs_platform::failpoint::FailStep;
+use crs_platform::predictions::capture;
 use serde_json::Value;
 use smoke_test::lifecycle::{
     CYCLE, LEASE_SECS, TrainProcess, Weeks, check_ingestion, check_production, cycle_record, cycle_records,
@@ -173,7 +174,7 @@ fn a_batch_killed_at_any_step_leaves_no_partial_output_and_a_restart_cleans_only
         let bucket = dir.path().join(format!("batch{i}"));
         copy_tree(&template, &bucket, &[]);
         let (mut serve, crctl) =
-            start_serve(&bins, &bucket, &dir.path().join(format!("logs/batch{i}")), Some(step.name()));
+            start_serve(&bins, &bucket, &dir.path().join(format!("logs/batch{i}")), Some(step.name()), &[]);
         let answered = crctl.run(&["predict-batch", "--input", BATCH_INPUT, "--output", BATCH_OUTPUT]);
         assert!(!answered.success(), "{step}: the batch was answered: {answered}");
         let status = serve.wait_for_exit(ABORT);
@@ -202,7 +203,8 @@ fn a_batch_killed_at_any_step_leaves_no_partial_output_and_a_restart_cleans_only
         let live = folder.join("other.csv.gz#1");
         std::fs::write(&live, b"another replica's upload in progress").expect("a live staging file");
 
-        let (mut serve, crctl) = start_serve(&bins, &bucket, &dir.path().join(format!("logs/batch{i}-restart")), None);
+        let (mut serve, crctl) =
+            start_serve(&bins, &bucket, &dir.path().join(format!("logs/batch{i}-restart")), None, &[]);
         assert_eq!(staging_files(folder), vec![live.clone()], "{step}: only the stale staging file is removed");
         let response = crctl.json(&["predict-batch", "--input", BATCH_INPUT, "--output", BATCH_OUTPUT, "--overwrite"]);
         assert_eq!(response["output_key"], BATCH_OUTPUT, "{step}: {response:#}");
@@ -212,9 +214,73 @@ fn a_batch_killed_at_any_step_leaves_no_partial_output_and_a_restart_cleans_only
     }
 }
 
-/// serve-service on `bucket`, serving the fixture run, and a `crctl` for it;
-/// returns once it reports SERVING.
-fn start_serve(bins: &Path, bucket: &Path, logs: &Path, fail_at: Option<&str>) -> (Service, Crctl) {
+/// serve-service killed with SIGKILL while it captures every row it serves
+/// (`CAPTURE_SAMPLE=1`) and writes them every 10 ms: every capture object in
+/// the bucket reads whole (the local backend's staging files are no objects).
+#[test]
+fn serve_service_killed_while_capturing_leaves_only_whole_capture_objects() {
+    let bins = build_binaries();
+    let dir = tempfile::Builder::new().prefix("crs-capture-crash-").tempdir().expect("temp dir");
+    let bucket = dir.path().join("bucket");
+    copy_tree(&crs_testkit::fixture_dir().join("model"), &bucket.join("model"), &[]);
+    let input = dir.path().join("input.csv");
+    let gzipped = std::fs::read(crs_testkit::fixture_dir().join("prediction_input.csv.gz")).expect("fixture input");
+    std::fs::write(&input, crs_testkit::gunzip(&gzipped)).expect("input file");
+    let input = input.to_str().expect("UTF-8 temp path");
+    let capture = [("CAPTURE_SAMPLE", "1"), ("SHADOW_FLUSH_ROWS", "20"), ("SHADOW_FLUSH_SECS", "0.01")];
+    let (mut serve, crctl) = start_serve(&bins, &bucket, &dir.path().join("logs"), None, &capture);
+    let objects = || {
+        let mut found = Vec::new();
+        let mut folders = vec![bucket.join("capture")];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(&folder).into_iter().flatten() {
+                let path = entry.expect("folder entry").path();
+                if path.is_dir() {
+                    folders.push(path);
+                } else if !path.to_string_lossy().contains('#') {
+                    found.push(path);
+                }
+            }
+        }
+        found
+    };
+    // Requests keep coming until the kill, so that it lands among writes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = std::thread::spawn({
+        let (stop, crctl) = (stop.clone(), crctl.clone());
+        let input = input.to_owned();
+        move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                crctl.run(&["predict", "--input", &input]);
+            }
+        }
+    });
+    wait_until(ABORT, "capture objects to be written", || {
+        if objects().len() >= 5 { Ok(()) } else { Err(format!("{} objects", objects().len())) }
+    });
+    serve.kill();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().expect("load thread");
+
+    let v1 = crs_domain::models::ModelVer::parse("v1").expect("version");
+    let written = objects();
+    assert!(written.len() >= 5, "{written:?}");
+    for path in &written {
+        let bytes = std::fs::read(path).expect("read an object");
+        let rows = capture::decode(&path.to_string_lossy(), v1, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!rows.is_empty(), "{}: an object without rows", path.display());
+    }
+}
+
+/// serve-service on `bucket`, serving the fixture run, with `extra` settings,
+/// and a `crctl` for it; returns once it reports SERVING.
+fn start_serve(
+    bins: &Path,
+    bucket: &Path,
+    logs: &Path,
+    fail_at: Option<&str>,
+    extra: &[(&str, &str)],
+) -> (Service, Crctl) {
     std::fs::create_dir_all(logs).expect("log folder");
     let addr = free_addr();
     let mut env = vec![
@@ -228,6 +294,7 @@ fn start_serve(bins: &Path, bucket: &Path, logs: &Path, fail_at: Option<&str>) -
     if let Some(step) = fail_at {
         env.push(("CRS_FAIL_AT", step.to_owned()));
     }
+    env.extend(extra.iter().map(|(name, value)| (*name, (*value).to_owned())));
     let mut service = Service::start(bins, "serve-service", &env, logs);
     let crctl = Crctl::new(bins, &free_addr(), &addr);
     wait_until(Duration::from_secs(30), "serve-service to report SERVING", || {

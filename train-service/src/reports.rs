@@ -7,6 +7,7 @@ use crs_domain::diagnostics::{calibration, cumulative_gains, residuals_by_device
 use crs_domain::lifecycle::DriftReport;
 use crs_domain::models::{ModelVer, TrainedModel};
 use crs_platform::failpoint::FailStep;
+use crs_platform::lifecycle::trends::{self, TrendPoint};
 use crs_platform::registry::catalog::Catalog;
 use crs_platform::registry::events::RunStage;
 use crs_platform::registry::runs::{RunMetadata, StageTiming};
@@ -63,7 +64,9 @@ pub struct CycleSummary<'a> {
 pub async fn cycle(catalog: &Catalog, cycle: CycleSummary<'_>) -> Option<BucketKey> {
     let key = layout::cycle_report(cycle.model_ver, cycle.cycle_id);
     let title = format!("Model {} cycle {}", cycle.model_ver, cycle.cycle_id);
-    let html = pages::cycle_report(&title, cycle.decision, &cycle.record, cycle.drift, cycle.timings, &versions());
+    let trends = trend_series(catalog, cycle.model_ver).await;
+    let html =
+        pages::cycle_report(&title, cycle.decision, &cycle.record, cycle.drift, cycle.timings, &trends, &versions());
     let written = put(catalog, &key, html).await;
     catalog.fail_point().check(FailStep::CycleReportWritten);
     index(catalog, cycle.model_ver).await;
@@ -86,7 +89,16 @@ async fn index(catalog: &Catalog, model_ver: ModelVer) {
         }
     }
     cycles.reverse();
-    put(catalog, &layout::report_index(model_ver), pages::index(model_ver.name(), &runs, &cycles)).await;
+    let trends = trend_series(catalog, model_ver).await;
+    put(catalog, &layout::report_index(model_ver), pages::index(model_ver.name(), &runs, &cycles, &trends)).await;
+}
+
+/// The version's trend points, or none (logged) when they cannot be read.
+async fn trend_series(catalog: &Catalog, model_ver: ModelVer) -> Vec<TrendPoint> {
+    trends::series(catalog.bucket(), model_ver)
+        .await
+        .inspect_err(|e| tracing::warn!(%model_ver, error = %e, "reports without trends: cannot read them"))
+        .unwrap_or_default()
 }
 
 async fn put(catalog: &Catalog, key: &BucketKey, html: String) -> bool {

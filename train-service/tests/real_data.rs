@@ -1,6 +1,7 @@
 //! The lifecycle on the real keyword data (only when `CRS_REAL_DATA` names a
 //! file in the raw schema): production trained on week 30, week 31 arrives as
-//! new data, and the cycle decides. Prints the numbers.
+//! new data, and the cycle decides; a first cycle from week 30 alone. Prints
+//! the numbers.
 
 use std::time::Duration;
 
@@ -67,4 +68,21 @@ async fn a_cycle_on_the_second_real_week() {
     }
     assert!(drift["logloss"].as_f64().is_some_and(f64::is_finite), "{record:#}");
     assert!(!cycle.run_id.is_empty(), "new data with the default rules trains a challenger: {cycle:?}");
+}
+
+/// One real weekly file in an empty bucket: the first cycle holds out
+/// keywords and promotes a production run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_cycle_from_one_real_week() {
+    let Some(text) = real_data() else { return };
+    let stack = Stack::new().await;
+    let train = stack.start_train(stack.train_config()).await;
+    let mut client = train.client.clone();
+    stack.put("data/incoming/week30.csv", week(&text, "30")).await;
+    let started = client.run_cycle(RunCycleRequest::default()).await.expect("cycle").into_inner();
+    let cycle = wait_for_cycle(&mut client, started, Duration::from_secs(600)).await;
+    assert_eq!(cycle.state(), CycleState::Succeeded, "{cycle:?}");
+    println!("first cycle on week 30: {}", cycle.decision);
+    assert!(!cycle.run_id.is_empty() && cycle.run_id == cycle.production_run_id, "{cycle:?}");
+    assert!(cycle.decision.starts_with("first run from 1 week(s)"), "{cycle:?}");
 }

@@ -15,7 +15,10 @@
 //! 3. the cost of a shadow: rows per second of 100-row `Predict` calls at
 //!    concurrency 8 against a serve-service with `--model-ver` alone and one
 //!    with `SHADOW_MODELS=<--shadow-model>:<--model-ver>`, and how many rows
-//!    the shadow scored and dropped meanwhile.
+//!    the shadow scored and dropped meanwhile;
+//! 4. the cost of capture: rows per second of `--rows`-row `Predict` and
+//!    `ModelInfer` calls at `--shadow-concurrency` against serve-services with
+//!    `CAPTURE_SAMPLE` 0, 0.1 and 1, and the share of the sampled rows dropped.
 //!
 //! The `ModelInfer` load generator ([`crs_bench::v2`]) speaks plain V2 to any
 //! server: `--v2-addr` (gRPC; default: this serve-service) and `--v2-http`
@@ -56,6 +59,9 @@ use serve_service::ShadowPair;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
+
+/// The `CAPTURE_SAMPLE`s measured beside capture off.
+const CAPTURE_SHARES: [f64; 2] = [0.1, 1.0];
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -181,16 +187,22 @@ fn main() -> anyhow::Result<()> {
     let shadow_pair: ShadowPair = format!("{}:{}", args.shadow_model, args.model_ver)
         .parse()
         .map_err(|e| anyhow::anyhow!("--shadow-model: {e}"))?;
-    let (stack, trainer, server, (shadowed, shadowed_metrics)) = services.block_on(async {
+    let (stack, trainer, server, (shadowed, shadowed_metrics), capturing) = services.block_on(async {
         let stack = Stack::with(Setup { webhook: None, sizes: SampleSizes::default() }).await;
         let train = stack.start_train(stack.train_config()).await;
         let mut serve_config = stack.serve_config();
         serve_config.poll_interval_secs = 0.2;
         serve_config.model_ver = model_ver;
         let serve = stack.start_serve(serve_config.clone()).await;
+        let mut capturing = Vec::new();
+        for share in CAPTURE_SHARES {
+            let mut config = serve_config.clone();
+            config.capture_sample = share;
+            capturing.push((share, stack.start_serve_with_metrics(config).await));
+        }
         serve_config.shadow_models = vec![shadow_pair];
         let shadowed = stack.start_serve_with_metrics(serve_config).await;
-        (stack, train, serve, shadowed)
+        (stack, train, serve, shadowed, capturing)
     });
     let (train_addr, serve_addr) = (trainer.addr.to_string(), server.addr.to_string());
     let shadowed_addr = shadowed.addr.to_string();
@@ -346,10 +358,72 @@ fn main() -> anyhow::Result<()> {
             "shadow rows scored {:.0}, dropped {dropped:.0} (crs_serve_shadow_*_rows_total)",
             metrics.value("crs_serve_shadow_rows_total", &shadow_label)
         );
+
+        // The same load against the servers that capture a share of the rows.
+        println!();
+        println!(
+            "capture cost: {}-row requests at concurrency {concurrency}, {:.1} s each; alone = CAPTURE_SAMPLE 0",
+            args.rows, args.seconds
+        );
+        println!(
+            "{:<12}{:>9}{:>10}{:>12}{:>10}{:>12}{:>12}{:>16}",
+            "call", "capture", "requests", "rows/s", "of 0", "p50 us", "p99 us", "sampled dropped"
+        );
+        for call in ["Predict", "ModelInfer"] {
+            let mut alone = None;
+            let servers = std::iter::once((0.0, serve_addr.clone(), None)).chain(
+                capturing.iter().map(|(share, (running, metrics))| (*share, running.addr.to_string(), Some(*metrics))),
+            );
+            for (share, addr, metrics_addr) in servers {
+                let mut channels = Vec::new();
+                for _ in 0..args.connections.max(1) {
+                    channels.push(connect(&addr).await?);
+                }
+                wait_until_serving(&channels[0], Duration::from_secs(10)).await?;
+                let dropped = |text: &str| {
+                    let labels = [("model", args.model_ver.as_str()), ("reason", "queue_full")];
+                    parse_metrics(text).value("crs_serve_capture_dropped_rows_total", &labels)
+                };
+                let before = match metrics_addr {
+                    Some(addr) => dropped(&scrape(addr).await.2),
+                    None => 0.0,
+                };
+                let measured = if call == "Predict" {
+                    let callers = (0..concurrency)
+                        .map(|i| PredictCaller {
+                            client: ServeServiceClient::new(channels[i % channels.len()].clone()),
+                            request: batch.clone(),
+                        })
+                        .collect();
+                    throughput(duration, callers).await?
+                } else {
+                    let mut target = args.v2_target(Protocol::Grpc, &addr);
+                    target.probe().await?;
+                    throughput(duration, v2_callers(&target, args.rows, concurrency, &channels).await?).await?
+                };
+                let after = match metrics_addr {
+                    Some(addr) => dropped(&scrape(addr).await.2),
+                    None => 0.0,
+                };
+                let rate = measured.per_second(args.rows);
+                let of_alone = 100.0 * rate / *alone.get_or_insert(rate);
+                let sampled = (measured.requests * args.rows as u64) as f64 * share;
+                let dropped_share = if sampled > 0.0 { 100.0 * (after - before) / sampled } else { 0.0 };
+                println!(
+                    "{call:<12}{share:>9}{:>10}{rate:>12.0}{of_alone:>9.1}%{:>12.0}{:>12.0}{dropped_share:>15.2}%",
+                    measured.requests,
+                    pct(&measured.latencies, 50.0),
+                    pct(&measured.latencies, 99.0)
+                );
+            }
+        }
         anyhow::Ok(())
     })?;
     // Stopped as SIGTERM would: the shadowed server writes its records before the bucket goes.
     services.block_on(async {
+        for (_, (running, _)) in capturing {
+            running.stop().await?;
+        }
         shadowed.stop().await?;
         server.stop().await
     })?;

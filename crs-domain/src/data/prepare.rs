@@ -22,7 +22,8 @@ pub struct DataFile {
 }
 
 /// Where the evaluation rows came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EvalSource {
     /// An evaluation file of its own.
     File,
@@ -39,6 +40,11 @@ impl EvalSource {
             EvalSource::Holdout => "holdout",
             EvalSource::NewestWeeks => "newest_weeks",
         }
+    }
+
+    /// The source named by [`EvalSource::as_str`], as run records store it.
+    pub fn parse(name: &str) -> Option<EvalSource> {
+        [EvalSource::File, EvalSource::Holdout, EvalSource::NewestWeeks].into_iter().find(|s| s.as_str() == name)
     }
 }
 

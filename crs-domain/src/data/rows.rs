@@ -94,6 +94,35 @@ impl KeywordRows {
         &self.attributes[row * width..(row + 1) * width]
     }
 
+    /// Appends the rows of `other`, whose attribute names must be these.
+    pub fn append(&mut self, other: &KeywordRows) {
+        assert_eq!(self.attribute_names, other.attribute_names, "appended rows must have the same attributes");
+        self.entity_id.extend_from_slice(&other.entity_id);
+        self.device.extend_from_slice(&other.device);
+        self.attributes.extend_from_slice(&other.attributes);
+    }
+
+    /// The rows at `indices` (all for `None`) with only the attributes `names`,
+    /// in that order; `None` if these rows lack one of them.
+    pub fn project(&self, indices: Option<&[usize]>, names: Arc<[String]>) -> Option<KeywordRows> {
+        let columns: Vec<usize> =
+            names.iter().map(|name| self.attribute_names.iter().position(|n| n == name)).collect::<Option<_>>()?;
+        let all: Vec<usize>;
+        let indices = match indices {
+            Some(indices) => indices,
+            None => {
+                all = (0..self.len()).collect();
+                &all
+            }
+        };
+        let mut out = KeywordRows::with_capacity(names, indices.len());
+        for &i in indices {
+            let values = self.attributes(i);
+            out.push_valid(self.entity_id[i], self.device[i], columns.iter().map(|&c| values[c]));
+        }
+        Some(out)
+    }
+
     /// The rows at `indices`, in that order.
     pub fn select(&self, indices: &[usize]) -> KeywordRows {
         let mut out = KeywordRows::with_capacity(self.attribute_names.clone(), indices.len());

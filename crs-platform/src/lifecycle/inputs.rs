@@ -20,6 +20,29 @@ pub struct WeekPlan {
     pub holdout_weeks: usize,
     /// Weeks before them to train on; 0 means all.
     pub train_weeks: usize,
+    /// By week, or by keyword for a first run. Stored only when by keyword, so
+    /// that records of requests from before it read and write back unchanged.
+    #[serde(default, skip_serializing_if = "IngestedSplit::is_weeks")]
+    pub split: IngestedSplit,
+}
+
+/// How a run on the ingested rows is judged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IngestedSplit {
+    /// On the newest `holdout_weeks` weeks, which it never trains on.
+    #[default]
+    Weeks,
+    /// On a share of the keywords held out, as `crctl train` does with one file:
+    /// for a first run from fewer weeks than `holdout_weeks + 1`, which a split
+    /// by week cannot serve.
+    Keywords,
+}
+
+impl IngestedSplit {
+    fn is_weeks(&self) -> bool {
+        *self == IngestedSplit::Weeks
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +148,8 @@ impl Inputs {
     pub fn prepare(&self) -> Result<PreparedInputs, DataError> {
         let file = |key: &BucketKey, bytes: &Bytes| DataFile { name: key.to_string(), bytes: bytes.clone() };
         let train = file(&self.keys.train, &self.train);
-        if let Some(plan) = self.keys.weeks {
+        // A keyword split goes the way of a file without an evaluation file.
+        if let Some(plan) = self.keys.weeks.filter(|plan| plan.split == IngestedSplit::Weeks) {
             let split = prepare_by_week(&train, plan.holdout_weeks, plan.train_weeks)?;
             let train_record = DataRecord::of(&self.keys.train, &self.train, Some(split.data.train_counts.clone()));
             let weeks = WeekSplit { train: split.train_weeks, eval: split.eval_weeks };

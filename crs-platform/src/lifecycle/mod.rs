@@ -6,3 +6,4 @@ pub mod ingest;
 pub mod inputs;
 pub mod lease;
 pub mod retention;
+pub mod trends;

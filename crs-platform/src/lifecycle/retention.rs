@@ -8,6 +8,9 @@
 //! `layout.rs`. Cycle records and cycle reports older than `keep_for` go too,
 //! except the record of a cycle still running, and so do run folders without
 //! metadata (left by a crash while a run was written) older than `keep_for`.
+//! Captured traffic has its own age limit, `keep_captures_for`, by whole UTC
+//! days (the date folder it was written in), and trend points theirs,
+//! `keep_trends_for`, so that trends outlive the cycles they summarise.
 
 use std::collections::BTreeSet;
 
@@ -27,6 +30,10 @@ pub struct Policy {
     pub keep_runs: usize,
     /// How long cycle records and reports are kept.
     pub keep_for: chrono::Duration,
+    /// How long captured traffic (`capture/<ver>/`) is kept.
+    pub keep_captures_for: chrono::Duration,
+    /// How long trend points (`trends/<ver>/`) are kept.
+    pub keep_trends_for: chrono::Duration,
 }
 
 /// What one sweep deleted.
@@ -42,6 +49,18 @@ pub struct Swept {
     /// Records of ended training jobs of the version deleted (train-service sweeps those).
     #[serde(default)]
     pub jobs: usize,
+    /// Objects of captured traffic deleted (not written when none, so that records from
+    /// before it read and write back unchanged).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub captures: usize,
+    /// Trend points deleted (not written when none, so that records from
+    /// before it read and write back unchanged).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub trends: usize,
+}
+
+fn is_zero(count: &usize) -> bool {
+    *count == 0
 }
 
 /// Deletes what `policy` does not keep of `model_ver`, as of `now`. A crash
@@ -128,6 +147,25 @@ pub async fn sweep(
     }
     if !swept.cycles.is_empty() || swept.reports > 0 {
         tracing::info!(%model_ver, cycles = swept.cycles.len(), reports = swept.reports, "retention: deleted old cycles");
+    }
+    if let Some(cutoff) = now.checked_sub_signed(policy.keep_captures_for) {
+        for key in bucket.list(&layout::capture_prefix(model_ver)).await? {
+            if layout::record_date(&key).is_some_and(|date| date < cutoff.date_naive()) {
+                bucket.delete(&key).await?;
+                swept.captures += 1;
+            }
+        }
+        if swept.captures > 0 {
+            tracing::info!(%model_ver, objects = swept.captures, "retention: deleted old captured traffic");
+        }
+    }
+    let trends_cutoff = now.checked_sub_signed(policy.keep_trends_for);
+    for key in bucket.list(&layout::trends(model_ver)).await? {
+        let old = layout::id_of(&key).and_then(|id| id.time()).zip(trends_cutoff).is_some_and(|(t, cutoff)| t < cutoff);
+        if old {
+            bucket.delete(&key).await?;
+            swept.trends += 1;
+        }
     }
     Ok(swept)
 }

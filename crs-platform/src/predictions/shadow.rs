@@ -1,18 +1,15 @@
 //! Shadow records: what a primary model and its shadows answered to the same
 //! rows, kept in the bucket as gzip CSV objects that are only ever added
 //! (`shadow/<primary>/<date>/<id>.csv.gz`, see `layout.rs`), so that the two
-//! can be scored against outcomes later.
-
-use std::io::{Read, Write};
+//! can be scored against outcomes later. The objects are record objects
+//! (`records.rs`), as captured traffic's are.
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use crs_domain::data::Device;
 use crs_domain::models::ModelVer;
-use flate2::Compression;
-use flate2::read::MultiGzDecoder;
-use flate2::write::GzEncoder;
 
+use super::records;
 use crate::error::{Classify, ErrorKind};
 use crate::storage::bucket::{Bucket, BucketKey, StorageError};
 use crate::storage::layout::{self, RunId};
@@ -50,12 +47,10 @@ impl Classify for ShadowError {
 
 /// `rows` as gzip CSV with [`HEADER`].
 pub fn encode(rows: &[ShadowRow]) -> Bytes {
-    let mut gzip = GzEncoder::new(Vec::with_capacity(rows.len() * 24 + 64), Compression::fast());
-    let mut write = || -> std::io::Result<()> {
-        writeln!(gzip, "{HEADER}")?;
+    records::gzip_csv(HEADER, rows.len() * 24 + 64, |out| {
         for row in rows {
             writeln!(
-                gzip,
+                out,
                 "{},{},{},{},{},{}",
                 row.time.to_rfc3339_opts(SecondsFormat::Micros, true),
                 row.model,
@@ -66,9 +61,7 @@ pub fn encode(rows: &[ShadowRow]) -> Bytes {
             )?;
         }
         Ok(())
-    };
-    write().expect("writing to memory cannot fail");
-    Bytes::from(gzip.finish().expect("writing to memory cannot fail"))
+    })
 }
 
 /// Writes `rows` (of `primary` and its shadows) as one new object and returns
@@ -79,15 +72,7 @@ pub async fn write(bucket: &Bucket, primary: ModelVer, rows: &[ShadowRow]) -> Re
 
 /// [`write`] of rows [`encode`]d already (off the async workers, say).
 pub async fn write_encoded(bucket: &Bucket, primary: ModelVer, bytes: Bytes) -> Result<BucketKey, StorageError> {
-    loop {
-        let now = Utc::now();
-        let key = layout::shadow_batch(primary, now.date_naive(), &RunId::generate(now));
-        match bucket.create(&key, bytes.clone()).await {
-            Ok(()) => return Ok(key),
-            Err(StorageError::AlreadyExists { .. }) => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    records::add(bucket, |date, id| layout::shadow_batch(primary, date, id), bytes).await
 }
 
 /// One row of a record object as read back; the model stays text, so that
@@ -115,8 +100,7 @@ pub async fn read_all(bucket: &Bucket, primary: ModelVer) -> Result<Vec<Recorded
 /// Parses one record object (gzip CSV with [`HEADER`]) into `rows`.
 pub fn decode(key: &str, bytes: &[u8], rows: &mut Vec<RecordedRow>) -> Result<(), ShadowError> {
     let bad = |line: usize, problem: String| ShadowError::Format { key: key.to_owned(), line, problem };
-    let mut text = String::new();
-    MultiGzDecoder::new(bytes).read_to_string(&mut text).map_err(|e| bad(0, format!("not gzip text: {e}")))?;
+    let text = records::gunzip_text(bytes).map_err(|problem| bad(0, problem))?;
     let mut lines = text.lines();
     if lines.next() != Some(HEADER) {
         return Err(bad(1, format!("the header is not {HEADER}")));
@@ -169,9 +153,8 @@ mod tests {
 
     #[test]
     fn a_damaged_record_names_the_object_and_line() {
-        let mut gzip = GzEncoder::new(Vec::new(), Compression::fast());
-        write!(gzip, "{HEADER}\n2026-12-01T00:00:00Z,v1,r,12,Phone,0.1\n").unwrap();
-        let err = decode("shadow/v1/x.csv.gz", &gzip.finish().unwrap(), &mut Vec::new()).unwrap_err();
+        let bytes = records::gzip_csv(HEADER, 0, |out| writeln!(out, "2026-12-01T00:00:00Z,v1,r,12,Phone,0.1"));
+        let err = decode("shadow/v1/x.csv.gz", &bytes, &mut Vec::new()).unwrap_err();
         assert_eq!(err.to_string(), "shadow/v1/x.csv.gz: line 2: device \"Phone\"");
     }
 }

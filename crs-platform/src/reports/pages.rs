@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use crs_domain::diagnostics::{CalibrationBin, DeviceResiduals};
 use crs_domain::lifecycle::DriftReport;
 
+use crate::lifecycle::trends::TrendPoint;
 use crate::registry::catalog::RunEntry;
 use crate::registry::events::RunStage;
 use crate::registry::runs::{RunMetadata, StageTiming};
@@ -124,21 +125,25 @@ pub fn cycle_report(
     record: &serde_json::Value,
     drift: Option<&DriftReport>,
     stage_seconds: &[StageTiming],
+    trends: &[TrendPoint],
     versions: &[(String, String)],
 ) -> String {
     let mut html = page_start(title);
     let _ = write!(html, "<p><b>{}</b></p>", escape(decision));
+    trend_charts(&mut html, trends);
     html.push_str("<h2>Drift</h2>");
     match drift {
         None => html.push_str("<p>No drift check: nothing new to score the production run on.</p>"),
         Some(d) => {
             let _ = write!(
                 html,
-                "<p>{} on weeks {:?}: log-loss {} against {} at promotion.</p>",
+                "<p>{} on weeks {:?}: log-loss {} against {} at promotion{}. Inputs compared with {}.</p>",
                 if d.drifted { "Drift" } else { "No drift" },
                 d.weeks,
                 f(d.logloss),
-                d.reference_logloss.map_or("unknown".to_owned(), f)
+                d.reference_logloss.map_or("unknown".to_owned(), f),
+                d.basis.logloss_on.map_or(String::new(), |on| format!(" (scored on {})", on.as_str())),
+                escape(if d.basis.inputs.is_empty() { "what it learnt from" } else { &d.basis.inputs })
             );
             for reason in &d.reasons {
                 let _ = write!(html, "<p>{}</p>", escape(reason));
@@ -160,9 +165,59 @@ pub fn cycle_report(
     page_end(html)
 }
 
-/// Every run with its stage, and the trend of the headline metric.
-pub fn index(model_ver: &str, runs: &[RunEntry], cycles: &[(String, String)]) -> String {
+/// The version's trends across cycles (see `crate::lifecycle::trends`):
+/// production's log-loss on the reference set (points on the file as it is
+/// now only: a changed file starts a new series), and the input shift found.
+fn trend_charts(html: &mut String, trends: &[TrendPoint]) {
+    let newest = trends.iter().rev().find_map(|p| p.reference.as_ref()).map(|r| r.sha256.clone());
+    let on_reference: Vec<(f64, f64, f64)> = trends
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.reference.as_ref().filter(|r| Some(&r.sha256) == newest.as_ref()).map(|r| (i, r)))
+        .map(|(i, r)| (i as f64, r.logloss, r.device_baseline_logloss))
+        .collect();
+    let x = (0.0, (trends.len().max(2) - 1) as f64);
+    if !on_reference.is_empty() {
+        let (low, high) =
+            on_reference.iter().fold((f64::MAX, f64::MIN), |(l, h), p| (l.min(p.1).min(p.2), h.max(p.1).max(p.2)));
+        let pad = ((high - low) * 0.1).max(1e-4);
+        let production = on_reference.iter().map(|p| (p.0, p.1)).collect();
+        let baseline = on_reference.iter().map(|p| (p.0, p.2)).collect();
+        html.push_str(&line_chart(
+            "production's log-loss on the reference set, per cycle (oldest first)",
+            "cycle",
+            "log-loss",
+            x,
+            (low - pad, high + pad),
+            &[("production", production), ("device baseline", baseline)],
+        ));
+    }
+    let drift: Vec<(f64, f64, f64)> = trends
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.drift.as_ref().map(|d| (i as f64, d.device_psi, d.max_attribute_psi)))
+        .collect();
+    if !drift.is_empty() {
+        let high = drift.iter().fold(0.0_f64, |h, p| h.max(p.1).max(p.2)).max(0.3);
+        html.push_str(&line_chart(
+            "input shift found by each cycle's drift check",
+            "cycle",
+            "PSI",
+            x,
+            (0.0, high * 1.1),
+            &[
+                ("device mix PSI", drift.iter().map(|p| (p.0, p.1)).collect()),
+                ("largest attribute PSI", drift.iter().map(|p| (p.0, p.2)).collect()),
+            ],
+        ));
+    }
+}
+
+/// Every run with its stage, the trend of the headline metric, and the
+/// version's trends across cycles.
+pub fn index(model_ver: &str, runs: &[RunEntry], cycles: &[(String, String)], trends: &[TrendPoint]) -> String {
     let mut html = page_start(&format!("Model {model_ver}: runs and cycles"));
+    trend_charts(&mut html, trends);
     let trend: Vec<(f64, f64)> =
         runs.iter().enumerate().map(|(i, r)| (i as f64, r.metadata.metrics.eval.model.logloss)).collect();
     if !trend.is_empty() {

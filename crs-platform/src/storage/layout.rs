@@ -25,6 +25,8 @@
 //! jobs/<job_id>.json                                                  a training job, as its process last wrote it
 //! reports/<model_ver>/...                                             HTML reports of runs and cycles
 //! shadow/<primary>/<date>/<id>.csv.gz                                 a primary's and its shadows' predictions
+//! capture/<model_ver>/<date>/<id>.csv.gz                              a sample of served rows and their answers (CAPTURE_SAMPLE)
+//! trends/<model_ver>/<cycle_id>.json                                  one cycle's numbers, kept longer than its record
 //! ```
 //!
 //! Write order, which readers rely on: a run's artifact, then its checksum, then
@@ -37,8 +39,9 @@
 //! record, and the summary only after every file of every shard has both; a
 //! shard that predicts a file again first deletes the summary.
 //!
-//! Shadow records are written with create-if-absent under a fresh id and never
-//! changed: each object is one flushed batch, and the set only grows.
+//! Shadow and capture records are written with create-if-absent under a fresh
+//! id and never changed: each object is one flushed batch, and the set only
+//! grows (until retention deletes whole days of captures).
 //!
 //! `index.json` is a cache of the runs' metadata, never the truth: a listing
 //! reads it, then the metadata of any run folder it lacks, drops entries
@@ -84,6 +87,8 @@ const MODEL_ROOT: &str = "model";
 const HISTORY_ROOT: &str = "history";
 const LEASES_ROOT: &str = "leases";
 const SHADOW_ROOT: &str = "shadow";
+const CAPTURE_ROOT: &str = "capture";
+const TRENDS_ROOT: &str = "trends";
 const JOBS_ROOT: &str = "jobs";
 const CYCLES_ROOT: &str = "cycles";
 const CANCELS_ROOT: &str = "cancels";
@@ -191,7 +196,38 @@ pub fn shadow_prefix(primary: ModelVer) -> BucketKey {
 
 /// One flushed batch of shadow records, by the UTC date it was written on.
 pub fn shadow_batch(primary: ModelVer, date: NaiveDate, id: &RunId) -> BucketKey {
-    key(&[shadow_prefix(primary).as_str(), &date.format("%Y-%m-%d").to_string(), &format!("{id}.csv.gz")])
+    dated_record(&shadow_prefix(primary), date, id)
+}
+
+/// `capture/<model_ver>/`: every recorded batch of the rows `model_ver` served, sampled.
+pub fn capture_prefix(model_ver: ModelVer) -> BucketKey {
+    key(&[CAPTURE_ROOT, model_ver.name()])
+}
+
+/// One flushed batch of captured rows, by the UTC date it was written on.
+pub fn capture_batch(model_ver: ModelVer, date: NaiveDate, id: &RunId) -> BucketKey {
+    dated_record(&capture_prefix(model_ver), date, id)
+}
+
+/// `trends/<model_ver>/`: one trend point per cycle.
+pub fn trends(model_ver: ModelVer) -> BucketKey {
+    key(&[TRENDS_ROOT, model_ver.name()])
+}
+
+/// The trend point of one cycle.
+pub fn trend_point(model_ver: ModelVer, cycle_id: &RunId) -> BucketKey {
+    key(&[trends(model_ver).as_str(), &format!("{cycle_id}.json")])
+}
+
+/// The UTC date folder of a shadow or capture record object, if `key` is one.
+pub fn record_date(key: &BucketKey) -> Option<NaiveDate> {
+    let mut segments = key.as_str().rsplit('/');
+    segments.next()?.strip_suffix(".csv.gz")?;
+    NaiveDate::parse_from_str(segments.next()?, "%Y-%m-%d").ok()
+}
+
+fn dated_record(prefix: &BucketKey, date: NaiveDate, id: &RunId) -> BucketKey {
+    key(&[prefix.as_str(), &date.format("%Y-%m-%d").to_string(), &format!("{id}.csv.gz")])
 }
 
 /// `leases/<name>/`: the records of one lease (see `crate::lifecycle::lease`).
@@ -220,8 +256,10 @@ pub fn lifecycle_key(model_ver: ModelVer) -> BucketKey {
 }
 
 /// Areas no batch output may land in, whatever the output prefix: runs and
-/// their LATEST, hyperparameters, training data, prediction inputs and shadow records.
-const PROTECTED: [&str; 5] = [MODEL_ROOT, CONFIG_ROOT, TRAIN_ROOT, PREDICTION_INPUT_ROOT, SHADOW_ROOT];
+/// their LATEST, hyperparameters, training data, prediction inputs, shadow
+/// and capture records, and trend points.
+const PROTECTED: [&str; 7] =
+    [MODEL_ROOT, CONFIG_ROOT, TRAIN_ROOT, PREDICTION_INPUT_ROOT, SHADOW_ROOT, CAPTURE_ROOT, TRENDS_ROOT];
 
 /// Why a batch may not write its output to a key.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -563,6 +601,10 @@ mod tests {
         assert_eq!(ingested_rows(3).as_str(), "data/ingested/0000000003.csv.gz");
         let day = NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
         assert_eq!(shadow_batch(v1, day, &run).as_str(), "shadow/v1/2026-11-22/20261122T101500123Z-3fa9c2.csv.gz");
+        let captured = capture_batch(v1, day, &run);
+        assert_eq!(captured.as_str(), "capture/v1/2026-11-22/20261122T101500123Z-3fa9c2.csv.gz");
+        assert_eq!((record_date(&captured), record_date(&cycle_record(v1, &run))), (Some(day), None));
+        assert_eq!(trend_point(v1, &run).as_str(), "trends/v1/20261122T101500123Z-3fa9c2.json");
         let prefix = OutputPrefix::parse(DEFAULT_OUTPUT_PREFIX).unwrap();
         assert_eq!(prefix, OutputPrefix::default());
         assert_eq!(
@@ -632,7 +674,18 @@ mod tests {
             }
         }
         assert_eq!(check(&wide, "data/trainer/a.csv"), Ok(()), "areas are whole segments");
-        for bad in ["model", "model/v1/", "config/x", "data/train/out", "../x", ""] {
+        for bad in [
+            "model",
+            "model/v1/",
+            "config/x",
+            "data/train/out",
+            "shadow/v1",
+            "capture",
+            "capture/v1/x",
+            "trends/v1",
+            "../x",
+            "",
+        ] {
             assert!(OutputPrefix::parse(bad).is_err(), "{bad}");
         }
     }

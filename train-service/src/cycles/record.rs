@@ -4,10 +4,11 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use crs_domain::lifecycle::DriftReport;
+use crs_domain::lifecycle::{DriftReport, LiveDriftReport};
 use crs_domain::models::ModelVer;
 use crs_platform::failpoint::FailStep;
 use crs_platform::lifecycle::ingest::LedgerEntry;
+use crs_platform::lifecycle::inputs::IngestedSplit;
 use crs_platform::lifecycle::retention::Swept;
 use crs_platform::registry::runs::StageTiming;
 use crs_platform::storage::bucket::{Bucket, StorageError};
@@ -47,6 +48,8 @@ pub enum CycleStep {
     Starting,
     Ingest,
     Drift,
+    /// Production's captured traffic and late labels against what it learnt from.
+    Live,
     Train,
     Batch,
     Retention,
@@ -60,6 +63,7 @@ impl CycleStep {
             CycleStep::Starting => "starting",
             CycleStep::Ingest => "ingest",
             CycleStep::Drift => "drift",
+            CycleStep::Live => "live",
             CycleStep::Train => "train",
             CycleStep::Batch => "batch",
             CycleStep::Retention => "retention",
@@ -71,7 +75,8 @@ impl CycleStep {
     /// whose end changes the bucket.
     pub fn fail_point(self) -> Option<FailStep> {
         match self {
-            CycleStep::Starting | CycleStep::Retention => None,
+            // Live reads and writes nothing but the record.
+            CycleStep::Starting | CycleStep::Live | CycleStep::Retention => None,
             CycleStep::Ingest => Some(FailStep::CycleIngest),
             CycleStep::Drift => Some(FailStep::CycleDrift),
             CycleStep::Train => Some(FailStep::CycleTrain),
@@ -108,8 +113,15 @@ pub struct CycleRecord {
     /// The files it ingested.
     pub ingested: Vec<LedgerEntry>,
     pub drift: Option<DriftReport>,
+    /// What production served since it was promoted (absent without captures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveDriftReport>,
     /// The gate's decision about the run it trained.
     pub gate: Option<GateOutcome>,
+    /// How the run it trained was judged: on the newest weeks, or for a first
+    /// run from too few weeks, on held-out keywords.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<IngestedSplit>,
     pub batch_output: Option<String>,
     pub report_key: Option<String>,
     pub timings: Vec<StageTiming>,
@@ -137,7 +149,9 @@ impl CycleRecord {
             error: None,
             ingested: Vec::new(),
             drift: None,
+            live: None,
             gate: None,
+            split: None,
             batch_output: None,
             report_key: None,
             timings: Vec::new(),
@@ -176,6 +190,7 @@ mod tests {
             CycleStep::Starting,
             CycleStep::Ingest,
             CycleStep::Drift,
+            CycleStep::Live,
             CycleStep::Train,
             CycleStep::Batch,
             CycleStep::Retention,

@@ -2,25 +2,29 @@
 //! work in this file. The end of each step that changes the bucket is a fail
 //! point for the crash tests ([`CycleStep::fail_point`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Cursor;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use crs_domain::data::TrainingTable;
-use crs_domain::drift::input_shift;
-use crs_domain::lifecycle::{DriftReport, LifecycleConfig, Retrain, drift};
+use chrono::{DateTime, Utc};
+use crs_domain::data::{Device, EvalSource, HOLDOUT_FRACTION, Observations, TrainingTable};
+use crs_domain::drift::{input_shift, rate_psi, row_shift};
+use crs_domain::lifecycle::{
+    DriftBasis, DriftLevel, DriftReport, LabelledLive, LifecycleConfig, LiveDriftReport, Retrain, drift, live_drift,
+};
 use crs_domain::metrics::score;
 use crs_domain::models::ModelVer;
-use crs_platform::lifecycle::ingest::{IngestError, LedgerEntry, ingest_new, ingested_data};
-use crs_platform::lifecycle::inputs::{InputKeys, WeekPlan};
+use crs_platform::lifecycle::ingest::{IngestError, LedgerEntry, Outcome, ingest_new, ingested_data};
+use crs_platform::lifecycle::inputs::{IngestedSplit, InputKeys, WeekPlan};
 use crs_platform::lifecycle::lease::{Lease, LeaseError};
 use crs_platform::lifecycle::retention::{Policy, sweep};
-use crs_platform::notify::webhook::{Notice, Notifier, Outcome};
+use crs_platform::lifecycle::trends::{self, DriftNumbers, IngestCounts, LiveNumbers, ReferencePoint, TrendPoint};
+use crs_platform::notify::webhook::{self, Notice, Notifier};
 use crs_platform::predictions::batch::{BatchOptions, predict_batch};
+use crs_platform::predictions::capture::{self, CapturedRows};
 use crs_platform::registry::catalog::Catalog;
-use crs_platform::registry::runs::StageTiming;
+use crs_platform::registry::runs::{RunMetadata, StageTiming};
 use crs_platform::storage::bucket::BucketKey;
 use crs_platform::storage::layout::{self, OutputPrefix, RunId};
 use futures::StreamExt;
@@ -33,6 +37,10 @@ use crate::metrics::TrainMetrics;
 use crate::{reference, reports};
 
 const MILLIS_PER_DAY: f64 = 24.0 * 3600.0 * 1000.0;
+
+fn days(days: f64) -> chrono::Duration {
+    chrono::Duration::milliseconds((days * MILLIS_PER_DAY) as i64)
+}
 
 /// How often a training cycle looks for a request to cancel it.
 pub(super) const CANCEL_POLL: Duration = Duration::from_millis(500);
@@ -70,6 +78,8 @@ pub enum CycleError {
     Features(#[from] crs_domain::features::FeatureError),
     #[error("training: {0}")]
     Train(String),
+    #[error("captured traffic: {0}")]
+    Capture(#[from] capture::CaptureError),
     #[error("batch prediction: {0}")]
     Batch(#[from] crs_platform::predictions::batch::BatchError),
     #[error(transparent)]
@@ -113,6 +123,10 @@ impl CycleRunner {
         if let Err(e) = record.save(self.catalog.bucket()).await {
             tracing::error!(cycle_id = %record.cycle_id, error = %e, "could not write the cycle's record");
         }
+        // A cycle that succeeded wrote its point before its report, which charts it.
+        if record.state != CycleState::Succeeded {
+            self.save_trend(&record, record.state).await;
+        }
         let lease = renewer.await.ok().flatten();
         if let Some(lease) = lease
             && let Err(e) = lease.release().await
@@ -140,21 +154,42 @@ impl CycleRunner {
         {
             record.drift = self.step(record, CycleStep::Drift, self.drift(model_ver, production, &config)).await?;
         }
+        if let Some(production) = &production {
+            record.live = self.step(record, CycleStep::Live, self.live(model_ver, production, &config)).await?;
+        }
 
-        let ingested_any = crs_platform::lifecycle::ingest::ledger(&bucket).await?.iter().any(|e| e.rows.used > 0);
+        let ledger = crs_platform::lifecycle::ingest::ledger(&bucket).await?;
+        let ingested_any = ledger.iter().any(|e| e.rows.used > 0);
         let retrain = match (&production, config.retrain) {
             (None, _) => ingested_any,
             (Some(_), Retrain::NewData) => new_rows > 0,
-            (Some(_), Retrain::Drift) => record.drift.as_ref().is_some_and(|d| d.drifted),
+            (Some(_), Retrain::Drift) => in_drift(record),
             (Some(id), Retrain::Schedule) => {
                 let trained = self.catalog.store().metadata(model_ver, id).await?.finished_at;
                 (Utc::now() - trained).as_seconds_f64() > config.schedule_hours * 3600.0
             }
         };
+        let weeks: BTreeSet<i64> =
+            ledger.iter().filter(|e| e.rows.used > 0).flat_map(|e| e.weeks.iter().copied()).collect();
+        // A challenger is judged against production on weeks it never saw: too few, and it cannot be.
+        let too_few_weeks = production.is_some() && weeks.len() <= config.holdout_weeks;
+        if retrain && too_few_weeks {
+            record.decision = format!(
+                "kept production: {} week(s) ingested, and a challenger needs holdout_weeks + 1 = {} to be judged against it",
+                weeks.len(),
+                config.holdout_weeks + 1
+            );
+            self.retention(record, &config).await;
+            self.report(record).await;
+            return Ok(());
+        }
         if !retrain {
+            let rejected = rejected(&record.ingested);
             record.decision = match (&production, &record.drift) {
-                (None, _) => "nothing ingested yet: no run to train".to_owned(),
-                (Some(_), _) if new_rows == 0 => "no new data: nothing to do".to_owned(),
+                (None, _) if rejected.is_empty() => "nothing ingested yet: no run to train".to_owned(),
+                (None, _) => format!("nothing ingested yet: no run to train; {}", rejected.join("; ")),
+                (Some(_), _) if new_rows == 0 && rejected.is_empty() => "no new data: nothing to do".to_owned(),
+                (Some(_), _) if new_rows == 0 => format!("no new data: {}", rejected.join("; ")),
                 (Some(_), Some(d)) if !d.drifted => "new data, no drift: kept production".to_owned(),
                 _ => "kept production".to_owned(),
             };
@@ -163,14 +198,27 @@ impl CycleRunner {
             return Ok(());
         }
 
-        let plan = WeekPlan { holdout_weeks: config.holdout_weeks, train_weeks: config.train_weeks };
+        let split = first_run_split(production.is_none(), weeks.len(), config.holdout_weeks);
+        record.split = Some(split);
+        let plan = WeekPlan { holdout_weeks: config.holdout_weeks, train_weeks: config.train_weeks, split };
         let cycle_id = record.cycle_id.clone();
         let (run_id, gate) = self.step(record, CycleStep::Train, self.train(model_ver, plan, &cycle_id)).await?;
         record.run_id = run_id;
         record.gate = gate;
+        let judged = match split {
+            IngestedSplit::Weeks => String::new(),
+            IngestedSplit::Keywords => format!(
+                "first run from {} week(s), fewer than holdout_weeks + 1 = {}: judged on {:.0}% of the keywords held out, as crctl train does; ",
+                weeks.len(),
+                config.holdout_weeks + 1,
+                HOLDOUT_FRACTION * 100.0
+            ),
+        };
         record.decision = match &record.gate {
-            Some(gate) => format!("trained run {}: {gate}", record.run_id.as_ref().map(RunId::as_str).unwrap_or("?")),
-            None => "trained a run".to_owned(),
+            Some(gate) => {
+                format!("{judged}trained run {}: {gate}", record.run_id.as_ref().map(RunId::as_str).unwrap_or("?"))
+            }
+            None => format!("{judged}trained a run"),
         };
 
         let promoted = record.gate.as_ref().is_some_and(GateOutcome::promoted);
@@ -281,7 +329,8 @@ impl CycleRunner {
     }
 
     /// Scores production on the weeks it was not trained on, against its score
-    /// at promotion, and compares the new inputs with what it learnt from.
+    /// at promotion, and compares the new inputs with what it learnt from
+    /// ([`learnt_from`]).
     async fn drift(
         &self,
         model_ver: ModelVer,
@@ -293,25 +342,96 @@ impl CycleRunner {
         // Production's log-loss when the gate promoted it; none for a run promoted by hand.
         let reference_logloss = history.production_event().and_then(|e| e.numbers.as_ref()).map(|n| n.logloss);
         let Some(data) = ingested_data(self.catalog.bucket()).await? else { return Ok(None) };
-        let trained_weeks = loaded.metadata.weeks.as_ref().map(|w| w.train.clone());
+        let training = self.training_file(&loaded.metadata).await?;
+        let trained = loaded.metadata.weeks.as_ref().map(|w| w.train.clone()).unwrap_or_default();
+        let logloss_on = EvalSource::parse(&loaded.metadata.eval_source);
         let thresholds = config.drift.clone();
         tokio::task::spawn_blocking(move || -> Result<Option<DriftReport>, CycleError> {
             let mut table = TrainingTable::read(&data.name, Cursor::new(data.bytes.clone()))?;
             let weeks = table.weeks()?;
-            // A run from before weeks were recorded knows none: then every ingested
-            // week is new to it and the oldest week stands in for what it learnt from.
-            let trained = trained_weeks.unwrap_or_default();
             let new_weeks: Vec<i64> = weeks.iter().copied().filter(|w| !trained.contains(w)).collect();
             if new_weeks.is_empty() {
                 return Ok(None);
             }
-            let reference_weeks: Vec<i64> = if trained.is_empty() { weeks[..1].to_vec() } else { trained.clone() };
             let new = table.observations_of_weeks(|w| new_weeks.contains(&w))?;
-            let reference = table.observations_of_weeks(|w| reference_weeks.contains(&w))?;
+            let Some((reference, inputs)) = learnt_from(Some(&mut table), &trained, training)? else { return Ok(None) };
             let predicted = loaded.model.predict(&new.rows)?;
             let scored = score(&predicted, &new.clicks, &new.conversions);
             let shift = input_shift(&reference, &new);
-            Ok(Some(drift(new_weeks, &scored, reference_logloss, shift, &thresholds)))
+            let basis = DriftBasis { logloss_on, inputs };
+            Ok(Some(drift(new_weeks, &scored, reference_logloss, shift, basis, &thresholds)))
+        })
+        .await
+        .map_err(|e| CycleError::Crashed(e.to_string()))?
+    }
+
+    /// The file a run was trained on, when it was not trained on the ingested
+    /// rows (`crctl train`) and the file is still there, with its key.
+    async fn training_file(&self, metadata: &RunMetadata) -> Result<Option<(String, Vec<u8>)>, CycleError> {
+        let key = &metadata.train_data.key;
+        if key == layout::INGESTED_NAME {
+            return Ok(None);
+        }
+        let parsed = BucketKey::parse(key).map_err(crs_platform::storage::bucket::StorageError::from)?;
+        Ok(self.catalog.bucket().get_if_exists(&parsed).await?.map(|bytes| (key.clone(), bytes.to_vec())))
+    }
+
+    /// Compares what production served since it was promoted (the rows
+    /// serve-service captured, `CAPTURE_SAMPLE`) with what it learnt from, and
+    /// joins its captured answers with labelled rows ingested since. `None`
+    /// when nothing of it was captured.
+    async fn live(
+        &self,
+        model_ver: ModelVer,
+        production: &RunId,
+        config: &LifecycleConfig,
+    ) -> Result<Option<LiveDriftReport>, CycleError> {
+        let bucket = self.catalog.bucket();
+        let history = self.catalog.history(model_ver).await?;
+        let event = history.production_event();
+        let since = event.map(|e| e.at);
+        let reference_logloss = event.and_then(|e| e.numbers.as_ref()).map(|n| n.logloss);
+        let loaded = self.catalog.store().load(model_ver, production).await?;
+        let names: Arc<[String]> = loaded.model.required_attributes().into();
+        // Only production's own answers: another run's share the version but not the model.
+        let mut live = CapturedRows::new(model_ver, names.clone());
+        for object in capture::read_since(bucket, model_ver, since).await? {
+            let own: Vec<usize> = (0..object.len()).filter(|&i| object.run[i] == *production).collect();
+            if !own.is_empty() && object.rows.attribute_names() == &names[..] {
+                live.append(capture::select(&object, &own));
+            }
+        }
+        if live.is_empty() {
+            return Ok(None);
+        }
+        let data = ingested_data(bucket).await?;
+        let training = self.training_file(&loaded.metadata).await?;
+        let trained = loaded.metadata.weeks.as_ref().map(|w| w.train.clone()).unwrap_or_default();
+        // Labels carry a week, captures a time: the labelled rows are those ingested since the promotion.
+        let ledger = crs_platform::lifecycle::ingest::ledger(bucket).await?;
+        let label_weeks: BTreeSet<i64> = ledger
+            .iter()
+            .filter(|e| e.rows.used > 0 && since.is_none_or(|t| e.at > t))
+            .flat_map(|e| e.weeks.iter().copied())
+            .collect();
+        let thresholds = config.drift.clone();
+        tokio::task::spawn_blocking(move || -> Result<Option<LiveDriftReport>, CycleError> {
+            let mut table = match &data {
+                Some(data) => Some(TrainingTable::read(&data.name, Cursor::new(data.bytes.clone()))?),
+                None => None,
+            };
+            let Some((reference, basis)) = learnt_from(table.as_mut(), &trained, training)? else { return Ok(None) };
+            let reference_rates = loaded.model.predict(&reference.rows)?;
+            let prediction_psi = rate_psi(&reference_rates, &live.cr);
+            let shift = row_shift(&reference.rows, &live.rows);
+            let labelled = match table.as_mut().filter(|_| !label_weeks.is_empty()) {
+                Some(table) => {
+                    let labels = table.observations_of_weeks(|w| label_weeks.contains(&w))?;
+                    join_labels(&live, &labels, label_weeks.into_iter().collect(), reference_logloss)
+                }
+                None => None,
+            };
+            Ok(Some(live_drift(live.len(), shift, prediction_psi, labelled, basis, &thresholds)))
         })
         .await
         .map_err(|e| CycleError::Crashed(e.to_string()))?
@@ -385,7 +505,9 @@ impl CycleRunner {
         record.step = CycleStep::Retention;
         let policy = Policy {
             keep_runs: config.keep_runs,
-            keep_for: chrono::Duration::milliseconds((config.keep_days * MILLIS_PER_DAY) as i64),
+            keep_for: days(config.keep_days),
+            keep_captures_for: days(config.capture_keep_days),
+            keep_trends_for: days(config.trend_keep_days),
         };
         let started = Instant::now();
         let now = Utc::now();
@@ -413,10 +535,15 @@ impl CycleRunner {
     /// Reports are best effort: a cycle that did its work is not failed by them.
     async fn report(&self, record: &mut CycleRecord) {
         record.step = CycleStep::Report;
+        // The index lists the records as stored: this one's must carry its decision.
+        if let Err(e) = record.save(self.catalog.bucket()).await {
+            tracing::warn!(error = %e, "could not update the cycle's record");
+        }
         // Before the report, so its charts have every kept run on the reference set.
         if let Err(e) = reference::score_unscored_runs(&self.catalog, record.model_ver).await {
             tracing::warn!(cycle_id = %record.cycle_id, error = %e, "could not score the runs on the reference set");
         }
+        self.save_trend(record, CycleState::Succeeded).await;
         let summary = reports::CycleSummary {
             model_ver: record.model_ver,
             cycle_id: &record.cycle_id,
@@ -427,6 +554,69 @@ impl CycleRunner {
         };
         record.report_key = reports::cycle(&self.catalog, summary).await.map(|k| k.to_string());
         self.fail_point(CycleStep::Report);
+    }
+}
+
+impl CycleRunner {
+    /// Writes the cycle's trend point (best effort, like the report): what it
+    /// ingested and found, production's score on the reference set, and the
+    /// rows captured since the version's previous point.
+    async fn save_trend(&self, record: &CycleRecord, state: CycleState) {
+        let (model_ver, bucket) = (record.model_ver, self.catalog.bucket());
+        let production = self.catalog.production(model_ver).await.ok().flatten();
+        let reference = match &production {
+            Some(run) => reference::score_new_run(&self.catalog, model_ver, run).await.map(|score| ReferencePoint {
+                key: score.reference_key,
+                sha256: score.reference_sha256,
+                run_id: score.run_id,
+                logloss: score.evaluation.model.logloss,
+                device_baseline_logloss: score.evaluation.device.logloss,
+            }),
+            None => None,
+        };
+        let previous = match trends::series(bucket, model_ver).await {
+            Ok(points) => points.into_iter().rfind(|p| p.cycle_id != record.cycle_id),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the previous trend point");
+                None
+            }
+        };
+        let was_in_drift = previous.as_ref().is_some_and(|p| p.in_drift);
+        // A cycle that failed or was cancelled did not look: the state stands.
+        let now_in_drift = if state == CycleState::Succeeded { in_drift(record) } else { was_in_drift };
+        if now_in_drift != was_in_drift {
+            self.notifier.notify(drift_alert(record, now_in_drift));
+        }
+        let captured_rows = match capture::read_since(bucket, model_ver, previous.map(|p| p.at)).await {
+            Ok(objects) => Some(objects.iter().map(|o| o.len() as u64).sum()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count the captured rows");
+                None
+            }
+        };
+        let point = TrendPoint {
+            cycle_id: record.cycle_id.clone(),
+            model_ver,
+            at: record.finished_at.unwrap_or_else(Utc::now),
+            state: state.as_str().to_owned(),
+            decision: record.decision.clone(),
+            production_run_id: production,
+            trained_run_id: record.run_id.clone(),
+            ingest: IngestCounts {
+                files: record.ingested.len(),
+                rejected_files: record.ingested.iter().filter(|e| e.outcome == Outcome::Rejected).count(),
+                rows: record.ingested.iter().map(|e| e.rows.used).sum(),
+            },
+            drift: record.drift.as_ref().map(DriftNumbers::from),
+            live: record.live.as_ref().map(LiveNumbers::from),
+            in_drift: now_in_drift,
+            reference,
+            captured_rows,
+            timings: record.timings.clone(),
+        };
+        if let Err(e) = point.save(bucket).await {
+            tracing::warn!(cycle_id = %record.cycle_id, error = %e, "could not write the cycle's trend point");
+        }
     }
 }
 
@@ -451,7 +641,8 @@ async fn renew(mut lease: Lease, every: Duration, lost: tokio::sync::watch::Send
 }
 
 fn notice(record: &CycleRecord) -> Notice {
-    let outcome = if record.state == CycleState::Succeeded { Outcome::Succeeded } else { Outcome::Failed };
+    let outcome =
+        if record.state == CycleState::Succeeded { webhook::Outcome::Succeeded } else { webhook::Outcome::Failed };
     let mut notice =
         Notice::new(outcome, format!("Cycle {} of model {}: {}", record.cycle_id, record.model_ver, record.decision))
             .field("Ingested files", record.ingested.len())
@@ -459,8 +650,127 @@ fn notice(record: &CycleRecord) -> Notice {
     if let Some(drift) = &record.drift {
         notice = notice.field("Drift", if drift.drifted { drift.reasons.join("; ") } else { "none".to_owned() });
     }
+    let rejected = rejected(&record.ingested);
+    if !rejected.is_empty() {
+        notice = notice.field("Rejected files", rejected.join("\n"));
+    }
     if let Some(error) = &record.error {
         notice = notice.field("Error", error);
     }
     notice
+}
+
+/// The alert of a version entering or leaving drift: sent once per change,
+/// not every cycle.
+fn drift_alert(record: &CycleRecord, entered: bool) -> Notice {
+    let model_ver = record.model_ver;
+    if !entered {
+        return Notice::new(webhook::Outcome::Succeeded, format!("Model {model_ver} left drift"))
+            .field("Cycle", &record.cycle_id)
+            .field("Decision", &record.decision);
+    }
+    let mut reasons: Vec<&str> = record.drift.iter().flat_map(|d| d.reasons.iter().map(String::as_str)).collect();
+    reasons.extend(record.live.iter().flat_map(|l| l.reasons.iter().map(String::as_str)));
+    let mut notice =
+        Notice::new(webhook::Outcome::Failed, format!("Model {model_ver} entered drift: {}", reasons.join("; ")))
+            .field("Cycle", &record.cycle_id)
+            .field("Decision", &record.decision);
+    if let Some(live) = &record.live {
+        notice = notice
+            .field("Live rows", live.rows)
+            .field("Live device mix PSI", format!("{:.3}", live.shift.device_psi))
+            .field("Live largest attribute PSI", format!("{:.3}", live.shift.max_attribute_psi()))
+            .field("Live predicted rate PSI", format!("{:.3}", live.prediction_psi));
+    }
+    notice
+}
+
+/// Whether the cycle found production drifted, on new labelled weeks or on live traffic.
+fn in_drift(record: &CycleRecord) -> bool {
+    record.drift.as_ref().is_some_and(|d| d.drifted)
+        || record.live.as_ref().is_some_and(|l| l.level == DriftLevel::Drift)
+}
+
+/// The rows production learnt from, and what they are in words: the file it
+/// was trained on (`training`), when it was not trained on ingested rows and
+/// the file is still there; else its weeks of the ingested rows; else (a run
+/// from before weeks were recorded, or whose file is gone) the oldest
+/// ingested week stands in. `None` with neither file nor ingested rows.
+fn learnt_from(
+    table: Option<&mut TrainingTable>,
+    trained: &[i64],
+    training: Option<(String, Vec<u8>)>,
+) -> Result<Option<(Observations, String)>, CycleError> {
+    if let Some((key, bytes)) = training {
+        let reference = TrainingTable::read(&key, Cursor::new(bytes))?.observations()?;
+        return Ok(Some((reference, format!("the file it was trained on, {key}"))));
+    }
+    let Some(table) = table else { return Ok(None) };
+    let weeks = table.weeks()?;
+    let known: Vec<i64> = trained.iter().copied().filter(|w| weeks.contains(w)).collect();
+    let (reference_weeks, inputs) = match (known.is_empty(), weeks.first()) {
+        (false, _) => (known.clone(), format!("weeks {known:?} of the ingested rows, which it was trained on")),
+        (true, Some(&oldest)) => {
+            (vec![oldest], format!("week {oldest} of the ingested rows, standing in for what it learnt from"))
+        }
+        (true, None) => return Ok(None),
+    };
+    Ok(Some((table.observations_of_weeks(|w| reference_weeks.contains(&w))?, inputs)))
+}
+
+/// Production's latest captured answer for each labelled (entity_id, device),
+/// scored on the labels; `None` when no labelled row was captured.
+fn join_labels(
+    live: &CapturedRows,
+    labels: &Observations,
+    weeks: Vec<i64>,
+    reference_logloss: Option<f64>,
+) -> Option<LabelledLive> {
+    // Captures are read in time order: a later answer replaces an earlier one.
+    let mut answers: HashMap<(i64, Device), (DateTime<Utc>, f64)> = HashMap::new();
+    for i in 0..live.len() {
+        let key = (live.rows.entity_id[i], live.rows.device[i]);
+        if answers.get(&key).is_none_or(|(time, _)| *time <= live.time[i]) {
+            answers.insert(key, (live.time[i], live.cr[i]));
+        }
+    }
+    let (mut rows, mut predicted) = (Vec::new(), Vec::new());
+    for i in 0..labels.len() {
+        if let Some((_, cr)) = answers.get(&(labels.rows.entity_id[i], labels.rows.device[i])) {
+            rows.push(i);
+            predicted.push(*cr);
+        }
+    }
+    if rows.is_empty() {
+        return None;
+    }
+    let joined = labels.select(&rows);
+    let scored = score(&predicted, &joined.clicks, &joined.conversions);
+    let expected: f64 = predicted.iter().zip(&joined.clicks).map(|(cr, clicks)| cr * clicks).sum();
+    let observed: f64 = joined.conversions.iter().sum();
+    Some(LabelledLive {
+        rows: rows.len(),
+        clicks: joined.total_clicks(),
+        weeks,
+        logloss: scored.logloss,
+        calibration: if observed > 0.0 { expected / observed } else { f64::NAN },
+        reference_logloss,
+    })
+}
+
+/// Each file this cycle rejected, with why (the message names the file).
+fn rejected(ingested: &[LedgerEntry]) -> Vec<String> {
+    ingested
+        .iter()
+        .filter(|e| e.outcome == Outcome::Rejected)
+        .map(|e| format!("rejected {}", e.message.as_deref().unwrap_or(&e.key)))
+        .collect()
+}
+
+/// A first run (no production yet) from too few weeks to hold the newest out
+/// is judged on held-out keywords instead, so that one weekly file starts the
+/// platform as `crctl train` does; once production exists, runs are judged
+/// on weeks, which they never saw, as champion and challenger must be.
+fn first_run_split(first: bool, weeks: usize, holdout_weeks: usize) -> IngestedSplit {
+    if first && weeks <= holdout_weeks { IngestedSplit::Keywords } else { IngestedSplit::Weeks }
 }

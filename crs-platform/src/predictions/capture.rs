@@ -1,0 +1,263 @@
+//! Captured traffic (`CAPTURE_SAMPLE` on serve-service): a sample of the rows
+//! a model version served, with the inputs its model read and its answer, kept
+//! as record objects under `capture/<ver>/<date>/` (`records.rs`, as shadow
+//! records are), so that live inputs and predictions can be compared with
+//! what the model learnt from, and answers joined with labels that come later.
+//!
+//! An object holds rows of one model version that read the same attributes:
+//! `time,model,run,request_id,entity_id,device,cr,<attribute>...`. Request ids
+//! are printable ASCII; `%` and `,` in them are written `%25` and `%2C`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use crs_domain::data::{Device, KeywordRows};
+use crs_domain::models::ModelVer;
+
+use super::records;
+use crate::error::{Classify, ErrorKind};
+use crate::storage::bucket::{Bucket, BucketKey, StorageError};
+use crate::storage::layout::{self, RunId};
+
+/// The columns before the attributes in every capture object.
+pub const FIXED_COLUMNS: [&str; 7] = ["time", "model", "run", "request_id", "entity_id", "device", "cr"];
+
+/// Captured rows of one model version, each with when, which run and which
+/// request answered it; `rows` holds the attributes the model read.
+#[derive(Clone, Debug)]
+pub struct CapturedRows {
+    pub model: ModelVer,
+    pub time: Vec<DateTime<Utc>>,
+    pub run: Vec<RunId>,
+    pub request_id: Vec<String>,
+    pub rows: KeywordRows,
+    pub cr: Vec<f64>,
+}
+
+impl CapturedRows {
+    pub fn new(model: ModelVer, attribute_names: Arc<[String]>) -> Self {
+        CapturedRows {
+            model,
+            time: Vec::new(),
+            run: Vec::new(),
+            request_id: Vec::new(),
+            rows: KeywordRows::new(attribute_names),
+            cr: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.cr.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cr.is_empty()
+    }
+
+    /// Appends `rows` (with the same attribute names) answered with `cr` by
+    /// `run` at `time` for request `request_id`.
+    pub fn extend(&mut self, time: DateTime<Utc>, run: &RunId, request_id: &str, rows: &KeywordRows, cr: &[f64]) {
+        debug_assert_eq!(rows.attribute_names(), self.rows.attribute_names());
+        self.rows.append(rows);
+        self.time.extend(std::iter::repeat_n(time, rows.len()));
+        self.run.extend(std::iter::repeat_n(run.clone(), rows.len()));
+        self.request_id.extend(std::iter::repeat_n(request_id.to_owned(), rows.len()));
+        self.cr.extend_from_slice(cr);
+    }
+}
+
+impl CapturedRows {
+    /// Appends `other`, of the same model version and attributes.
+    pub fn append(&mut self, mut other: CapturedRows) {
+        self.rows.append(&other.rows);
+        self.time.append(&mut other.time);
+        self.run.append(&mut other.run);
+        self.request_id.append(&mut other.request_id);
+        self.cr.append(&mut other.cr);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{key}: line {line}: {problem}")]
+    Format { key: String, line: usize, problem: String },
+}
+
+impl Classify for CaptureError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            CaptureError::Storage(e) => e.kind(),
+            CaptureError::Format { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+fn header(attribute_names: &[String]) -> String {
+    let mut columns: Vec<&str> = FIXED_COLUMNS.to_vec();
+    columns.extend(attribute_names.iter().map(String::as_str));
+    columns.join(",")
+}
+
+/// `captured` as gzip CSV.
+pub fn encode(captured: &CapturedRows) -> Bytes {
+    let names = captured.rows.attribute_names();
+    let capacity = captured.len() * (48 + 2 * names.len()) + 64;
+    records::gzip_csv(&header(names), capacity, |out| {
+        for i in 0..captured.len() {
+            let id = captured.request_id[i].replace('%', "%25").replace(',', "%2C");
+            write!(
+                out,
+                "{},{},{},{id},{},{},{}",
+                captured.time[i].to_rfc3339_opts(SecondsFormat::Micros, true),
+                captured.model,
+                captured.run[i],
+                captured.rows.entity_id[i],
+                captured.rows.device[i].as_str(),
+                captured.cr[i]
+            )?;
+            for value in captured.rows.attributes(i) {
+                write!(out, ",{value}")?;
+            }
+            writeln!(out)?;
+        }
+        Ok(())
+    })
+}
+
+/// Writes rows [`encode`]d already as one new object and returns its key.
+pub async fn write_encoded(bucket: &Bucket, model: ModelVer, bytes: Bytes) -> Result<BucketKey, StorageError> {
+    records::add(bucket, |date, id| layout::capture_batch(model, date, id), bytes).await
+}
+
+/// Parses one capture object.
+pub fn decode(key: &str, model: ModelVer, bytes: &[u8]) -> Result<CapturedRows, CaptureError> {
+    let bad = |line: usize, problem: String| CaptureError::Format { key: key.to_owned(), line, problem };
+    let text = records::gunzip_text(bytes).map_err(|problem| bad(0, problem))?;
+    let mut lines = text.lines();
+    let columns: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    if columns.len() < FIXED_COLUMNS.len() || columns[..FIXED_COLUMNS.len()] != FIXED_COLUMNS {
+        return Err(bad(1, format!("the header does not start with {}", FIXED_COLUMNS.join(","))));
+    }
+    let names: Arc<[String]> = columns[FIXED_COLUMNS.len()..].iter().map(|c| (*c).to_owned()).collect();
+    let width = names.len();
+    let mut captured = CapturedRows::new(model, names);
+    let mut values = Vec::with_capacity(width);
+    for (i, line) in lines.enumerate() {
+        let line_no = i + 2;
+        let fields: Vec<&str> = line.split(',').collect();
+        let [time, _model, run, id, entity_id, device, cr, attributes @ ..] = &fields[..] else {
+            return Err(bad(
+                line_no,
+                format!("expected {} fields, found {}", FIXED_COLUMNS.len() + width, fields.len()),
+            ));
+        };
+        if attributes.len() != width {
+            return Err(bad(
+                line_no,
+                format!("expected {} fields, found {}", FIXED_COLUMNS.len() + width, fields.len()),
+            ));
+        }
+        let time = DateTime::parse_from_rfc3339(time).map_err(|_| bad(line_no, format!("time {time:?}")))?;
+        let run = RunId::parse(run).map_err(|_| bad(line_no, format!("run {run:?}")))?;
+        let entity_id: i64 = entity_id.parse().map_err(|_| bad(line_no, format!("entity_id {entity_id:?}")))?;
+        let cr: f64 = cr.parse().map_err(|_| bad(line_no, format!("cr {cr:?}")))?;
+        values.clear();
+        for value in attributes {
+            values.push(value.parse::<u32>().map_err(|_| bad(line_no, format!("attribute value {value:?}")))?);
+        }
+        Device::parse(device).ok_or_else(|| bad(line_no, format!("device {device:?}")))?;
+        captured.rows.push_checked(entity_id, device, &values).map_err(|e| bad(line_no, e.to_string()))?;
+        captured.time.push(time.with_timezone(&Utc));
+        captured.run.push(run);
+        captured.request_id.push(id.replace("%2C", ",").replace("%25", "%"));
+        captured.cr.push(cr);
+    }
+    Ok(captured)
+}
+
+/// Every object captured for `model` on or after the UTC date of `since`
+/// (all of them for `None`), in key order, each with only its rows at or
+/// after `since`.
+pub async fn read_since(
+    bucket: &Bucket,
+    model: ModelVer,
+    since: Option<DateTime<Utc>>,
+) -> Result<Vec<CapturedRows>, CaptureError> {
+    let first_day: Option<NaiveDate> = since.map(|t| t.date_naive());
+    let mut objects = Vec::new();
+    for key in bucket.list(&layout::capture_prefix(model)).await? {
+        if first_day.is_some_and(|day| layout::record_date(&key).is_some_and(|date| date < day)) {
+            continue;
+        }
+        let Some(bytes) = bucket.get_if_exists(&key).await? else { continue };
+        let captured = decode(key.as_str(), model, &bytes)?;
+        let captured = match since {
+            Some(since) => {
+                let keep: Vec<usize> = (0..captured.len()).filter(|&i| captured.time[i] >= since).collect();
+                select(&captured, &keep)
+            }
+            None => captured,
+        };
+        if !captured.is_empty() {
+            objects.push(captured);
+        }
+    }
+    Ok(objects)
+}
+
+/// The rows of `captured` at `indices`, in that order.
+pub fn select(captured: &CapturedRows, indices: &[usize]) -> CapturedRows {
+    CapturedRows {
+        model: captured.model,
+        time: indices.iter().map(|&i| captured.time[i]).collect(),
+        run: indices.iter().map(|&i| captured.run[i].clone()).collect(),
+        request_id: indices.iter().map(|&i| captured.request_id[i].clone()).collect(),
+        rows: captured.rows.select(indices),
+        cr: indices.iter().map(|&i| captured.cr[i]).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn captured_rows_read_back_as_written_and_by_time() {
+        let bucket = Bucket::open("memory://").unwrap();
+        let v1 = ModelVer::parse("v1").unwrap();
+        let run = RunId::parse("20261201T000000000Z-abcdef").unwrap();
+        let names: Arc<[String]> = vec!["att1".to_owned(), "att7".to_owned()].into();
+        let mut rows = KeywordRows::new(names.clone());
+        rows.push_checked(11, "Tablet", &[0, 1]).unwrap();
+        rows.push_checked(12, "Computer", &[1, 1]).unwrap();
+        let (before, after) = (Utc::now() - chrono::Duration::hours(1), Utc::now());
+        let mut captured = CapturedRows::new(v1, names);
+        captured.extend(before, &run, "old", &rows, &[0.25, 0.5]);
+        captured.extend(after, &run, "a,b%c", &rows, &[1e-7, 0.125]);
+        let key = write_encoded(&bucket, v1, encode(&captured)).await.unwrap();
+        assert!(key.as_str().starts_with("capture/v1/") && key.as_str().ends_with(".csv.gz"), "{key}");
+
+        let all = read_since(&bucket, v1, None).await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].cr, vec![0.25, 0.5, 1e-7, 0.125]);
+        assert_eq!(all[0].request_id, ["old", "old", "a,b%c", "a,b%c"]);
+        assert_eq!(all[0].rows.attributes(1), &[1, 1]);
+        assert_eq!(all[0].rows.attribute_names(), ["att1", "att7"]);
+        // Times are kept to the microsecond: a bound between the two requests.
+        let recent = read_since(&bucket, v1, Some(before + chrono::Duration::minutes(1))).await.unwrap();
+        assert_eq!((recent[0].rows.entity_id.clone(), recent[0].cr.clone()), (vec![11, 12], vec![1e-7, 0.125]));
+    }
+
+    #[test]
+    fn a_damaged_capture_names_the_object_and_line() {
+        let header = header(&["att1".to_owned()]);
+        let bytes = records::gzip_csv(&header, 0, |out| {
+            writeln!(out, "2026-12-01T00:00:00Z,v1,20261201T000000000Z-abcdef,r,12,Tablet,0.1,2")
+        });
+        let err = decode("capture/v1/x.csv.gz", ModelVer::parse("v1").unwrap(), &bytes).unwrap_err();
+        assert_eq!(err.to_string(), "capture/v1/x.csv.gz: line 2: attribute 'att1' must be 0 or 1, found 2");
+    }
+}
