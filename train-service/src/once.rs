@@ -36,8 +36,8 @@ pub enum OnceOutcome {
     Trained(Job),
     /// The job succeeded but the gate rejected its run.
     Rejected(Job),
-    /// The cycle ran to its end, whatever it decided.
-    Cycled(CycleRecord),
+    /// The cycle ran to its end, whatever it decided (boxed: a record is large).
+    Cycled(Box<CycleRecord>),
 }
 
 impl OnceOutcome {
@@ -140,7 +140,7 @@ async fn cycle(config: &Config, jobs: &Jobs, cycles: &Cycles) -> Result<OnceOutc
     jobs.drain(config.common.shutdown_grace()).await;
     let record = cycles.get(config.model_ver, &record.cycle_id).await?;
     match record.state {
-        CycleState::Succeeded => Ok(OnceOutcome::Cycled(record)),
+        CycleState::Succeeded => Ok(OnceOutcome::Cycled(Box::new(record))),
         state => Err(OnceError::Cycle {
             reason: record.error.clone().unwrap_or_else(|| record.decision.clone()),
             cycle_id: record.cycle_id,
