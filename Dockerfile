@@ -26,5 +26,6 @@ ENV BUCKET_URL=/app/bucket \
     TRAIN_ADDR=0.0.0.0:50051 \
     SERVE_ADDR=0.0.0.0:50052 \
     RUST_LOG=info
-EXPOSE 50051 50052
+# 8090: train-service's console when TRAIN_HTTP_ADDR is set (compose sets it).
+EXPOSE 50051 50052 8090
 CMD ["train-service"]

@@ -226,7 +226,12 @@ impl Stack {
     /// whatever the gate said of it.
     pub async fn promote(&mut self, model_ver: &str, run_id: &str) {
         let client = &mut self.trainer.as_mut().expect("a run was trained first").client;
-        let request = PromoteRequest { model_ver: model_ver.into(), run_id: run_id.into(), reason: "test".into() };
+        let request = PromoteRequest {
+            model_ver: model_ver.into(),
+            run_id: run_id.into(),
+            reason: "test".into(),
+            ..Default::default()
+        };
         client.promote(request).await.expect("promote");
     }
 

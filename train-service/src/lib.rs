@@ -6,7 +6,9 @@
 //! [`config`] is the settings, [`jobs`] the queue and the job runner, [`service`]
 //! the gRPC methods, [`convert`] and [`status`] the wire types and error codes.
 
+pub mod actions;
 pub mod config;
+pub mod console;
 pub mod convert;
 pub mod cycles;
 pub mod gate;
