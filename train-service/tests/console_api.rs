@@ -181,7 +181,7 @@ async fn every_endpoint_with_real_runs_a_cycle_a_rejection_a_promotion_and_a_rol
     assert_eq!(runs["total"], 2);
     assert_eq!(run_ids(&runs), [second.clone(), first.clone()], "newest first");
     let (_, production) = client.get("/api/v1/models/v1/runs?stage=production").await;
-    assert_eq!(run_ids(&production), [first.clone()]);
+    assert_eq!(run_ids(&production), [first.as_str()]);
     let (_, by_loss) = client.get("/api/v1/models/v1/runs?sort=logloss&order=asc").await;
     let losses: Vec<f64> =
         by_loss["runs"].as_array().unwrap().iter().map(|r| r["eval"]["logloss"].as_f64().unwrap()).collect();
