@@ -373,6 +373,21 @@ async fn every_endpoint_with_real_runs_a_cycle_a_rejection_a_promotion_and_a_rol
     let script = client.http.get(format!("{}/static/console.js", client.base)).send().await.unwrap();
     assert_secured(&script, "/static/console.js");
     assert!(script.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+
+    // gRPC's Promote records its caller's `by` (crctl sends the login name) in the same history.
+    let grpc = stack.start_train(stack.train_config()).await;
+    let request = crs_proto::train::PromoteRequest {
+        model_ver: "v1".into(),
+        run_id: second.clone(),
+        reason: "from crctl".into(),
+        by: "erin".into(),
+    };
+    grpc.client.clone().promote(request).await.expect("promote over gRPC");
+    let (_, history) = client.get("/api/v1/models/v1/history").await;
+    assert_eq!(
+        (history["events"][0]["by"].as_str(), history["events"][0]["reason"].as_str()),
+        (Some("erin"), Some("from crctl"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
