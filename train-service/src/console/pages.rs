@@ -194,8 +194,10 @@ fn drift_verdict(c: &CycleSummary) -> String {
 pub(super) async fn version(State(console): State<Console>, Path(ver): Path<String>, Query(params): Params) -> Answer {
     let model_ver = model_ver(&ver)?;
     let (filter, page_of_runs) = (run_filter(&params)?, page(&params)?);
-    let runs = views::runs(&console, model_ver, &filter, page_of_runs).await?;
-    let chart = views::chart(&console, model_ver).await?;
+    // One listing for the table and the chart: it is most of the page's cost.
+    let list = console.catalog.runs(model_ver).await?;
+    let runs = views::runs_of(&list, &filter, page_of_runs);
+    let chart = views::chart_of(&console, &list).await?;
     let history = views::history(&console, model_ver).await?;
     let cycle_page = Page { offset: 0, limit: 20 };
     let cycles = views::cycles(&console, model_ver, cycle_page).await?;

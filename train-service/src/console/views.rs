@@ -301,7 +301,12 @@ pub async fn runs(
     filter: &RunFilter,
     page: Page,
 ) -> Result<RunsBody, ApiError> {
-    let list = console.catalog.runs(model_ver).await?;
+    Ok(runs_of(&console.catalog.runs(model_ver).await?, filter, page))
+}
+
+/// [`runs`] of a listing already read.
+pub fn runs_of(list: &RunList, filter: &RunFilter, page: Page) -> RunsBody {
+    let model_ver = list.model_ver;
     let mut kept: Vec<&RunEntry> = list.runs.iter().filter(|r| filter.keeps(r)).collect();
     let key = |r: &RunEntry| -> f64 {
         let m = &r.metadata.metrics.eval.model;
@@ -322,15 +327,15 @@ pub async fn runs(
     }
     let total = kept.len();
     let runs = kept.into_iter().skip(page.offset).take(page.limit).map(RunSummary::from).collect();
-    Ok(RunsBody {
+    RunsBody {
         model_ver,
-        production: list.production,
-        latest: list.latest,
+        production: list.production.clone(),
+        latest: list.latest.clone(),
         total,
         offset: page.offset,
         limit: page.limit,
         runs,
-    })
+    }
 }
 
 /// Everything known about one run.
@@ -424,7 +429,12 @@ pub struct ChartBody {
 pub const CHART_RUNS: usize = 200;
 
 pub async fn chart(console: &Console, model_ver: ModelVer) -> Result<ChartBody, ApiError> {
-    let list = console.catalog.runs(model_ver).await?;
+    chart_of(console, &console.catalog.runs(model_ver).await?).await
+}
+
+/// [`chart`] of a listing already read.
+pub async fn chart_of(console: &Console, list: &RunList) -> Result<ChartBody, ApiError> {
+    let model_ver = list.model_ver;
     let newest = &list.runs[list.runs.len().saturating_sub(CHART_RUNS)..];
     let Some(set) =
         reference_set(&console.catalog, model_ver).await.map_err(|e| ApiError::Precondition(e.to_string()))?
