@@ -19,6 +19,8 @@ export TRAIN_ADDR="${TRAIN_ADDR:-127.0.0.1:50051}"
 export SERVE_ADDR="${SERVE_ADDR:-127.0.0.1:50052}"
 # serve-service's Open Inference Protocol over HTTP/REST (curl, tritonclient.http, probes).
 export SERVE_HTTP_ADDR="${SERVE_HTTP_ADDR:-127.0.0.1:8080}"
+# The model registry console and its JSON API (train-service), host:port; empty means none.
+export TRAIN_HTTP_ADDR="${TRAIN_HTTP_ADDR:-127.0.0.1:8090}"
 # Security, unset by default (docs/security.md); each is passed on only when set.
 # AUTH_TOKEN or AUTH_TOKEN_FILE: the bearer token the services require on every RPC
 # that changes something, and that crctl sends. A secret: keep it out of git.

@@ -27,6 +27,7 @@ ENV BUCKET_URL=/app/bucket \
     SERVE_ADDR=0.0.0.0:50052 \
     SERVE_HTTP_ADDR=0.0.0.0:8080 \
     RUST_LOG=info
-# 50051 train-service gRPC, 50052 serve-service gRPC, 8080 serve-service REST (/v2/...).
-EXPOSE 50051 50052 8080
+# 50051 train-service gRPC, 50052 serve-service gRPC, 8080 serve-service REST (/v2/...),
+# 8090 train-service's console (TRAIN_HTTP_ADDR).
+EXPOSE 50051 50052 8080 8090
 CMD ["train-service"]

@@ -106,10 +106,29 @@ pub struct PromoteArgs {
     /// Why, recorded with the change.
     #[arg(long, default_value = "")]
     reason: String,
+    #[command(flatten)]
+    by: ByArgs,
+}
+
+/// Who acts, recorded in the version's history.
+#[derive(Debug, Args)]
+pub struct ByArgs {
+    /// Who is acting, recorded with the change; unset means the login name (USER, or LOGNAME).
+    #[arg(long)]
+    by: Option<String>,
+}
+
+impl ByArgs {
+    fn name(self) -> String {
+        self.by
+            .or_else(|| ["USER", "LOGNAME"].iter().find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty())))
+            .unwrap_or_default()
+    }
 }
 
 pub async fn promote(args: PromoteArgs, addrs: &Addresses, json: bool) -> anyhow::Result<()> {
-    let request = PromoteRequest { model_ver: args.version.model_ver, run_id: args.run, reason: args.reason };
+    let request =
+        PromoteRequest { model_ver: args.version.model_ver, run_id: args.run, reason: args.reason, by: args.by.name() };
     let runs = addrs.train().await?.promote(request).await.map_err(status)?.into_inner();
     print_runs(&runs, json)
 }
@@ -121,10 +140,12 @@ pub struct RollbackArgs {
     /// Why, recorded with the change.
     #[arg(long, default_value = "")]
     reason: String,
+    #[command(flatten)]
+    by: ByArgs,
 }
 
 pub async fn rollback(args: RollbackArgs, addrs: &Addresses, json: bool) -> anyhow::Result<()> {
-    let request = RollbackRequest { model_ver: args.version.model_ver, reason: args.reason };
+    let request = RollbackRequest { model_ver: args.version.model_ver, reason: args.reason, by: args.by.name() };
     let runs = addrs.train().await?.rollback(request).await.map_err(status)?.into_inner();
     print_runs(&runs, json)
 }

@@ -223,6 +223,13 @@ async fn runs_are_listed_from_the_index_which_heals_when_missing_stale_or_broken
     bucket.put(&index_key, serde_json::to_vec(&tampered).unwrap()).await.unwrap();
     let runs = store.runs(ver("v1")).await.unwrap();
     assert_eq!((ids(&runs), runs[0].labels["test"].as_str()), (saved.clone(), "from the index"));
+    // The store keeps the index it parsed, and parses it again as soon as the object
+    // changes, whoever wrote it: a cached listing is never older than the bucket.
+    tampered["runs"][0]["labels"]["test"] = "rewritten by another replica".into();
+    bucket.put(&index_key, serde_json::to_vec(&tampered).unwrap()).await.unwrap();
+    let runs = store.runs(ver("v1")).await.unwrap();
+    assert_eq!(runs[0].labels["test"], "rewritten by another replica");
+    assert_eq!(store.runs(ver("v1")).await.unwrap()[0].labels["test"], "rewritten by another replica");
 
     // Missing, stale (a run short, a run too many) or unreadable: rebuilt from the metadata.
     bucket.delete(&index_key).await.unwrap();

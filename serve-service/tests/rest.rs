@@ -19,7 +19,7 @@ use crs_proto::inference::{ModelInferRequest, ModelMetadataRequest, RepositoryIn
 use crs_proto::serve::GetModelRequest;
 use crs_testkit::v2::{HEADER_LENGTH, infer_request, length_prefixed, rates, rest_answer, rest_binary, rest_json};
 use crs_testkit::v2::{grpc_client as grpc, input_rows as rows};
-use crs_testkit::{ServePorts, Stack, fixture_dir, parse_metrics, scrape, wait_until_serving};
+use crs_testkit::{HttpPorts, Stack, fixture_dir, parse_metrics, scrape, wait_until_serving};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
@@ -535,7 +535,7 @@ fn committed_openapi() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_is_served_covers_every_route_and_is_the_committed_one() {
     let stack = Stack::new().await;
-    let (serve, ServePorts { http, .. }) = stack.start_serve_with_http(stack.serve_config()).await;
+    let (serve, HttpPorts { http, .. }) = stack.start_serve_with_http(stack.serve_config()).await;
     let served = Api::new(http).get("/v2/openapi.json").await;
     assert_eq!(served.status, 200);
     let document = served.json();

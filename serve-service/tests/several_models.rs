@@ -102,7 +102,12 @@ async fn two_versions_answer_with_their_own_runs_move_alone_and_unload_alone() {
     // Moving v0's production alias moves v0 only.
     let v0_second = stack.train("v0").await;
     let mut train = stack.start_train(stack.train_config()).await;
-    let promote = PromoteRequest { model_ver: "v0".into(), run_id: v0_second.clone(), reason: "test".into() };
+    let promote = PromoteRequest {
+        model_ver: "v0".into(),
+        run_id: v0_second.clone(),
+        reason: "test".into(),
+        ..Default::default()
+    };
     train.client.promote(promote).await.expect("promote");
     wait_for_run(&mut serve.client, "v0", &v0_second).await;
     let after = serve.client.predict(request.clone()).await.expect("default after").into_inner();
@@ -134,7 +139,12 @@ async fn two_versions_answer_with_their_own_runs_move_alone_and_unload_alone() {
     // After a poll that began after the unload (it followed v1's alias to a new run), v0 is
     // still unloaded; then a repository load brings back its production run.
     let v1_second = stack.train("v1").await;
-    let promote = PromoteRequest { model_ver: "v1".into(), run_id: v1_second.clone(), reason: "test".into() };
+    let promote = PromoteRequest {
+        model_ver: "v1".into(),
+        run_id: v1_second.clone(),
+        reason: "test".into(),
+        ..Default::default()
+    };
     train.client.promote(promote).await.expect("promote v1");
     wait_for_run(&mut serve.client, "v1", &v1_second).await;
     assert!(serve.client.predict(with_model(&request, "v0", "")).await.is_err());

@@ -15,7 +15,7 @@ use crs_platform::service::security::Secret;
 use crs_platform::storage::layout::PREDICTION_INPUT_KEY;
 use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::serve::{GetModelRequest, PredictRequest};
-use crs_testkit::{Running, ServePorts, Stack, predict_request, wait_until_serving};
+use crs_testkit::{HttpPorts, Running, Stack, predict_request, wait_until_serving};
 use tonic::transport::Channel;
 
 const PACKAGES: &str = "tritonclient[grpc] grpcio-reflection numpy";
@@ -141,7 +141,7 @@ const TOKEN: &str = "stock-rest-token-8a7b6c";
 
 /// A stack with a v1 run and serve-service with its REST API and the token;
 /// the cases file (1 and 1,000 rows with Predict's answers) in `dir`.
-async fn rest_stack(dir: &Path) -> (Stack, Running<ServeServiceClient<Channel>>, ServePorts, PathBuf) {
+async fn rest_stack(dir: &Path) -> (Stack, Running<ServeServiceClient<Channel>>, HttpPorts, PathBuf) {
     let mut stack = Stack::new().await;
     let run_id = stack.train("v1").await;
     let mut config = stack.serve_config();

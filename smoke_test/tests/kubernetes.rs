@@ -128,11 +128,6 @@ fn environment(container: &Value, settings: &BTreeMap<String, String>) -> BTreeM
     env
 }
 
-/// train-service's HTTP listener, not in the service yet: the manifests set its
-/// address for the Service's http port, checked like every other address below;
-/// until train-service reads it, it is the only variable allowed unread.
-const AWAITED_HTTP_LISTENERS: [&str; 1] = ["TRAIN_HTTP_ADDR"];
-
 fn read_by_a_library(name: &str) -> bool {
     name == "RUST_LOG"
         || name
@@ -170,10 +165,6 @@ fn every_variable_the_manifests_set_is_read_and_each_workload_sets_what_it_needs
                     continue;
                 }
                 for (variable, source) in &env {
-                    if AWAITED_HTTP_LISTENERS.contains(&variable.as_str()) && !read.contains(variable) {
-                        eprintln!("{workload} sets {variable}, which train-service does not read yet");
-                        continue;
-                    }
                     assert!(
                         read.contains(variable) || read_by_a_library(variable),
                         "{workload} sets {variable}, which nothing in the image reads"

@@ -24,7 +24,7 @@ pub use metrics::{Metrics, Sample, parse_metrics, scrape};
 pub use reflection::reflected_services;
 pub use s3::{Auth, S3Server};
 pub use stack::{
-    Backend, Running, SIZES, ServePorts, Setup, Stack, fixture_dir, gunzip, key_of, parse_config, predict_request,
+    Backend, HttpPorts, Running, SIZES, Setup, Stack, fixture_dir, gunzip, key_of, parse_config, predict_request,
     serving_status, train_to_end, wait_for_cycle, wait_for_end, wait_for_stage, wait_until_serving, wait_until_status,
     watch_to_end,
 };

@@ -196,10 +196,10 @@ impl Stack {
     pub async fn start_serve_with_http(
         &self,
         config: serve_service::Config,
-    ) -> (Running<ServeServiceClient<Channel>>, ServePorts) {
+    ) -> (Running<ServeServiceClient<Channel>>, HttpPorts) {
         let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
-        let ports = ServePorts {
+        let ports = HttpPorts {
             metrics: metrics.local_addr().expect("metrics addr"),
             http: http.local_addr().expect("HTTP addr"),
         };
@@ -211,6 +211,29 @@ impl Stack {
             |channel| {
                 ServeServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
             },
+        )
+        .await;
+        (running, ports)
+    }
+
+    /// train-service with its console (`TRAIN_HTTP_ADDR`) and its metrics
+    /// endpoint on ports of their own, bound on 127.0.0.1:0.
+    pub async fn start_train_with_http(
+        &self,
+        config: train_service::Config,
+    ) -> (Running<TrainServiceClient<Channel>>, HttpPorts) {
+        let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
+        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
+        let ports = HttpPorts {
+            metrics: metrics.local_addr().expect("metrics addr"),
+            http: http.local_addr().expect("HTTP addr"),
+        };
+        let running = Running::start(
+            |listener, stop| {
+                let listeners = Listeners::new(listener).with_metrics(Some(metrics)).with_http(Some(http));
+                tokio::spawn(train_service::run(config, listeners, stop))
+            },
+            TrainServiceClient::new,
         )
         .await;
         (running, ports)
@@ -251,7 +274,12 @@ impl Stack {
     /// whatever the gate said of it.
     pub async fn promote(&mut self, model_ver: &str, run_id: &str) {
         let client = &mut self.trainer.as_mut().expect("a run was trained first").client;
-        let request = PromoteRequest { model_ver: model_ver.into(), run_id: run_id.into(), reason: "test".into() };
+        let request = PromoteRequest {
+            model_ver: model_ver.into(),
+            run_id: run_id.into(),
+            reason: "test".into(),
+            ..Default::default()
+        };
         client.promote(request).await.expect("promote");
     }
 
@@ -287,12 +315,13 @@ impl Stack {
     }
 }
 
-/// The ports of a serve-service started by [`Stack::start_serve_with_http`].
+/// The ports of a service started by [`Stack::start_serve_with_http`] or
+/// [`Stack::start_train_with_http`].
 #[derive(Clone, Copy, Debug)]
-pub struct ServePorts {
+pub struct HttpPorts {
     /// `GET /metrics`.
     pub metrics: SocketAddr,
-    /// The REST API.
+    /// The HTTP API: serve-service's REST API, train-service's console.
     pub http: SocketAddr,
 }
 

@@ -34,6 +34,9 @@ pub struct Config {
     /// Address (host:port) of the Prometheus endpoint, `GET /metrics`; unset means no metrics endpoint.
     #[arg(long, env = "TRAIN_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    /// Address (host:port) of the model registry console and its JSON API under /api/v1/ (HTTP, TLS with TLS_CERT/TLS_KEY); unset means no console.
+    #[arg(long, env = "TRAIN_HTTP_ADDR")]
+    pub http_addr: Option<String>,
     /// Bucket prefix where new raw files arrive for ingestion.
     #[arg(long, env = "INCOMING_PREFIX", default_value = crs_platform::storage::layout::INCOMING_PREFIX)]
     pub incoming_prefix: String,
@@ -52,10 +55,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// The gRPC listener on TRAIN_ADDR and the metrics endpoint's on TRAIN_METRICS_ADDR, if set.
+    /// The gRPC listener on TRAIN_ADDR, and the metrics endpoint's on
+    /// TRAIN_METRICS_ADDR and the console's on TRAIN_HTTP_ADDR, each if set.
     pub async fn listeners(&self) -> Result<Listeners, ServerError> {
         let metrics = bind_optional("TRAIN_METRICS_ADDR", self.metrics_addr.as_deref()).await?;
-        Ok(Listeners::new(bind("TRAIN_ADDR", &self.addr).await?).with_metrics(metrics))
+        let http = bind_optional("TRAIN_HTTP_ADDR", self.http_addr.as_deref()).await?;
+        Ok(Listeners::new(bind("TRAIN_ADDR", &self.addr).await?).with_metrics(metrics).with_http(http))
     }
 }
 

@@ -6,7 +6,9 @@
 //! [`config`] is the settings, [`jobs`] the queue and the job runner, [`service`]
 //! the gRPC methods, [`convert`] and [`status`] the wire types and error codes.
 
+pub mod actions;
 pub mod config;
+pub mod console;
 pub mod convert;
 pub mod cycles;
 pub mod gate;
@@ -59,6 +61,8 @@ pub async fn run(
     let scheduler = config.cycle_interval_secs.map(|secs| {
         AbortOnDropHandle::new(tokio::spawn(schedule(cycles.clone(), catalog.clone(), Duration::from_secs(secs))))
     });
+    let console = console::Console::new(catalog.clone(), jobs.clone(), cycles.clone(), config.model_ver);
+    startup.http_api(metrics::PREFIX, console::router(console), console::ConsoleRule);
     let api = TrainApi::new(jobs.clone(), cycles.clone(), catalog, config.model_ver, metrics);
 
     tracing::info!(

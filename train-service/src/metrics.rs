@@ -11,6 +11,8 @@
 //! | `crs_train_cycles_total` (lifecycle cycles ended) | `model`, `outcome` (`succeeded`, `failed`, `cancelled`) |
 //! | `crs_train_cycle_step_duration_seconds` (histogram, steps of ended cycles) | `model`, `step` |
 
+/// The prefix of every family train-service registers, its console's HTTP families included.
+pub const PREFIX: &str = "crs_train";
 use crs_domain::models::ModelVer;
 use crs_platform::registry::runs::StageTiming;
 use crs_server::metrics::{Call, CallMetrics, NoSubject, seconds_histogram};
@@ -52,7 +54,7 @@ pub struct TrainMetrics {
 impl TrainMetrics {
     /// The metrics, registered in `registry`.
     pub fn new(registry: &mut Registry) -> Self {
-        let r = registry.sub_registry_with_prefix("crs_train");
+        let r = registry.sub_registry_with_prefix(PREFIX);
         let metrics = TrainMetrics {
             calls: CallMetrics::new(r),
             jobs: Family::default(),

@@ -2,12 +2,9 @@
 
 use std::sync::Arc;
 
-use crs_domain::data::{DataFile, TrainingTable};
-use crs_domain::evaluation::Baselines;
 use crs_domain::models::ModelVer;
 use crs_platform::lifecycle::ingest::ingest_new;
 use crs_platform::registry::catalog::Catalog;
-use crs_platform::registry::events::Change;
 use crs_platform::storage::bucket::BucketKey;
 use crs_platform::storage::layout::{self, RunId};
 use crs_proto::train as proto;
@@ -16,6 +13,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tonic::{Request, Response, Status};
 
+use crate::actions::{self, Actor};
 use crate::convert;
 use crate::cycles::Cycles;
 use crate::jobs::{Cancellation, Jobs};
@@ -54,62 +52,21 @@ impl TrainApi {
     async fn promote(&self, request: proto::PromoteRequest) -> Result<proto::ModelVersionRuns, ApiError> {
         let model_ver = self.model_ver(&request.model_ver)?;
         let run = RunId::parse(&request.run_id)?;
-        let runs = self.catalog.runs(model_ver).await?;
-        if !runs.runs.iter().any(|r| r.metadata.run_id == run) {
-            return Err(ApiError::UnknownRun { model_ver: model_ver.to_string(), run_id: run.to_string() });
-        }
-        let history = self.catalog.history(model_ver).await?;
-        let previous = history.production().cloned();
-        if previous.as_ref() == Some(&run) {
-            return Err(ApiError::Precondition(format!("run {run} is already production")));
-        }
-        let reason = if request.reason.is_empty() { "promoted by hand".to_owned() } else { request.reason };
-        let change = Change::Promote { run_id: run, previous };
-        self.catalog
-            .log(model_ver)
-            .append(history.next_seq(), "crctl promote", &reason, change, None)
-            .await
-            .map_err(crs_platform::registry::catalog::CatalogError::from)?;
+        let actor = Actor { by: request.by, reason: request.reason };
+        actions::promote(&self.catalog, model_ver, run, actor).await?;
         self.version_runs(model_ver).await
     }
 
     async fn rollback(&self, request: proto::RollbackRequest) -> Result<proto::ModelVersionRuns, ApiError> {
         let model_ver = self.model_ver(&request.model_ver)?;
-        let history = self.catalog.history(model_ver).await?;
-        let (Some(current), Some(target)) = (history.production().cloned(), history.rollback_target().cloned()) else {
-            return Err(ApiError::Precondition(format!(
-                "model {model_ver} has no earlier production run to go back to"
-            )));
-        };
-        let reason = if request.reason.is_empty() { "rolled back by hand".to_owned() } else { request.reason };
-        let change = Change::Rollback { run_id: target, demoted: current };
-        self.catalog
-            .log(model_ver)
-            .append(history.next_seq(), "crctl rollback", &reason, change, None)
-            .await
-            .map_err(crs_platform::registry::catalog::CatalogError::from)?;
+        actions::rollback(&self.catalog, model_ver, Actor { by: request.by, reason: request.reason }).await?;
         self.version_runs(model_ver).await
     }
 
     async fn score(&self, request: proto::ScoreRequest) -> Result<proto::ScoreResponse, ApiError> {
         let model_ver = self.model_ver(&request.model_ver)?;
         let key = BucketKey::parse(&request.data_key)?;
-        let production = self
-            .catalog
-            .production(model_ver)
-            .await?
-            .ok_or_else(|| ApiError::Precondition(format!("model {model_ver} has no production run")))?;
-        let loaded = self.catalog.store().load(model_ver, &production).await?;
-        let bytes = self.catalog.bucket().get(&key).await?;
-        let file = DataFile { name: key.to_string(), bytes };
-        let evaluation = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-            let mut table = TrainingTable::read(&file.name, std::io::Cursor::new(file.bytes.clone()))?;
-            let rows = table.observations()?;
-            // Baselines from the scored rows themselves: they say how much the model adds on this file.
-            Ok(Baselines::fit(&rows).evaluate(&loaded.model, &rows)?)
-        })
-        .await
-        .map_err(|e| ApiError::Precondition(e.to_string()))??;
+        let (production, evaluation) = actions::score(&self.catalog, model_ver, &key).await?;
         Ok(proto::ScoreResponse {
             model_ver: model_ver.to_string(),
             run_id: production.to_string(),

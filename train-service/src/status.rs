@@ -45,6 +45,9 @@ pub enum ApiError {
     BadRecord { key: String, message: String },
     #[error("{0}")]
     Precondition(String),
+    /// A request the HTTP API cannot read: a bad query parameter or body.
+    #[error("{0}")]
+    BadRequest(String),
     #[error(transparent)]
     Data(#[from] crs_domain::data::DataError),
     #[error(transparent)]
@@ -67,6 +70,7 @@ impl Classify for ApiError {
             ApiError::UnknownCycle(_) | ApiError::UnknownRun { .. } => ErrorKind::NotFound,
             ApiError::BadRecord { .. } => ErrorKind::Internal,
             ApiError::Precondition(_) => ErrorKind::Precondition,
+            ApiError::BadRequest(_) => ErrorKind::InvalidInput,
             ApiError::Data(e) => e.kind(),
             ApiError::Features(e) => e.kind(),
         }

@@ -155,7 +155,8 @@ async fn ingest_drift_retrain_promote_and_roll_back_on(backend: Backend) {
     assert_eq!(runs_after.production_run_id, challenger);
 
     // Rollback: production goes back to the champion, serve-service follows.
-    let rolled = client.rollback(RollbackRequest { model_ver: "v1".into(), reason: "test".into() }).await;
+    let rolled =
+        client.rollback(RollbackRequest { model_ver: "v1".into(), reason: "test".into(), ..Default::default() }).await;
     let rolled = rolled.expect("rollback").into_inner();
     assert_eq!(rolled.production_run_id, champion);
     let stage = |runs: &ModelVersionRuns, id: &str| runs.runs.iter().find(|r| r.run_id == id).unwrap().stage.clone();

@@ -124,8 +124,12 @@ async fn soak(args: &Args, serve_bin: &std::path::Path) -> anyhow::Result<()> {
     let mut promoter = TrainServiceClient::new(connect(&train_addr).await?);
     // A version's first run becomes production by itself; whether the second one did
     // depends on the gate.
-    let request =
-        PromoteRequest { model_ver: args.model_ver.clone(), run_id: runs[0].clone(), reason: "soak start".into() };
+    let request = PromoteRequest {
+        model_ver: args.model_ver.clone(),
+        run_id: runs[0].clone(),
+        reason: "soak start".into(),
+        ..Default::default()
+    };
     match promoter.promote(request).await {
         Err(status) if status.code() != tonic::Code::FailedPrecondition => return Err(status.into()),
         _ => {}
@@ -344,7 +348,12 @@ async fn soak(args: &Args, serve_bin: &std::path::Path) -> anyhow::Result<()> {
 }
 
 async fn promote(client: &mut TrainServiceClient<Channel>, model_ver: &str, run_id: &str) -> anyhow::Result<()> {
-    let request = PromoteRequest { model_ver: model_ver.into(), run_id: run_id.into(), reason: "soak swap".into() };
+    let request = PromoteRequest {
+        model_ver: model_ver.into(),
+        run_id: run_id.into(),
+        reason: "soak swap".into(),
+        ..Default::default()
+    };
     client.promote(request).await.with_context(|| format!("promoting {run_id}"))?;
     Ok(())
 }

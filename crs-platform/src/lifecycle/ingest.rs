@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use crs_domain::data::{DataFile, IngestCounts, SeenRows, ingest};
+use crs_domain::data::{DataError, DataFile, IngestCounts, SeenRows, ingest};
 use crs_domain::models::sha256_hex;
 use flate2::Compression;
 use flate2::read::MultiGzDecoder;
@@ -61,6 +61,26 @@ pub struct LedgerEntry {
     /// Why it was rejected, or which file had the same content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Where a rejected file broke the contract, as fields (entries written
+    /// before this existed have only `message`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<Rejection>,
+}
+
+/// Where a rejected file broke the data contract and how.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// The data row (1 is the first line after the header), when one is to blame.
+    pub row: Option<u64>,
+    pub column: Option<String>,
+    /// What was wrong, without the file, row and column.
+    pub problem: String,
+}
+
+impl From<&DataError> for Rejection {
+    fn from(e: &DataError) -> Self {
+        Rejection { row: e.row, column: e.column.clone(), problem: e.problem.to_string() }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +194,7 @@ async fn ingest_under_lease(
             at: Utc::now(),
             outcome: Outcome::Ingested,
             message: None,
+            rejection: None,
         };
         if let Some(same) = entries.iter().find(|e| e.sha256 == sha256 && e.outcome == Outcome::Ingested) {
             entry.outcome = Outcome::SameContent;
@@ -198,6 +219,7 @@ async fn ingest_under_lease(
                 Err(e) => {
                     entry.outcome = Outcome::Rejected;
                     entry.message = Some(e.to_string());
+                    entry.rejection = Some(Rejection::from(&e));
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! Model runs in the bucket: saving, listing, loading and deleting them, and
 //! moving `LATEST`, in the order [`crate::storage::layout`] documents.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -177,11 +177,21 @@ pub struct ModelStore {
     latest_lock: Arc<tokio::sync::Mutex<()>>,
     /// Shared by everything that writes through this store (the crash tests' hook).
     fail: FailPoint,
+    /// Each version's index as last parsed, with the etag it had: a listing
+    /// asks the bucket only whether the index changed (a HEAD) before parsing
+    /// it again, which for a thousand runs is most of a listing's time.
+    indexes: Arc<std::sync::Mutex<HashMap<ModelVer, ParsedIndex>>>,
+}
+
+#[derive(Debug)]
+struct ParsedIndex {
+    etag: String,
+    runs: BTreeMap<RunId, RunMetadata>,
 }
 
 impl ModelStore {
     pub fn new(bucket: Bucket) -> Self {
-        ModelStore { bucket, latest_lock: Arc::default(), fail: FailPoint::default() }
+        ModelStore { bucket, latest_lock: Arc::default(), fail: FailPoint::default(), indexes: Arc::default() }
     }
 
     /// The store, aborting the process at `fail` (see [`crate::failpoint`]).
@@ -249,11 +259,33 @@ impl ModelStore {
     }
 
     /// The index as stored; empty when missing or unreadable (it is rebuilt).
+    /// Parsed again only when its etag changed since this store last read it.
     async fn read_index(&self, model_ver: ModelVer) -> Result<BTreeMap<RunId, RunMetadata>, StorageError> {
         let key = ModelKey::new(model_ver).index();
+        let etag = match self.bucket.head(&key).await {
+            Ok(info) => info.etag,
+            Err(StorageError::NotFound { .. }) => return Ok(BTreeMap::new()),
+            Err(e) => return Err(e),
+        };
+        if let Some(etag) = &etag {
+            let indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(parsed) = indexes.get(&model_ver).filter(|parsed| &parsed.etag == etag) {
+                return Ok(parsed.runs.clone());
+            }
+        }
+        // Changed (or gone) since the HEAD: the bytes read are at least as new as
+        // `etag`, so a stale pairing is only ever parsed once more, never served stale.
         let Some(bytes) = self.bucket.get_if_exists(&key).await? else { return Ok(BTreeMap::new()) };
         match serde_json::from_slice::<RunIndex>(&bytes) {
-            Ok(index) => Ok(index.runs.into_iter().map(|m| (m.run_id.clone(), m)).collect()),
+            Ok(index) => {
+                let runs: BTreeMap<RunId, RunMetadata> =
+                    index.runs.into_iter().map(|m| (m.run_id.clone(), m)).collect();
+                if let Some(etag) = etag {
+                    let parsed = ParsedIndex { etag, runs: runs.clone() };
+                    self.indexes.lock().unwrap_or_else(|e| e.into_inner()).insert(model_ver, parsed);
+                }
+                Ok(runs)
+            }
             Err(e) => {
                 tracing::warn!(%key, error = %e, "unreadable run index; rebuilding it from the runs' metadata");
                 Ok(BTreeMap::new())

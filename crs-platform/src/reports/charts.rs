@@ -8,7 +8,8 @@ const HEIGHT: u32 = 340;
 
 const COLOURS: [RGBColor; 3] = [RGBColor(31, 119, 180), RGBColor(160, 160, 160), RGBColor(214, 39, 40)];
 
-pub(super) fn line_chart(
+/// Lines of points, each series in its own colour, with a legend.
+pub fn line_chart(
     caption: &str,
     x_label: &str,
     y_label: &str,
@@ -47,7 +48,8 @@ pub(super) fn line_chart(
     svg
 }
 
-pub(super) fn bar_chart(caption: &str, labels: &[String], values: &[f64]) -> String {
+/// One bar per label.
+pub fn bar_chart(caption: &str, labels: &[String], values: &[f64]) -> String {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();

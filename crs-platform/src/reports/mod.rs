@@ -1,5 +1,5 @@
 //! The HTML reports of runs and cycles and the index beside them, with their
 //! charts drawn inline.
 
-mod charts;
+pub mod charts;
 pub mod pages;

@@ -300,6 +300,7 @@ fn f(value: f64) -> String {
     format!("{value:.5}")
 }
 
-fn escape(text: &str) -> String {
+/// `text` with the characters HTML gives a meaning escaped, for text and attribute values.
+pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }

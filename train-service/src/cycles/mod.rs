@@ -111,17 +111,31 @@ impl Cycles {
 
     /// Every recorded cycle of `model_ver`, newest first.
     pub async fn list(&self, model_ver: ModelVer) -> Result<Vec<CycleRecord>, ApiError> {
+        Ok(self.page(model_ver, 0, usize::MAX).await?.1)
+    }
+
+    /// The recorded cycles of `model_ver` from the `offset`-th newest, at most
+    /// `limit` of them, and how many there are in all. Only the page's records
+    /// are read: a version keeps thousands.
+    pub async fn page(
+        &self,
+        model_ver: ModelVer,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(usize, Vec<CycleRecord>), ApiError> {
         let bucket = self.runner.catalog.bucket();
+        let mut ids: Vec<RunId> =
+            bucket.list(&layout::cycles(model_ver)).await?.iter().filter_map(layout::id_of).collect();
+        // Ids start with their start time, so the newest sorts last.
+        ids.sort_by(|a, b| b.cmp(a));
         let mut records = Vec::new();
-        for key in bucket.list(&layout::cycles(model_ver)).await? {
-            let Some(id) = layout::id_of(&key) else { continue };
-            match self.get(model_ver, &id).await {
+        for id in ids.iter().skip(offset).take(limit) {
+            match self.get(model_ver, id).await {
                 Ok(record) => records.push(record),
                 Err(e) => tracing::warn!(error = %e, "skipping an unreadable cycle record"),
             }
         }
-        records.sort_by(|a, b| b.cycle_id.cmp(&a.cycle_id));
-        Ok(records)
+        Ok((ids.len(), records))
     }
 
     /// Asks cycle `cycle_id` to stop, wherever it runs, and returns its record
