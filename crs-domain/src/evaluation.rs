@@ -118,7 +118,7 @@ pub fn train_and_evaluate_with_progress(
     let started = Instant::now();
     let features = FeaturePipeline::fit(&train.rows);
     let set = TrainingSet {
-        features: features.transform(&train.rows, &features.attributes)?,
+        features: features.transform(&train.rows, features.attributes())?,
         clicks: train.clicks.clone(),
         conversions: train.conversions.clone(),
         groups: train.rows.entity_id.clone(),
