@@ -111,6 +111,7 @@ impl GrpcInferenceService for Inference {
 
     async fn model_ready(&self, request: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
         let request = request.into_inner();
+        self.models.resolve(&request.name).await;
         let mut call = self.metrics.call("ModelReady");
         call.model_named(&request.name);
         // An unknown model is an error; a known one not loaded is just not ready.
@@ -137,6 +138,7 @@ impl GrpcInferenceService for Inference {
         request: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let request = request.into_inner();
+        self.models.resolve(&request.name).await;
         let mut call = self.metrics.call("ModelMetadata");
         call.model_named(&request.name);
         let result = self.serving(&request.name, &request.version).map(|serving| {
@@ -153,6 +155,7 @@ impl GrpcInferenceService for Inference {
 
     async fn model_infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
         let mut call = self.metrics.call("ModelInfer");
+        self.models.resolve(&request.get_ref().model_name).await;
         call.model_named(&request.get_ref().model_name);
         call.finish(self.infer(request.get_ref()).map(Response::new).map_err(Status::from))
     }
@@ -188,6 +191,7 @@ impl GrpcInferenceService for Inference {
         request: Request<RepositoryModelLoadRequest>,
     ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
         let name = &request.get_ref().model_name;
+        self.models.resolve(name).await;
         let mut call = self.metrics.call("RepositoryModelLoad");
         call.model_named(name);
         let result = match known_model(name) {

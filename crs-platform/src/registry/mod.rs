@@ -4,3 +4,4 @@
 pub mod catalog;
 pub mod events;
 pub mod runs;
+pub mod versions;
