@@ -7,6 +7,9 @@
 use std::path::Path;
 use std::process::Command;
 
+use crs_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use crs_proto::inference::model_infer_request::InferInputTensor;
+use crs_proto::inference::{InferTensorContents, ModelInferRequest};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::serve::{GetModelRequest, LoadModelRequest, PredictBatchRequest};
 use crs_proto::train::import_model_request::Part;
@@ -101,6 +104,7 @@ async fn imports_are_gated_served_as_their_library_predicts_and_rolled_back() {
     // serve-service serves both versions' production runs, as the libraries predict.
     let serve = stack.start_serve(stack.serve_config()).await;
     let mut serving = serve.client.clone();
+    let mut inference = GrpcInferenceServiceClient::new(serve.channel());
     let input = stack.get("data/predict/input/prediction_input.csv.gz").await.unwrap();
     for (model_ver, name) in [("xgb-a", "xgb_first.json"), ("lgb-b", "lgb_better.txt")] {
         let load = LoadModelRequest { model_ver: model_ver.into(), run: "production".into() };
@@ -109,6 +113,8 @@ async fn imports_are_gated_served_as_their_library_predicts_and_rolled_back() {
         request.model_ver = model_ver.into();
         let online = serving.predict(request).await.unwrap().into_inner();
         assert_close(&format!("{model_ver} online"), &online.cr, &predicted_by(name));
+        let v2 = v2_infer(&mut inference, &mut serving, model_ver, &predict_request(&input)).await;
+        assert_close(&format!("{model_ver} V2"), &v2, &predicted_by(name));
         let batch = PredictBatchRequest {
             input_key: "data/predict/input/prediction_input.csv.gz".into(),
             model_ver: model_ver.into(),
@@ -141,6 +147,64 @@ async fn imports_are_gated_served_as_their_library_predicts_and_rolled_back() {
     client.rollback(RollbackRequest { model_ver: "xgb-a".into(), ..Default::default() }).await.expect("rollback");
     assert_eq!(runs(&mut client, "xgb-a").await.production_run_id, first.run_id);
     follows(&mut serving, "xgb-a", &first.run_id).await;
+}
+
+/// The rows' rates through the Open Inference Protocol (typed tensors), the
+/// version as the model's name, attributes in the model's order.
+async fn v2_infer(
+    inference: &mut GrpcInferenceServiceClient<Channel>,
+    serving: &mut ServeServiceClient<Channel>,
+    model_ver: &str,
+    rows: &crs_proto::serve::PredictRequest,
+) -> Vec<f64> {
+    let request = GetModelRequest { model_ver: model_ver.into(), ..Default::default() };
+    let attributes = serving.get_model(request).await.unwrap().into_inner().attribute_names;
+    let columns: Vec<usize> =
+        attributes.iter().map(|a| rows.attribute_names.iter().position(|n| n == a).unwrap()).collect();
+    let n = rows.rows.len() as i64;
+    let tensor = |name: &str, datatype: &str, shape: Vec<i64>, contents: InferTensorContents| InferInputTensor {
+        name: name.into(),
+        datatype: datatype.into(),
+        shape,
+        contents: Some(contents),
+        ..Default::default()
+    };
+    let inputs = vec![
+        tensor(
+            "entity_id",
+            "INT64",
+            vec![n],
+            InferTensorContents {
+                int64_contents: rows.rows.iter().map(|r| r.entity_id).collect(),
+                ..Default::default()
+            },
+        ),
+        tensor(
+            "device",
+            "BYTES",
+            vec![n],
+            InferTensorContents {
+                bytes_contents: rows.rows.iter().map(|r| r.device.clone().into_bytes()).collect(),
+                ..Default::default()
+            },
+        ),
+        tensor(
+            "attributes",
+            "INT8",
+            vec![n, attributes.len() as i64],
+            InferTensorContents {
+                int_contents: rows
+                    .rows
+                    .iter()
+                    .flat_map(|r| columns.iter().map(|&c| r.attribute_values[c] as i32))
+                    .collect(),
+                ..Default::default()
+            },
+        ),
+    ];
+    let request = ModelInferRequest { model_name: model_ver.into(), inputs, ..Default::default() };
+    let response = inference.model_infer(request).await.unwrap_or_else(|e| panic!("V2 {model_ver}: {e}")).into_inner();
+    response.outputs[0].contents.as_ref().expect("typed contents").fp64_contents.clone()
 }
 
 /// Waits until serve-service answers for `model_ver` with `run`, as it follows production.
