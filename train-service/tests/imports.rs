@@ -258,3 +258,42 @@ async fn refused_imports_say_why_and_leave_no_run() {
         "model version xgb-r is imported, not trained here: import a new model file (crctl import) instead"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_of_an_imported_version_checks_drift_and_asks_for_a_new_import() {
+    use crs_domain::data::synth::{ATTRIBUTES, SynthSpec, write_week};
+    use crs_proto::train::{CycleState, PromoteRequest, RunCycleRequest};
+
+    let stack = Stack::new().await;
+    stack.put("config/xgb-c/model.yaml", "framework: xgboost\n").await;
+    stack.put("config/xgb-c/lifecycle.yaml", "retrain: new_data\n").await;
+    let train = stack.start_train(stack.train_config()).await;
+    let mut client = train.client.clone();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crs-domain/tests/fixtures/imported/xgb_logistic.json");
+    let job = import(&mut client, "xgb-c", &std::fs::read(fixture).unwrap()).await;
+    // Production whatever the gate said of a model fitted on other data: the cycle needs one.
+    let promote = PromoteRequest { model_ver: "xgb-c".into(), run_id: job.run_id.clone(), reason: "test".into() };
+    if runs(&mut client, "xgb-c").await.production_run_id != job.run_id {
+        client.promote(promote).await.expect("promote");
+    }
+    let spec = SynthSpec { first_entity: 1, keywords: 200, attributes: ATTRIBUTES, seed: 3 };
+    for (week, drifted) in [(1, false), (2, true)] {
+        let mut csv = Vec::new();
+        write_week(&spec, week, drifted, &mut csv).unwrap();
+        stack.put(&format!("data/incoming/week{week}.csv"), csv).await;
+    }
+    let started = client.run_cycle(RunCycleRequest { model_ver: "xgb-c".into() }).await.expect("cycle").into_inner();
+    let cycle = crs_testkit::wait_for_cycle(&mut client, started, std::time::Duration::from_secs(120)).await;
+    assert_eq!(cycle.state(), CycleState::Succeeded, "{cycle:?}");
+    assert!(
+        cycle.decision.ends_with(
+            "a retrain is due, but xgb-c is imported, not trained here: a new import is needed (crctl import)"
+        ),
+        "{}",
+        cycle.decision
+    );
+    let record: serde_json::Value = serde_json::from_slice(&stack.get(&cycle.record_key).await.unwrap()).unwrap();
+    assert!(record["drift"]["logloss"].as_f64().is_some(), "the drift check ran: {record:#}");
+    assert!(cycle.run_id.is_empty(), "nothing trained: {cycle:?}");
+    assert_eq!(runs(&mut client, "xgb-c").await.runs.len(), 1);
+}
