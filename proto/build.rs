@@ -53,6 +53,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".crs.serve.v1.PredictBatchResponse.inputs",
             "#[serde(skip_serializing_if = \"crate::json::is_zero\")]",
         );
+    // Oneofs are enums of their own; the import stream's is never printed, but
+    // its message derives Serialize with the rest.
+    build = build.enum_attribute(".crs.train.v1.ImportModelRequest.part", "#[derive(serde::Serialize)]");
+    // Only import jobs have one: other jobs' JSON stays as it was.
+    build = build
+        .field_attribute(".crs.train.v1.TrainingJob.imported", "#[serde(skip_serializing_if = \"Option::is_none\")]");
     // Listed under the version that names it.
     build = build.field_attribute(".crs.train.v1.ModelRun.model_ver", "#[serde(skip_serializing)]");
     build.compile_fds(descriptors)?;

@@ -60,6 +60,8 @@ impl tonic::service::Interceptor for CallMetadata {
 }
 
 type Client = InterceptedService<Channel, CallMetadata>;
+/// A train-service connection.
+pub(crate) type TrainClient = TrainServiceClient<Client>;
 
 impl Addresses {
     /// The address `service` is reached at, as given.
@@ -98,7 +100,7 @@ impl Addresses {
         Ok(CallMetadata { authorization })
     }
 
-    pub(crate) async fn train(&self) -> anyhow::Result<TrainServiceClient<Client>> {
+    pub(crate) async fn train(&self) -> anyhow::Result<TrainClient> {
         Ok(TrainServiceClient::with_interceptor(self.channel(&self.train_addr).await?, self.metadata()?))
     }
 

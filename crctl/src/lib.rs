@@ -54,8 +54,10 @@ enum Command {
     GenData(offline::GenDataArgs),
     /// Train a model version in process and print its metrics next to the baselines'.
     Evaluate(offline::EvaluateArgs),
-    /// List the model versions this build knows.
-    Versions,
+    /// List the model versions: those this build trains, and those the bucket declares for imports, with their framework.
+    Versions(offline::VersionsArgs),
+    /// Import a model file saved by xgboost or lightgbm as a run of a version declared for imports; gated like a trained run.
+    Import(train::ImportArgs),
     /// Start a training job on train-service (with --wait, follow it to the end).
     Train(train::TrainArgs),
     /// List train-service's jobs.
@@ -109,7 +111,8 @@ pub fn run(cli: Cli) -> ExitCode {
         match cli.command {
             Command::GenData(args) => offline::gen_data(args).await,
             Command::Evaluate(args) => offline::evaluate(args, cli.json).await,
-            Command::Versions => offline::versions(cli.json),
+            Command::Versions(args) => offline::versions(args, cli.json).await,
+            Command::Import(args) => train::import(args, &cli.addresses, cli.json).await,
             Command::Train(args) => train::train(args, &cli.addresses, cli.json).await,
             Command::Jobs => train::jobs(&cli.addresses, cli.json).await,
             Command::Cancel(args) => train::cancel(args, &cli.addresses, cli.json).await,

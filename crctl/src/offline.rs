@@ -185,13 +185,37 @@ pub async fn evaluate(args: EvaluateArgs, json: bool) -> anyhow::Result<()> {
 }
 
 /// Prints the registered model versions.
-pub fn versions(json: bool) -> anyhow::Result<()> {
+#[derive(Debug, Args)]
+pub struct VersionsArgs {
+    /// The bucket whose config/<ver>/model.yaml declare imported versions: a folder, file://, s3://bucket/prefix or memory://.
+    #[arg(long, env = "BUCKET_URL", default_value = "./bucket")]
+    bucket: String,
+}
+
+/// The versions this build trains, then those the bucket declares for
+/// imports (with their framework, or why a declaration declares nothing).
+pub async fn versions(args: VersionsArgs, json: bool) -> anyhow::Result<()> {
+    let bucket = Bucket::open(&args.bucket).with_context(|| format!("bucket {}", args.bucket))?;
+    let declared = crs_platform::registry::versions::declared(&bucket).await?;
+    let mut rows: Vec<serde_json::Value> =
+        REGISTRY.iter().map(|v| json!({"name": v.name(), "framework": "built-in", "summary": v.summary()})).collect();
+    for d in &declared {
+        rows.push(match &d.version {
+            Ok((_, declaration)) => json!({"name": d.name, "framework": declaration.framework.as_str(),
+                "summary": "imported: model files trained elsewhere, converted into the platform's forest"}),
+            Err(e) => json!({"name": d.name, "framework": "invalid", "summary": e.to_string()}),
+        });
+    }
     if json {
-        let versions: Vec<_> = REGISTRY.iter().map(|v| json!({"name": v.name(), "summary": v.summary()})).collect();
-        out!("{}", serde_json::to_string_pretty(&json!({ "versions": versions }))?);
+        out!("{}", serde_json::to_string_pretty(&json!({ "versions": rows }))?);
     } else {
-        for version in REGISTRY {
-            out!("{}\t{}", version.name(), version.summary());
+        for row in &rows {
+            out!(
+                "{}\t{}\t{}",
+                row["name"].as_str().unwrap_or(""),
+                row["framework"].as_str().unwrap_or(""),
+                row["summary"].as_str().unwrap_or("")
+            );
         }
     }
     Ok(())

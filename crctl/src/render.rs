@@ -161,6 +161,7 @@ mod tests {
             }),
             cancelled_by: String::new(),
             cancel_reason: String::new(),
+            imported: None,
         }
     }
 

@@ -86,6 +86,9 @@ pub struct PredictArgs {
     /// Most rows per request; keep it at or under serve-service's MAX_PREDICT_ROWS.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
     batch_rows: u32,
+    /// Model version to predict with; default: the service's MODEL_VER.
+    #[arg(long, default_value = "")]
+    model_ver: String,
 }
 
 pub async fn predict(args: PredictArgs, addrs: &Addresses, json: bool) -> anyhow::Result<()> {
@@ -96,7 +99,8 @@ pub async fn predict(args: PredictArgs, addrs: &Addresses, json: bool) -> anyhow
     let mut out = Vec::new();
     let mut answered_by = None;
     while let Some(chunk) = reader.next_chunk()? {
-        for request in predict_requests(&keyword_rows(chunk, &names)?, args.batch_rows as usize) {
+        for mut request in predict_requests(&keyword_rows(chunk, &names)?, args.batch_rows as usize) {
+            request.model_ver.clone_from(&args.model_ver);
             let response = client.predict(request.clone()).await.map_err(status)?.into_inner();
             answered_by = Some((response.model_ver, response.run_id));
             out.extend(request.rows.into_iter().zip(response.cr).map(|(row, cr)| (row.entity_id, row.device, cr)));

@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::Args;
 use crs_platform::storage::layout::TRAIN_KEY;
+use crs_proto::train::import_model_request::Part;
 use crs_proto::train::{
-    CancelCycleRequest, CancelTrainingJobRequest, CycleState, Evaluation, JobState, ListModelsRequest,
-    ListTrainingJobsRequest, Stage, StartTrainingRequest, WatchTrainingJobRequest,
+    CancelCycleRequest, CancelTrainingJobRequest, CycleState, Evaluation, ImportModelHeader, ImportModelRequest,
+    JobState, ListModelsRequest, ListTrainingJobsRequest, Stage, StartTrainingRequest, WatchTrainingJobRequest,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -58,7 +59,58 @@ pub async fn train(args: TrainArgs, addrs: &Addresses, json: bool) -> anyhow::Re
         .await
         .map_err(status)?
         .into_inner();
-    if !args.wait {
+    follow(&mut client, job, args.wait, json).await
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A version declared for imports in the bucket (config/<ver>/model.yaml, framework: xgboost or lightgbm).
+    #[arg(long)]
+    model_ver: String,
+    /// The model file: xgboost's save_model JSON (or UBJSON), or lightgbm's save_model text.
+    #[arg(long)]
+    file: std::path::PathBuf,
+    /// Bucket key of the labelled evaluation data the import is gated on; default data/train/eval.csv.gz.
+    #[arg(long = "eval")]
+    eval_key: Option<String>,
+    /// Label recorded with the run, key=value; repeatable.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Follow the job to its end; exit non-zero if it fails.
+    #[arg(long)]
+    wait: bool,
+    /// Keep the run as a draft: never gated or promoted.
+    #[arg(long)]
+    draft: bool,
+}
+
+/// Bytes per ImportModel chunk: well under gRPC's 4 MiB message default.
+const IMPORT_CHUNK: usize = 1 << 20;
+
+/// Streams a model file to train-service's ImportModel and follows the job it starts.
+pub async fn import(args: ImportArgs, addrs: &Addresses, json: bool) -> anyhow::Result<()> {
+    let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let header = ImportModelHeader {
+        model_ver: args.model_ver,
+        eval_key: args.eval_key,
+        labels: args.labels.into_iter().collect(),
+        draft: args.draft,
+    };
+    let mut messages = vec![ImportModelRequest { part: Some(Part::Header(header)) }];
+    messages.extend(bytes.chunks(IMPORT_CHUNK).map(|c| ImportModelRequest { part: Some(Part::Chunk(c.to_vec())) }));
+    let mut client = addrs.train().await?;
+    let job = client.import_model(tokio_stream::iter(messages)).await.map_err(status)?.into_inner();
+    follow(&mut client, job, args.wait, json).await
+}
+
+/// Prints a queued job, or (with `wait`) follows it to its end.
+async fn follow(
+    client: &mut crate::client::TrainClient,
+    job: crs_proto::train::TrainingJob,
+    wait: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    if !wait {
         return if json {
             print_json(&render::job(&job))
         } else {

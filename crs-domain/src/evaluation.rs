@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::Observations;
 use crate::features::{FeatureError, FeaturePipeline};
 use crate::metrics::{Metrics, score};
+use crate::models::imported::{self, Framework, ImportError};
 use crate::models::v0::DeviceRates;
 use crate::models::{FitError, ModelVer, Progress, TrainedModel, TrainingSet};
 
@@ -118,7 +119,7 @@ pub fn train_and_evaluate_with_progress(
     let started = Instant::now();
     let features = FeaturePipeline::fit(&train.rows);
     let set = TrainingSet {
-        features: features.transform(&train.rows, &features.attributes)?,
+        features: features.transform(&train.rows, features.attributes())?,
         clicks: train.clicks.clone(),
         conversions: train.conversions.clone(),
         groups: train.rows.entity_id.clone(),
@@ -139,5 +140,54 @@ pub fn train_and_evaluate_with_progress(
     let eval_eval = baselines.evaluate(&model, eval)?;
     timed(TrainingPhase::Evaluating, started);
 
+    Ok(TrainingRun { model, train: train_eval, eval: eval_eval, seconds, report })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportRunError {
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error("evaluation data: {0}")]
+    Features(#[from] FeatureError),
+    #[error("no training rows with clicks")]
+    NoTrainingRows,
+    #[error("no evaluation rows with clicks")]
+    NoEvaluationRows,
+}
+
+/// An imported model file as a run of `model_ver`: converted into the forest
+/// (`Preparing`), then scored with the baselines as a trained run is
+/// (`Evaluating`). The platform does not know what the model was trained on:
+/// `train` is the pipeline's training data, which fits the baselines and on
+/// which the model is scored for comparison only.
+pub fn import_and_evaluate(
+    model_ver: ModelVer,
+    framework: Framework,
+    file: &[u8],
+    train: &Observations,
+    eval: &Observations,
+    mut on_phase: impl FnMut(TrainingPhase),
+) -> Result<TrainingRun, ImportRunError> {
+    if train.is_empty() {
+        return Err(ImportRunError::NoTrainingRows);
+    }
+    if eval.is_empty() {
+        return Err(ImportRunError::NoEvaluationRows);
+    }
+    let mut seconds = Vec::new();
+    on_phase(TrainingPhase::Preparing);
+    let started = Instant::now();
+    let conversion = imported::import(framework, file)?;
+    let source = serde_json::to_value(&conversion.model.data().source).expect("the source record is plain serde data");
+    let model = TrainedModel::new(model_ver, conversion.features, source, imported::fitted(conversion.model));
+    let report = model.report();
+    seconds.push((TrainingPhase::Preparing, started.elapsed().as_secs_f64()));
+
+    on_phase(TrainingPhase::Evaluating);
+    let started = Instant::now();
+    let baselines = Baselines::fit(train);
+    let train_eval = baselines.evaluate(&model, train)?;
+    let eval_eval = baselines.evaluate(&model, eval)?;
+    seconds.push((TrainingPhase::Evaluating, started.elapsed().as_secs_f64()));
     Ok(TrainingRun { model, train: train_eval, eval: eval_eval, seconds, report })
 }

@@ -490,11 +490,11 @@ fn feature_pipeline_rejects_missing_attributes_by_name() {
     train.push_checked(1, "Computer", &[0, 1, 0]).unwrap();
     train.push_checked(2, "Tablet", &[1, 0, 1]).unwrap();
     let pipeline = FeaturePipeline::fit(&train);
-    assert_eq!(pipeline.attributes, ["att1", "att2", "att3"]);
+    assert_eq!(pipeline.attributes(), ["att1", "att2", "att3"]);
 
     let mut input = KeywordRows::new(names(&["att2"]));
     input.push_checked(3, "Computer", &[1]).unwrap();
-    let err = pipeline.transform(&input, &pipeline.attributes).unwrap_err();
+    let err = pipeline.transform(&input, pipeline.attributes()).unwrap_err();
     assert_eq!(err.to_string(), "missing attribute column(s) the model needs: att1, att3");
 }
 

@@ -227,7 +227,7 @@ fn artifact_round_trip_predicts_the_same_and_is_bit_exact() {
     assert_eq!(loaded.report(), run.report);
     // Prediction inputs need only the attributes the trees split on.
     assert!(loaded.required_attributes().iter().any(|a| a == "att1"));
-    assert!(loaded.required_attributes().iter().all(|a| loaded.features.attributes.contains(a)));
+    assert!(loaded.required_attributes().iter().all(|a| loaded.features.attributes().contains(a)));
 }
 
 #[test]

@@ -113,6 +113,7 @@ fn metadata(run: &TrainingRun, run_id: &RunId) -> RunMetadata {
         weeks: None,
         fit_report: serde_json::Value::Null,
         feature_importance: Vec::new(),
+        imported: None,
     }
 }
 

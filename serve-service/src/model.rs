@@ -332,6 +332,22 @@ impl Models {
         }
     }
 
+    /// Makes the version `name` known to this process when the bucket
+    /// declares it for imports (`config/<ver>/model.yaml`), so that the
+    /// requests' version parsing takes it from then on. The one place
+    /// serve-service resolves a name against the bucket: the gRPC, V2 and
+    /// batch handlers call it before they parse a requested name. A name that
+    /// is neither known nor declared is left to that parsing to refuse.
+    pub async fn resolve(&self, name: &str) {
+        let name = name.trim();
+        if name.is_empty() || ModelVer::parse(name).is_ok() {
+            return;
+        }
+        if let Err(e) = crs_platform::registry::versions::resolve(self.store().bucket(), name).await {
+            tracing::debug!(model_ver = name, error = %e, "not a declared model version");
+        }
+    }
+
     pub fn store(&self) -> &ModelStore {
         self.catalog.store()
     }

@@ -286,6 +286,7 @@ impl Drop for Cancelled<'_> {
 impl ServeService for Service {
     async fn predict(&self, request: Request<PredictRequest>) -> Result<Response<PredictResponse>, Status> {
         let mut call = self.metrics.call("Predict");
+        self.models.resolve(&request.get_ref().model_ver).await;
         self.label(&mut call, &request.get_ref().model_ver);
         let result = self.predict_rows(request.get_ref(), &mut call);
         call.finish(result.map(Response::new).map_err(Status::from))
@@ -296,6 +297,7 @@ impl ServeService for Service {
         request: Request<PredictBatchRequest>,
     ) -> Result<Response<PredictBatchResponse>, Status> {
         let mut call = self.metrics.call("PredictBatch");
+        self.models.resolve(&request.get_ref().model_ver).await;
         self.label(&mut call, &request.get_ref().model_ver);
         let result = self.batch_and_report(request.into_inner()).await;
         if let Ok(response) = &result
@@ -309,6 +311,7 @@ impl ServeService for Service {
     async fn get_model(&self, request: Request<GetModelRequest>) -> Result<Response<ModelInfo>, Status> {
         let mut call = self.metrics.call("GetModel");
         let request = request.into_inner();
+        self.models.resolve(&request.model_ver).await;
         self.label(&mut call, &request.model_ver);
         let result = model_choice(&request.model_ver, &request.run_id)
             .and_then(|(model_ver, run)| self.models.require(model_ver, run.as_ref()))
@@ -318,6 +321,7 @@ impl ServeService for Service {
 
     async fn load_model(&self, request: Request<LoadModelRequest>) -> Result<Response<ModelInfo>, Status> {
         let mut call = self.metrics.call("LoadModel");
+        self.models.resolve(&request.get_ref().model_ver).await;
         let result = self.load(request.into_inner(), &mut call).await;
         call.finish(result.map(Response::new).map_err(Status::from))
     }

@@ -46,6 +46,10 @@ pub struct Config {
     /// Seconds a cycle's lease lasts without renewal: how long a killed replica's cycle blocks the next one.
     #[arg(long, env = "CYCLE_LEASE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(3..))]
     pub cycle_lease_secs: u64,
+    /// Most bytes a model file given to ImportModel (crctl import) may have.
+    /// The file is streamed in chunks, each under gRPC's 4 MiB message default.
+    #[arg(long, env = "MAX_IMPORT_BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_import_bytes: u64,
     /// The bucket, webhooks, logs, shutdown and security: the settings every service reads.
     #[command(flatten)]
     pub common: CommonSettings,

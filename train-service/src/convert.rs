@@ -3,23 +3,25 @@
 use crs_domain::evaluation::Evaluation;
 use crs_domain::metrics::Metrics;
 use crs_domain::models::ModelVer;
+use crs_domain::models::imported::Framework;
 use crs_platform::lifecycle::ingest::LedgerEntry;
 use crs_platform::lifecycle::inputs::InputKeys;
 use crs_platform::registry::catalog::{RunEntry, RunList};
+use crs_platform::registry::runs::ImportRecord;
 use crs_platform::storage::bucket::BucketKey;
 use crs_platform::storage::layout;
 use crs_proto::{timestamp, train as proto};
 
 use crate::cycles::{CycleRecord, CycleState};
-use crate::jobs::{Job, JobPhase, JobRequest, JobState};
+use crate::jobs::{ImportFile, Job, JobPhase, JobRequest, JobState};
 use crate::status::ApiError;
 
-/// Checks a StartTraining request; empty fields take the server's defaults.
-pub fn job_request(request: proto::StartTrainingRequest, default_model_ver: ModelVer) -> Result<JobRequest, ApiError> {
-    let model_ver = match request.model_ver.as_str() {
-        "" => default_model_ver,
-        name => ModelVer::parse(name)?,
-    };
+/// Checks a StartTraining request for `model_ver`, the version it names
+/// (resolved by the caller); empty fields take the server's defaults.
+pub fn job_request(request: proto::StartTrainingRequest, model_ver: ModelVer) -> Result<JobRequest, ApiError> {
+    if model_ver.is_imported() {
+        return Err(ApiError::NotTrained(crs_domain::models::imported::not_trained(model_ver.name())));
+    }
     let train = match request.train_key.as_str() {
         "" => layout::TRAIN_KEY,
         key => key,
@@ -31,7 +33,46 @@ pub fn job_request(request: proto::StartTrainingRequest, default_model_ver: Mode
         request.config_key.as_deref().map(BucketKey::parse).transpose()?,
     );
     let by = if request.draft { "crctl train --draft" } else { "crctl train" }.to_owned();
-    Ok(JobRequest { model_ver, keys, labels: request.labels.into_iter().collect(), draft: request.draft, by })
+    Ok(JobRequest {
+        model_ver,
+        keys,
+        labels: request.labels.into_iter().collect(),
+        draft: request.draft,
+        by,
+        import: None,
+    })
+}
+
+/// Checks an ImportModel header for `model_ver` (resolved by the caller) and
+/// the file it streamed: the file is converted here, so that a model the
+/// platform cannot serve is refused before anything is queued or written.
+pub fn import_request(
+    header: proto::ImportModelHeader,
+    model_ver: ModelVer,
+    framework: Framework,
+    bytes: bytes::Bytes,
+) -> Result<JobRequest, ApiError> {
+    let conversion = crs_domain::models::imported::import(framework, &bytes)?;
+    let source = &conversion.model.data().source;
+    let record = ImportRecord {
+        framework: framework.to_string(),
+        file: framework.file_name(source.encoding == "ubjson").to_owned(),
+        sha256: crs_domain::models::sha256_hex(&bytes),
+        size_bytes: bytes.len() as u64,
+    };
+    let eval = BucketKey::parse(header.eval_key.as_deref().unwrap_or(layout::EVAL_KEY))?;
+    // The pipeline's training data fits the baselines the import is compared with.
+    let mut keys = InputKeys::new(model_ver, BucketKey::parse(layout::TRAIN_KEY)?, Some(eval), None);
+    keys.config = layout::declaration_key_of(model_ver.name())?;
+    let by = if header.draft { "crctl import --draft" } else { "crctl import" }.to_owned();
+    Ok(JobRequest {
+        model_ver,
+        keys,
+        labels: header.labels.into_iter().collect(),
+        draft: header.draft,
+        by,
+        import: Some(ImportFile { framework, bytes, record }),
+    })
 }
 
 /// A version's runs with their stages and aliases.
@@ -133,6 +174,11 @@ pub fn job(job: &Job) -> proto::TrainingJob {
             refitting: s.refitting,
         }),
         cancelled_by: job.cancelled.as_ref().map(|c| c.by.clone()).unwrap_or_default(),
+        imported: job.imported.as_ref().map(|i| proto::ImportedFile {
+            framework: i.framework.clone(),
+            sha256: i.sha256.clone(),
+            size_bytes: i.size_bytes,
+        }),
         cancel_reason: job.cancelled.as_ref().map(|c| c.reason.clone()).unwrap_or_default(),
     }
 }

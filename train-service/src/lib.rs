@@ -63,7 +63,8 @@ pub async fn run(
     });
     let console = console::Console::new(catalog.clone(), jobs.clone(), cycles.clone(), config.model_ver);
     startup.http_api(metrics::PREFIX, console::router(console), console::ConsoleRule);
-    let api = TrainApi::new(jobs.clone(), cycles.clone(), catalog, config.model_ver, metrics);
+    let max_import = usize::try_from(config.max_import_bytes).unwrap_or(usize::MAX);
+    let api = TrainApi::new(jobs.clone(), cycles.clone(), catalog, config.model_ver, max_import, metrics);
 
     tracing::info!(
         model_ver = %config.model_ver,
@@ -158,6 +159,7 @@ impl Drain for TrainDrain {
 async fn schedule(cycles: Cycles, catalog: Catalog, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
+        crs_platform::registry::versions::declare_all(catalog.bucket()).await;
         for model_ver in ModelVer::all() {
             match catalog.bucket().exists(&layout::lifecycle_key(model_ver)).await {
                 Ok(true) => {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crs_domain::models::ModelVer;
 use crs_platform::lifecycle::ingest::ingest_new;
 use crs_platform::registry::catalog::Catalog;
+use crs_platform::registry::versions;
 use crs_platform::storage::bucket::BucketKey;
 use crs_platform::storage::layout::{self, RunId};
 use crs_proto::train as proto;
@@ -27,6 +28,8 @@ pub struct TrainApi {
     catalog: Catalog,
     /// Used when a request names no version.
     default_model_ver: ModelVer,
+    /// Most bytes an imported model file may have (MAX_IMPORT_BYTES).
+    max_import_bytes: usize,
     metrics: Arc<TrainMetrics>,
 }
 
@@ -36,13 +39,72 @@ impl TrainApi {
         cycles: Cycles,
         catalog: Catalog,
         default_model_ver: ModelVer,
+        max_import_bytes: usize,
         metrics: Arc<TrainMetrics>,
     ) -> Self {
-        TrainApi { jobs, cycles, catalog, default_model_ver, metrics }
+        TrainApi { jobs, cycles, catalog, default_model_ver, max_import_bytes, metrics }
     }
 
-    fn model_ver(&self, name: &str) -> Result<ModelVer, ApiError> {
-        if name.is_empty() { Ok(self.default_model_ver) } else { Ok(ModelVer::parse(name)?) }
+    /// The version a request names: the server's MODEL_VER when it names
+    /// none, else one this build trains or the bucket declares for imports.
+    async fn model_ver(&self, name: &str) -> Result<ModelVer, ApiError> {
+        if name.is_empty() {
+            return Ok(self.default_model_ver);
+        }
+        Ok(versions::resolve(self.catalog.bucket(), name).await?)
+    }
+
+    /// Reads an ImportModel stream: its header, then the file up to the size
+    /// cap, then converts the file and queues the job.
+    async fn import_model(
+        &self,
+        mut stream: tonic::Streaming<proto::ImportModelRequest>,
+    ) -> Result<proto::TrainingJob, Status> {
+        use proto::import_model_request::Part;
+        let header = match stream.message().await? {
+            Some(proto::ImportModelRequest { part: Some(Part::Header(header)) }) => header,
+            _ => return Err(ApiError::BadImport("an ImportModel stream starts with its header".to_owned()).into()),
+        };
+        if header.model_ver.is_empty() {
+            return Err(ApiError::BadImport("an import names the version it is for (model_ver)".to_owned()).into());
+        }
+        let model_ver = self.model_ver(&header.model_ver).await?;
+        let declaration = versions::declaration(self.catalog.bucket(), model_ver).await.map_err(ApiError::from)?;
+        let Some(declaration) = declaration.filter(|_| model_ver.is_imported()) else {
+            return Err(ApiError::BadImport(format!(
+                "model version {model_ver} is trained by this build, not declared for imports: declare a version of its own in config/<ver>/model.yaml (framework: xgboost or lightgbm)"
+            ))
+            .into());
+        };
+        let mut file = bytes::BytesMut::new();
+        while let Some(message) = stream.message().await? {
+            match message.part {
+                Some(Part::Chunk(chunk)) => {
+                    if file.len() + chunk.len() > self.max_import_bytes {
+                        return Err(ApiError::BadImport(format!(
+                            "the model file is larger than the import size cap of {} bytes (MAX_IMPORT_BYTES)",
+                            self.max_import_bytes
+                        ))
+                        .into());
+                    }
+                    file.extend_from_slice(&chunk);
+                }
+                _ => {
+                    return Err(ApiError::BadImport("only the first ImportModel message is a header".to_owned()).into());
+                }
+            }
+        }
+        if file.is_empty() {
+            return Err(ApiError::BadImport("the model file is empty".to_owned()).into());
+        }
+        let framework = declaration.framework;
+        let bytes = file.freeze();
+        // Converting is CPU work on a file of up to the cap: off the async workers.
+        let request = tokio::task::spawn_blocking(move || convert::import_request(header, model_ver, framework, bytes))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        let job = self.jobs.start(request).await?;
+        Ok(convert::job(&job))
     }
 
     async fn version_runs(&self, model_ver: ModelVer) -> Result<proto::ModelVersionRuns, ApiError> {
@@ -50,7 +112,7 @@ impl TrainApi {
     }
 
     async fn promote(&self, request: proto::PromoteRequest) -> Result<proto::ModelVersionRuns, ApiError> {
-        let model_ver = self.model_ver(&request.model_ver)?;
+        let model_ver = self.model_ver(&request.model_ver).await?;
         let run = RunId::parse(&request.run_id)?;
         let actor = Actor { by: request.by, reason: request.reason };
         actions::promote(&self.catalog, model_ver, run, actor).await?;
@@ -58,13 +120,13 @@ impl TrainApi {
     }
 
     async fn rollback(&self, request: proto::RollbackRequest) -> Result<proto::ModelVersionRuns, ApiError> {
-        let model_ver = self.model_ver(&request.model_ver)?;
+        let model_ver = self.model_ver(&request.model_ver).await?;
         actions::rollback(&self.catalog, model_ver, Actor { by: request.by, reason: request.reason }).await?;
         self.version_runs(model_ver).await
     }
 
     async fn score(&self, request: proto::ScoreRequest) -> Result<proto::ScoreResponse, ApiError> {
-        let model_ver = self.model_ver(&request.model_ver)?;
+        let model_ver = self.model_ver(&request.model_ver).await?;
         let key = BucketKey::parse(&request.data_key)?;
         let (production, evaluation) = actions::score(&self.catalog, model_ver, &key).await?;
         Ok(proto::ScoreResponse {
@@ -75,7 +137,7 @@ impl TrainApi {
     }
 
     async fn report(&self, request: proto::GetReportRequest) -> Result<proto::GetReportResponse, ApiError> {
-        let model_ver = self.model_ver(&request.model_ver)?;
+        let model_ver = self.model_ver(&request.model_ver).await?;
         let key = if !request.cycle_id.is_empty() {
             layout::cycle_report(model_ver, &RunId::parse(&request.cycle_id)?)
         } else {
@@ -105,7 +167,9 @@ impl TrainService for TrainApi {
         let call = self.metrics.call("StartTraining");
         call.finish(
             async {
-                let request = convert::job_request(request.into_inner(), self.default_model_ver)?;
+                let request = request.into_inner();
+                let model_ver = self.model_ver(&request.model_ver).await?;
+                let request = convert::job_request(request, model_ver)?;
                 let job = self.jobs.start(request).await?;
                 Ok::<_, Status>(Response::new(convert::job(&job)))
             }
@@ -186,9 +250,11 @@ impl TrainService for TrainApi {
             async {
                 let model_ver = request.into_inner().model_ver;
                 let model_vers = if model_ver.is_empty() {
+                    // Runs of imported versions are listed once their declarations are known.
+                    versions::declare_all(self.catalog.bucket()).await;
                     self.catalog.store().versions().await.map_err(ApiError::from)?
                 } else {
-                    vec![ModelVer::parse(&model_ver).map_err(ApiError::from)?]
+                    vec![self.model_ver(&model_ver).await?]
                 };
                 let mut versions = Vec::with_capacity(model_vers.len());
                 for model_ver in model_vers {
@@ -222,7 +288,7 @@ impl TrainService for TrainApi {
         let call = self.metrics.call("RunCycle");
         call.finish(
             async {
-                let model_ver = self.model_ver(&request.into_inner().model_ver)?;
+                let model_ver = self.model_ver(&request.into_inner().model_ver).await?;
                 let record = self.cycles.start(model_ver, "crctl cycle").await?;
                 Ok::<_, Status>(Response::new(convert::cycle(&record)))
             }
@@ -235,7 +301,7 @@ impl TrainService for TrainApi {
         call.finish(
             async {
                 let request = request.into_inner();
-                let model_ver = self.model_ver(&request.model_ver)?;
+                let model_ver = self.model_ver(&request.model_ver).await?;
                 let id = RunId::parse(&request.cycle_id).map_err(ApiError::from)?;
                 Ok::<_, Status>(Response::new(convert::cycle(&self.cycles.get(model_ver, &id).await?)))
             }
@@ -251,7 +317,7 @@ impl TrainService for TrainApi {
         call.finish(
             async {
                 let request = request.into_inner();
-                let model_ver = self.model_ver(&request.model_ver)?;
+                let model_ver = self.model_ver(&request.model_ver).await?;
                 let id = RunId::parse(&request.cycle_id).map_err(ApiError::from)?;
                 let or = |text: String, default: &str| if text.is_empty() { default.to_owned() } else { text };
                 let cancellation = Cancellation {
@@ -272,7 +338,7 @@ impl TrainService for TrainApi {
         let call = self.metrics.call("ListCycles");
         call.finish(
             async {
-                let model_ver = self.model_ver(&request.into_inner().model_ver)?;
+                let model_ver = self.model_ver(&request.into_inner().model_ver).await?;
                 let cycles = self.cycles.list(model_ver).await?.iter().map(convert::cycle).collect();
                 Ok::<_, Status>(Response::new(proto::ListCyclesResponse { cycles }))
             }
@@ -311,5 +377,15 @@ impl TrainService for TrainApi {
     ) -> Result<Response<proto::GetReportResponse>, Status> {
         let call = self.metrics.call("GetReport");
         call.finish(async { Ok::<_, Status>(Response::new(self.report(request.into_inner()).await?)) }.await)
+    }
+
+    async fn import_model(
+        &self,
+        request: Request<tonic::Streaming<proto::ImportModelRequest>>,
+    ) -> Result<Response<proto::TrainingJob>, Status> {
+        let call = self.metrics.call("ImportModel");
+        call.finish(
+            async { Ok::<_, Status>(Response::new(TrainApi::import_model(self, request.into_inner()).await?)) }.await,
+        )
     }
 }

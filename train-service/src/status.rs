@@ -2,11 +2,13 @@
 //! kinds are answered with are the one table in `crs_server::status`.
 
 use crs_domain::models::UnknownVersion;
+use crs_domain::models::imported::ImportError;
 use crs_platform::error::{Classify, ErrorKind};
 use crs_platform::lifecycle::ingest::IngestError;
 use crs_platform::lifecycle::lease::LeaseError;
 use crs_platform::registry::catalog::CatalogError;
 use crs_platform::registry::runs::LoadError;
+use crs_platform::registry::versions::VersionError;
 use crs_platform::storage::bucket::{KeyError, StorageError};
 
 use crate::gate::GateError;
@@ -52,6 +54,15 @@ pub enum ApiError {
     Data(#[from] crs_domain::data::DataError),
     #[error(transparent)]
     Features(#[from] crs_domain::features::FeatureError),
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    /// The model file cannot be served; the message names what in it.
+    #[error("{0}")]
+    Import(#[from] ImportError),
+    #[error("{0}")]
+    NotTrained(String),
+    #[error("{0}")]
+    BadImport(String),
 }
 
 impl Classify for ApiError {
@@ -73,6 +84,8 @@ impl Classify for ApiError {
             ApiError::BadRequest(_) => ErrorKind::InvalidInput,
             ApiError::Data(e) => e.kind(),
             ApiError::Features(e) => e.kind(),
+            ApiError::Version(e) => e.kind(),
+            ApiError::Import(_) | ApiError::NotTrained(_) | ApiError::BadImport(_) => ErrorKind::InvalidInput,
         }
     }
 }

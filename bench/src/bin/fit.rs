@@ -18,8 +18,10 @@ use anyhow::Context;
 use clap::Parser;
 use crs_bench::write_observations;
 use crs_domain::data::{DataFile, HOLDOUT_FRACTION, Observations, prepare};
+use crs_domain::evaluation::import_and_evaluate;
 use crs_domain::evaluation::{Evaluation, TrainingPhase, train_and_evaluate};
 use crs_domain::metrics::Metrics;
+use crs_domain::models::imported::{Framework, ImportedModel};
 use crs_domain::models::{ModelVer, TrainedModel, v2};
 
 #[derive(Debug, Parser)]
@@ -47,6 +49,12 @@ struct Args {
     /// Threads the Python libraries may use.
     #[arg(long, default_value_t = 2)]
     python_threads: usize,
+    /// Fit only v2 (the defaults), and next to it an xgboost model of 300
+    /// depth-6 trees fitted by bench/imported_xgb.py on the same split and
+    /// imported as the platform imports it: the forest's cost per row for
+    /// each, and their ratio.
+    #[arg(long)]
+    imported: bool,
 }
 
 /// One model configuration: a version and its hyperparameter YAML.
@@ -126,7 +134,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     let mut timings = Vec::new();
-    for config in &CONFIGS {
+    for config in CONFIGS.iter().filter(|c| !args.imported || c.label == "v2") {
         let model_ver = ModelVer::parse(config.version)?;
         let params = model_ver.version().params("bench", config.yaml)?;
         let repeats = if config.version == "v2" { args.v2_repeats.max(1) } else { args.repeats };
@@ -149,8 +157,21 @@ fn main() -> anyhow::Result<()> {
         timings.push(Timing { label: config.label.to_owned(), seconds, predict, model, forest, trees, eval: run.eval });
     }
 
+    if args.imported {
+        timings.push(imported_xgb(&args, &data)?);
+    }
     println!();
     println!("{}", table(&timings, args.repeats));
+    if let (Some(v2), Some(imported)) = (
+        timings.iter().find(|t| t.label == "v2").and_then(|t| t.forest),
+        timings.iter().find(|t| t.label == IMPORTED).and_then(|t| t.forest),
+    ) {
+        println!(
+            "forest alone per row, imported xgboost / v2: {:.2} (CPU time), {:.2} (wall clock)",
+            imported.forest.cpu / v2.forest.cpu,
+            imported.forest.wall / v2.forest.wall
+        );
+    }
     println!();
     println!("{}", wall_clock(&timings));
     println!();
@@ -167,6 +188,35 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The label of the imported model's row.
+const IMPORTED: &str = "xgb imported 300x6";
+
+/// bench/imported_xgb.py's model, fitted on the split's training rows,
+/// imported (converted into the forest) and timed as the other rows are.
+fn imported_xgb(args: &Args, data: &crs_domain::data::PreparedData) -> anyhow::Result<Timing> {
+    let dir = tempfile::tempdir()?;
+    let (train, model) = (dir.path().join("train.csv"), dir.path().join("model.json"));
+    write_observations(&train, &data.train)?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("imported_xgb.py");
+    let started = Instant::now();
+    let status = Command::new(&args.python)
+        .arg(&script)
+        .arg(&train)
+        .arg(&model)
+        .arg(args.python_threads.to_string())
+        .status()
+        .with_context(|| format!("running {}", script.display()))?;
+    anyhow::ensure!(status.success(), "{} failed", script.display());
+    let fit = started.elapsed().as_secs_f64();
+    let bytes = std::fs::read(&model)?;
+    let model_ver = ModelVer::declare("bench-xgb")?;
+    let run = import_and_evaluate(model_ver, Framework::Xgboost, &bytes, &data.train, &data.eval, |_| {})?;
+    let (predict, model, forest) = predict_micros(&run.model, &data.eval)?;
+    let trees = run.report["trees"].as_u64();
+    eprintln!("  {IMPORTED}: fitted by xgboost in {fit:.1} s (wall, with Python's start)");
+    Ok(Timing { label: IMPORTED.to_owned(), seconds: vec![fit], predict, model, forest, trees, eval: run.eval })
+}
+
 /// Median microseconds per row on `rows` of `TrainedModel::predict`, which
 /// builds the matrix from keyword rows as serving does; of the fitted model
 /// alone on the matrix built once beforehand; and, for v2, of its forest's
@@ -175,6 +225,13 @@ fn predict_micros(model: &TrainedModel, rows: &Observations) -> anyhow::Result<(
     let whole = per_row_micros(|| Ok(model.predict(&rows.rows)?.len()))?;
     let features = model.features.transform(&rows.rows, model.required_attributes())?;
     let alone = per_row_micros(|| Ok(model.model.predict(&features).len()))?;
+    if model.model_ver.is_imported() {
+        let imported: ImportedModel = serde_json::from_value(model.model.to_json())?;
+        let forest = imported.forest();
+        let walked = per_row_micros(|| Ok(forest.margins(features.matrix.view()).len()))?;
+        // No row walk of its own: the imported model is predicted by the forest only.
+        return Ok((whole, alone, Some(ForestSpeed { forest: walked, walk: Speed { cpu: f64::NAN, wall: f64::NAN } })));
+    }
     let forest = match model.model_ver.name() {
         "v2" => {
             let booster: v2::Booster = serde_json::from_value(model.model.to_json())?;
@@ -427,7 +484,8 @@ fn table(timings: &[Timing], repeats: usize) -> String {
         let m = median(&t.seconds);
         let trees = t.trees.map_or_else(String::new, |n| n.to_string());
         let forest = t.forest.map_or_else(String::new, |f| format!("{:.3}", f.forest.cpu));
-        let walk = t.forest.map_or_else(String::new, |f| format!("{:.3}", f.walk.cpu));
+        let walk =
+            t.forest.filter(|f| f.walk.cpu.is_finite()).map_or_else(String::new, |f| format!("{:.3}", f.walk.cpu));
         let _ = write!(
             out,
             "{:<20}{m:>12.6}{min:>12.6}{max:>12.6}{:>12.1}{trees:>7}{:>12.3}{:>10.3}{forest:>11}{walk:>9}",
@@ -462,7 +520,8 @@ fn wall_clock(timings: &[Timing]) -> String {
     );
     for t in timings {
         let forest = t.forest.map_or_else(String::new, |f| format!("{:.3}", f.forest.wall));
-        let walk = t.forest.map_or_else(String::new, |f| format!("{:.3}", f.walk.wall));
+        let walk =
+            t.forest.filter(|f| f.walk.wall.is_finite()).map_or_else(String::new, |f| format!("{:.3}", f.walk.wall));
         let _ = writeln!(out, "{:<20}{:>12.3}{:>10.3}{forest:>11}{walk:>9}", t.label, t.predict.wall, t.model.wall);
     }
     out

@@ -54,11 +54,10 @@ impl TrainedModel {
         params: serde_json::Value,
         model: Box<dyn FittedModel>,
     ) -> Self {
-        let devices = features.devices.len();
         let required_attributes = model
             .used_features()
             .into_iter()
-            .filter_map(|column| column.checked_sub(devices).and_then(|j| features.attributes.get(j).cloned()))
+            .filter_map(|column| features.attribute_at(column).map(str::to_owned))
             .collect();
         TrainedModel { model_ver, features, params, model, required_attributes }
     }

@@ -155,6 +155,11 @@ pub trait RegisteredVersion: Send + Sync {
     /// Reads a fitted model from its artifact form and validates it for a
     /// feature matrix `width` columns wide; the error says what is wrong.
     fn load(&self, model: serde_json::Value, width: usize) -> Result<Box<dyn FittedModel>, String>;
+    /// Whether the version's runs are model files imported from another
+    /// library (declared in a bucket) rather than fitted by this build.
+    fn imported(&self) -> bool {
+        false
+    }
 }
 
 // `fn() -> V` keeps the marker Send and Sync whatever V is.

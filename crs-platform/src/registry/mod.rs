@@ -6,3 +6,4 @@ pub mod catalog;
 pub mod events;
 pub mod reference;
 pub mod runs;
+pub mod versions;

@@ -101,6 +101,21 @@ pub struct RunMetadata {
     /// Importance of each feature, largest first (empty for versions without one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub feature_importance: Vec<FeatureImportance>,
+    /// For a run of an imported version: the model file it was converted from,
+    /// kept in the run's folder for lineage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<ImportRecord>,
+}
+
+/// The library's model file an imported run was converted from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImportRecord {
+    /// `xgboost` or `lightgbm`.
+    pub framework: String,
+    /// Its name in the run's folder (`imported.json`, `imported.ubj`, `imported.txt`).
+    pub file: String,
+    pub sha256: String,
+    pub size_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -372,6 +387,27 @@ impl ModelStore {
         // Keeps listings to one read; a failure here only costs the next listing a few.
         if let Err(e) = self.runs(metadata.model_ver).await {
             tracing::warn!(error = %e, "could not update the run index");
+        }
+        Ok(())
+    }
+
+    /// Saves an imported run: the library's model file `bytes` first (into the
+    /// run's folder, named by `metadata.imported`), then the run as
+    /// [`Self::save_run`] does. The run exists once its metadata does, so a
+    /// failure on the way leaves no run, and the file is removed with it.
+    pub async fn save_imported_run(
+        &self,
+        model: &TrainedModel,
+        metadata: &mut RunMetadata,
+        bytes: bytes::Bytes,
+    ) -> Result<(), StorageError> {
+        let file =
+            metadata.imported.as_ref().map(|i| i.file.clone()).expect("an imported run's metadata names its file");
+        let key = ModelKey::new(metadata.model_ver).run(&metadata.run_id).prefix().join(&file)?;
+        self.bucket.put(&key, bytes).await?;
+        if let Err(e) = self.save_run(model, metadata).await {
+            let _ = self.bucket.delete(&key).await;
+            return Err(e);
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! ```text
 //! config/<model_ver>/params.yaml                                      hyperparameters
 //! config/<model_ver>/lifecycle.yaml                                   retraining and promotion rules
+//! config/<model_ver>/model.yaml                                       declares an imported version (framework)
 //! data/train/train.csv.gz, data/train/eval.csv.gz                     default training and evaluation data
 //! data/predict/input/prediction_input.csv.gz                          default prediction input
 //! data/predict/output/<model_ver>/<run_id>/prediction_output.csv.gz   default batch output
@@ -106,6 +107,7 @@ const METADATA_FILE: &str = "metadata.json";
 const LATEST_FILE: &str = "LATEST";
 const INDEX_FILE: &str = "index.json";
 const REFERENCE_FOLDER: &str = "reference";
+const DECLARATION_FILE: &str = "model.yaml";
 
 /// The object of entry `seq` in a sequence-numbered log: zero-padded, so that
 /// listing order is number order.
@@ -248,6 +250,17 @@ fn key(segments: &[&str]) -> BucketKey {
 /// `config/<model_ver>/params.yaml`: the hyperparameters a job uses unless it names others.
 pub fn params_key(model_ver: ModelVer) -> BucketKey {
     key(&[CONFIG_ROOT, model_ver.name(), "params.yaml"])
+}
+
+/// `config/`: one folder per model version with settings in the bucket.
+pub fn config_root() -> BucketKey {
+    key(&[CONFIG_ROOT])
+}
+
+/// `config/<name>/model.yaml`: declares `name` a version for imports. `name`
+/// comes from outside and is checked as a key segment.
+pub fn declaration_key_of(name: &str) -> Result<BucketKey, KeyError> {
+    config_root().join(name)?.join(DECLARATION_FILE)
 }
 
 /// `config/<model_ver>/lifecycle.yaml`: the version's retraining and promotion rules.

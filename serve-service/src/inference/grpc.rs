@@ -60,6 +60,7 @@ impl GrpcInferenceService for GrpcInference {
 
     async fn model_ready(&self, request: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
         let request = request.into_inner();
+        self.inference.resolve(&request.name).await;
         let mut call = self.metrics.call("ModelReady");
         call.model_named(&request.name);
         let result = self.inference.model_ready(&request.name, &request.version);
@@ -79,6 +80,7 @@ impl GrpcInferenceService for GrpcInference {
         request: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let request = request.into_inner();
+        self.inference.resolve(&request.name).await;
         let mut call = self.metrics.call("ModelMetadata");
         call.model_named(&request.name);
         let result = self.inference.model_metadata(&request.name, &request.version);
@@ -86,6 +88,7 @@ impl GrpcInferenceService for GrpcInference {
     }
 
     async fn model_infer(&self, request: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
+        self.inference.resolve(&request.get_ref().model_name).await;
         let mut call = self.metrics.call("ModelInfer");
         call.model_named(&request.get_ref().model_name);
         call.finish(self.infer(request.get_ref()).map(Response::new).map_err(Status::from))

@@ -151,9 +151,17 @@ impl Inference {
             .collect()
     }
 
+    /// Makes a model version declared in the bucket (an imported one) known to
+    /// this process, so that `name` parses; both transports call it before any
+    /// method that takes a model name.
+    pub async fn resolve(&self, name: &str) {
+        self.models.resolve(name).await;
+    }
+
     /// Loads model `name` at its production run, in its own slot, and follows
     /// its production alias from then on.
     pub async fn load(&self, name: &str) -> Result<(), ServeError> {
+        self.resolve(name).await;
         let model_ver = known_model(name)?;
         self.models.select(model_ver, Selection::Production).await.map(|_| ())
     }

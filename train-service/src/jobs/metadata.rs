@@ -50,5 +50,6 @@ pub(super) fn run_metadata(job: &Job, run_id: RunId, trained: &Trained) -> RunMe
             .map(|(feature, importance)| FeatureImportance { feature, importance })
             .collect(),
         fit_report: run.report.clone(),
+        imported: job.imported.clone(),
     }
 }

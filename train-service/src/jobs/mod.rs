@@ -17,10 +17,13 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use crs_domain::data::DataError;
+use crs_domain::evaluation::ImportRunError;
 use crs_domain::evaluation::{Evaluation, TrainError, TrainingPhase};
+use crs_domain::models::imported::Framework;
 use crs_domain::models::{ModelVer, ParamError, Progress};
 use crs_platform::error::{Classify, ErrorKind};
 use crs_platform::lifecycle::inputs::{FetchError, InputKeys};
+use crs_platform::registry::runs::ImportRecord;
 use crs_platform::storage::bucket::StorageError;
 use crs_platform::storage::layout::RunId;
 use serde::{Deserialize, Serialize};
@@ -40,6 +43,16 @@ pub struct JobRequest {
     pub draft: bool,
     /// Who asked, recorded with the gate's decision (`crctl train`, `cycle <id>`).
     pub by: String,
+    /// For an import: the model file, converted instead of a fit.
+    pub import: Option<ImportFile>,
+}
+
+/// A model file to import, with its record.
+#[derive(Clone, Debug)]
+pub struct ImportFile {
+    pub framework: Framework,
+    pub bytes: bytes::Bytes,
+    pub record: ImportRecord,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,6 +165,9 @@ pub struct Job {
     pub search: Option<SearchState>,
     /// Set when the job ended cancelled.
     pub cancelled: Option<Cancellation>,
+    /// For an import job: the model file it converts (its bytes are not part of the record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<ImportRecord>,
 }
 
 /// A search's progress as a job reports it.
@@ -198,6 +214,8 @@ pub enum JobError {
     Data(#[from] DataError),
     #[error(transparent)]
     Train(#[from] TrainError),
+    #[error(transparent)]
+    Import(#[from] ImportRunError),
     #[error("training stopped unexpectedly: {0}")]
     Crashed(String),
     #[error("saving the run: {0}")]
@@ -220,7 +238,7 @@ impl Classify for JobError {
             JobError::Params(e) => e.kind(),
             JobError::Data(e) => e.kind(),
             JobError::Train(TrainError::Fit(e)) => e.kind(),
-            JobError::Train(_) => ErrorKind::InvalidInput,
+            JobError::Train(_) | JobError::Import(_) => ErrorKind::InvalidInput,
             JobError::Crashed(_) => ErrorKind::Internal,
             JobError::NotStarted | JobError::CutOff => ErrorKind::Unavailable,
             // Asked for: the caller knows, and nothing is wrong.

@@ -83,7 +83,9 @@ impl Jobs {
             gate: None,
             search: None,
             cancelled: None,
+            imported: request.import.as_ref().map(|file| file.record.clone()),
         };
+        let file = request.import.map(|file| file.bytes);
         let log = JobLog::new(job.clone());
         {
             // Under the registry lock, so that shutdown sees every job it has to wait for.
@@ -98,7 +100,7 @@ impl Jobs {
             // lines and notices, in a span of its own with the job id.
             let request_id = crs_platform::service::request_id::current().unwrap_or_default();
             let span = tracing::info_span!(parent: None, "job", job_id = %job.id, request_id = %request_id);
-            let run = crs_platform::service::request_id::scope(request_id, self.runner.clone().run(log.clone()));
+            let run = crs_platform::service::request_id::scope(request_id, self.runner.clone().run(log.clone(), file));
             self.runner.tasks.spawn(tracing::Instrument::instrument(run, span));
             let bucket = self.runner.catalog.bucket().clone();
             self.runner.tasks.spawn(keep_recorded(bucket, self.runner.replica.to_string(), log));

@@ -89,7 +89,8 @@ impl JobRunner {
     }
 
     /// Runs one job to its end, whatever happens, and records how it ended.
-    pub(super) async fn run(self: Arc<Self>, log: JobLog) {
+    /// `file` is an import job's model file.
+    pub(super) async fn run(self: Arc<Self>, log: JobLog, file: Option<bytes::Bytes>) {
         let slot = tokio::select! {
             biased;
             () = self.draining.cancelled() => Err(JobError::NotStarted),
@@ -120,10 +121,10 @@ impl JobRunner {
             biased;
             () = self.cut_off.cancelled() => Err(JobError::CutOff),
             () = log.cancel_requested() => Err(log.cancelled().expect("cancellation was requested")),
-            trained = train(self.catalog.bucket(), &log) => trained,
+            trained = train(self.catalog.bucket(), &log, file.clone()) => trained,
         };
         let saved = match trained {
-            Ok(trained) => self.save(&log, &job, run_id, trained).await,
+            Ok(trained) => self.save(&log, &job, run_id, trained, file).await,
             Err(e) => Err(e),
         };
         match saved {
@@ -141,6 +142,7 @@ impl JobRunner {
         job: &Job,
         run_id: RunId,
         trained: Trained,
+        file: Option<bytes::Bytes>,
     ) -> Result<(RunMetadata, Option<GateOutcome>), JobError> {
         if self.cut_off.is_cancelled() {
             return Err(JobError::CutOff);
@@ -154,7 +156,11 @@ impl JobRunner {
         let model = &trained.run.model;
         let eval = &trained.inputs.data.eval;
         let store = self.catalog.store();
-        store.save_run(model, &mut metadata).await.map_err(JobError::Save)?;
+        match file {
+            Some(bytes) => store.save_imported_run(model, &mut metadata, bytes).await,
+            None => store.save_run(model, &mut metadata).await,
+        }
+        .map_err(JobError::Save)?;
         if self.cut_off.is_cancelled() {
             self.discard(&metadata).await;
             return Err(JobError::CutOff);

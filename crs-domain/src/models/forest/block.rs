@@ -9,6 +9,9 @@ use super::{BLOCK, CHUNK, Forest, LEAF, Link, Segment, ShallowTree, WalkNode};
 /// the same whether it holds one row or 64.
 pub(super) const SMALL: usize = 8;
 
+/// Where xgboost caps the exponent of its float sigmoid.
+const XGBOOST_EXP_CAP: f32 = 88.7;
+
 /// The two precisions a forest adds its leaves in.
 pub(super) trait Sum: Copy + std::ops::Add<Output = Self> {
     fn from_f64(value: f64) -> Self;
@@ -35,10 +38,14 @@ impl Sum for f32 {
         value as f32
     }
 
+    /// The logistic link is xgboost's float sigmoid (`common::Sigmoid`) to the
+    /// bit: `-z` capped at 88.7 so that `exp` stays finite, `expf` of it
+    /// (glibc's, which Rust's `f32::exp` calls), then `1 / (e + 1)`. xgboost
+    /// also adds 1e-16 to the denominator, which no float at or above 1 notices.
     fn link(self, link: Link) -> f64 {
         f64::from(match link {
             Link::Identity => self,
-            Link::Logistic => 1.0 / (1.0 + (-self).exp()),
+            Link::Logistic => 1.0 / ((-self).min(XGBOOST_EXP_CAP).exp() + 1.0),
             Link::ClipToUnit => self.clamp(0.0, 1.0),
         })
     }

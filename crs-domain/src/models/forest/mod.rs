@@ -51,6 +51,7 @@
 mod block;
 
 use ndarray::ArrayView2;
+use serde::{Deserialize, Serialize};
 
 /// Rows evaluated together: one bit of a `u64` condition mask each.
 pub const BLOCK: usize = 64;
@@ -59,8 +60,9 @@ pub const BLOCK: usize = 64;
 /// number of a depth-8 tree fits a byte.
 pub const MAX_BLOCK_DEPTH: usize = 8;
 
-/// A node as a model's trees give it.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// A node as a model's trees give it (and as imported models save it).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Node {
     /// Rows whose `feature` column is at least `threshold` go to `right`, the
     /// others to `left`. Both children come after this node.
@@ -76,13 +78,15 @@ pub enum Node {
 }
 
 /// One tree: `nodes[0]` is the root.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Tree {
     pub nodes: Vec<Node>,
 }
 
 /// How the base score and the leaf values are added up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Precision {
     /// In f64 (v2, lightgbm).
     F64,
@@ -91,11 +95,13 @@ pub enum Precision {
 }
 
 /// What [`Forest::predict`] makes of a row's margin, computed in the forest's precision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Link {
     /// The margin itself.
     Identity,
-    /// `1 / (1 + exp(-margin))`: log-odds to a probability.
+    /// `1 / (1 + exp(-margin))`: log-odds to a probability. In
+    /// [`Precision::F32`] it is xgboost's float sigmoid, bit for bit.
     Logistic,
     /// The margin clipped to [0, 1]: a regression on a rate.
     ClipToUnit,

@@ -156,6 +156,13 @@ fn links_are_applied_in_the_forests_precision() {
     assert_eq!(with(Precision::F64, Link::Logistic), vec![logistic(-2.5), logistic(2.5)]);
     let logistic32 = |z: f32| f64::from(1.0 / (1.0 + (-z).exp()));
     assert_eq!(with(Precision::F32, Link::Logistic), vec![logistic32(-2.5), logistic32(2.5)]);
+    // xgboost's float sigmoid caps -z at 88.7: below that margin the
+    // probability is 1 / (exp(88.7) + 1), a subnormal f32, not 0.
+    let far = [Tree { nodes: vec![leaf(-100.0)] }];
+    let settings = Settings { width: 1, base_score: 0.0, precision: Precision::F32, link: Link::Logistic };
+    let p = Forest::new(&far, settings).unwrap().predict(rows.view());
+    assert_eq!(p, vec![f64::from(1.0 / (88.7f32.exp() + 1.0)); 2]);
+    assert!(p[0] > 0.0 && p[0] < 1e-38);
     assert_eq!(with(Precision::F64, Link::ClipToUnit), vec![0.0, 1.0]);
     assert_eq!(with(Precision::F64, Link::Identity), vec![-2.5, 2.5]);
 }

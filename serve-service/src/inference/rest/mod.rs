@@ -133,6 +133,7 @@ async fn model_ready(
     path: Result<Path<ModelPath>, PathRejection>,
 ) -> Result<StatusCode, HttpError> {
     let path = model_path(path)?;
+    rest.inference.resolve(&path.model).await;
     Ok(health(rest.inference.model_ready(&path.model, path.version())?))
 }
 
@@ -145,6 +146,7 @@ async fn model_metadata(
     path: Result<Path<ModelPath>, PathRejection>,
 ) -> Result<Response, HttpError> {
     let path = model_path(path)?;
+    rest.inference.resolve(&path.model).await;
     let metadata = rest.inference.model_metadata(&path.model, path.version())?;
     Ok(json_answer(wire::model_metadata_json(&metadata).to_string()))
 }
@@ -164,6 +166,7 @@ async fn infer(
     request: Request,
 ) -> Result<Response, HttpError> {
     let path = model_path(path)?;
+    rest.inference.resolve(&path.model).await;
     let header_length = header_length(request.headers())?;
     let body = rest.body(request).await?;
     let parsed = InferBody::parse(&body, header_length)?;
