@@ -76,8 +76,14 @@ impl FeaturePipeline {
     /// [`crate::models::TrainedModel::required_attributes`]).
     pub fn transform(&self, rows: &KeywordRows, required: &[String]) -> Result<Features, FeatureError> {
         let sources = self.sources(rows.attribute_names(), required)?;
-        let mut matrix = Array2::<f32>::zeros((rows.len(), self.width()));
-        for (i, mut out) in matrix.rows_mut().into_iter().enumerate() {
+        let width = self.width();
+        // Each row is zeroed just before it is filled, while it is in cache: a
+        // zeroed matrix filled afterwards took two passes over its memory.
+        let mut cells = Vec::with_capacity(rows.len() * width);
+        for i in 0..rows.len() {
+            let start = cells.len();
+            cells.resize(start + width, 0.0);
+            let out = &mut cells[start..];
             if let Some(slot) = self.devices.iter().position(|d| *d == rows.device[i]) {
                 out[slot] = 1.0;
             }
@@ -86,34 +92,8 @@ impl FeaturePipeline {
                 out[column] = f32::from(values[source]);
             }
         }
+        let matrix = Array2::from_shape_vec((rows.len(), width), cells).expect("one row of `width` cells per row");
         Ok(Features { matrix, devices: rows.device.clone() })
-    }
-
-    /// [`Self::transform`] of rows given as attribute columns, named by `names`,
-    /// each as long as `devices`. Batches read columns: building the matrix
-    /// straight from them skips a row-major copy of every chunk.
-    pub fn transform_columns(
-        &self,
-        names: &[String],
-        columns: &[&[i32]],
-        devices: &[Device],
-        required: &[String],
-    ) -> Result<Features, FeatureError> {
-        debug_assert_eq!(names.len(), columns.len());
-        debug_assert!(columns.iter().all(|c| c.len() == devices.len()));
-        let sources: Vec<(usize, &[i32])> =
-            self.sources(names, required)?.into_iter().map(|(column, source)| (column, columns[source])).collect();
-        let mut matrix = Array2::<f32>::zeros((devices.len(), self.width()));
-        for (i, mut out) in matrix.rows_mut().into_iter().enumerate() {
-            if let Some(slot) = self.devices.iter().position(|d| *d == devices[i]) {
-                out[slot] = 1.0;
-            }
-            // Validated cells are 0 or 1, exactly what `transform` writes for them.
-            for &(column, values) in &sources {
-                out[column] = values[i] as f32;
-            }
-        }
-        Ok(Features { matrix, devices: devices.to_vec() })
     }
 
     /// (matrix column, position in `names`) of every pipeline attribute in
@@ -166,27 +146,6 @@ mod tests {
         let features = pipeline.transform(&input, &pipeline.attributes).unwrap();
         assert_eq!(features.matrix.row(0).to_vec(), vec![1.0, 0.0, 1.0]);
         assert_eq!(features.matrix.row(1).to_vec(), vec![0.0, 1.0, 0.0]);
-    }
-
-    #[test]
-    fn transform_columns_matches_transform() {
-        let pipeline = FeaturePipeline {
-            devices: vec![Device::Computer, Device::Tablet],
-            attributes: vec!["att2".into(), "att1".into(), "att4".into()],
-        };
-        let input =
-            rows(&["att1", "att9", "att2"], &[(Device::Computer, &[1, 0, 0]), (Device::Smartphone, &[0, 1, 1])]);
-        let names: Vec<String> = input.attribute_names().to_vec();
-        let columns: Vec<Vec<i32>> =
-            (0..names.len()).map(|j| (0..input.len()).map(|i| i32::from(input.attributes(i)[j])).collect()).collect();
-        let slices: Vec<&[i32]> = columns.iter().map(Vec::as_slice).collect();
-        let required = ["att1".to_owned()];
-        let from_rows = pipeline.transform(&input, &required).unwrap();
-        let from_columns = pipeline.transform_columns(&names, &slices, &input.device, &required).unwrap();
-        assert_eq!(from_columns.matrix, from_rows.matrix);
-        assert_eq!(from_columns.devices, from_rows.devices);
-        let err = pipeline.transform_columns(&names, &slices, &input.device, &["att4".to_owned()]).unwrap_err();
-        assert_eq!(err, FeatureError::MissingAttributes(vec!["att4".into()]));
     }
 
     #[test]
