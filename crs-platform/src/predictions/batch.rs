@@ -490,7 +490,7 @@ mod tests {
             vec![0.0, 1.0, 0.5, 0.1, 1.0 / 3.0, 2.0 / 3.0, 1e-7, 1e-5, 1e-4, 0.001, 5e-324, f64::MIN_POSITIVE];
         rates.extend([1e15, 1e16, 1e17, 123456789.125, -0.0, -1e-20, 0.9999999999999999]);
         let mut draw = crs_domain::rng::SplitMix64::new(7);
-        rates.extend((0..5000).map(|_| draw.next_f64() * if draw.next_u64() % 2 == 0 { 1.0 } else { 1e-3 }));
+        rates.extend((0..5000).map(|_| draw.next_f64() * if draw.next_u64().is_multiple_of(2) { 1.0 } else { 1e-3 }));
         let mut entity_ids = vec![i64::MIN, i64::MAX, 0, -1, 1, 10, 99, 100, 999_999_999_999];
         entity_ids.extend((0..rates.len() - entity_ids.len()).map(|_| (draw.next_u64() % 2000) as i64 - 1000));
         let devices: Vec<Device> = (0..rates.len()).map(|i| Device::ALL[(i * 7 + i / 3) % 3]).collect();
