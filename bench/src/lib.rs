@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use crs_domain::data::{Attributes, Observations, TableKind, TableReader, keyword_rows};
+use crs_domain::data::{Attributes, Observations, TableKind, TableReader};
 use crs_platform::storage::bucket::{Bucket, BucketKey};
 use crs_platform::storage::layout::PREDICTION_INPUT_KEY;
 use crs_proto::serve::PredictRequest;
@@ -78,9 +78,8 @@ pub async fn request_rows(bucket: &Bucket) -> anyhow::Result<PredictRequest> {
         TableKind::PredictionInput,
         Attributes::All,
     )?;
-    let names = reader.attribute_names().clone();
-    let chunk = reader.next_chunk()?.context("no rows")?;
-    Ok(crctl::predict_request(&keyword_rows(chunk, &names)?))
+    let rows = reader.next_rows()?.context("no rows")?;
+    Ok(crctl::predict_request(&rows))
 }
 
 /// One CSV line per observation: `entity_id,device,att1..attN,clicks,conversions`.

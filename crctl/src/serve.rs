@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use crs_domain::data::{Attributes, KeywordRows, TableKind, TableReader, keyword_rows};
+use crs_domain::data::{Attributes, KeywordRows, TableKind, TableReader};
 use crs_platform::predictions::shards::{Shard, ShardArgs};
 use crs_platform::storage::layout::{InputPrefix, PREDICTION_INPUT_KEY};
 use crs_proto::serve::{
@@ -94,12 +94,11 @@ pub struct PredictArgs {
 pub async fn predict(args: PredictArgs, addrs: &Addresses, json: bool) -> anyhow::Result<()> {
     let file = std::fs::File::open(&args.input).with_context(|| format!("cannot open {}", args.input))?;
     let mut reader = TableReader::open(&args.input, file, TableKind::PredictionInput, Attributes::All)?;
-    let names = reader.attribute_names().clone();
     let mut client = addrs.serve().await?;
     let mut out = Vec::new();
     let mut answered_by = None;
-    while let Some(chunk) = reader.next_chunk()? {
-        for mut request in predict_requests(&keyword_rows(chunk, &names)?, args.batch_rows as usize) {
+    while let Some(rows) = reader.next_rows()? {
+        for mut request in predict_requests(&rows, args.batch_rows as usize) {
             request.model_ver.clone_from(&args.model_ver);
             let response = client.predict(request.clone()).await.map_err(status)?.into_inner();
             answered_by = Some((response.model_ver, response.run_id));

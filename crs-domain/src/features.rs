@@ -233,41 +233,22 @@ impl FeaturePipeline {
     /// [`crate::models::TrainedModel::required_attributes`]).
     pub fn transform(&self, rows: &KeywordRows, required: &[String]) -> Result<Features, FeatureError> {
         let sources = self.sources(rows.attribute_names(), required)?;
-        let mut matrix = Array2::<f32>::zeros((rows.len(), self.width()));
-        for (i, mut out) in matrix.rows_mut().into_iter().enumerate() {
-            sources.write_device(rows.device[i], out.as_slice_mut().expect("rows of a new matrix are contiguous"));
+        let width = self.width();
+        // Each row is zeroed just before it is filled, while it is in cache: a
+        // zeroed matrix filled afterwards took two passes over its memory.
+        let mut cells = Vec::with_capacity(rows.len() * width);
+        for i in 0..rows.len() {
+            let start = cells.len();
+            cells.resize(start + width, 0.0);
+            let out = &mut cells[start..];
+            sources.write_device(rows.device[i], out);
             let values = rows.attributes(i);
             for &(column, source) in &sources.attributes {
                 out[column] = f32::from(values[source]);
             }
         }
+        let matrix = Array2::from_shape_vec((rows.len(), width), cells).expect("one row of `width` cells per row");
         Ok(Features { matrix, devices: rows.device.clone() })
-    }
-
-    /// [`Self::transform`] of rows given as attribute columns, named by `names`,
-    /// each as long as `devices`. Batches read columns: building the matrix
-    /// straight from them skips a row-major copy of every chunk.
-    pub fn transform_columns(
-        &self,
-        names: &[String],
-        columns: &[&[i32]],
-        devices: &[Device],
-        required: &[String],
-    ) -> Result<Features, FeatureError> {
-        debug_assert_eq!(names.len(), columns.len());
-        debug_assert!(columns.iter().all(|c| c.len() == devices.len()));
-        let sources = self.sources(names, required)?;
-        let attributes: Vec<(usize, &[i32])> =
-            sources.attributes.iter().map(|&(column, source)| (column, columns[source])).collect();
-        let mut matrix = Array2::<f32>::zeros((devices.len(), self.width()));
-        for (i, mut out) in matrix.rows_mut().into_iter().enumerate() {
-            sources.write_device(devices[i], out.as_slice_mut().expect("rows of a new matrix are contiguous"));
-            // Validated cells are 0 or 1, exactly what `transform` writes for them.
-            for &(column, values) in &attributes {
-                out[column] = values[i] as f32;
-            }
-        }
-        Ok(Features { matrix, devices: devices.to_vec() })
     }
 
     /// Where each column comes from, for rows whose attributes are `names`,
@@ -346,25 +327,6 @@ mod tests {
     }
 
     #[test]
-    fn transform_columns_matches_transform() {
-        let pipeline =
-            FeaturePipeline::from_names(&names(&["device=Computer", "device=Tablet", "att2", "att1", "att4"])).unwrap();
-        let input =
-            rows(&["att1", "att9", "att2"], &[(Device::Computer, &[1, 0, 0]), (Device::Smartphone, &[0, 1, 1])]);
-        let names: Vec<String> = input.attribute_names().to_vec();
-        let columns: Vec<Vec<i32>> =
-            (0..names.len()).map(|j| (0..input.len()).map(|i| i32::from(input.attributes(i)[j])).collect()).collect();
-        let slices: Vec<&[i32]> = columns.iter().map(Vec::as_slice).collect();
-        let required = ["att1".to_owned()];
-        let from_rows = pipeline.transform(&input, &required).unwrap();
-        let from_columns = pipeline.transform_columns(&names, &slices, &input.device, &required).unwrap();
-        assert_eq!(from_columns.matrix, from_rows.matrix);
-        assert_eq!(from_columns.devices, from_rows.devices);
-        let err = pipeline.transform_columns(&names, &slices, &input.device, &["att4".to_owned()]).unwrap_err();
-        assert_eq!(err, FeatureError::MissingAttributes(vec!["att4".into()]));
-    }
-
-    #[test]
     fn transform_rejects_missing_attributes_by_name() {
         let pipeline = FeaturePipeline::from_names(&names(&["att1", "att5", "att7"])).unwrap();
         let input = rows(&["att1"], &[(Device::Computer, &[1])]);
@@ -385,11 +347,6 @@ mod tests {
         assert_eq!(features.matrix.row(0).to_vec(), vec![0.0, 0.0, 0.0, 1.0, 1.0]);
         assert_eq!(features.matrix.row(1).to_vec(), vec![1.0, 1.0, 0.0, 0.0, 0.0]);
         assert_eq!(features.matrix.row(2).to_vec(), vec![1.0, 2.0, 1.0, 1.0, 0.0]);
-        let columns: Vec<Vec<i32>> = vec![vec![1, 0, 1], vec![0, 1, 1]];
-        let slices: Vec<&[i32]> = columns.iter().map(Vec::as_slice).collect();
-        let by_columns =
-            pipeline.transform_columns(input.attribute_names(), &slices, &input.device, pipeline.attributes()).unwrap();
-        assert_eq!(by_columns.matrix, features.matrix);
         assert_eq!(pipeline.feature_names(), ["att2", "device", "device=Tablet", "att1", "device=Computer"]);
         assert_eq!((pipeline.attribute_at(0), pipeline.attribute_at(1)), (Some("att2"), None));
     }

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use crs_domain::data::{Attributes, KeywordRows, TableKind, TableReader, keyword_rows};
+use crs_domain::data::{Attributes, KeywordRows, TableKind, TableReader};
 use crs_domain::models::ModelVer;
 use crs_domain::rng::unit_hash;
 use crs_platform::predictions::capture::{self, CapturedRows};
@@ -326,9 +326,7 @@ impl Worker {
             let mut reader =
                 TableReader::open(&name, SyncIoBridge::new(download), TableKind::PredictionInput, attributes)
                     .map_err(|e| e.to_string())?;
-            let names = reader.attribute_names().clone();
-            while let Some(chunk) = reader.next_chunk().map_err(|e| e.to_string())? {
-                let rows = keyword_rows(chunk, &names).map_err(|e| format!("{name}: {e}"))?;
+            while let Some(rows) = reader.next_rows().map_err(|e| e.to_string())? {
                 let cr = model.predict(&rows).map_err(|e| e.to_string())?;
                 if tx.blocking_send((rows, cr)).is_err() {
                     break;

@@ -1,17 +1,19 @@
-//! Batch prediction throughput and peak memory, next to the Python pipeline a
-//! user would otherwise write, on the same generated files in the same run.
+//! Batch prediction throughput and peak memory of each model, next to the
+//! Python pipeline a user would otherwise write and to the time it takes only to
+//! inflate the input on one core, on the same generated files in the same run.
 //!
 //! ```text
 //! cargo run --release -p crs-bench --bin batch -- --rows 1000000,10000000
 //! ```
 //!
-//! Each measurement runs in a fresh child process so that its peak resident
-//! memory is its own. Generated files are kept in `--data-dir` between runs.
+//! Each batch runs in a fresh child process so that its peak resident memory is
+//! its own. Generated files are kept in `--data-dir` between runs.
 
-use std::io::{BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -22,6 +24,7 @@ use crs_platform::lifecycle::inputs::{InputKeys, Inputs};
 use crs_platform::predictions::batch::{BatchOptions, predict_batch};
 use crs_platform::storage::bucket::{Bucket, BucketKey};
 use flate2::Compression;
+use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use serde_json::{Value, json};
 
@@ -35,7 +38,7 @@ struct Args {
     /// Input sizes in rows, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
     rows: Vec<usize>,
-    /// Runs of the Rust batch per size; the median is reported.
+    /// Runs of the Rust batch (and of the inflate floor) per size and model; the median is reported.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
     /// Runs of the Python pipeline per size (0 skips it).
@@ -51,9 +54,10 @@ struct Args {
     /// Decompressed input bytes parsed at a time (the batch's memory knob).
     #[arg(long, default_value_t = BatchOptions::default().chunk_bytes)]
     chunk_bytes: usize,
-    /// Model version to batch-predict with (fitted with its default hyperparameters).
-    #[arg(long, default_value = "v1")]
-    model_ver: ModelVer,
+    /// Model versions to batch-predict with, comma separated (each fitted with
+    /// its default hyperparameters).
+    #[arg(long, value_delimiter = ',', default_value = "v1,v2")]
+    model_ver: Vec<ModelVer>,
     /// Internal: run one batch on this input and print its figures as JSON.
     #[arg(long, hide = true)]
     worker: Option<String>,
@@ -63,14 +67,17 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.data_dir)?;
     if let Some(input) = &args.worker {
-        return worker(&args.data_dir, args.model_ver, input, args.chunk_bytes);
+        let [model_ver] = args.model_ver[..] else { bail!("a worker runs one model") };
+        return worker(&args.data_dir, model_ver, input, args.chunk_bytes);
     }
     let train = args.data_dir.join("train.csv.gz");
     if !train.exists() {
         eprintln!("generating {}", train.display());
         write_gzip(&train, |out| write_training(&spec(1, TRAIN_KEYWORDS), out))?;
     }
-    fit_model(&args.data_dir, args.model_ver)?;
+    for &model_ver in &args.model_ver {
+        fit_model(&args.data_dir, model_ver)?;
+    }
 
     let mut table = Vec::new();
     for &rows in &args.rows {
@@ -81,14 +88,19 @@ fn main() -> anyhow::Result<()> {
             let keywords = (rows as f64 / ROWS_PER_KEYWORD).ceil() as usize;
             write_gzip(&input, |out| write_prediction_input(&spec(1_000_000, keywords), out))?;
         }
-        let rust: Vec<Value> = (0..args.repeats)
-            .map(|_| run_rust(&args.data_dir, args.model_ver, &name, args.chunk_bytes))
-            .collect::<Result<_, _>>()?;
+        let floor: Vec<f64> = (0..args.repeats).map(|_| inflate_seconds(&input)).collect::<Result<_, _>>()?;
+        let mut models = Vec::new();
+        for &model_ver in &args.model_ver {
+            let runs: Vec<Value> = (0..args.repeats)
+                .map(|_| run_rust(&args.data_dir, model_ver, &name, args.chunk_bytes))
+                .collect::<Result<_, _>>()?;
+            models.push((model_ver, runs));
+        }
         let chunksize = if rows > args.python_chunk_rows { args.python_chunk_rows } else { 0 };
         let python: Vec<Value> = (0..args.python_repeats)
             .map(|_| run_python(&train, &input, &args.data_dir, chunksize))
             .collect::<Result<_, _>>()?;
-        table.push((rows, rust, python));
+        table.push(Measured { floor, models, python });
     }
     report(&table);
     Ok(())
@@ -146,9 +158,37 @@ fn worker(dir: &Path, model_ver: ModelVer, input: &str, chunk_bytes: usize) -> a
         BatchOptions { chunk_bytes, ..BatchOptions::default() },
     ))?;
     let peak_mb = crs_bench::status_kb("self", "VmHWM")? as f64 / 1024.0;
-    let figures = json!({"seconds": report.seconds, "rows": report.rows_read, "written": report.rows_written, "peak_mb": peak_mb});
+    let figures = json!({
+        "seconds": report.seconds,
+        "rows": report.rows_read,
+        "written": report.rows_written,
+        "peak_mb": peak_mb,
+        "cpu_seconds": process_cpu_seconds()?,
+    });
     println!("{figures}");
     Ok(())
+}
+
+/// Wall seconds to only inflate `input` on this one thread, in the 1 MiB reads
+/// of the batch's read-ahead thread and with the same decoder: the least time a
+/// batch that inflates its input on one core can take.
+fn inflate_seconds(input: &Path) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut gzip = MultiGzDecoder::new(BufReader::new(std::fs::File::open(input)?));
+    let mut block = vec![0u8; 1 << 20];
+    while gzip.read(&mut block)? > 0 {}
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// User and system CPU time of this process, its ended threads included
+/// (`/proc/self/stat` fields 14 and 15, in the kernel's 100 Hz ticks).
+fn process_cpu_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let fields: Vec<&str> = stat.rsplit_once(')').context("no command name")?.1.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> { Ok(fields.get(i).context("short stat")?.parse::<f64>()?) };
+    // fields[0] is field 3 (state): utime is field 14, stime field 15.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 fn json_line(mut command: Command) -> anyhow::Result<Value> {
@@ -194,37 +234,72 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// (median seconds, rows per second, median peak MB) of a set of runs.
 fn summary(runs: &[Value]) -> Option<(f64, f64, f64)> {
     if runs.is_empty() {
         return None;
     }
-    let mut seconds: Vec<f64> = runs.iter().filter_map(|r| r["seconds"].as_f64()).collect();
-    let mut peak: Vec<f64> = runs.iter().filter_map(|r| r["peak_mb"].as_f64()).collect();
+    let seconds = median_of(runs, "seconds");
     let rows = runs[0]["rows"].as_f64().unwrap_or(f64::NAN);
-    let seconds = median(&mut seconds);
-    Some((seconds, rows / seconds, median(&mut peak)))
+    Some((seconds, rows / seconds, median_of(runs, "peak_mb")))
 }
 
-fn report(table: &[(usize, Vec<Value>, Vec<Value>)]) {
+fn median_of(runs: &[Value], field: &str) -> f64 {
+    median(&mut runs.iter().filter_map(|r| r[field].as_f64()).collect::<Vec<_>>())
+}
+
+/// One input's figures: inflate floor runs (seconds), each model's batch runs, the Python runs.
+struct Measured {
+    floor: Vec<f64>,
+    models: Vec<(ModelVer, Vec<Value>)>,
+    python: Vec<Value>,
+}
+
+fn report(table: &[Measured]) {
     println!(
-        "{:>10} | {:>9} {:>12} {:>9} | {:>9} {:>12} {:>9} | {:>10} {:>8}",
-        "rows", "rust s", "rust rows/s", "rust MB", "python s", "python rows/s", "python MB", "throughput", "memory"
+        "{:>10} {:>9} | {:>5} {:>8} {:>11} {:>7} {:>6} {:>8} | {:>8} {:>11} {:>9} | {:>9} {:>7}",
+        "rows",
+        "inflate s",
+        "model",
+        "batch s",
+        "rows/s",
+        "peak MB",
+        "cpu s",
+        "x floor",
+        "python s",
+        "rows/s",
+        "peak MB",
+        "x python",
+        "memory"
     );
-    for (_, rust, python) in table {
-        let Some((rs, rrate, rpeak)) = summary(rust) else { continue };
-        let rows = rust[0]["rows"].as_u64().unwrap_or_default();
-        match summary(python) {
-            Some((ps, prate, ppeak)) => println!(
-                "{rows:>10} | {rs:>9.2} {rrate:>12.0} {rpeak:>9.0} | {ps:>9.2} {prate:>12.0} {ppeak:>9.0} | {:>9.1}x {:>7.1}x  {}",
-                rrate / prate,
-                ppeak / rpeak,
-                match python[0]["chunksize"].as_u64() {
-                    Some(n) if n > 0 => format!("(pandas in chunks of {n} rows)"),
-                    _ => "(pandas reads the whole file)".to_owned(),
-                }
-            ),
-            None => println!("{rows:>10} | {rs:>9.2} {rrate:>12.0} {rpeak:>9.0} | {:>9} {:>12} {:>9} |", "-", "-", "-"),
+    for measured in table {
+        let floor = median(&mut measured.floor.clone());
+        let python = summary(&measured.python);
+        for (model_ver, runs) in &measured.models {
+            let Some((seconds, rate, peak)) = summary(runs) else { continue };
+            let rows = runs[0]["rows"].as_u64().unwrap_or_default();
+            let left = format!(
+                "{rows:>10} {floor:>9.2} | {:>5} {seconds:>8.2} {rate:>11.0} {peak:>7.0} {:>6.2} {:>7.2}x",
+                model_ver.name(),
+                median_of(runs, "cpu_seconds"),
+                seconds / floor
+            );
+            match python {
+                Some((ps, prate, ppeak)) => println!(
+                    "{left} | {ps:>8.2} {prate:>11.0} {ppeak:>9.0} | {:>8.1}x {:>6.1}x  {}",
+                    rate / prate,
+                    ppeak / peak,
+                    match measured.python[0]["chunksize"].as_u64() {
+                        Some(n) if n > 0 => format!("(pyarrow in blocks of {n} rows)"),
+                        _ => "(pyarrow reads the whole file)".to_owned(),
+                    }
+                ),
+                None => println!("{left} | {:>8} {:>11} {:>9} |", "-", "-", "-"),
+            }
         }
     }
-    println!("medians over repeats; throughput = Rust rows/s over Python rows/s, memory = Python peak over Rust peak");
+    println!(
+        "medians over repeats. inflate s: only inflating the input, one thread, same decoder; \
+         cpu s = the batch process's CPU seconds; x floor = batch seconds over inflate s; x python = Rust rows/s over Python rows/s; memory = Python peak over Rust peak"
+    );
 }

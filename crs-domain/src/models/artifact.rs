@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::registry::ModelVer;
 use super::template::FittedModel;
-use crate::data::{Device, KeywordRows};
+use crate::data::KeywordRows;
 use crate::features::{FeatureError, FeaturePipeline};
 
 /// Bumped whenever the artifact's layout changes; older services refuse newer
@@ -95,18 +95,6 @@ impl TrainedModel {
 
     pub fn predict(&self, rows: &KeywordRows) -> Result<Vec<f64>, FeatureError> {
         let features = self.features.transform(rows, &self.required_attributes)?;
-        Ok(self.model.predict(&features))
-    }
-
-    /// [`Self::predict`] of rows given as attribute columns (see
-    /// [`FeaturePipeline::transform_columns`]).
-    pub fn predict_columns(
-        &self,
-        names: &[String],
-        columns: &[&[i32]],
-        devices: &[Device],
-    ) -> Result<Vec<f64>, FeatureError> {
-        let features = self.features.transform_columns(names, columns, devices, &self.required_attributes)?;
         Ok(self.model.predict(&features))
     }
 

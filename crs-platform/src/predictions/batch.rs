@@ -6,17 +6,17 @@
 //! by the file size. The output is a multipart upload completed only after the
 //! last row: a failed or interrupted batch never leaves a partial object.
 
+use std::collections::HashSet;
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use crs_domain::data::{Attributes, Chunk, DEFAULT_CHUNK_BYTES, DataError, Device, TableKind, TableReader};
+use crs_domain::data::{Attributes, DEFAULT_CHUNK_BYTES, DataError, Device, KeywordRows, TableKind, TableReader};
 use crs_domain::features::FeatureError;
 use crs_domain::models::TrainedModel;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use polars::prelude::*;
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
@@ -186,21 +186,20 @@ pub async fn predict_batch(
 
 /// Reads, predicts and writes gzip CSV into `out`; returns (rows read, rows written).
 ///
-/// Two stages on two threads: one decompresses, parses, validates and predicts
-/// the next chunk while the other formats and compresses the current one.
+/// Three stages on three threads: the reader's own decompresses the input
+/// ahead; one cuts, scans, validates and predicts the next chunk; the other
+/// formats and compresses the one before.
 fn predict_stream(
     mut reader: TableReader,
     model: &TrainedModel,
     devices: DeviceColumn,
     out: impl Write,
 ) -> Result<(u64, u64), BatchError> {
-    let attribute_names = reader.attribute_names().clone();
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Predicted, BatchError>>(1);
         let parser = std::thread::Builder::new().name("crs-parse".into()).spawn_scoped(scope, move || {
-            while let Some(next) = reader.next_chunk().transpose() {
-                let next =
-                    next.map_err(BatchError::from).and_then(|chunk| Predicted::new(chunk, &attribute_names, model));
+            while let Some(next) = reader.next_rows().transpose() {
+                let next = next.map_err(BatchError::from).and_then(|rows| Predicted::new(rows, model));
                 let failed = next.is_err();
                 // A closed channel means the writing stage failed and has its error.
                 if tx.send(next).is_err() || failed {
@@ -226,17 +225,14 @@ struct Predicted {
 }
 
 impl Predicted {
-    fn new(chunk: Chunk, attribute_names: &[String], model: &TrainedModel) -> Result<Self, BatchError> {
-        let columns = chunk.attribute_columns(attribute_names).map_err(output_error)?;
-        let slices = columns.iter().map(|c| c.cont_slice()).collect::<PolarsResult<Vec<_>>>().map_err(output_error)?;
-        let rates = model.predict_columns(attribute_names, &slices, &chunk.devices)?;
-        let entity_ids = chunk.entity_ids().map_err(output_error)?.into_no_null_iter().collect();
-        Ok(Predicted { entity_ids, devices: chunk.devices, rates })
+    fn new(mut rows: KeywordRows, model: &TrainedModel) -> Result<Self, BatchError> {
+        let rates = model.predict(&rows)?;
+        Ok(Predicted {
+            entity_ids: std::mem::take(&mut rows.entity_id),
+            devices: std::mem::take(&mut rows.device),
+            rates,
+        })
     }
-}
-
-fn output_error(e: PolarsError) -> BatchError {
-    BatchError::Output(e.to_string())
 }
 
 /// Writes one gzip CSV line per (entity_id, device) not seen before; returns
@@ -246,55 +242,56 @@ fn write_predictions(
     devices: DeviceColumn,
     out: impl Write,
 ) -> Result<u64, BatchError> {
-    let mut seen: [PlHashSet<i64>; 3] = Default::default();
+    let mut lines = OutputLines::new(devices);
     let mut gzip = GzEncoder::new(out, Compression::fast());
     gzip.write_all(OUTPUT_HEADER.as_bytes()).and_then(|()| gzip.write_all(b"\n")).map_err(io_error)?;
-    let schema = Schema::from_iter([
-        Field::new("entity_id".into(), DataType::Int64),
-        Field::new(
-            "device".into(),
-            match devices {
-                DeviceColumn::Name => DataType::String,
-                DeviceColumn::Code => DataType::Int64,
-            },
-        ),
-        Field::new("cr".into(), DataType::Float64),
-    ]);
-    let mut csv = CsvWriter::new(&mut gzip).include_header(false).batched(&schema).map_err(output_error)?;
-    let mut rows_written = 0u64;
+    let mut text = Vec::new();
     for chunk in chunks {
         let chunk = chunk?;
-        let height = chunk.devices.len();
-        let mut entity = Vec::with_capacity(height);
-        let mut device = Vec::with_capacity(height);
-        let mut cr = Vec::with_capacity(height);
-        for ((&e, &d), &rate) in chunk.entity_ids.iter().zip(&chunk.devices).zip(&chunk.rates) {
-            if seen[d.index()].insert(e) {
-                entity.push(e);
-                device.push(d);
-                cr.push(rate);
-            }
-        }
-        rows_written += entity.len() as u64;
-        let device = match devices {
-            DeviceColumn::Name => Column::new("device".into(), device.iter().map(|d| d.as_str()).collect::<Vec<_>>()),
-            // The code is the position in Device::ALL: 0 Computer, 1 Smartphone, 2 Tablet.
-            DeviceColumn::Code => {
-                Column::new("device".into(), device.iter().map(|d| d.index() as i64).collect::<Vec<_>>())
-            }
-        };
-        let frame = DataFrame::new_infer_height(vec![
-            Column::new("entity_id".into(), entity),
-            device,
-            Column::new("cr".into(), cr),
-        ])
-        .map_err(output_error)?;
-        csv.write_batch(&frame).map_err(output_error)?;
+        text.clear();
+        lines.format(&chunk, &mut text);
+        gzip.write_all(&text).map_err(io_error)?;
     }
-    csv.finish().map_err(output_error)?;
-    drop(csv);
     gzip.finish().and_then(|mut out| out.flush()).map_err(io_error)?;
-    Ok(rows_written)
+    Ok(lines.written)
+}
+
+/// The output's lines: the first prediction of each (entity_id, device), in
+/// input order, formatted as polars' CSV writer formats them (itoa for
+/// integers, zmij's shortest round-trip form for rates), with no allocation
+/// per line.
+struct OutputLines {
+    devices: DeviceColumn,
+    /// The entity ids written, per device.
+    seen: [HashSet<i64, foldhash::fast::RandomState>; 3],
+    written: u64,
+}
+
+impl OutputLines {
+    fn new(devices: DeviceColumn) -> Self {
+        OutputLines { devices, seen: Default::default(), written: 0 }
+    }
+
+    /// Appends the lines of `chunk`'s keys not written before to `text`.
+    fn format(&mut self, chunk: &Predicted, text: &mut Vec<u8>) {
+        let (mut integer, mut float) = (itoa::Buffer::new(), zmij::Buffer::new());
+        for ((&entity_id, &device), &rate) in chunk.entity_ids.iter().zip(&chunk.devices).zip(&chunk.rates) {
+            if !self.seen[device.index()].insert(entity_id) {
+                continue;
+            }
+            self.written += 1;
+            text.extend_from_slice(integer.format(entity_id).as_bytes());
+            text.push(b',');
+            match self.devices {
+                DeviceColumn::Name => text.extend_from_slice(device.as_str().as_bytes()),
+                // The code is the position in Device::ALL: 0 Computer, 1 Smartphone, 2 Tablet.
+                DeviceColumn::Code => text.extend_from_slice(integer.format(device.index()).as_bytes()),
+            }
+            text.push(b',');
+            text.extend_from_slice(float.format(rate).as_bytes());
+            text.push(b'\n');
+        }
+    }
 }
 
 fn io_error(e: io::Error) -> BatchError {
@@ -440,6 +437,126 @@ mod tests {
                 .parse::<f64>()
                 .is_ok_and(|cr| (0.0..=1.0).contains(&cr)))
         );
+    }
+
+    /// The lines as batch output was written before it was formatted by hand:
+    /// the keys deduplicated the same way, then polars' batched CSV writer.
+    fn polars_lines(chunks: &[Predicted], devices: DeviceColumn) -> Vec<u8> {
+        use polars::prelude::*;
+        let schema = Schema::from_iter([
+            Field::new("entity_id".into(), DataType::Int64),
+            Field::new(
+                "device".into(),
+                match devices {
+                    DeviceColumn::Name => DataType::String,
+                    DeviceColumn::Code => DataType::Int64,
+                },
+            ),
+            Field::new("cr".into(), DataType::Float64),
+        ]);
+        let mut out = Vec::new();
+        let mut csv = CsvWriter::new(&mut out).include_header(false).batched(&schema).unwrap();
+        let mut seen: [HashSet<i64>; 3] = Default::default();
+        for chunk in chunks {
+            let (mut entity, mut device, mut cr) = (Vec::new(), Vec::new(), Vec::new());
+            for ((&e, &d), &rate) in chunk.entity_ids.iter().zip(&chunk.devices).zip(&chunk.rates) {
+                if seen[d.index()].insert(e) {
+                    entity.push(e);
+                    device.push(d);
+                    cr.push(rate);
+                }
+            }
+            let device = match devices {
+                DeviceColumn::Name => {
+                    Column::new("device".into(), device.iter().map(|d| d.as_str()).collect::<Vec<_>>())
+                }
+                DeviceColumn::Code => {
+                    Column::new("device".into(), device.iter().map(|d| d.index() as i64).collect::<Vec<_>>())
+                }
+            };
+            let columns = vec![Column::new("entity_id".into(), entity), device, Column::new("cr".into(), cr)];
+            csv.write_batch(&DataFrame::new_infer_height(columns).unwrap()).unwrap();
+        }
+        csv.finish().unwrap();
+        drop(csv);
+        out
+    }
+
+    #[test]
+    fn lines_are_byte_for_byte_what_polars_wrote() {
+        // Rates of every magnitude the models give and a few they never do; keys
+        // at the ends of the i64 range; repeated keys, across chunks too.
+        let mut rates =
+            vec![0.0, 1.0, 0.5, 0.1, 1.0 / 3.0, 2.0 / 3.0, 1e-7, 1e-5, 1e-4, 0.001, 5e-324, f64::MIN_POSITIVE];
+        rates.extend([1e15, 1e16, 1e17, 123456789.125, -0.0, -1e-20, 0.9999999999999999]);
+        let mut draw = crs_domain::rng::SplitMix64::new(7);
+        rates.extend((0..5000).map(|_| draw.next_f64() * if draw.next_u64().is_multiple_of(2) { 1.0 } else { 1e-3 }));
+        let mut entity_ids = vec![i64::MIN, i64::MAX, 0, -1, 1, 10, 99, 100, 999_999_999_999];
+        entity_ids.extend((0..rates.len() - entity_ids.len()).map(|_| (draw.next_u64() % 2000) as i64 - 1000));
+        let devices: Vec<Device> = (0..rates.len()).map(|i| Device::ALL[(i * 7 + i / 3) % 3]).collect();
+        let chunks: Vec<Predicted> = (0..rates.len())
+            .step_by(1000)
+            .map(|start| {
+                let end = (start + 1000).min(rates.len());
+                Predicted {
+                    entity_ids: entity_ids[start..end].to_vec(),
+                    devices: devices[start..end].to_vec(),
+                    rates: rates[start..end].to_vec(),
+                }
+            })
+            .collect();
+        for device_column in [DeviceColumn::Name, DeviceColumn::Code] {
+            let mut lines = OutputLines::new(device_column);
+            let mut text = Vec::new();
+            for chunk in &chunks {
+                lines.format(chunk, &mut text);
+            }
+            let expected = polars_lines(&chunks, device_column);
+            assert_eq!(String::from_utf8(text.clone()).unwrap(), String::from_utf8(expected).unwrap());
+            assert_eq!(lines.written, text.iter().filter(|&&b| b == b'\n').count() as u64);
+            assert!(lines.written > 2000 && (lines.written as usize) < rates.len(), "{}", lines.written);
+        }
+    }
+
+    /// The acceptance test of the scanner and the hand-written lines together:
+    /// a batch's decompressed output is byte for byte what it was when every
+    /// chunk went through polars' reader (`next_chunk`) and polars' CSV writer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn output_is_what_the_polars_reader_and_writer_made() {
+        let mut csv = input_csv(2_000);
+        // Keys seen again later, which are not written again.
+        let text = String::from_utf8(csv.clone()).unwrap();
+        let repeated: String = text.lines().skip(1).step_by(7).map(|l| format!("{l}\n")).collect();
+        csv.extend_from_slice(repeated.as_bytes());
+        let mut gzip = GzEncoder::new(Vec::new(), Compression::default());
+        gzip.write_all(&csv).unwrap();
+        let fixture = Fixture::new(gzip.finish().unwrap()).await;
+        let chunk_bytes = 64 << 10;
+        fixture.run(BatchOptions { chunk_bytes, ..BatchOptions::default() }).await.unwrap();
+        let bytes = fixture.bucket.get(&key("out/output.csv.gz")).await.unwrap();
+        let mut output = String::new();
+        flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_string(&mut output).unwrap();
+
+        let required = fixture.model.required_attributes().iter().cloned().collect();
+        let mut reader = TableReader::open(
+            "input.csv",
+            io::Cursor::new(csv),
+            TableKind::PredictionInput,
+            Attributes::Only(required),
+        )
+        .unwrap()
+        .with_chunk_bytes(chunk_bytes);
+        let names = reader.attribute_names().clone();
+        let mut chunks = Vec::new();
+        while let Some(chunk) = reader.next_chunk().unwrap() {
+            let rows = crs_domain::data::keyword_rows(chunk, &names).unwrap();
+            let rates = fixture.model.predict(&rows).unwrap();
+            chunks.push(Predicted { entity_ids: rows.entity_id.clone(), devices: rows.device.clone(), rates });
+        }
+        let mut expected = format!("{OUTPUT_HEADER}\n").into_bytes();
+        expected.extend(polars_lines(&chunks, DeviceColumn::Name));
+        assert!(chunks.len() > 3, "{} chunks", chunks.len());
+        assert_eq!(output, String::from_utf8(expected).unwrap());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use crate::data::schema::{Device, ENTITY_ID};
 /// One validated chunk: typed columns `entity_id`, `device`, the attributes in
 /// [`TableReader::attribute_names`](super::TableReader::attribute_names) order,
 /// then `week`, `Clicks`, `Conversions` where the file kind has them. Attributes
-/// are Int64 in training files and Int32 in prediction input (see [`keyword_rows`]).
+/// are Int64 in training files and Int32 in prediction input.
 #[derive(Debug)]
 pub struct Chunk {
     pub frame: DataFrame,
@@ -25,10 +25,14 @@ impl Chunk {
         self.frame.column(ENTITY_ID)?.i64()
     }
 
-    /// A prediction input chunk's attribute columns in `attribute_names` order,
-    /// each in one piece so that [`Int32Chunked::cont_slice`] succeeds.
-    pub fn attribute_columns(&self, attribute_names: &[String]) -> PolarsResult<Vec<Int32Chunked>> {
-        attribute_names.iter().map(|name| self.frame.column(name)?.i32().map(|c| c.rechunk().into_owned())).collect()
+    /// The attribute columns in `attribute_names` order as Int32 (validated
+    /// values are 0 or 1 whatever their parsed type), each in one piece so that
+    /// [`Int32Chunked::cont_slice`] succeeds.
+    fn attribute_columns(&self, attribute_names: &[String]) -> PolarsResult<Vec<Int32Chunked>> {
+        attribute_names
+            .iter()
+            .map(|name| Ok(self.frame.column(name)?.cast(&DataType::Int32)?.i32()?.rechunk().into_owned()))
+            .collect()
     }
 }
 

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use flate2::bufread::MultiGzDecoder;
 use polars::prelude::*;
 
-use super::chunk::Chunk;
+use super::chunk::{Chunk, keyword_rows};
 use super::diagnose::{diagnose, polars_error, read_error, validate};
 use super::plain::PlainPlan;
 use super::plan::{Attributes, Plan};
 use super::read_ahead::ReadAhead;
 use super::records::{Boundary, for_each_boundary, last_record_end};
 use crate::data::error::{DataError, Problem};
+use crate::data::rows::KeywordRows;
 use crate::data::schema::{Device, TableKind};
 
 /// Decompressed bytes per chunk. Large enough for polars to parse in parallel,
@@ -106,30 +107,56 @@ impl TableReader {
     /// The next chunk of validated rows, or `None` at the end of the file. A
     /// file with a header and no rows is an error.
     pub fn next_chunk(&mut self) -> Result<Option<Chunk>, DataError> {
-        let Some(bytes) = self.next_chunk_bytes()? else {
-            return if self.next_row == 1 { Err(DataError::new(&self.file, Problem::NoRows)) } else { Ok(None) };
-        };
+        loop {
+            let Some(bytes) = self.next_chunk_bytes()? else { return self.at_end() };
+            if let Some(chunk) = self.parse(&bytes)? {
+                return Ok(Some(chunk));
+            }
+        }
+    }
+
+    /// The next chunk of prediction input as model rows (the attributes in
+    /// [`Self::attribute_names`] order), or `None` at the end of the file: what
+    /// [`Self::next_chunk`] and [`keyword_rows`] give, read straight from the
+    /// text when the chunk is plain (see `data::scan`), through polars otherwise.
+    pub fn next_rows(&mut self) -> Result<Option<KeywordRows>, DataError> {
+        loop {
+            let Some(bytes) = self.next_chunk_bytes()? else { return self.at_end() };
+            if let Some(rows) = self.plain.as_ref().and_then(|plain| plain.read(&bytes)) {
+                self.next_row += rows.len() as u64;
+                return Ok(Some(rows));
+            }
+            let first_row = self.next_row;
+            if let Some(chunk) = self.parse(&bytes)? {
+                return keyword_rows(chunk, &self.plan.attribute_names)
+                    .map(Some)
+                    .map_err(|e| polars_error(&self.file, first_row, e));
+            }
+        }
+    }
+
+    /// The end of the input: a file with a header and no rows is an error.
+    fn at_end<T>(&self) -> Result<Option<T>, DataError> {
+        if self.next_row == 1 { Err(DataError::new(&self.file, Problem::NoRows)) } else { Ok(None) }
+    }
+
+    /// `bytes` (whole records) parsed by polars and validated, or `None` when
+    /// they hold no rows.
+    fn parse(&mut self, bytes: &[u8]) -> Result<Option<Chunk>, DataError> {
         let first_row = self.next_row;
         let plan = &self.plan;
-        let (frame, devices) = match self.plain.as_ref().and_then(|plain| plain.read(&bytes, &plan.projection)) {
-            Some(plain) => plain,
-            None => {
-                // polars splits a chunk among threads by guessing where lines end, and a
-                // very long line (a field of megabytes) can defeat the guess: one thread
-                // then reads the chunk whole before anything is called wrong.
-                let parsed =
-                    plan.parse(&bytes, &plan.schema, None).or_else(|_| plan.parse(&bytes, &plan.schema, Some(1)));
-                let frame = match parsed {
-                    Ok(frame) => frame,
-                    Err(error) => return Err(diagnose(&self.file, plan, &bytes, first_row, error)),
-                };
-                if frame.height() == 0 {
-                    return self.next_chunk();
-                }
-                let devices = validate(&self.file, plan, &frame, first_row)?;
-                (frame, devices)
-            }
+        // polars splits a chunk among threads by guessing where lines end, and a
+        // very long line (a field of megabytes) can defeat the guess: one thread
+        // then reads the chunk whole before anything is called wrong.
+        let parsed = plan.parse(bytes, &plan.schema, None).or_else(|_| plan.parse(bytes, &plan.schema, Some(1)));
+        let frame = match parsed {
+            Ok(frame) => frame,
+            Err(error) => return Err(diagnose(&self.file, plan, bytes, first_row, error)),
         };
+        if frame.height() == 0 {
+            return Ok(None);
+        }
+        let devices = validate(&self.file, plan, &frame, first_row)?;
         self.next_row += frame.height() as u64;
         Ok(Some(Chunk { frame, first_row, devices }))
     }
@@ -212,8 +239,8 @@ mod tests {
     use super::*;
     use crate::data::synth::{SynthSpec, write_prediction_input};
 
-    /// Every chunk of `input` read with the scanner and, separately, with polars alone.
-    fn both_ways(input: &[u8], attributes: &[&str]) -> [Vec<(DataFrame, Vec<Device>)>; 2] {
+    /// Every chunk of `input` read as model rows with the scanner and, separately, with polars alone.
+    fn both_ways(input: &[u8], attributes: &[&str]) -> [Vec<KeywordRows>; 2] {
         let wanted: Arc<[String]> = attributes.iter().map(|a| a.to_string()).collect();
         [true, false].map(|shortcut| {
             let mut reader = TableReader::open(
@@ -227,20 +254,23 @@ mod tests {
             if !shortcut {
                 reader.plain = None;
             }
-            std::iter::from_fn(|| reader.next_chunk().unwrap()).map(|c| (c.frame, c.devices)).collect()
+            let rows: Vec<KeywordRows> = std::iter::from_fn(|| reader.next_rows().unwrap()).collect();
+            assert_eq!(reader.rows_read(), rows.iter().map(|r| r.len() as u64).sum::<u64>());
+            rows
         })
     }
 
     fn assert_same(input: &[u8], attributes: &[&str]) {
         let [scanned, parsed] = both_ways(input, attributes);
         assert_eq!(scanned.len(), parsed.len());
-        for ((scanned, scanned_devices), (parsed, parsed_devices)) in scanned.iter().zip(&parsed) {
-            assert_eq!(scanned_devices, parsed_devices);
-            assert_eq!(scanned.height(), parsed.height());
-            for column in parsed.columns() {
-                assert_eq!(scanned.column(column.name()).unwrap(), column, "{}", column.name());
+        for (scanned, parsed) in scanned.iter().zip(&parsed) {
+            assert_eq!(scanned.entity_id, parsed.entity_id);
+            assert_eq!(scanned.device, parsed.device);
+            assert_eq!(scanned.attribute_names(), parsed.attribute_names());
+            assert_eq!(scanned.attribute_names(), attributes);
+            for row in 0..parsed.len() {
+                assert_eq!(scanned.attributes(row), parsed.attributes(row), "row {row}");
             }
-            assert_eq!(scanned.width(), parsed.width());
         }
     }
 
@@ -256,5 +286,39 @@ mod tests {
                    -9223372036854775808,0,,Computer,1,12\n\
                    9223372036854775807,1,x,Smartphone,1,13";
         assert_same(odd.as_bytes(), &["att2", "att1"]);
+
+        // One-byte columns in a run, some of them holding longer text in places.
+        let header =
+            format!("entity_id,{},device,week\n", (1..=12).map(|i| format!("att{i}")).collect::<Vec<_>>().join(","));
+        let rows = "1,0,1,1,0,0,1,0,1,1,1,0,0,Tablet,3\n\
+                    2,1,0,0,1,1,0,1,0,0,0,1,1,Computer,3\n\
+                    3,1,0,xyz,1,1,0,1,,0,0,1,1,Smartphone,3\n";
+        assert_same(format!("{header}{rows}").as_bytes(), &["att12", "att1", "att5", "att2"]);
+    }
+
+    #[test]
+    fn model_rows_keep_the_row_numbers_of_errors() {
+        let text = "entity_id,att1,att2,device\n1,0,1,Computer\n2,1,0,Tablet\n3,1,2,Tablet\n";
+        let wanted: Arc<[String]> = vec!["att2".to_owned()].into();
+        let mut reader = TableReader::open(
+            "p.csv",
+            Cursor::new(text.as_bytes().to_vec()),
+            TableKind::PredictionInput,
+            Attributes::Only(wanted),
+        )
+        .unwrap()
+        .with_chunk_bytes(20);
+        let first = reader.next_rows().unwrap().unwrap();
+        assert_eq!((first.entity_id.as_slice(), first.attributes(0)), (&[1][..], &[1][..]));
+        let mut rows_before_the_error = 1;
+        let err = loop {
+            match reader.next_rows() {
+                Ok(Some(rows)) => rows_before_the_error += rows.len(),
+                Ok(None) => panic!("the bad row was accepted"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(rows_before_the_error, 2);
+        assert_eq!(err.to_string(), "p.csv: row 3, column 'att2': expected 0 or 1, found 2");
     }
 }
