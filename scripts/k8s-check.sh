@@ -104,12 +104,14 @@ trap 'exit 130' INT TERM
 for overlay in dev dev/jobs; do
     dir=$WORK/kustomize/$(echo "$overlay" | tr / -)
     mkdir -p "$dir"
+    # kustomize takes a base by a relative path only.
+    base=$(realpath --relative-to="$dir" "$REPO/deploy/k8s/overlays/$overlay")
     cat >"$dir/kustomization.yaml" <<EOF
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 nameSuffix: -$SUFFIX
 resources:
-  - $REPO/deploy/k8s/overlays/$overlay
+  - $base
   - auth-token.yaml
 EOF
     cat >"$dir/auth-token.yaml" <<EOF
@@ -118,8 +120,9 @@ kind: Secret
 metadata:
   name: crs-auth-token
 type: Opaque
-stringData:
-  token: $(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# data, not stringData: podman 4.3 mounts only a Secret's data keys as files.
+data:
+  token: $(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' | base64 -w0)
 EOF
     "$KUBECTL" kustomize "$dir" >"$WORK/$(basename "$dir").yaml" || die "kubectl kustomize $overlay"
 done
@@ -139,21 +142,41 @@ secret = by_kind("Secret", docs)[0]
 yaml.safe_dump(secret, open(f"{work}/secret.yaml", "w"))
 plan["secret"] = secret["metadata"]["name"]
 plan["volume"] = by_kind("PersistentVolumeClaim", docs)[0]["metadata"]["name"]
-base = by_kind("ConfigMap", docs) + by_kind("PersistentVolumeClaim", docs)
+config_maps = by_kind("ConfigMap", docs)
+claims = by_kind("PersistentVolumeClaim", docs)
+
+# The Jobs' overlay refers to the services' ConfigMap, claim and Secret by their names in
+# a cluster; this run's suffix was added to those names only where they are defined.
+defined = {d["metadata"]["name"] for d in docs if d["kind"] in ("ConfigMap", "PersistentVolumeClaim", "Secret")}
+
+def suffixed(node):
+    if isinstance(node, dict):
+        for key in ("name", "claimName", "secretName"):
+            value = node.get(key)
+            if isinstance(value, str) and f"{value}-{suffix}" in defined:
+                node[key] = f"{value}-{suffix}"
+        for value in node.values():
+            suffixed(value)
+    elif isinstance(node, list):
+        for value in node:
+            suffixed(value)
 
 def pod(job, name, index=None):
     template = copy.deepcopy(job["spec"]["template"])
     spec = template["spec"]
+    suffixed(spec)
     if index is not None:
         for c in spec["containers"]:
             c.setdefault("env", []).append({"name": "JOB_COMPLETION_INDEX", "value": str(index)})
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": template["metadata"]["labels"]}, "spec": spec}
 
-def write(name, objects):
-    yaml.safe_dump_all(base + objects, open(f"{work}/{name}.yaml", "w"))
+# The claim goes with the first play only: podman 4.3 makes its volume then, and refuses
+# a claim whose volume exists; later plays' pods mount that volume by the claim's name.
+def write(name, objects, with_claim=False):
+    yaml.safe_dump_all(config_maps + (claims if with_claim else []) + objects, open(f"{work}/{name}.yaml", "w"))
 
 seed = [j for j in by_kind("Job", docs) if j["metadata"]["name"].startswith("crs-seed-bucket")][0]
-write("seed", [pod(seed, f"seed-{suffix}")])
+write("seed", [pod(seed, f"seed-{suffix}")], with_claim=True)
 deployments = by_kind("Deployment", docs)
 write("services", deployments)
 plan["deployments"] = [d["metadata"]["name"] for d in deployments]
@@ -215,7 +238,9 @@ echo "train ready after $TRAIN_READY s ($TRAIN_READY_URL)"
 SERVE_PORT=$(plan 'p["crs-serve"]["ready"]["port"]')
 SERVE_READY_URL="http://127.0.0.1:$SERVE_PORT$(plan 'p["crs-serve"]["ready"]["path"]')"
 SERVE_LIVE_URL="http://127.0.0.1:$SERVE_PORT/v2/health/live"
-if podman exec "$SERVE_CONTAINER" /usr/local/bin/serve-service --help | grep -q SERVE_HTTP_ADDR; then
+# The help is read whole first: `grep -q` closing the pipe early would fail it under pipefail.
+SERVE_HELP=$(podman exec "$SERVE_CONTAINER" /usr/local/bin/serve-service --help)
+if grep -q SERVE_HTTP_ADDR <<<"$SERVE_HELP"; then
     SERVE_CHECK=http
     wait_http "$SERVE_LIVE_URL" "serve liveness with an empty bucket"
     SERVE_LIVE="200 with no model"
@@ -284,8 +309,9 @@ import glob, json, sys
 mount, logs, shards, inputs, prefix, run = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
 answers = []
 for i in range(shards):
-    lines = [l for l in open(f"{logs}/batch-{i}.txt") if l.startswith("{")]
-    answers.append(json.loads(lines[-1]))
+    # The answer is the JSON line that is not a log record (logs go to the same stream).
+    lines = [json.loads(l) for l in open(f"{logs}/batch-{i}.txt") if l.startswith("{")]
+    answers.append([l for l in lines if "timestamp" not in l][-1])
 files = [f["input_key"] for a in answers for f in a["files"]]
 assert sorted(files) == sorted(set(files)), f"an input predicted twice: {files}"
 assert len(files) == inputs, f"{len(files)} inputs predicted of {inputs}"
