@@ -165,9 +165,7 @@ impl Stack {
     pub async fn start_serve(&self, config: serve_service::Config) -> Running<ServeServiceClient<Channel>> {
         Running::start(
             |listener, stop| tokio::spawn(serve_service::run(config, Listeners::new(listener), stop)),
-            |channel| {
-                ServeServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
-            },
+            serve_client,
         )
         .await
     }
@@ -183,9 +181,7 @@ impl Stack {
             |listener, stop| {
                 tokio::spawn(serve_service::run(config, Listeners::new(listener).with_metrics(Some(metrics)), stop))
             },
-            |channel| {
-                ServeServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
-            },
+            serve_client,
         )
         .await;
         (running, metrics_addr)
@@ -197,20 +193,13 @@ impl Stack {
         &self,
         config: serve_service::Config,
     ) -> (Running<ServeServiceClient<Channel>>, HttpPorts) {
-        let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
-        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
-        let ports = HttpPorts {
-            metrics: metrics.local_addr().expect("metrics addr"),
-            http: http.local_addr().expect("HTTP addr"),
-        };
+        let (metrics, http, ports) = HttpPorts::bind().await;
         let running = Running::start(
             |listener, stop| {
                 let listeners = Listeners::new(listener).with_metrics(Some(metrics)).with_http(Some(http));
                 tokio::spawn(serve_service::run(config, listeners, stop))
             },
-            |channel| {
-                ServeServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
-            },
+            serve_client,
         )
         .await;
         (running, ports)
@@ -222,12 +211,7 @@ impl Stack {
         &self,
         config: train_service::Config,
     ) -> (Running<TrainServiceClient<Channel>>, HttpPorts) {
-        let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
-        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
-        let ports = HttpPorts {
-            metrics: metrics.local_addr().expect("metrics addr"),
-            http: http.local_addr().expect("HTTP addr"),
-        };
+        let (metrics, http, ports) = HttpPorts::bind().await;
         let running = Running::start(
             |listener, stop| {
                 let listeners = Listeners::new(listener).with_metrics(Some(metrics)).with_http(Some(http));
@@ -323,6 +307,24 @@ pub struct HttpPorts {
     pub metrics: SocketAddr,
     /// The HTTP API: serve-service's REST API, train-service's console.
     pub http: SocketAddr,
+}
+
+impl HttpPorts {
+    /// The metrics and HTTP listeners on 127.0.0.1:0, and their ports.
+    async fn bind() -> (TcpListener, TcpListener, HttpPorts) {
+        let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
+        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
+        let ports = HttpPorts {
+            metrics: metrics.local_addr().expect("metrics addr"),
+            http: http.local_addr().expect("HTTP addr"),
+        };
+        (metrics, http, ports)
+    }
+}
+
+/// A serve-service client that takes the batches and rows the tests send.
+fn serve_client(channel: Channel) -> ServeServiceClient<Channel> {
+    ServeServiceClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
 }
 
 /// A bucket key a test spells out.
