@@ -11,9 +11,8 @@ use crs_domain::models::ModelVer;
 use crs_platform::predictions::{capture, shadow};
 use crs_platform::storage::bucket::BucketKey;
 use crs_platform::storage::layout::EVAL_KEY;
+use crs_proto::inference::ModelInferRequest;
 use crs_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use crs_proto::inference::model_infer_request::InferInputTensor;
-use crs_proto::inference::{InferTensorContents, ModelInferRequest};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::serve::{GetModelRequest, PredictBatchRequest, PredictRequest, PredictResponse};
 use crs_testkit::{Stack, gunzip, parse_metrics, predict_request, scrape, wait_until_serving};
@@ -233,52 +232,7 @@ async fn a_full_shadow_queue_drops_and_counts_shadow_rows_and_fails_no_request()
 
 /// `request`'s rows as a typed V2 request to v1, attribute columns in `attributes` order.
 fn infer_request(request: &PredictRequest, attributes: &[String]) -> ModelInferRequest {
-    let columns: Vec<usize> = attributes
-        .iter()
-        .map(|name| request.attribute_names.iter().position(|n| n == name).expect("the input has every attribute"))
-        .collect();
-    let n = request.rows.len() as i64;
-    let tensor = |name: &str, datatype: &str, shape: Vec<i64>, contents| InferInputTensor {
-        name: name.into(),
-        datatype: datatype.into(),
-        shape,
-        contents: Some(contents),
-        ..Default::default()
-    };
-    let inputs = vec![
-        tensor(
-            "entity_id",
-            "INT64",
-            vec![n],
-            InferTensorContents {
-                int64_contents: request.rows.iter().map(|r| r.entity_id).collect(),
-                ..Default::default()
-            },
-        ),
-        tensor(
-            "device",
-            "BYTES",
-            vec![n],
-            InferTensorContents {
-                bytes_contents: request.rows.iter().map(|r| r.device.clone().into_bytes()).collect(),
-                ..Default::default()
-            },
-        ),
-        tensor(
-            "attributes",
-            "INT8",
-            vec![n, attributes.len() as i64],
-            InferTensorContents {
-                int_contents: request
-                    .rows
-                    .iter()
-                    .flat_map(|r| columns.iter().map(|&c| r.attribute_values[c] as i32))
-                    .collect(),
-                ..Default::default()
-            },
-        ),
-    ];
-    ModelInferRequest { model_name: "v1".into(), inputs, ..Default::default() }
+    ModelInferRequest { id: String::new(), ..crs_testkit::v2::infer_request(request, attributes, false) }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,9 +7,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use crs_proto::inference::ModelInferRequest;
 use crs_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use crs_proto::inference::model_infer_request::InferInputTensor;
-use crs_proto::inference::{InferTensorContents, ModelInferRequest};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
 use crs_proto::serve::{GetModelRequest, LoadModelRequest, PredictBatchRequest};
 use crs_proto::train::import_model_request::Part;
@@ -159,50 +158,11 @@ async fn v2_infer(
 ) -> Vec<f64> {
     let request = GetModelRequest { model_ver: model_ver.into(), ..Default::default() };
     let attributes = serving.get_model(request).await.unwrap().into_inner().attribute_names;
-    let columns: Vec<usize> =
-        attributes.iter().map(|a| rows.attribute_names.iter().position(|n| n == a).unwrap()).collect();
-    let n = rows.rows.len() as i64;
-    let tensor = |name: &str, datatype: &str, shape: Vec<i64>, contents: InferTensorContents| InferInputTensor {
-        name: name.into(),
-        datatype: datatype.into(),
-        shape,
-        contents: Some(contents),
-        ..Default::default()
+    let request = ModelInferRequest {
+        model_name: model_ver.into(),
+        id: String::new(),
+        ..crs_testkit::v2::infer_request(rows, &attributes, false)
     };
-    let inputs = vec![
-        tensor(
-            "entity_id",
-            "INT64",
-            vec![n],
-            InferTensorContents {
-                int64_contents: rows.rows.iter().map(|r| r.entity_id).collect(),
-                ..Default::default()
-            },
-        ),
-        tensor(
-            "device",
-            "BYTES",
-            vec![n],
-            InferTensorContents {
-                bytes_contents: rows.rows.iter().map(|r| r.device.clone().into_bytes()).collect(),
-                ..Default::default()
-            },
-        ),
-        tensor(
-            "attributes",
-            "INT8",
-            vec![n, attributes.len() as i64],
-            InferTensorContents {
-                int_contents: rows
-                    .rows
-                    .iter()
-                    .flat_map(|r| columns.iter().map(|&c| r.attribute_values[c] as i32))
-                    .collect(),
-                ..Default::default()
-            },
-        ),
-    ];
-    let request = ModelInferRequest { model_name: model_ver.into(), inputs, ..Default::default() };
     let response = inference.model_infer(request).await.unwrap_or_else(|e| panic!("V2 {model_ver}: {e}")).into_inner();
     response.outputs[0].contents.as_ref().expect("typed contents").fp64_contents.clone()
 }
