@@ -3,7 +3,7 @@
 
 use wide::f32x4;
 
-use super::{BLOCK, CHUNK, Forest, LEAF, Link, Segment, ShallowTree, WalkNode};
+use super::{BLOCK, CHUNK, Forest, LEAF, Link, Segment, ShallowTree, Split, WalkNode};
 
 /// Below this many rows a request is walked row by row: a block costs about
 /// the same whether it holds one row or 64.
@@ -71,6 +71,13 @@ pub(super) fn evaluate<T: Sum>(
     let mut masks = vec![0u64; forest.conditions.len()];
     let mut scratch = vec![[0u64; BLOCK]; forest.settings.width.div_ceil(64)];
     let mut codes = vec![[0u8; BLOCK]; CHUNK];
+    let mut reach = [0u64; 256];
+    // A 256-value window per shallow tree: a byte code indexes it without a bounds check.
+    let windows: Vec<&[T; 256]> = forest
+        .shallow
+        .iter()
+        .map(|t| leaves[t.leaves as usize..t.leaves as usize + 256].try_into().expect("256 values"))
+        .collect();
     let mut acc = [base; BLOCK];
     for (b, out) in out.chunks_mut(BLOCK).enumerate() {
         let n = out.len();
@@ -80,11 +87,11 @@ pub(super) fn evaluate<T: Sum>(
         for segment in &forest.segments {
             match *segment {
                 Segment::Shallow { start, end } => {
-                    let trees = &forest.shallow[start as usize..end as usize];
-                    for (tree, codes) in trees.iter().zip(codes.iter_mut()) {
-                        leaf_codes(tree, &forest.shallow_conditions, &masks, codes);
+                    let (start, end) = (start as usize, end as usize);
+                    for (tree, codes) in forest.shallow[start..end].iter().zip(codes.iter_mut()) {
+                        leaf_codes(tree, forest, &masks, &mut reach, codes);
                     }
-                    add_leaves(trees, &codes[..trees.len()], leaves, &mut acc, n);
+                    add_leaves(&windows[start..end], &codes[..end - start], &mut acc, n);
                 }
                 Segment::Walked { root } => {
                     for (r, acc) in acc[..n].iter_mut().enumerate() {
@@ -151,24 +158,19 @@ fn condition_masks(
         return;
     }
     let columns = forest.settings.width;
-    let thresholds = &forest.column_thresholds;
     for (r, row) in block.chunks_exact(width).take(n).enumerate() {
         let row = &row[..columns];
-        for (word, scratch) in scratch.iter_mut().enumerate() {
-            let start = word * 64;
-            let end = (start + 64).min(columns);
-            let mut bits = 0u64;
-            let mut quads = row[start..end].chunks_exact(4);
-            for (q, (values, limits)) in quads.by_ref().zip(thresholds[start..].chunks_exact(4)).enumerate() {
-                let values = f32x4::from(<[f32; 4]>::try_from(values).expect("4 columns"));
-                let limits = f32x4::from(<[f32; 4]>::try_from(limits).expect("4 columns"));
-                bits |= u64::from(values.simd_ge(limits).to_bitmask()) << (4 * q);
-            }
-            let done = (end - start) / 4 * 4;
-            for (j, (value, limit)) in quads.remainder().iter().zip(&thresholds[start + done..]).enumerate() {
-                bits |= u64::from(*value >= *limit) << (done + j);
-            }
-            scratch[r] = bits;
+        for (word, (scratch, limits)) in scratch.iter_mut().zip(forest.column_thresholds.chunks_exact(64)).enumerate() {
+            let limits = limits.try_into().expect("64 columns");
+            scratch[r] = match row[word * 64..].first_chunk::<64>() {
+                Some(values) => bits_at_least(values, limits),
+                None => {
+                    // The last columns, padded: the padding's bits are never read.
+                    let mut values = [0.0; 64];
+                    values[..columns - word * 64].copy_from_slice(&row[word * 64..]);
+                    bits_at_least(&values, limits)
+                }
+            };
         }
     }
     for scratch in scratch.iter_mut() {
@@ -186,6 +188,15 @@ fn condition_masks(
             bits
         };
     }
+}
+
+/// Bit `c`: whether `values[c] >= limits[c]`, four columns per comparison.
+fn bits_at_least(values: &[f32; 64], limits: &[f32; 64]) -> u64 {
+    let mut bits = 0u64;
+    for (q, (values, limits)) in values.as_chunks::<4>().0.iter().zip(limits.as_chunks::<4>().0).enumerate() {
+        bits |= u64::from(f32x4::from(*values).simd_ge(f32x4::from(*limits)).to_bitmask()) << (4 * q);
+    }
+    bits
 }
 
 /// Transposes a 64 × 64 bit matrix: bit `c` of `rows[r]` becomes bit `r` of
@@ -206,50 +217,92 @@ fn transpose(rows: &mut [u64; BLOCK]) {
     }
 }
 
-/// Byte `r` of `codes`: the leaf row `r` reaches in `tree`.
-fn leaf_codes(tree: &ShallowTree, conditions: &[u32], masks: &[u64], codes: &mut [u8; BLOCK]) {
-    let start = tree.conditions as usize;
-    let of = |depth: usize| &conditions[start..start + (1 << depth) - 1];
-    match tree.depth {
-        0 => *codes = [0; BLOCK],
-        1 => codes_of::<1>(of(1), masks, codes),
-        2 => codes_of::<2>(of(2), masks, codes),
-        3 => codes_of::<3>(of(3), masks, codes),
-        4 => codes_of::<4>(of(4), masks, codes),
-        5 => codes_of::<5>(of(5), masks, codes),
-        6 => codes_of::<6>(of(6), masks, codes),
-        7 => codes_of::<7>(of(7), masks, codes),
-        8 => codes_of::<8>(of(8), masks, codes),
-        depth => unreachable!("shallow trees are at most 8 deep, not {depth}"),
+/// Byte `r` of `codes`: the leaf row `r` reaches in `tree`, for 64 rows at
+/// once. Trees up to [`DENSE_DEPTH`] deep are decided place by place over their
+/// whole perfect layout, unrolled; deeper ones (which are seldom full) only at
+/// their real splits.
+fn leaf_codes(tree: &ShallowTree, forest: &Forest, masks: &[u64], reach: &mut [u64; 256], codes: &mut [u8; BLOCK]) {
+    let dense = |depth: usize| &forest.shallow_conditions[tree.conditions as usize..][..(1 << depth) - 1];
+    let words = match tree.depth {
+        0 => [0; BLOCK / 8],
+        1 => dense_codes::<1>(dense(1), masks),
+        2 => dense_codes::<2>(dense(2), masks),
+        3 => dense_codes::<3>(dense(3), masks),
+        4 => dense_codes::<4>(dense(4), masks),
+        _ => sparse_codes(tree, &forest.splits, masks, reach),
+    };
+    for (out, word) in codes.chunks_exact_mut(8).zip(words) {
+        out.copy_from_slice(&word.to_le_bytes());
     }
 }
 
-/// Leaf codes of a perfect tree of depth `D`, 64 rows at once: `reach` holds the
-/// rows at each split, and plane `k` the rows that went right at level `k`,
-/// which is bit `D - 1 - k` of their leaf's number.
-fn codes_of<const D: usize>(conditions: &[u32], masks: &[u64], codes: &mut [u8; BLOCK]) {
-    let mut planes = [0u64; D];
-    let mut reach = [0u64; 256];
+/// Deepest tree decided over its whole perfect layout.
+const DENSE_DEPTH: usize = 4;
+
+/// Leaf codes of a perfect tree of depth `D`, row `r`'s in byte `r % 8` of
+/// word `r / 8`: `reach` holds the rows at each place, and the rows that go
+/// right at level `k` make bit `D - 1 - k` of their leaf's number.
+fn dense_codes<const D: usize>(conditions: &[u32], masks: &[u64]) -> [u64; BLOCK / 8] {
+    let mut words = [0u64; BLOCK / 8];
+    let mut reach = [0u64; 1 << DENSE_DEPTH];
     reach[0] = !0;
-    for (level, plane) in planes.iter_mut().enumerate() {
+    for level in 0..D {
         let first = (1 << level) - 1;
+        let mut plane = 0;
         for place in first..2 * first + 1 {
             let rows = reach[place];
             let met = masks[conditions[place] as usize];
             let right = rows & met;
-            *plane |= right;
+            plane |= right;
             if level + 1 < D {
                 reach[2 * place + 1] = rows & !met;
                 reach[2 * place + 2] = right;
             }
         }
+        spread_level(&mut words, plane);
     }
-    for (group, out) in codes.chunks_exact_mut(8).enumerate() {
-        let mut word = 0u64;
-        for (level, plane) in planes.iter().enumerate() {
-            word |= SPREAD[((plane >> (8 * group)) & 0xff) as usize] << (D - 1 - level);
+    words
+}
+
+/// Leaf codes as [`dense_codes`] gives them, deciding only the tree's real
+/// splits: a row that reaches a leaf early keeps zeros below, which number a
+/// copy of that leaf. A split's children are written before they are read
+/// (level order), so `reach` needs no clearing between trees.
+fn sparse_codes(tree: &ShallowTree, splits: &[Split], masks: &[u64], reach: &mut [u64; 256]) -> [u64; BLOCK / 8] {
+    let depth = usize::from(tree.depth);
+    let splits = &splits[tree.splits as usize..];
+    let mut words = [0u64; BLOCK / 8];
+    reach[0] = !0;
+    let mut start = 0;
+    for level in 0..depth {
+        let end = usize::from(tree.level_ends[level]);
+        let mut plane = 0u64;
+        if level + 1 < depth {
+            for split in &splits[start..end] {
+                let rows = reach[usize::from(split.place)];
+                let met = masks[split.condition as usize];
+                let right = rows & met;
+                plane |= right;
+                let left = 2 * usize::from(split.place) + 1;
+                reach[left & 0xff] = rows & !met;
+                reach[(left + 1) & 0xff] = right;
+            }
+        } else {
+            for split in &splits[start..end] {
+                plane |= reach[usize::from(split.place)] & masks[split.condition as usize];
+            }
         }
-        out.copy_from_slice(&word.to_le_bytes());
+        spread_level(&mut words, plane);
+        start = end;
+    }
+    words
+}
+
+/// Appends one level's decisions (bit `r` of `plane` for row `r`) as the next
+/// lower bit of each row's code.
+fn spread_level(words: &mut [u64; BLOCK / 8], plane: u64) {
+    for (group, word) in words.iter_mut().enumerate() {
+        *word = (*word << 1) | SPREAD[((plane >> (8 * group)) & 0xff) as usize];
     }
 }
 
@@ -270,12 +323,7 @@ const SPREAD: [u64; 256] = {
 
 /// Adds each tree's leaf to each row's sum, trees in order, eight rows side by
 /// side so that each row's chain of additions overlaps the others'.
-fn add_leaves<T: Sum>(trees: &[ShallowTree], codes: &[[u8; BLOCK]], leaves: &[T], acc: &mut [T; BLOCK], n: usize) {
-    // A 256-value window per tree: a byte code indexes it without a bounds check.
-    let windows: Vec<&[T; 256]> = trees
-        .iter()
-        .map(|t| leaves[t.leaves as usize..t.leaves as usize + 256].try_into().expect("256 values"))
-        .collect();
+fn add_leaves<T: Sum>(windows: &[&[T; 256]], codes: &[[u8; BLOCK]], acc: &mut [T; BLOCK], n: usize) {
     for (group, acc) in acc.chunks_exact_mut(8).take(n.div_ceil(8)).enumerate() {
         let mut sums: [T; 8] = acc.try_into().expect("8 rows");
         for (window, codes) in windows.iter().zip(codes) {

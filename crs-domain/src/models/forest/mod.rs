@@ -150,12 +150,17 @@ pub struct Forest {
     /// Distinct (column, threshold) conditions; shallow trees name them by index.
     conditions: Vec<Condition>,
     /// Per column, the threshold of its primary condition (infinity for columns
-    /// no condition reads), padded to a multiple of 4 columns.
+    /// no condition reads), padded to a multiple of 64 columns.
     column_thresholds: Vec<f32>,
     /// Trees in order, grouped for evaluation.
     segments: Vec<Segment>,
-    /// Per shallow tree: its split conditions in level order (2^depth - 1).
+    /// Per shallow tree: its split conditions in level order (2^depth - 1),
+    /// padding included: the row walk and the block's unrolled shallow trees read them.
     shallow_conditions: Vec<u32>,
+    /// Per shallow tree: its real splits in level order, padding left out. A
+    /// block decides deeper trees at these only: a padded place's rows all
+    /// reach copies of one leaf value whatever it decides.
+    splits: Vec<Split>,
     shallow: Vec<ShallowTree>,
     /// Nodes of the trees walked row by row.
     walk_nodes: Vec<WalkNode>,
@@ -179,8 +184,20 @@ struct ShallowTree {
     depth: u8,
     /// Start of its conditions in `shallow_conditions`.
     conditions: u32,
+    /// Start of its real splits in `splits`.
+    splits: u32,
+    /// Per level, the end of that level's splits, counted from `splits`.
+    level_ends: [u8; MAX_BLOCK_DEPTH],
     /// Start of its 2^depth leaf values.
     leaves: u32,
+}
+
+/// A split of a shallow tree at its place in the perfect tree (level order:
+/// place `p`'s children are `2p + 1` and `2p + 2`).
+#[derive(Clone, Copy, Debug)]
+struct Split {
+    condition: u32,
+    place: u8,
 }
 
 /// A node of a tree walked row by row: a split reads `feature` and goes to
@@ -226,6 +243,7 @@ impl Forest {
             })
         };
         let mut shallow_conditions = Vec::new();
+        let mut splits = Vec::new();
         let mut shallow = Vec::new();
         let mut walk_nodes = Vec::new();
         let mut values: Vec<f64> = Vec::new();
@@ -233,23 +251,33 @@ impl Forest {
         let mut segments = Vec::new();
         for (tree, &depth) in trees.iter().zip(&depths) {
             if depth <= MAX_BLOCK_DEPTH {
-                let at = ShallowTree {
+                let mut at = ShallowTree {
                     depth: depth as u8,
                     conditions: shallow_conditions.len() as u32,
+                    splits: splits.len() as u32,
+                    level_ends: [0; MAX_BLOCK_DEPTH],
                     leaves: values.len() as u32,
                 };
-                let splits = (1usize << depth) - 1;
                 let base_conditions = shallow_conditions.len();
-                shallow_conditions.resize(base_conditions + splits, 0);
+                shallow_conditions.resize(base_conditions + (1 << depth) - 1, 0);
                 let base_values = values.len();
                 values.resize(base_values + (1 << depth), 0.0);
+                let mut real = Vec::new();
                 let perfect = Perfect {
                     tree,
                     depth,
                     conditions: &mut shallow_conditions[base_conditions..],
                     values: &mut values[base_values..],
+                    real: &mut real,
                 };
                 perfect.fill(0, 0, 0, &mut condition);
+                // Place order is level order.
+                real.sort_by_key(|s: &Split| s.place);
+                for (level, end) in at.level_ends.iter_mut().enumerate().take(depth) {
+                    let last_place = (2usize << level) - 2;
+                    *end = real.iter().take_while(|s| usize::from(s.place) <= last_place).count() as u8;
+                }
+                splits.extend(real);
                 let i = shallow.len() as u32;
                 shallow.push(at);
                 match segments.last_mut() {
@@ -262,7 +290,7 @@ impl Forest {
                 walk_tree(tree, &mut walk_nodes, &mut walked_values);
             }
         }
-        let mut column_thresholds = vec![f32::INFINITY; settings.width.next_multiple_of(4)];
+        let mut column_thresholds = vec![f32::INFINITY; settings.width.next_multiple_of(64)];
         let mut seen = vec![false; settings.width];
         for c in &mut conditions {
             let column = c.feature as usize;
@@ -292,6 +320,7 @@ impl Forest {
             column_thresholds,
             segments,
             shallow_conditions,
+            splits,
             shallow,
             walk_nodes,
             leaves,
@@ -322,6 +351,7 @@ impl Forest {
             + size_of_val(self.column_thresholds.as_slice())
             + size_of_val(self.segments.as_slice())
             + size_of_val(self.shallow_conditions.as_slice())
+            + size_of_val(self.splits.as_slice())
             + size_of_val(self.shallow.as_slice())
             + size_of_val(self.walk_nodes.as_slice())
             + leaves
@@ -433,6 +463,8 @@ struct Perfect<'a> {
     depth: usize,
     conditions: &'a mut [u32],
     values: &'a mut [f64],
+    /// The places that hold one of the tree's splits, not padding.
+    real: &'a mut Vec<Split>,
 }
 
 impl Perfect<'_> {
@@ -451,6 +483,7 @@ impl Perfect<'_> {
         let (left, right) = match self.tree.nodes[node] {
             Node::Split { feature, threshold, left, right } => {
                 self.conditions[place] = condition(feature, threshold);
+                self.real.push(Split { condition: self.conditions[place], place: place as u8 });
                 (left, right)
             }
             // Padding: both sides lead to this leaf, so the condition (the

@@ -74,9 +74,10 @@ fn random_forests_match_the_plain_walk_bit_for_bit_at_every_block_boundary() {
     // ones that are not f32 numbers.
     let thresholds = [0.5, 1.5, 1.0, 2.0, 0.0, -0.25, 0.1, 0.300_000_000_000_000_04, 1e-30];
     let cells = [0.0, 1.0, 2.0, 0.5, 1.5, 0.1, -3.0, f32::NAN, 1e-30];
-    for (case, max_depth) in [1usize, 3, 4, 6, 8, 9, 12].into_iter().enumerate() {
+    // Depths on both sides of the dense and block limits; widths on both sides of 64 columns.
+    for (case, max_depth) in [1usize, 3, 4, 5, 6, 8, 9, 12].into_iter().enumerate() {
         for precision in [Precision::F64, Precision::F32] {
-            let width = 5 + case;
+            let width = 5 + 11 * case;
             let trees: Vec<Tree> = (0..40).map(|_| random_tree(&mut rng, width, max_depth, &thresholds)).collect();
             let settings = settings(width + 2, -1.25, precision);
             let forest = Forest::new(&trees, settings).unwrap();
