@@ -101,6 +101,28 @@ pub fn write_observations(path: &Path, observations: &Observations) -> std::io::
     out.flush()
 }
 
+/// The benches' imported model: `imported_xgb.py` fits xgboost (300 trees of
+/// depth 6, `binary:logistic`) on `train` with `threads` threads and saves it
+/// with xgboost's own `save_model`. Returns the saved file's bytes and the
+/// fit's wall seconds, Python's start included.
+pub fn fit_imported_xgb(python: &str, threads: usize, train: &Observations) -> anyhow::Result<(Vec<u8>, f64)> {
+    let dir = tempfile::tempdir()?;
+    let (train_csv, model) = (dir.path().join("train.csv"), dir.path().join("model.json"));
+    write_observations(&train_csv, train)?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("imported_xgb.py");
+    let started = Instant::now();
+    let status = std::process::Command::new(python)
+        .arg(&script)
+        .arg(&train_csv)
+        .arg(&model)
+        .arg(threads.to_string())
+        .status()
+        .with_context(|| format!("running {}", script.display()))?;
+    anyhow::ensure!(status.success(), "{} failed", script.display());
+    let seconds = started.elapsed().as_secs_f64();
+    Ok((std::fs::read(&model)?, seconds))
+}
+
 /// The `p`th percentile (0 to 100) of sorted values, nearest rank; NaN when empty.
 pub fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

@@ -18,7 +18,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Parser;
 use crs_domain::data::synth::{ATTRIBUTES, SynthSpec, write_prediction_input, write_training};
-use crs_domain::evaluation::train_and_evaluate;
+use crs_domain::evaluation::{import_and_evaluate, train_and_evaluate};
+use crs_domain::models::imported::Framework;
 use crs_domain::models::{ModelVer, TrainedModel, sha256_hex};
 use crs_platform::lifecycle::inputs::{InputKeys, Inputs};
 use crs_platform::predictions::batch::{BatchOptions, predict_batch};
@@ -54,10 +55,15 @@ struct Args {
     /// Decompressed input bytes parsed at a time (the batch's memory knob).
     #[arg(long, default_value_t = BatchOptions::default().chunk_bytes)]
     chunk_bytes: usize,
-    /// Model versions to batch-predict with, comma separated (each fitted with
-    /// its default hyperparameters).
-    #[arg(long, value_delimiter = ',', default_value = "v1,v2")]
-    model_ver: Vec<ModelVer>,
+    /// Model versions to batch-predict with, comma separated: built-in ones
+    /// fitted with their default hyperparameters, and `xgb-300x6`, the fit
+    /// bench's imported model (300 xgboost trees of depth 6, fitted by
+    /// `imported_xgb.py` on the same training file and imported).
+    #[arg(long, value_delimiter = ',', default_value = "v1,v2,xgb-300x6")]
+    model_ver: Vec<String>,
+    /// The Python that fits the imported model (with xgboost installed).
+    #[arg(long, default_value = "python3")]
+    python: String,
     /// Internal: run one batch on this input and print its figures as JSON.
     #[arg(long, hide = true)]
     worker: Option<String>,
@@ -66,8 +72,9 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.data_dir)?;
+    let model_vers: Vec<ModelVer> = args.model_ver.iter().map(|name| model_ver(name)).collect::<Result<_, _>>()?;
     if let Some(input) = &args.worker {
-        let [model_ver] = args.model_ver[..] else { bail!("a worker runs one model") };
+        let [model_ver] = model_vers[..] else { bail!("a worker runs one model") };
         return worker(&args.data_dir, model_ver, input, args.chunk_bytes);
     }
     let train = args.data_dir.join("train.csv.gz");
@@ -75,8 +82,8 @@ fn main() -> anyhow::Result<()> {
         eprintln!("generating {}", train.display());
         write_gzip(&train, |out| write_training(&spec(1, TRAIN_KEYWORDS), out))?;
     }
-    for &model_ver in &args.model_ver {
-        fit_model(&args.data_dir, model_ver)?;
+    for &model_ver in &model_vers {
+        fit_model(&args.data_dir, model_ver, &args.python)?;
     }
 
     let mut table = Vec::new();
@@ -90,7 +97,7 @@ fn main() -> anyhow::Result<()> {
         }
         let floor: Vec<f64> = (0..args.repeats).map(|_| inflate_seconds(&input)).collect::<Result<_, _>>()?;
         let mut models = Vec::new();
-        for &model_ver in &args.model_ver {
+        for &model_ver in &model_vers {
             let runs: Vec<Value> = (0..args.repeats)
                 .map(|_| run_rust(&args.data_dir, model_ver, &name, args.chunk_bytes))
                 .collect::<Result<_, _>>()?;
@@ -119,13 +126,22 @@ fn write_gzip(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result
     Ok(())
 }
 
+/// The imported model's version name.
+const IMPORTED: &str = "xgb-300x6";
+
+/// A built-in version by name, or the imported model's version, declared.
+fn model_ver(name: &str) -> anyhow::Result<ModelVer> {
+    Ok(if name == IMPORTED { ModelVer::declare(name)? } else { name.parse()? })
+}
+
 /// The artifact of `model_ver` beside the data.
 fn artifact_path(dir: &Path, model_ver: ModelVer) -> PathBuf {
     dir.join(format!("model_{model_ver}.json"))
 }
 
-/// Fits `model_ver` (defaults) on the training file and keeps its artifact beside the data.
-fn fit_model(dir: &Path, model_ver: ModelVer) -> anyhow::Result<()> {
+/// Fits `model_ver` (defaults) on the training file, or imports the imported
+/// model fitted on it, and keeps its artifact beside the data.
+fn fit_model(dir: &Path, model_ver: ModelVer, python: &str) -> anyhow::Result<()> {
     let path = artifact_path(dir, model_ver);
     if path.exists() {
         return Ok(());
@@ -134,9 +150,15 @@ fn fit_model(dir: &Path, model_ver: ModelVer) -> anyhow::Result<()> {
     let bucket = Bucket::open(&dir.to_string_lossy())?;
     let keys = InputKeys::new(model_ver, BucketKey::parse("train.csv.gz")?, None, None);
     let inputs = runtime.block_on(Inputs::fetch(&bucket, keys))?;
-    let (params, _) = inputs.params(model_ver)?;
     let data = inputs.prepare()?.data;
-    let run = train_and_evaluate(model_ver, &params, &data.train, &data.eval, |_| {})?;
+    let run = if model_ver.is_imported() {
+        let (file, seconds) = crs_bench::fit_imported_xgb(python, 2, &data.train)?;
+        eprintln!("  {model_ver}: fitted by xgboost in {seconds:.1} s");
+        import_and_evaluate(model_ver, Framework::Xgboost, &file, &data.train, &data.eval, |_| {})?
+    } else {
+        let (params, _) = inputs.params(model_ver)?;
+        train_and_evaluate(model_ver, &params, &data.train, &data.eval, |_| {})?
+    };
     let artifact = run.model.to_artifact();
     std::fs::write(path.with_extension("json.sha256"), sha256_hex(&artifact))?;
     std::fs::write(&path, artifact)?;
@@ -257,7 +279,7 @@ struct Measured {
 
 fn report(table: &[Measured]) {
     println!(
-        "{:>10} {:>9} | {:>5} {:>8} {:>11} {:>7} {:>6} {:>8} | {:>8} {:>11} {:>9} | {:>9} {:>7}",
+        "{:>10} {:>9} | {:>9} {:>8} {:>11} {:>7} {:>6} {:>8} | {:>8} {:>11} {:>9} | {:>9} {:>7}",
         "rows",
         "inflate s",
         "model",
@@ -279,7 +301,7 @@ fn report(table: &[Measured]) {
             let Some((seconds, rate, peak)) = summary(runs) else { continue };
             let rows = runs[0]["rows"].as_u64().unwrap_or_default();
             let left = format!(
-                "{rows:>10} {floor:>9.2} | {:>5} {seconds:>8.2} {rate:>11.0} {peak:>7.0} {:>6.2} {:>7.2}x",
+                "{rows:>10} {floor:>9.2} | {:>9} {seconds:>8.2} {rate:>11.0} {peak:>7.0} {:>6.2} {:>7.2}x",
                 model_ver.name(),
                 median_of(runs, "cpu_seconds"),
                 seconds / floor

@@ -194,21 +194,7 @@ const IMPORTED: &str = "xgb imported 300x6";
 /// bench/imported_xgb.py's model, fitted on the split's training rows,
 /// imported (converted into the forest) and timed as the other rows are.
 fn imported_xgb(args: &Args, data: &crs_domain::data::PreparedData) -> anyhow::Result<Timing> {
-    let dir = tempfile::tempdir()?;
-    let (train, model) = (dir.path().join("train.csv"), dir.path().join("model.json"));
-    write_observations(&train, &data.train)?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("imported_xgb.py");
-    let started = Instant::now();
-    let status = Command::new(&args.python)
-        .arg(&script)
-        .arg(&train)
-        .arg(&model)
-        .arg(args.python_threads.to_string())
-        .status()
-        .with_context(|| format!("running {}", script.display()))?;
-    anyhow::ensure!(status.success(), "{} failed", script.display());
-    let fit = started.elapsed().as_secs_f64();
-    let bytes = std::fs::read(&model)?;
+    let (bytes, fit) = crs_bench::fit_imported_xgb(&args.python, args.python_threads, &data.train)?;
     let model_ver = ModelVer::declare("bench-xgb")?;
     let run = import_and_evaluate(model_ver, Framework::Xgboost, &bytes, &data.train, &data.eval, |_| {})?;
     let (predict, model, forest) = predict_micros(&run.model, &data.eval)?;
