@@ -466,3 +466,31 @@ async fn the_service_serves_the_console_on_its_http_listener() {
     assert!(answered.iter().any(|l| l.contains("status=\"401\"")), "{answered:?}");
     assert!(answered.iter().any(|l| l.contains("status=\"200\"")), "{answered:?}");
 }
+
+#[tokio::test]
+async fn a_version_declared_in_the_bucket_after_start_has_its_pages() {
+    let stack = Stack::new().await;
+    let (_server, base) = serve(console_on(&stack.bucket), None).await;
+    let client = Client { http: reqwest::Client::new(), base };
+    assert_error(
+        &client.get("/api/v1/models/console-xgb/runs").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "no version is declared for imports",
+    );
+
+    // Declared by another replica (or by hand) while this one runs.
+    stack.put("config/console-xgb/model.yaml", "framework: xgboost\n").await;
+    let (status, runs) = client.get("/api/v1/models/console-xgb/runs").await;
+    assert_eq!(status, StatusCode::OK, "{runs}");
+    assert_eq!(runs["total"], 0, "{runs}");
+    let (status, page) = client.page("/models/console-xgb").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("console-xgb"), "{page}");
+    assert_error(
+        &client.get("/api/v1/models/console-lgb/runs").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "declared for imports in the bucket: console-xgb",
+    );
+}

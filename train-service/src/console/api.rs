@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use crs_domain::models::ModelVer;
+use crs_platform::registry::versions;
 use crs_platform::storage::bucket::BucketKey;
 use crs_platform::storage::layout::RunId;
 use serde::Deserialize;
@@ -27,8 +28,10 @@ fn json(value: impl serde::Serialize) -> Answer {
     Ok(Json(value).into_response())
 }
 
-pub(super) fn model_ver(text: &str) -> Result<ModelVer, ApiError> {
-    Ok(ModelVer::parse(text)?)
+/// A built-in version, or one the bucket declares for imports (declared by
+/// another replica since this one started included).
+pub(super) async fn model_ver(console: &Console, text: &str) -> Result<ModelVer, ApiError> {
+    Ok(versions::resolve(console.catalog.bucket(), text).await?)
 }
 
 pub(super) fn run_id(text: &str) -> Result<RunId, ApiError> {
@@ -60,32 +63,32 @@ pub(super) async fn models(State(console): State<Console>) -> Answer {
 }
 
 pub(super) async fn runs(State(console): State<Console>, Path(ver): Path<String>, Query(params): Params) -> Answer {
-    let (model_ver, filter, page) = (model_ver(&ver)?, run_filter(&params)?, page(&params)?);
+    let (model_ver, filter, page) = (model_ver(&console, &ver).await?, run_filter(&params)?, page(&params)?);
     json(views::runs(&console, model_ver, &filter, page).await?)
 }
 
 pub(super) async fn run(State(console): State<Console>, Path((ver, run)): Path<(String, String)>) -> Answer {
-    json(views::run(&console, model_ver(&ver)?, &run_id(&run)?).await?)
+    json(views::run(&console, model_ver(&console, &ver).await?, &run_id(&run)?).await?)
 }
 
 pub(super) async fn history(State(console): State<Console>, Path(ver): Path<String>) -> Answer {
-    json(views::history(&console, model_ver(&ver)?).await?)
+    json(views::history(&console, model_ver(&console, &ver).await?).await?)
 }
 
 pub(super) async fn cycles(State(console): State<Console>, Path(ver): Path<String>, Query(params): Params) -> Answer {
-    json(views::cycles(&console, model_ver(&ver)?, page(&params)?).await?)
+    json(views::cycles(&console, model_ver(&console, &ver).await?, page(&params)?).await?)
 }
 
 pub(super) async fn cycle(State(console): State<Console>, Path((ver, cycle)): Path<(String, String)>) -> Answer {
-    json(console.cycles.get(model_ver(&ver)?, &run_id(&cycle)?).await?)
+    json(console.cycles.get(model_ver(&console, &ver).await?, &run_id(&cycle)?).await?)
 }
 
 pub(super) async fn chart(State(console): State<Console>, Path(ver): Path<String>) -> Answer {
-    json(views::chart(&console, model_ver(&ver)?).await?)
+    json(views::chart(&console, model_ver(&console, &ver).await?).await?)
 }
 
 pub(super) async fn production(State(console): State<Console>, Path(ver): Path<String>) -> Answer {
-    json(views::production(&console, model_ver(&ver)?).await?)
+    json(views::production(&console, model_ver(&console, &ver).await?).await?)
 }
 
 pub(super) async fn jobs(State(console): State<Console>, Query(params): Params) -> Answer {
@@ -108,7 +111,7 @@ struct ScoreBody {
 }
 
 pub(super) async fn score(State(console): State<Console>, Path(ver): Path<String>, bytes: Bytes) -> Answer {
-    let model_ver = model_ver(&ver)?;
+    let model_ver = model_ver(&console, &ver).await?;
     let request: ScoreBody = body(&bytes)?;
     let key = BucketKey::parse(&request.data_key)?;
     let (run_id, evaluation) = actions::score(&console.catalog, model_ver, &key).await?;
@@ -145,7 +148,7 @@ fn actor(by: String, reason: String) -> Actor {
 }
 
 pub(super) async fn promote(State(console): State<Console>, Path(ver): Path<String>, bytes: Bytes) -> Answer {
-    let model_ver = model_ver(&ver)?;
+    let model_ver = model_ver(&console, &ver).await?;
     let request: PromoteBody = body(&bytes)?;
     let run = run_id(&request.run_id)?;
     let event = actions::promote(&console.catalog, model_ver, run, actor(request.by, request.reason)).await?;
@@ -153,13 +156,13 @@ pub(super) async fn promote(State(console): State<Console>, Path(ver): Path<Stri
 }
 
 pub(super) async fn rollback(State(console): State<Console>, Path(ver): Path<String>, bytes: Bytes) -> Answer {
-    let model_ver = model_ver(&ver)?;
+    let model_ver = model_ver(&console, &ver).await?;
     let request: ActorBody = body(&bytes)?;
     json(actions::rollback(&console.catalog, model_ver, actor(request.by, request.reason)).await?)
 }
 
 pub(super) async fn start_cycle(State(console): State<Console>, Path(ver): Path<String>, bytes: Bytes) -> Answer {
-    let model_ver = model_ver(&ver)?;
+    let model_ver = model_ver(&console, &ver).await?;
     let request: ActorBody = body(&bytes)?;
     let by = if request.by.trim().is_empty() { CONSOLE.to_owned() } else { request.by };
     let record = console.cycles.start(model_ver, &by).await?;

@@ -192,7 +192,7 @@ fn drift_verdict(c: &CycleSummary) -> String {
 }
 
 pub(super) async fn version(State(console): State<Console>, Path(ver): Path<String>, Query(params): Params) -> Answer {
-    let model_ver = model_ver(&ver)?;
+    let model_ver = model_ver(&console, &ver).await?;
     let (filter, page_of_runs) = (run_filter(&params)?, page(&params)?);
     // One listing for the table and the chart: it is most of the page's cost.
     let list = console.catalog.runs(model_ver).await?;
@@ -410,7 +410,7 @@ fn cycles_table(out: &mut String, model_ver: crs_domain::models::ModelVer, cycle
 }
 
 pub(super) async fn run(State(console): State<Console>, Path((ver, run)): Path<(String, String)>) -> Answer {
-    let (model_ver, run) = (model_ver(&ver)?, run_id(&run)?);
+    let (model_ver, run) = (model_ver(&console, &ver).await?, run_id(&run)?);
     let body = views::run(&console, model_ver, &run).await?;
     let (s, m) = (&body.summary, &body.metadata);
     let mut out = String::new();
@@ -530,15 +530,15 @@ async fn report(console: &Console, key: BucketKey) -> Answer {
 }
 
 pub(super) async fn run_report(State(console): State<Console>, Path((ver, run)): Path<(String, String)>) -> Answer {
-    report(&console, layout::run_report(model_ver(&ver)?, &run_id(&run)?)).await
+    report(&console, layout::run_report(model_ver(&console, &ver).await?, &run_id(&run)?)).await
 }
 
 pub(super) async fn cycle_report(State(console): State<Console>, Path((ver, cycle)): Path<(String, String)>) -> Answer {
-    report(&console, layout::cycle_report(model_ver(&ver)?, &run_id(&cycle)?)).await
+    report(&console, layout::cycle_report(model_ver(&console, &ver).await?, &run_id(&cycle)?)).await
 }
 
 pub(super) async fn cycle(State(console): State<Console>, Path((ver, cycle)): Path<(String, String)>) -> Answer {
-    let (model_ver, cycle) = (model_ver(&ver)?, run_id(&cycle)?);
+    let (model_ver, cycle) = (model_ver(&console, &ver).await?, run_id(&cycle)?);
     let c: CycleRecord = console.cycles.get(model_ver, &cycle).await?;
     let mut out = String::new();
     let _ = write!(

@@ -175,6 +175,8 @@ pub struct ModelsBody {
 }
 
 pub async fn models(console: &Console) -> Result<ModelsBody, ApiError> {
+    // Versions another replica declared since this one started are listed too.
+    crs_platform::registry::versions::declare_all(console.catalog.bucket()).await;
     let mut models = Vec::new();
     for model_ver in console.catalog.store().versions().await? {
         let list = console.catalog.runs(model_ver).await?;
