@@ -16,7 +16,7 @@ mod common;
 
 /// Training keywords the notebook fits on when the data is the real file: the
 /// services are debug builds here, and the notebook must end within 3 minutes.
-const REAL_DATA_SAMPLE_KEYWORDS: u32 = 1500;
+const REAL_DATA_SAMPLE_KEYWORDS: u32 = 4000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_analytics_notebook_runs_top_to_bottom() {
