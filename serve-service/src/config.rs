@@ -156,7 +156,7 @@ fn parse_device_column(text: &str) -> Result<DeviceColumn, String> {
 pub struct VersionName(String);
 
 impl VersionName {
-    pub fn as_str(&self) -> &str {
+    pub fn name(&self) -> &str {
         &self.0
     }
 
@@ -321,7 +321,7 @@ mod tests {
     fn defaults_match_the_documentation_and_debug_hides_the_webhook() {
         let config = parse(&["--webhook-url", "https://hooks.example/T000/B000/XXXX"]).unwrap();
         assert_eq!(config.addr, "127.0.0.1:50052");
-        assert_eq!((config.model_ver.as_str(), &config.model_run), ("v1", &Selection::Production));
+        assert_eq!((config.model_ver.name(), &config.model_run), ("v1", &Selection::Production));
         assert_eq!(config.poll_interval(), Duration::from_secs(5));
         assert_eq!((config.max_predict_rows, config.max_message_bytes), (10_000, 16 << 20));
         assert!(!format!("{config:?}").contains("hooks.example"), "{config:?}");
