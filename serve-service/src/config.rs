@@ -4,9 +4,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use clap::Parser;
-use crs_domain::models::ModelVer;
+use crs_domain::models::{DeclareError, ModelVer};
 use crs_platform::predictions::batch::DeviceColumn;
 use crs_platform::predictions::shards::ShardArgs;
+use crs_platform::registry::versions::{self, VersionError};
+use crs_platform::storage::bucket::Bucket;
 use crs_platform::storage::layout::{DEFAULT_OUTPUT_PREFIX, OutputPrefix};
 use crs_server::settings::{CommonSettings, help};
 use crs_server::startup::{Listeners, ServerError, bind, bind_optional};
@@ -33,15 +35,15 @@ pub struct Config {
     /// Address to listen on, host:port.
     #[arg(long, env = "SERVE_ADDR", default_value = "127.0.0.1:50052")]
     pub addr: String,
-    /// Model version to serve (v0, v1, ...).
+    /// Model version to serve: one this build trains (v0, v1, ...) or one the bucket declares for imports (config/<ver>/model.yaml).
     #[arg(long, env = "MODEL_VER", default_value = "v1")]
-    pub model_ver: ModelVer,
+    pub model_ver: VersionName,
     /// Run to serve: `production` (follow the version's production alias), `latest` (follow model/<MODEL_VER>/LATEST) or a run id.
     #[arg(long, env = "MODEL_RUN", default_value = "production")]
     pub model_run: Selection,
-    /// Model versions served at once (comma-separated), each following its production alias; MODEL_VER is always among them and keeps MODEL_RUN.
+    /// Model versions served at once (comma-separated; built in or declared for imports in the bucket), each following its production alias; MODEL_VER is always among them and keeps MODEL_RUN.
     #[arg(long, env = "SERVE_MODELS", value_delimiter = ',')]
-    pub serve_models: Vec<ModelVer>,
+    pub serve_models: Vec<VersionName>,
     /// Most model versions held at once, configured or loaded on request; a load beyond it is refused.
     #[arg(long, env = "MAX_LOADED_MODELS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub max_loaded_models: u32,
@@ -146,11 +148,53 @@ fn parse_device_column(text: &str) -> Result<DeviceColumn, String> {
     DeviceColumn::parse(text).ok_or_else(|| format!("must be `name` or `code`, got {text:?}"))
 }
 
-/// A shadow model version and the primary whose requests it also scores.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ShadowPair {
-    pub shadow: ModelVer,
-    pub primary: ModelVer,
+/// A model version as a setting names it: one this build trains, or a name a
+/// bucket may declare for imports. Only its form is checked when the settings
+/// are parsed; [`Config::resolve_models`] resolves it against the bucket at
+/// start-up, where a name neither built in nor declared is refused.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VersionName(String);
+
+impl VersionName {
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+
+    async fn resolve(&self, setting: &'static str, bucket: &Bucket) -> Result<ModelVer, ModelSettingsError> {
+        versions::resolve(bucket, &self.0).await.map_err(|source| ModelSettingsError::Version { setting, source })
+    }
+}
+
+impl std::str::FromStr for VersionName {
+    type Err = DeclareError;
+
+    fn from_str(text: &str) -> Result<Self, DeclareError> {
+        let name = text.trim();
+        if ModelVer::parse(name).is_err() {
+            ModelVer::declare_check(name)?;
+        }
+        Ok(VersionName(name.to_owned()))
+    }
+}
+
+impl From<ModelVer> for VersionName {
+    fn from(version: ModelVer) -> Self {
+        VersionName(version.name().to_owned())
+    }
+}
+
+impl std::fmt::Display for VersionName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A shadow model version and the primary whose requests it also scores: as
+/// SHADOW_MODELS names them, then resolved ([`ServedModels::shadows`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShadowPair<V = VersionName> {
+    pub shadow: V,
+    pub primary: V,
 }
 
 impl std::str::FromStr for ShadowPair {
@@ -172,12 +216,32 @@ fn parse_shadow_pair(text: &str) -> Result<ShadowPair, String> {
     let Some((shadow, primary)) = text.trim().split_once(':') else {
         return Err(format!("expected shadow:primary (e.g. v2:v1), got {text:?}"));
     };
-    let version = |name: &str| ModelVer::parse(name.trim()).map_err(|e| e.to_string());
+    let version = |name: &str| name.parse::<VersionName>().map_err(|e| e.to_string());
     let pair = ShadowPair { shadow: version(shadow)?, primary: version(primary)? };
     if pair.shadow == pair.primary {
         return Err(format!("{text:?}: a model version cannot shadow itself"));
     }
     Ok(pair)
+}
+
+/// The model settings, every name resolved against the bucket.
+#[derive(Clone, Debug)]
+pub struct ServedModels {
+    /// MODEL_VER.
+    pub default: ModelVer,
+    /// Every version served from the start besides MODEL_VER: SERVE_MODELS and
+    /// both sides of each shadow pair, in version order, each once.
+    pub others: Vec<ModelVer>,
+    pub shadows: Vec<ShadowPair<ModelVer>>,
+}
+
+/// Why the model settings cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelSettingsError {
+    #[error("{setting}: {source}")]
+    Version { setting: &'static str, source: VersionError },
+    #[error(transparent)]
+    TooMany(#[from] TooManyConfigured),
 }
 
 /// Why the model settings cannot be served together.
@@ -214,17 +278,34 @@ impl Config {
         Duration::from_secs_f64(self.shadow_flush_secs.clamp(0.01, MAX_POLL_INTERVAL_SECS))
     }
 
-    /// Every version served from the start besides MODEL_VER: SERVE_MODELS and
-    /// both sides of each shadow pair, in version order, each once.
-    pub fn other_models(&self) -> Result<Vec<ModelVer>, TooManyConfigured> {
-        let mut versions: BTreeSet<ModelVer> = self.serve_models.iter().copied().collect();
-        versions.extend(self.shadow_models.iter().flat_map(|pair| [pair.shadow, pair.primary]));
-        versions.insert(self.model_ver);
-        if versions.len() > self.max_loaded_models as usize {
-            return Err(TooManyConfigured { versions: versions.into_iter().collect(), max: self.max_loaded_models });
+    /// MODEL_VER, resolved against `bucket`: built in, or declared there for imports.
+    pub async fn resolve_model_ver(&self, bucket: &Bucket) -> Result<ModelVer, ModelSettingsError> {
+        self.model_ver.resolve("MODEL_VER", bucket).await
+    }
+
+    /// MODEL_VER, SERVE_MODELS and SHADOW_MODELS resolved against `bucket`
+    /// (the one place a configured name meets the bucket's declarations), and
+    /// no more of them than MAX_LOADED_MODELS.
+    pub async fn resolve_models(&self, bucket: &Bucket) -> Result<ServedModels, ModelSettingsError> {
+        let default = self.resolve_model_ver(bucket).await?;
+        let mut versions = BTreeSet::from([default]);
+        for name in &self.serve_models {
+            versions.insert(name.resolve("SERVE_MODELS", bucket).await?);
         }
-        versions.remove(&self.model_ver);
-        Ok(versions.into_iter().collect())
+        let mut shadows = Vec::with_capacity(self.shadow_models.len());
+        for pair in &self.shadow_models {
+            let shadow = pair.shadow.resolve("SHADOW_MODELS", bucket).await?;
+            let primary = pair.primary.resolve("SHADOW_MODELS", bucket).await?;
+            versions.extend([shadow, primary]);
+            shadows.push(ShadowPair { shadow, primary });
+        }
+        if versions.len() > self.max_loaded_models as usize {
+            return Err(
+                TooManyConfigured { versions: versions.into_iter().collect(), max: self.max_loaded_models }.into()
+            );
+        }
+        versions.remove(&default);
+        Ok(ServedModels { default, others: versions.into_iter().collect(), shadows })
     }
 }
 
@@ -282,27 +363,61 @@ mod tests {
         assert_eq!(config.poll_interval(), Duration::from_millis(250));
     }
 
-    #[test]
-    fn serve_models_default_to_model_ver_alone_and_add_to_it() {
+    fn names(versions: &[ModelVer]) -> Vec<&'static str> {
+        versions.iter().map(|v| v.name()).collect()
+    }
+
+    #[tokio::test]
+    async fn serve_models_default_to_model_ver_alone_and_add_to_it() {
+        let bucket = Bucket::open("memory://").unwrap();
         let config = parse(&[]).unwrap();
         assert!(config.serve_models.is_empty() && config.shadow_models.is_empty());
-        assert_eq!(config.other_models().unwrap(), Vec::<ModelVer>::new());
+        let models = config.resolve_models(&bucket).await.unwrap();
+        assert_eq!((models.default.name(), models.others), ("v1", Vec::<ModelVer>::new()));
         assert_eq!(config.max_loaded_models, 4);
 
         let config = parse(&["--model-ver", "v1", "--serve-models", "v0,v1"]).unwrap();
-        assert_eq!(config.other_models().unwrap(), vec![ModelVer::parse("v0").unwrap()]);
+        assert_eq!(names(&config.resolve_models(&bucket).await.unwrap().others), ["v0"]);
         let config = parse(&["--serve-models", "v2", "--shadow-models", "v0:v1"]).unwrap();
-        let names: Vec<&str> = config.other_models().unwrap().into_iter().map(ModelVer::name).collect();
-        assert_eq!(names, ["v0", "v2"]);
+        assert_eq!(names(&config.resolve_models(&bucket).await.unwrap().others), ["v0", "v2"]);
+    }
+
+    #[tokio::test]
+    async fn versions_the_bucket_declares_are_served_and_unknown_ones_refused_naming_the_setting() {
+        let bucket = Bucket::open("memory://").unwrap();
+        let declaration = crs_platform::storage::layout::declaration_key_of("config-test-xgb").unwrap();
+        bucket.put(&declaration, "framework: xgboost\n").await.unwrap();
+        let config = parse(&["--serve-models", "config-test-xgb,v0", "--shadow-models", "config-test-xgb:v1"]).unwrap();
+        let models = config.resolve_models(&bucket).await.unwrap();
+        assert_eq!(names(&models.others), ["config-test-xgb", "v0"]);
+        assert!(models.others[0].is_imported());
+        assert_eq!(names(&[models.shadows[0].shadow, models.shadows[0].primary]), ["config-test-xgb", "v1"]);
+        let config = parse(&["--model-ver", "config-test-xgb"]).unwrap();
+        assert_eq!(config.resolve_model_ver(&bucket).await.unwrap().name(), "config-test-xgb");
+
+        for (flag, value, setting) in [
+            ("--model-ver", "config-test-none", "MODEL_VER"),
+            ("--serve-models", "v0,config-test-none", "SERVE_MODELS"),
+            ("--shadow-models", "config-test-none:v1", "SHADOW_MODELS"),
+        ] {
+            let err = parse(&[flag, value]).unwrap().resolve_models(&bucket).await.unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "{setting}: unknown model version \"config-test-none\" (known: {}); declared for imports in the bucket: config-test-xgb",
+                    crs_domain::models::known_versions().join(", ")
+                )
+            );
+        }
     }
 
     #[test]
-    fn unknown_versions_and_bad_shadow_pairs_are_refused_naming_the_setting() {
-        let err = parse(&["--serve-models", "v0,v7"]).unwrap_err().to_string();
-        assert!(err.contains("--serve-models") && err.contains("unknown model version \"v7\""), "{err}");
+    fn unsafe_version_names_and_bad_shadow_pairs_are_refused_naming_the_setting() {
+        let err = parse(&["--serve-models", "v0,../v7"]).unwrap_err().to_string();
+        assert!(err.contains("--serve-models") && err.contains("\"../v7\" is not a model version name"), "{err}");
         for (bad, needle) in [
             ("v0", "expected shadow:primary"),
-            ("v0:v9", "unknown model version \"v9\""),
+            ("v0:a/b", "\"a/b\" is not a model version name"),
             ("v1:v1", "cannot shadow itself"),
             ("v0-v1", "expected shadow:primary"),
         ] {
@@ -310,25 +425,29 @@ mod tests {
             assert!(err.contains("--shadow-models") && err.contains(needle), "{bad}: {err}");
         }
         let config = parse(&["--shadow-models", "v0:v1,v2:v1"]).unwrap();
-        let v = |name| ModelVer::parse(name).unwrap();
+        let v = |name: &str| name.parse::<VersionName>().unwrap();
         assert_eq!(
             config.shadow_models,
             [ShadowPair { shadow: v("v0"), primary: v("v1") }, ShadowPair { shadow: v("v2"), primary: v("v1") }]
         );
     }
 
-    #[test]
-    fn more_configured_versions_than_max_loaded_models_is_a_startup_error() {
+    #[tokio::test]
+    async fn more_configured_versions_than_max_loaded_models_is_a_startup_error() {
+        let bucket = Bucket::open("memory://").unwrap();
         let config = parse(&["--serve-models", "v0,v2", "--max-loaded-models", "2"]).unwrap();
-        let err = config.other_models().unwrap_err().to_string();
+        let err = config.resolve_models(&bucket).await.unwrap_err().to_string();
         assert!(err.contains("MAX_LOADED_MODELS is 2") && err.contains("v0, v1, v2"), "{err}");
         assert!(parse(&["--max-loaded-models", "0"]).unwrap_err().to_string().contains("max-loaded-models"));
     }
 
-    #[test]
-    fn unknown_model_versions_and_unsafe_runs_are_refused_at_startup() {
-        let err = parse(&["--model-ver", "v7"]).unwrap_err().to_string();
-        assert!(err.contains("unknown model version \"v7\""), "{err}");
+    #[tokio::test]
+    async fn unknown_model_versions_and_unsafe_runs_are_refused_at_startup() {
+        let bucket = Bucket::open("memory://").unwrap();
+        let err = parse(&["--model-ver", "v7"]).unwrap().resolve_model_ver(&bucket).await.unwrap_err().to_string();
+        assert!(err.starts_with("MODEL_VER: unknown model version \"v7\""), "{err}");
+        let err = parse(&["--model-ver", "../v7"]).unwrap_err().to_string();
+        assert!(err.contains("not a model version name"), "{err}");
         let err = parse(&["--model-run", "../x"]).unwrap_err().to_string();
         assert!(err.contains("not a run id"), "{err}");
     }

@@ -32,7 +32,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
-pub use config::{BatchCommand, Config, ServeCommand, ShadowPair};
+pub use config::{BatchCommand, Config, ServeCommand, ShadowPair, VersionName};
 pub use crs_server::startup::Listeners;
 use inference::Inference;
 use inference::grpc::GrpcInference;
@@ -52,13 +52,13 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let others = config.other_models()?;
     let mut startup = Startup::begin(SERVICE, &config.common).await?;
-    let metrics = Arc::new(ServeMetrics::new(startup.registry()));
     let bucket = startup.bucket().clone();
+    let served = config.resolve_models(&bucket).await?;
+    let metrics = Arc::new(ServeMetrics::new(startup.registry()));
     let setup = ModelsSetup {
-        default: (config.model_ver, config.model_run.clone()),
-        others,
+        default: (served.default, config.model_run.clone()),
+        others: served.others.clone(),
         max_loaded: config.max_loaded_models as usize,
         max_memory_bytes: config.max_model_memory_bytes(),
     };
@@ -66,7 +66,7 @@ pub async fn run(
     let models = Arc::new(Models::new(Catalog::new(store), setup, startup.notifier().clone(), metrics.clone()));
     let flush = FlushSettings { rows: config.shadow_flush_rows as usize, every: config.shadow_flush_interval() };
     let (shadows, recorder) = Shadows::start(
-        &config.shadow_models,
+        &served.shadows,
         config.capture_sample,
         models.clone(),
         bucket,
@@ -124,10 +124,10 @@ pub async fn run(
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
     tracing::info!(
-        model_ver = %config.model_ver,
+        model_ver = %served.default,
         run = %config.model_run.describe(),
-        serve_models = ?config.serve_models,
-        shadow_models = ?config.shadow_models,
+        others = ?served.others,
+        shadow_models = ?served.shadows,
         capture_sample = config.capture_sample,
         "serve-service configured"
     );
@@ -176,9 +176,10 @@ pub async fn run_batch(
 ) -> anyhow::Result<PredictBatchResponse> {
     let shard = command.shard.shard()?;
     let mut startup = Startup::begin(SERVICE, &config.common).await?;
+    let model_ver = config.resolve_model_ver(startup.bucket()).await?;
     let metrics = Arc::new(ServeMetrics::new(startup.registry()));
     let setup = ModelsSetup {
-        default: (config.model_ver, config.model_run.clone()),
+        default: (model_ver, config.model_run.clone()),
         others: Vec::new(),
         max_loaded: 1,
         max_memory_bytes: config.max_model_memory_bytes(),
@@ -186,9 +187,9 @@ pub async fn run_batch(
     let store = ModelStore::new(startup.bucket().clone()).with_fail_point(startup.fail_point());
     let models = Arc::new(Models::new(Catalog::new(store), setup, startup.notifier().clone(), metrics.clone()));
     let serving = models
-        .select(config.model_ver, config.model_run.clone())
+        .select(model_ver, config.model_run.clone())
         .await
-        .with_context(|| format!("model {} at {}", config.model_ver, config.model_run.describe()))?;
+        .with_context(|| format!("model {model_ver} at {}", config.model_run.describe()))?;
     tracing::info!(model_ver = %serving.model_ver(), run_id = %serving.run_id(), input = %command.input, %shard, "batch starting");
     // A one-shot batch records no shadows: they are a serving-time comparison.
     let shadows = Shadows::none(metrics.clone());

@@ -144,7 +144,7 @@ impl Shadows {
     /// The shadows of `pairs`, the capture of `capture_sample` of the served
     /// rows, and the task that scores and records them.
     pub fn start(
-        pairs: &[ShadowPair],
+        pairs: &[ShadowPair<ModelVer>],
         capture_sample: f64,
         models: Arc<Models>,
         bucket: Bucket,

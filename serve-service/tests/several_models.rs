@@ -60,7 +60,7 @@ async fn two_versions_answer_with_their_own_runs_move_alone_and_unload_alone() {
     let v1_run = stack.train("v1").await;
     let v0_first = stack.train("v0").await;
     let mut config = stack.serve_config();
-    config.serve_models = vec![v("v0")];
+    config.serve_models = vec![v("v0").into()];
     let (mut serve, metrics_addr) = stack.start_serve_with_metrics(config).await;
     wait_until_serving(&serve).await;
     wait_for_run(&mut serve.client, "v0", &v0_first).await;
@@ -164,7 +164,7 @@ async fn loads_beyond_max_loaded_models_are_refused_until_one_is_unloaded() {
 
     // Configured beyond the limit: the service does not start.
     let mut config = stack.serve_config();
-    config.serve_models = vec![v("v0"), v("v2")];
+    config.serve_models = vec![v("v0").into(), v("v2").into()];
     config.max_loaded_models = 2;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let err = serve_service::run(config, serve_service::Listeners::new(listener), std::future::pending())

@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use crs_platform::storage::layout::EVAL_KEY;
 use crs_proto::inference::ModelInferRequest;
 use crs_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use crs_proto::serve::serve_service_client::ServeServiceClient;
@@ -19,6 +20,8 @@ use crs_proto::train::{
 use crs_testkit::{Stack, gunzip, predict_request, wait_for_end};
 use tonic::Code;
 use tonic::transport::Channel;
+
+mod common;
 
 fn import_stream(
     model_ver: &str,
@@ -33,7 +36,11 @@ fn import_stream(
 }
 
 async fn import(client: &mut TrainServiceClient<Channel>, model_ver: &str, file: &[u8]) -> TrainingJob {
-    let job = client.import_model(import_stream(model_ver, file, false)).await.expect("import").into_inner();
+    import_as(client, model_ver, file, false).await
+}
+
+async fn import_as(client: &mut TrainServiceClient<Channel>, model_ver: &str, file: &[u8], draft: bool) -> TrainingJob {
+    let job = client.import_model(import_stream(model_ver, file, draft)).await.expect("import").into_inner();
     let job = wait_for_end(client, &job.job_id).await;
     assert_eq!(job.state(), JobState::Succeeded, "{job:?}");
     job
@@ -146,6 +153,92 @@ async fn imports_are_gated_served_as_their_library_predicts_and_rolled_back() {
     client.rollback(RollbackRequest { model_ver: "xgb-a".into(), ..Default::default() }).await.expect("rollback");
     assert_eq!(runs(&mut client, "xgb-a").await.production_run_id, first.run_id);
     follows(&mut serving, "xgb-a", &first.run_id).await;
+}
+
+fn python(script: &Path, args: &[&std::ffi::OsStr]) {
+    let status = Command::new("python3").arg(script).args(args).status().unwrap();
+    assert!(status.success(), "{} failed: pip install -r analytics/requirements.txt", script.display());
+}
+
+/// Service-level parity: xgboost and lightgbm models of several depths, tree
+/// counts and objectives (`fixtures/serve_parity.py`), fitted by the pinned
+/// libraries on the real keyword data when `CRS_REAL_DATA` names it (the
+/// stack's generated data otherwise), imported, loaded and asked for every row
+/// of the evaluation file online, through V2 and in batch (which writes each
+/// keyword and device once): each answer is the
+/// library's own `predict` within 1e-6 (after clipping to [0, 1] for the
+/// regression objectives, whose library output may lie outside it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_predictions_equal_the_librarys_on_every_evaluation_row() {
+    let started = std::time::Instant::now();
+    let stack = Stack::new().await;
+    let out = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/serve_parity.py");
+    let real = common::put_real_data_split(&stack).await;
+    python(&script, &["fit".as_ref(), stack.bucket_dir().as_os_str(), out.path().as_os_str()]);
+    let fitted = started.elapsed();
+    let library = library_predictions(out.path());
+    assert_eq!(library.len(), 5, "model files");
+
+    stack.put("config/xgb-p/model.yaml", "framework: xgboost\n").await;
+    stack.put("config/lgb-p/model.yaml", "framework: lightgbm\n").await;
+    let train = stack.start_train(stack.train_config()).await;
+    let mut client = train.client.clone();
+    let serve = stack.start_serve(stack.serve_config()).await;
+    let mut serving = serve.client.clone();
+    let mut inference = GrpcInferenceServiceClient::new(serve.channel());
+    let rows = predict_request(&stack.get(EVAL_KEY).await.unwrap());
+    let source = if real { "real" } else { "generated" };
+    let mut first_row = std::collections::HashMap::new();
+    for (index, row) in rows.rows.iter().enumerate() {
+        first_row.entry((row.entity_id, row.device.as_str())).or_insert(index);
+    }
+    for (file, predicted) in &library {
+        let model_ver = if file.starts_with("xgb") { "xgb-p" } else { "lgb-p" };
+        // The platform predicts a rate: a regression's output clipped to [0, 1].
+        let regression = file.contains("_sq_") || file.contains("_reg_");
+        let want: Vec<f64> = predicted.iter().map(|&p| if regression { p.clamp(0.0, 1.0) } else { p }).collect();
+        let job = import_as(&mut client, model_ver, &std::fs::read(out.path().join(file)).unwrap(), true).await;
+        let load = LoadModelRequest { model_ver: model_ver.into(), run: job.run_id.clone() };
+        serving.load_model(load).await.unwrap_or_else(|e| panic!("load {file}: {e}"));
+
+        let mut request = rows.clone();
+        (request.model_ver, request.run_id) = (model_ver.into(), job.run_id.clone());
+        let online = serving.predict(request).await.unwrap_or_else(|e| panic!("{file} online: {e}")).into_inner();
+        assert_eq!(online.run_id, job.run_id);
+        assert_close(&format!("{file} online"), &online.cr, &want);
+        let v2 = v2_infer(&mut inference, &mut serving, model_ver, &rows).await;
+        assert_close(&format!("{file} V2"), &v2, &want);
+        let batch = PredictBatchRequest {
+            input_key: EVAL_KEY.into(),
+            model_ver: model_ver.into(),
+            run_id: job.run_id.clone(),
+            ..Default::default()
+        };
+        let written = serving.predict_batch(batch).await.unwrap_or_else(|e| panic!("{file} batch: {e}")).into_inner();
+        let text = gunzip(&stack.get(&written.output_key).await.unwrap());
+        // A batch writes each (entity_id, device) once, the first row's: the file's weeks are one key.
+        let (mut batch_cr, mut batch_want) = (Vec::new(), Vec::new());
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split(',').collect();
+            let key = (fields[0].parse::<i64>().unwrap(), fields[1]);
+            batch_cr.push(fields[2].parse::<f64>().unwrap());
+            batch_want.push(want[first_row[&key]]);
+        }
+        assert_eq!(batch_cr.len(), first_row.len(), "{file} batch: one row per key");
+        assert_close(&format!("{file} batch"), &batch_cr, &batch_want);
+        let clipped = predicted.iter().filter(|p| !(0.0..=1.0).contains(*p)).count();
+        println!(
+            "{file}: {} {source} evaluation rows equal online and through V2, {} keys in batch ({clipped} clipped)",
+            want.len(),
+            batch_cr.len()
+        );
+    }
+    println!(
+        "fitted by the libraries in {:.1} s; the whole test {:.1} s",
+        fitted.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// The rows' rates through the Open Inference Protocol (typed tensors), the
@@ -261,4 +354,64 @@ async fn a_cycle_of_an_imported_version_checks_drift_and_asks_for_a_new_import()
     assert!(record["drift"]["logloss"].as_f64().is_some(), "the drift check ran: {record:#}");
     assert!(cycle.run_id.is_empty(), "nothing trained: {cycle:?}");
     assert_eq!(runs(&mut client, "xgb-c").await.runs.len(), 1);
+}
+
+/// serve-service takes the versions a bucket declares in its settings as it
+/// takes built-in ones: an imported version named in SERVE_MODELS (or as
+/// MODEL_VER) is served from the start, without a LoadModel; a name neither
+/// built in nor declared stops the start-up, naming the setting and the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_versions_named_in_the_settings_are_served_from_the_start() {
+    use crs_testkit::wait_until_serving;
+
+    let stack = Stack::new().await;
+    stack.put("config/xgb-s/model.yaml", "framework: xgboost\n").await;
+    let train = stack.start_train(stack.train_config()).await;
+    let mut client = train.client.clone();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crs-domain/tests/fixtures/imported/xgb_logistic.json");
+    let job = import(&mut client, "xgb-s", &std::fs::read(fixture).unwrap()).await;
+    // Production whatever the gate said of a model fitted on other data.
+    if runs(&mut client, "xgb-s").await.production_run_id != job.run_id {
+        let promote = crs_proto::train::PromoteRequest {
+            model_ver: "xgb-s".into(),
+            run_id: job.run_id.clone(),
+            reason: "test".into(),
+            ..Default::default()
+        };
+        client.promote(promote).await.expect("promote");
+    }
+    let input = stack.get("data/predict/input/prediction_input.csv.gz").await.unwrap();
+
+    let mut config = stack.serve_config();
+    config.serve_models = vec!["xgb-s".parse().expect("a version name")];
+    let serve = stack.start_serve(config).await;
+    let mut serving = serve.client.clone();
+    follows(&mut serving, "xgb-s", &job.run_id).await;
+    let mut request = predict_request(&input);
+    request.model_ver = "xgb-s".into();
+    let answer = serving.predict(request).await.expect("predict xgb-s").into_inner();
+    assert_eq!((answer.model_ver.as_str(), answer.run_id.as_str()), ("xgb-s", job.run_id.as_str()));
+
+    let mut config = stack.serve_config();
+    config.model_ver = "xgb-s".parse().expect("a version name");
+    let serve = stack.start_serve(config).await;
+    wait_until_serving(&serve).await;
+    let answer = serve.client.clone().predict(predict_request(&input)).await.expect("predict").into_inner();
+    assert_eq!((answer.model_ver.as_str(), answer.run_id.as_str()), ("xgb-s", job.run_id.as_str()));
+
+    for setting in ["SERVE_MODELS", "MODEL_VER"] {
+        let mut config = stack.serve_config();
+        let undeclared: serve_service::VersionName = "xgb-none".parse().expect("a version name");
+        match setting {
+            "SERVE_MODELS" => config.serve_models = vec![undeclared],
+            _ => config.model_ver = undeclared,
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let err = serve_service::run(config, serve_service::Listeners::new(listener), std::future::pending())
+            .await
+            .expect_err("an undeclared version");
+        let message = format!("{err:#}");
+        assert!(message.starts_with(&format!("{setting}: unknown model version \"xgb-none\"")), "{message}");
+        assert!(message.ends_with("declared for imports in the bucket: xgb-s"), "{message}");
+    }
 }

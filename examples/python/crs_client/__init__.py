@@ -73,9 +73,10 @@ class Platform:
             raise PlatformError(f"job {job.job_id} {train_pb2.JobState.Name(job.state)}: {job.error}")
         return job
 
-    def train_model(self, model_ver, eval_key=None, draft=False, wait=True):
-        """Trains a built-in version (v1, v2, ...) on the pipeline's data."""
-        request = train_pb2.StartTrainingRequest(model_ver=model_ver, eval_key=eval_key, draft=draft)
+    def train_model(self, model_ver, eval_key=None, draft=False, wait=True, train_key=None):
+        """Trains a built-in version (v1, v2, ...) on the pipeline's data, or on `train_key`."""
+        request = train_pb2.StartTrainingRequest(model_ver=model_ver, train_key=train_key or "", eval_key=eval_key,
+                                                 draft=draft)
         job = self.train.StartTraining(request, metadata=self.metadata)
         return self.wait(job) if wait else job
 

@@ -110,3 +110,43 @@ pub fn webhook_texts(server: &TestServer) -> Vec<String> {
 pub async fn wait_for_webhook(server: &TestServer, parts: &[&str]) -> String {
     server.webhook().wait_for_text(parts).await
 }
+
+/// The real keyword data, when `CRS_REAL_DATA` names it (relative paths from
+/// the workspace root too).
+pub fn real_data() -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var_os("CRS_REAL_DATA").filter(|p| !p.is_empty())?);
+    let from_root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(&path);
+    Some(if path.is_relative() && !path.exists() && from_root.exists() { from_root } else { path })
+}
+
+/// Puts the real keyword data, when `CRS_REAL_DATA` names it, at the stack's
+/// training and evaluation keys, split by `fixtures/serve_parity.py` (the
+/// evaluation file is the last week of the keywords whose id is divisible by
+/// 5, as in crs-domain's parity test); whether it did. Otherwise the stack
+/// keeps its generated data.
+pub async fn put_real_data_split(stack: &Stack) -> bool {
+    let Some(data) = real_data() else { return false };
+    let split = tempfile::tempdir().expect("temp dir");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/serve_parity.py");
+    let status = std::process::Command::new("python3")
+        .arg(&script)
+        .arg("split")
+        .arg(&data)
+        .arg(split.path())
+        .status()
+        .expect("python3 runs");
+    assert!(
+        status.success(),
+        "{} split {} failed: pip install -r analytics/requirements.txt",
+        script.display(),
+        data.display()
+    );
+    let keys = [
+        ("train.csv.gz", crs_platform::storage::layout::TRAIN_KEY),
+        ("eval.csv.gz", crs_platform::storage::layout::EVAL_KEY),
+    ];
+    for (file, key) in keys {
+        stack.put(key, std::fs::read(split.path().join(file)).expect("split file")).await;
+    }
+    true
+}
