@@ -402,9 +402,65 @@ async fn live_drift_is_found_alerted_once_and_late_labels_score_as_directly() {
     assert!(live["reasons"][0].as_str().unwrap().starts_with("live device mix PSI "), "{stored:#}");
     let alert = stack.webhooks().wait_for_text(&["Model v1 entered drift: live device mix PSI"]).await;
     println!("{alert}");
+    live_section_shows(&stack, &found, live).await;
     let again = cycle(&mut client).await;
     cycle_webhook(&stack, &again).await;
     assert_eq!(record(&stack, &again).await["live"]["level"], "drift");
     assert_eq!(alerts(), 1, "once per change of state: {:?}", stack.webhooks().texts());
     assert_eq!(again.production_run_id, production);
+}
+
+/// The cycle report's live section and the index's row of `cycle` show the
+/// numbers of its record's `live`, beside the thresholds they were judged by.
+async fn live_section_shows(stack: &Stack, cycle: &Cycle, live: &serde_json::Value) {
+    let report = String::from_utf8(stack.get(&cycle.report_key).await.expect("the cycle's report")).unwrap();
+    let section = report.split("<h2 id=\"live\">Live traffic</h2>").nth(1).expect("a live section");
+    let section = section.split("<h2>").next().unwrap();
+    let number = |value: &serde_json::Value| format!("{:.5}", value.as_f64().unwrap());
+    let rows = live["rows"].as_u64().unwrap();
+    let opening =
+        format!("<p>Live level <b>drift</b> on {rows} captured rows, compared with weeks [1] of the ingested rows");
+    assert!(section.starts_with(&opening), "{section}");
+    let cells = |measure: &str, value: String, watch: &str, limit: &str| {
+        format!("<tr><td>{measure}</td><td>{value}</td><td>{watch}</td><td>{limit}</td></tr>")
+    };
+    let shift = &live["shift"];
+    let mix = shift["device_mix"].as_array().unwrap();
+    let tablet = mix.iter().find(|d| d["device"] == "Tablet").expect("a tablet share");
+    let expected = [
+        cells("device mix PSI", number(&shift["device_psi"]), "0.10000", "0.25000"),
+        cells("predicted rate PSI", number(&live["prediction_psi"]), "0.10000", "0.25000"),
+        cells(
+            &format!("{} PSI", shift["attribute_psi"][0]["attribute"].as_str().unwrap()),
+            number(&shift["attribute_psi"][0]["psi"]),
+            "0.10000",
+            "0.25000",
+        ),
+        cells("unseen keyword share", number(&shift["unseen_keyword_share"]), "-", "0.50000"),
+        format!("<tr><td>Tablet</td><td>{}</td><td>{}</td></tr>", number(&tablet["reference"]), number(&tablet["new"])),
+    ];
+    for row in expected {
+        assert!(section.contains(&row), "{row} is not in {section}");
+    }
+    let reason = live["reasons"][0].as_str().unwrap();
+    assert!(section.contains(&format!("<p>{reason}</p>")), "{section}");
+    let labelled = &live["labelled"];
+    let late = format!(
+        "<p>Late labels: {} labelled rows ({:.0} clicks) of weeks [2] joined with production's captured answers: \
+         log-loss {} against {} at promotion (drift above an increase of 1); calibration {}",
+        labelled["rows"],
+        labelled["clicks"].as_f64().unwrap(),
+        number(&labelled["logloss"]),
+        number(&labelled["reference_logloss"]),
+        number(&labelled["calibration"])
+    );
+    assert!(section.contains(&late), "{late} is not in {section}");
+    let index = String::from_utf8(stack.get("reports/v1/index.html").await.expect("the index")).unwrap();
+    let largest = [&shift["device_psi"], &live["prediction_psi"], &shift["attribute_psi"][0]["psi"]]
+        .map(|v| v.as_f64().unwrap())
+        .into_iter()
+        .fold(0.0, f64::max);
+    let row = format!("{0}</a></td><td>drift</td><td>{largest:.5}</td><td>{rows}</td>", cycle.cycle_id);
+    assert!(index.contains(&row), "{row} is not in {index}");
+    assert!(index.contains("shift of what production served"), "the live chart: {index}");
 }
