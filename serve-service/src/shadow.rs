@@ -10,8 +10,9 @@
 //! request id, the attributes the model read and its answer under
 //! `capture/<ver>/` (crs-platform `capture.rs`). The request side only draws
 //! the sample; selecting the columns and writing happen on the task. Every
-//! serving path that calls [`Shadows::offer`] is captured (online `Predict`,
-//! V2 `ModelInfer`; V2 REST once it calls it too).
+//! serving path that predicts through [`Shadows::predict`] is captured (online
+//! `Predict`, V2 `ModelInfer` and REST). A batch is captured as its input and
+//! output keys ([`Shadows::offer_batch`]), never as a copy of its rows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use chrono::{DateTime, Utc};
 use crs_domain::data::{Attributes, KeywordRows, TableKind, TableReader};
 use crs_domain::models::ModelVer;
 use crs_domain::rng::unit_hash;
-use crs_platform::predictions::capture::{self, CapturedRows};
+use crs_platform::predictions::capture::{self, CapturedBatch, CapturedRows};
 use crs_platform::predictions::shadow::{self, ShadowRow};
 use crs_platform::service::request_id;
 use crs_platform::storage::bucket::{Bucket, BucketKey};
@@ -98,13 +99,21 @@ impl Sampler {
 #[derive(Debug)]
 enum Job {
     Rows(Answered),
-    /// A batch the primary wrote: its input, scored again off the request path.
-    Batch {
-        time: DateTime<Utc>,
-        primary: Arc<Serving>,
-        input: BucketKey,
-        rows: u64,
-    },
+    /// A batch the primary wrote: its input, scored again off the request path
+    /// by its shadows, and captured as its keys.
+    Batch(ServedBatch),
+}
+
+#[derive(Debug)]
+struct ServedBatch {
+    time: DateTime<Utc>,
+    primary: Arc<Serving>,
+    input: BucketKey,
+    output: BucketKey,
+    rows: u64,
+    request_id: String,
+    shadow: bool,
+    capture: bool,
 }
 
 /// Chunks of a batch input handed from the reading thread to the task.
@@ -172,6 +181,7 @@ impl Shadows {
             metrics: metrics.clone(),
             buffers: BTreeMap::new(),
             captures: BTreeMap::new(),
+            capture_share: capture_sample,
             cancelled: false,
         };
         let task = tokio::spawn(worker.run(rx, stopped));
@@ -222,14 +232,31 @@ impl Shadows {
         }
     }
 
-    /// Queues a batch `primary` predicted from `input` (`rows` data rows) for its shadows, if it has any.
-    pub fn offer_batch(&self, primary: &Arc<Serving>, input: BucketKey, rows: u64) {
+    /// Queues a batch `primary` predicted from `input` into `output` (`rows`
+    /// data rows) for its shadows, if it has any, and for capture, if it is on.
+    pub fn offer_batch(&self, primary: &Arc<Serving>, input: BucketKey, output: BucketKey, rows: u64) {
         let Some(queue) = &self.queue else { return };
-        let Some(shadows) = self.pairs.get(&primary.model_ver()) else { return };
-        let job = Job::Batch { time: Utc::now(), primary: primary.clone(), input, rows };
+        let shadows = self.pairs.get(&primary.model_ver());
+        let capture = self.sampler.share > 0.0;
+        if shadows.is_none() && !capture {
+            return;
+        }
+        let job = Job::Batch(ServedBatch {
+            time: Utc::now(),
+            primary: primary.clone(),
+            input,
+            output,
+            rows,
+            request_id: request_id::current().unwrap_or_default(),
+            shadow: shadows.is_some(),
+            capture,
+        });
         if queue.try_send(job).is_err() {
-            for shadow in shadows {
+            for shadow in shadows.into_iter().flatten() {
                 self.metrics.shadow_dropped(*shadow, RecordDrop::QueueFull, rows as usize);
+            }
+            if capture {
+                self.metrics.capture_dropped(primary.model_ver(), RecordDrop::QueueFull, rows as usize);
             }
         }
     }
@@ -257,6 +284,8 @@ struct Worker {
     buffers: BTreeMap<ModelVer, Vec<ShadowRow>>,
     /// Captured rows waiting to be written, by model version.
     captures: BTreeMap<ModelVer, CapturedRows>,
+    /// `CAPTURE_SAMPLE`, which a batch's capture object keeps.
+    capture_share: f64,
     /// Set when the runtime refuses blocking work: it is shutting down.
     cancelled: bool,
 }
@@ -290,13 +319,43 @@ impl Worker {
     async fn run_job(&mut self, job: Job) {
         match job {
             Job::Rows(answered) => self.score(answered).await,
-            Job::Batch { time, primary, input, rows } => {
-                if let Err(e) = self.score_batch(time, &primary, &input).await {
+            Job::Batch(batch) => {
+                if batch.capture {
+                    self.capture_batch(&batch).await;
+                }
+                let ServedBatch { time, primary, input, rows, shadow, .. } = batch;
+                if shadow && let Err(e) = self.score_batch(time, &primary, &input).await {
                     tracing::warn!(primary = %primary.model_ver(), input = %input, error = %e, "cannot shadow a batch");
                     for shadow in self.pairs.get(&primary.model_ver()).into_iter().flatten() {
                         self.metrics.shadow_dropped(*shadow, RecordDrop::Failed, rows as usize);
                     }
                 }
+            }
+        }
+    }
+
+    /// Writes a batch's capture object: its keys, not its rows (its input is
+    /// in the bucket already), so it is written at once rather than buffered.
+    async fn capture_batch(&self, batch: &ServedBatch) {
+        let model_ver = batch.primary.model_ver();
+        let captured = CapturedBatch {
+            time: batch.time,
+            model: model_ver,
+            run: batch.primary.run_id().clone(),
+            request_id: batch.request_id.clone(),
+            input_key: batch.input.to_string(),
+            output_key: batch.output.to_string(),
+            rows: batch.rows,
+            share: self.capture_share,
+        };
+        match capture::write_batch(&self.bucket, &captured).await {
+            Ok(key) => {
+                tracing::debug!(%key, input = %batch.input, "batch captured");
+                self.metrics.captured(model_ver, batch.rows as usize);
+            }
+            Err(e) => {
+                tracing::error!(%model_ver, input = %batch.input, error = %e, "cannot capture a batch");
+                self.metrics.capture_dropped(model_ver, RecordDrop::Unwritten, batch.rows as usize);
             }
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crs_domain::data::synth::{SynthSpec, write_week};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
-use crs_proto::serve::{GetModelRequest, PredictRequest};
+use crs_proto::serve::{GetModelRequest, PredictBatchRequest, PredictRequest};
 use crs_proto::train::train_service_client::TrainServiceClient;
 use crs_proto::train::{
     Cycle, CycleState, JobState, ListCyclesRequest, ListModelsRequest, ModelVersionRuns, RollbackRequest,
@@ -355,6 +355,20 @@ async fn serve_and_stop(stack: &Stack, production: &str, requests: &[PredictRequ
     serve.stop().await.expect("clean stop");
 }
 
+/// Starts serve-service capturing every row, runs a batch of `input` once
+/// production is in, and stops it.
+async fn serve_batch_and_stop(stack: &Stack, production: &str, input: &str) {
+    let mut config = stack.serve_config();
+    config.capture_sample = 1.0;
+    let serve = stack.start_serve(config).await;
+    wait_until_serving(&serve).await;
+    let mut client = serve.client.clone();
+    serving(&mut client, production).await;
+    let batch = PredictBatchRequest { input_key: input.into(), ..Default::default() };
+    client.predict_batch(batch).await.expect("batch");
+    serve.stop().await.expect("clean stop");
+}
+
 /// Live traffic (`CAPTURE_SAMPLE`): week 2's keywords served as they are, then
 /// labelled, then served with every device a tablet and every attribute
 /// flipped. The unshifted traffic is no drift and its answers joined with the
@@ -403,9 +417,15 @@ async fn live_drift_is_found_alerted_once_and_late_labels_score_as_directly() {
     let alert = stack.webhooks().wait_for_text(&["Model v1 entered drift: live device mix PSI"]).await;
     println!("{alert}");
     live_section_shows(&stack, &found, live).await;
+    // A batch is captured as its input key; the live check reads its rows again.
+    stack.put("data/predict/input/week2.csv", week(2, false)).await;
+    serve_batch_and_stop(&stack, &production, "data/predict/input/week2.csv").await;
     let again = cycle(&mut client).await;
     cycle_webhook(&stack, &again).await;
-    assert_eq!(record(&stack, &again).await["live"]["level"], "drift");
+    let stored_again = record(&stack, &again).await;
+    assert_eq!(stored_again["live"]["level"], "drift");
+    let with_batch = live["rows"].as_u64().unwrap() + served.rows.len() as u64;
+    assert_eq!(stored_again["live"]["rows"].as_u64(), Some(with_batch), "the batch's rows count as captured");
     assert_eq!(alerts(), 1, "once per change of state: {:?}", stack.webhooks().texts());
     assert_eq!(again.production_run_id, production);
 }

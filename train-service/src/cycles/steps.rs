@@ -422,7 +422,21 @@ impl CycleRunner {
                 live.append(capture::select(&object, &own));
             }
         }
-        if live.is_empty() {
+        // Batches were captured as their input keys: their rows are read again,
+        // the share capture drew online, and answered by the same run again.
+        let mut batches = Vec::new();
+        for batch in capture::batches_since(bucket, model_ver, since).await? {
+            if batch.run != *production {
+                continue;
+            }
+            // An input replaced since by a file that cannot be read is not what was served.
+            match capture::batch_rows(bucket, &batch, names.clone()).await {
+                Ok(Some(rows)) => batches.push((batch, rows)),
+                Ok(None) => tracing::warn!(input = %batch.input_key, "a captured batch's input is gone: left out"),
+                Err(e) => tracing::warn!(input = %batch.input_key, error = %e, "a captured batch is left out"),
+            }
+        }
+        if live.is_empty() && batches.iter().all(|(_, rows)| rows.is_empty()) {
             return Ok(None);
         }
         let data = ingested_data(bucket).await?;
@@ -442,6 +456,10 @@ impl CycleRunner {
                 None => None,
             };
             let Some((reference, basis)) = learnt_from(table.as_mut(), &trained, training)? else { return Ok(None) };
+            for (batch, rows) in batches {
+                let cr = loaded.model.predict(&rows)?;
+                live.extend(batch.time, &batch.run, &batch.request_id, &rows, &cr);
+            }
             let reference_rates = loaded.model.predict(&reference.rows)?;
             let prediction_psi = rate_psi(&reference_rates, &live.cr);
             let shift = row_shift(&reference.rows, &live.rows);
