@@ -28,7 +28,7 @@ use crs_platform::predictions::shadow::{self, ShadowRow};
 use crs_platform::service::request_id;
 use crs_platform::storage::bucket::{Bucket, BucketKey};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::io::SyncIoBridge;
 
 use crate::config::ShadowPair;
@@ -116,6 +116,20 @@ struct ServedBatch {
     capture: bool,
 }
 
+/// Capture writes under way at once: a flush waits for one to end beyond
+/// this, which bounds the memory of rows being written.
+const CAPTURE_WRITES: usize = 2;
+
+/// How one capture write ended.
+#[derive(Debug)]
+enum CaptureWrite {
+    Written,
+    /// The bucket refused them: buffered again for the next flush.
+    Unwritten(CapturedRows),
+    /// The compressing thread did not run (the runtime is stopping) or panicked.
+    Stopped(tokio::task::JoinError),
+}
+
 /// Chunks of a batch input handed from the reading thread to the task.
 const BATCH_HANDOFF: usize = 2;
 
@@ -182,6 +196,7 @@ impl Shadows {
             buffers: BTreeMap::new(),
             captures: BTreeMap::new(),
             capture_share: capture_sample,
+            capture_writes: JoinSet::new(),
             cancelled: false,
         };
         let task = tokio::spawn(worker.run(rx, stopped));
@@ -286,6 +301,8 @@ struct Worker {
     captures: BTreeMap<ModelVer, CapturedRows>,
     /// `CAPTURE_SAMPLE`, which a batch's capture object keeps.
     capture_share: f64,
+    /// Captured rows being compressed and written, off the loop that drains the queue.
+    capture_writes: JoinSet<CaptureWrite>,
     /// Set when the runtime refuses blocking work: it is shutting down.
     cancelled: bool,
 }
@@ -314,6 +331,7 @@ impl Worker {
             return;
         }
         self.flush_all().await;
+        self.finish_capture_writes().await;
     }
 
     async fn run_job(&mut self, job: Job) {
@@ -497,30 +515,59 @@ impl Worker {
         }
     }
 
+    /// Hands the buffered captured rows of `model_ver` to a write of their
+    /// own, so that the queue keeps draining while they are compressed and
+    /// written; waits only when [`CAPTURE_WRITES`] writes are under way already.
     async fn flush_capture(&mut self, model_ver: ModelVer) {
         let Some(buffer) = self.captures.get_mut(&model_ver).filter(|rows| !rows.is_empty()) else { return };
         let captured = std::mem::replace(buffer, CapturedRows::new(model_ver, buffer.rows.attribute_names().into()));
-        let (bytes, captured) = match tokio::task::spawn_blocking(move || (capture::encode(&captured), captured)).await
-        {
-            Ok(encoded) => encoded,
-            Err(e) => {
-                tracing::error!(%model_ver, error = %e, "cannot encode captured rows");
-                self.cancelled = e.is_cancelled();
-                return;
+        while self.capture_writes.len() >= CAPTURE_WRITES {
+            self.reap_capture_write().await;
+        }
+        let (bucket, metrics) = (self.bucket.clone(), self.metrics.clone());
+        self.capture_writes.spawn(async move {
+            let (bytes, captured) =
+                match tokio::task::spawn_blocking(move || (capture::encode(&captured), captured)).await {
+                    Ok(encoded) => encoded,
+                    Err(e) => return CaptureWrite::Stopped(e),
+                };
+            match capture::write_encoded(&bucket, model_ver, bytes).await {
+                Ok(key) => {
+                    tracing::debug!(%key, rows = captured.len(), "captured rows written");
+                    metrics.captured(model_ver, captured.len());
+                    CaptureWrite::Written
+                }
+                Err(e) => {
+                    tracing::error!(%model_ver, rows = captured.len(), error = %e, "cannot write captured rows; will retry");
+                    CaptureWrite::Unwritten(captured)
+                }
             }
-        };
-        match capture::write_encoded(&self.bucket, model_ver, bytes).await {
-            Ok(key) => {
-                tracing::debug!(%key, rows = captured.len(), "captured rows written");
-                self.metrics.captured(model_ver, captured.len());
-            }
-            // Kept for the next flush, up to the same bound as shadow records.
-            Err(e) => {
-                tracing::error!(%model_ver, rows = captured.len(), error = %e, "cannot write captured rows; will retry");
+        });
+    }
+
+    /// Waits for one capture write ([`Worker::settle_capture_write`]).
+    async fn reap_capture_write(&mut self) {
+        if let Some(done) = self.capture_writes.join_next().await {
+            self.settle_capture_write(done);
+        }
+    }
+
+    /// Rows the bucket refused are buffered again for the next flush, up to
+    /// the same bound as shadow records.
+    fn settle_capture_write(&mut self, done: Result<CaptureWrite, tokio::task::JoinError>) {
+        match done {
+            Ok(CaptureWrite::Written) => {}
+            Ok(CaptureWrite::Unwritten(captured)) => {
+                let model_ver = captured.model;
                 let buffer = self
                     .captures
                     .entry(model_ver)
                     .or_insert_with(|| CapturedRows::new(model_ver, captured.rows.attribute_names().into()));
+                if buffer.rows.attribute_names() != captured.rows.attribute_names() {
+                    // Another run's rows were buffered meanwhile: these cannot share their object.
+                    self.metrics.capture_dropped(model_ver, RecordDrop::Unwritten, captured.len());
+                    return;
+                }
                 let newer = std::mem::replace(buffer, captured);
                 buffer.append(newer);
                 if buffer.len() >= self.flush.rows.saturating_mul(4) {
@@ -528,6 +575,17 @@ impl Worker {
                     self.captures.remove(&model_ver);
                 }
             }
+            Ok(CaptureWrite::Stopped(e)) | Err(e) => {
+                tracing::error!(error = %e, "cannot encode captured rows");
+                self.cancelled |= e.is_cancelled();
+            }
+        }
+    }
+
+    /// Every capture write under way, finished.
+    async fn finish_capture_writes(&mut self) {
+        while !self.capture_writes.is_empty() {
+            self.reap_capture_write().await;
         }
     }
 
@@ -535,6 +593,10 @@ impl Worker {
         let primaries: Vec<ModelVer> = self.buffers.keys().copied().collect();
         for primary in primaries {
             self.flush_one(primary).await;
+        }
+        // Writes finished since the last flush put back what the bucket refused, retried here.
+        while let Some(done) = self.capture_writes.try_join_next() {
+            self.settle_capture_write(done);
         }
         let captured: Vec<ModelVer> = self.captures.keys().copied().collect();
         for model_ver in captured {

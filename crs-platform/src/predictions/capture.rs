@@ -272,7 +272,7 @@ async fn keys_since(
 ) -> Result<Vec<BucketKey>, StorageError> {
     let first_day: Option<NaiveDate> = since.map(|t| t.date_naive());
     let mut keys = bucket.list(&layout::capture_prefix(model)).await?;
-    keys.retain(|key| !first_day.is_some_and(|day| layout::record_date(key).is_some_and(|date| date < day)));
+    keys.retain(|key| first_day.is_none_or(|day| layout::record_date(key).is_none_or(|date| date >= day)));
     Ok(keys)
 }
 
