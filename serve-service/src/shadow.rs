@@ -9,7 +9,8 @@
 //! sampled share of the rows any model answers online is recorded with the
 //! request id, the attributes the model read and its answer under
 //! `capture/<ver>/` (crs-platform `capture.rs`). The request side only draws
-//! the sample; selecting the columns and writing happen on the task. Every
+//! the sample; selecting the columns happens on the task, compressing and
+//! writing on writes of their own, so that the task keeps draining the queue. Every
 //! serving path that predicts through [`Shadows::predict`] is captured (online
 //! `Predict`, V2 `ModelInfer` and REST). A batch is captured as its input and
 //! output keys ([`Shadows::offer_batch`]), never as a copy of its rows.
