@@ -1,6 +1,9 @@
-//! The load generator's loop: callers that each send one request at a time
-//! (closed loop), timed one by one.
+//! The load generator's loops: callers that each send one request at a time,
+//! timed one by one, either as fast as answers come back (closed loop,
+//! [`throughput`]) or at a set rate (open loop, [`paced`]).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// One caller: its own client (or connection) and the request it sends.
@@ -51,13 +54,43 @@ impl Throughput {
 
 /// The callers, each on a task of its own, calling for `duration`.
 pub async fn throughput<C: Caller>(duration: Duration, callers: Vec<C>) -> anyhow::Result<Throughput> {
+    run_callers(duration, callers, None).await
+}
+
+/// Requests at `per_second`, each sent at its own time on a fixed schedule
+/// whatever the answers before it took (open loop), by the first of the
+/// callers that is free; `duration` long. A schedule the callers cannot keep
+/// shows as a rate below `per_second`: give enough callers that one is
+/// always free (at least the rate times the slowest answer).
+pub async fn paced<C: Caller>(duration: Duration, per_second: f64, callers: Vec<C>) -> anyhow::Result<Throughput> {
+    run_callers(duration, callers, Some(Duration::from_secs_f64(1.0 / per_second))).await
+}
+
+/// Closed loop without `interval`; open loop at one request per `interval` with it.
+async fn run_callers<C: Caller>(
+    duration: Duration,
+    callers: Vec<C>,
+    interval: Option<Duration>,
+) -> anyhow::Result<Throughput> {
     let started = Instant::now();
+    let next_slot = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = callers
         .into_iter()
         .map(|mut caller| {
+            let next_slot = next_slot.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
-                while started.elapsed() < duration {
+                loop {
+                    if let Some(interval) = interval {
+                        let slot = next_slot.fetch_add(1, Ordering::Relaxed);
+                        let at = interval.mul_f64(slot as f64);
+                        if at >= duration {
+                            break;
+                        }
+                        tokio::time::sleep_until((started + at).into()).await;
+                    } else if started.elapsed() >= duration {
+                        break;
+                    }
                     let t = Instant::now();
                     caller.call().await?;
                     latencies.push(t.elapsed().as_secs_f64() * 1e6);

@@ -5,7 +5,6 @@
 
 use anyhow::Context;
 use clap::Args;
-use crs_domain::lifecycle::DriftLevel;
 use crs_domain::models::ModelVer;
 use crs_platform::lifecycle::trends::{self, TrendPoint};
 use crs_platform::storage::bucket::Bucket;
@@ -57,13 +56,8 @@ fn row(point: &TrendPoint) -> String {
     let number =
         |value: Option<f64>, width: usize| value.map_or(format!("{:>width$}", "-"), |v| format!("{v:>width$.4}"));
     let (drift, live) = (point.drift.as_ref(), point.live.as_ref());
-    let level = live.map_or("-", |l| match l.level {
-        DriftLevel::Quiet => "quiet",
-        DriftLevel::Watch => "watch",
-        DriftLevel::Drift => "drift",
-    });
-    // The largest of the live PSIs: device mix, attributes, predicted rates.
-    let live_psi = live.map(|l| l.device_psi.max(l.max_attribute_psi).max(l.prediction_psi));
+    let level = live.map_or("-", |l| l.level.as_str());
+    let live_psi = live.map(|l| l.largest_psi());
     format!(
         "{:<28}{:<11}{:>9}{:>9}{}{}{}{}{:>10}{level:>8}{}{}  {}",
         point.cycle_id.as_str(),

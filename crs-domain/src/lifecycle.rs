@@ -263,6 +263,17 @@ pub enum DriftLevel {
     Drift,
 }
 
+impl DriftLevel {
+    /// Its name as records store it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftLevel::Quiet => "quiet",
+            DriftLevel::Watch => "watch",
+            DriftLevel::Drift => "drift",
+        }
+    }
+}
+
 /// Production's answers joined with labelled rows that arrived after it was
 /// promoted, by (entity_id, device): its latest captured answer for each.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -294,6 +305,9 @@ pub struct LiveDriftReport {
     pub reasons: Vec<String>,
     /// The rows the live ones are compared with, in words.
     pub basis: String,
+    /// The thresholds it was judged by (absent in records from before they were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<DriftThresholds>,
 }
 
 /// Judges production's live traffic: its inputs' and answers' shift (when
@@ -346,7 +360,16 @@ pub fn live_drift(
         DriftLevel::Quiet
     };
     drift.extend(watch);
-    LiveDriftReport { rows, shift, prediction_psi, labelled, level, reasons: drift, basis }
+    LiveDriftReport {
+        rows,
+        shift,
+        prediction_psi,
+        labelled,
+        level,
+        reasons: drift,
+        basis,
+        thresholds: Some(thresholds.clone()),
+    }
 }
 
 /// Champion and challenger, and the baselines, scored on the same held-out rows.

@@ -141,7 +141,7 @@ impl Service {
             run_id: serving.run_id().to_string(),
             ..PredictBatchResponse::default()
         };
-        self.shadows.offer_batch(&serving, input, report.rows_read);
+        self.shadows.offer_batch(&serving, input, output, report.rows_read);
         Ok(response)
     }
 
@@ -175,7 +175,7 @@ impl Service {
             () = self.cut_off.cancelled() => return Err(ServeError::CutOff),
         };
         for file in report.files.iter().filter(|file| !file.skipped) {
-            self.shadows.offer_batch(serving, file.input_key.clone(), file.rows_read);
+            self.shadows.offer_batch(serving, file.input_key.clone(), file.output_key.clone(), file.rows_read);
         }
         Ok(shard_response(&report, serving, started.elapsed().as_secs_f64()))
     }

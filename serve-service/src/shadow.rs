@@ -9,9 +9,11 @@
 //! sampled share of the rows any model answers online is recorded with the
 //! request id, the attributes the model read and its answer under
 //! `capture/<ver>/` (crs-platform `capture.rs`). The request side only draws
-//! the sample; selecting the columns and writing happen on the task. Every
-//! serving path that calls [`Shadows::offer`] is captured (online `Predict`,
-//! V2 `ModelInfer`; V2 REST once it calls it too).
+//! the sample; selecting the columns happens on the task, compressing and
+//! writing on writes of their own, so that the task keeps draining the queue. Every
+//! serving path that predicts through [`Shadows::predict`] is captured (online
+//! `Predict`, V2 `ModelInfer` and REST). A batch is captured as its input and
+//! output keys ([`Shadows::offer_batch`]), never as a copy of its rows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -22,12 +24,12 @@ use chrono::{DateTime, Utc};
 use crs_domain::data::{Attributes, KeywordRows, TableKind, TableReader};
 use crs_domain::models::ModelVer;
 use crs_domain::rng::unit_hash;
-use crs_platform::predictions::capture::{self, CapturedRows};
+use crs_platform::predictions::capture::{self, CapturedBatch, CapturedRows};
 use crs_platform::predictions::shadow::{self, ShadowRow};
 use crs_platform::service::request_id;
 use crs_platform::storage::bucket::{Bucket, BucketKey};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::io::SyncIoBridge;
 
 use crate::config::ShadowPair;
@@ -98,13 +100,35 @@ impl Sampler {
 #[derive(Debug)]
 enum Job {
     Rows(Answered),
-    /// A batch the primary wrote: its input, scored again off the request path.
-    Batch {
-        time: DateTime<Utc>,
-        primary: Arc<Serving>,
-        input: BucketKey,
-        rows: u64,
-    },
+    /// A batch the primary wrote: its input, scored again off the request path
+    /// by its shadows, and captured as its keys.
+    Batch(ServedBatch),
+}
+
+#[derive(Debug)]
+struct ServedBatch {
+    time: DateTime<Utc>,
+    primary: Arc<Serving>,
+    input: BucketKey,
+    output: BucketKey,
+    rows: u64,
+    request_id: String,
+    shadow: bool,
+    capture: bool,
+}
+
+/// Capture writes under way at once: a flush waits for one to end beyond
+/// this, which bounds the memory of rows being written.
+const CAPTURE_WRITES: usize = 2;
+
+/// How one capture write ended.
+#[derive(Debug)]
+enum CaptureWrite {
+    Written,
+    /// The bucket refused them: buffered again for the next flush.
+    Unwritten(CapturedRows),
+    /// The compressing thread did not run (the runtime is stopping) or panicked.
+    Stopped(tokio::task::JoinError),
 }
 
 /// Chunks of a batch input handed from the reading thread to the task.
@@ -172,6 +196,8 @@ impl Shadows {
             metrics: metrics.clone(),
             buffers: BTreeMap::new(),
             captures: BTreeMap::new(),
+            capture_share: capture_sample,
+            capture_writes: JoinSet::new(),
             cancelled: false,
         };
         let task = tokio::spawn(worker.run(rx, stopped));
@@ -222,14 +248,31 @@ impl Shadows {
         }
     }
 
-    /// Queues a batch `primary` predicted from `input` (`rows` data rows) for its shadows, if it has any.
-    pub fn offer_batch(&self, primary: &Arc<Serving>, input: BucketKey, rows: u64) {
+    /// Queues a batch `primary` predicted from `input` into `output` (`rows`
+    /// data rows) for its shadows, if it has any, and for capture, if it is on.
+    pub fn offer_batch(&self, primary: &Arc<Serving>, input: BucketKey, output: BucketKey, rows: u64) {
         let Some(queue) = &self.queue else { return };
-        let Some(shadows) = self.pairs.get(&primary.model_ver()) else { return };
-        let job = Job::Batch { time: Utc::now(), primary: primary.clone(), input, rows };
+        let shadows = self.pairs.get(&primary.model_ver());
+        let capture = self.sampler.share > 0.0;
+        if shadows.is_none() && !capture {
+            return;
+        }
+        let job = Job::Batch(ServedBatch {
+            time: Utc::now(),
+            primary: primary.clone(),
+            input,
+            output,
+            rows,
+            request_id: request_id::current().unwrap_or_default(),
+            shadow: shadows.is_some(),
+            capture,
+        });
         if queue.try_send(job).is_err() {
-            for shadow in shadows {
+            for shadow in shadows.into_iter().flatten() {
                 self.metrics.shadow_dropped(*shadow, RecordDrop::QueueFull, rows as usize);
+            }
+            if capture {
+                self.metrics.capture_dropped(primary.model_ver(), RecordDrop::QueueFull, rows as usize);
             }
         }
     }
@@ -257,6 +300,10 @@ struct Worker {
     buffers: BTreeMap<ModelVer, Vec<ShadowRow>>,
     /// Captured rows waiting to be written, by model version.
     captures: BTreeMap<ModelVer, CapturedRows>,
+    /// `CAPTURE_SAMPLE`, which a batch's capture object keeps.
+    capture_share: f64,
+    /// Captured rows being compressed and written, off the loop that drains the queue.
+    capture_writes: JoinSet<CaptureWrite>,
     /// Set when the runtime refuses blocking work: it is shutting down.
     cancelled: bool,
 }
@@ -285,18 +332,49 @@ impl Worker {
             return;
         }
         self.flush_all().await;
+        self.finish_capture_writes().await;
     }
 
     async fn run_job(&mut self, job: Job) {
         match job {
             Job::Rows(answered) => self.score(answered).await,
-            Job::Batch { time, primary, input, rows } => {
-                if let Err(e) = self.score_batch(time, &primary, &input).await {
+            Job::Batch(batch) => {
+                if batch.capture {
+                    self.capture_batch(&batch).await;
+                }
+                let ServedBatch { time, primary, input, rows, shadow, .. } = batch;
+                if shadow && let Err(e) = self.score_batch(time, &primary, &input).await {
                     tracing::warn!(primary = %primary.model_ver(), input = %input, error = %e, "cannot shadow a batch");
                     for shadow in self.pairs.get(&primary.model_ver()).into_iter().flatten() {
                         self.metrics.shadow_dropped(*shadow, RecordDrop::Failed, rows as usize);
                     }
                 }
+            }
+        }
+    }
+
+    /// Writes a batch's capture object: its keys, not its rows (its input is
+    /// in the bucket already), so it is written at once rather than buffered.
+    async fn capture_batch(&self, batch: &ServedBatch) {
+        let model_ver = batch.primary.model_ver();
+        let captured = CapturedBatch {
+            time: batch.time,
+            model: model_ver,
+            run: batch.primary.run_id().clone(),
+            request_id: batch.request_id.clone(),
+            input_key: batch.input.to_string(),
+            output_key: batch.output.to_string(),
+            rows: batch.rows,
+            share: self.capture_share,
+        };
+        match capture::write_batch(&self.bucket, &captured).await {
+            Ok(key) => {
+                tracing::debug!(%key, input = %batch.input, "batch captured");
+                self.metrics.captured(model_ver, batch.rows as usize);
+            }
+            Err(e) => {
+                tracing::error!(%model_ver, input = %batch.input, error = %e, "cannot capture a batch");
+                self.metrics.capture_dropped(model_ver, RecordDrop::Unwritten, batch.rows as usize);
             }
         }
     }
@@ -438,30 +516,59 @@ impl Worker {
         }
     }
 
+    /// Hands the buffered captured rows of `model_ver` to a write of their
+    /// own, so that the queue keeps draining while they are compressed and
+    /// written; waits only when [`CAPTURE_WRITES`] writes are under way already.
     async fn flush_capture(&mut self, model_ver: ModelVer) {
         let Some(buffer) = self.captures.get_mut(&model_ver).filter(|rows| !rows.is_empty()) else { return };
         let captured = std::mem::replace(buffer, CapturedRows::new(model_ver, buffer.rows.attribute_names().into()));
-        let (bytes, captured) = match tokio::task::spawn_blocking(move || (capture::encode(&captured), captured)).await
-        {
-            Ok(encoded) => encoded,
-            Err(e) => {
-                tracing::error!(%model_ver, error = %e, "cannot encode captured rows");
-                self.cancelled = e.is_cancelled();
-                return;
+        while self.capture_writes.len() >= CAPTURE_WRITES {
+            self.reap_capture_write().await;
+        }
+        let (bucket, metrics) = (self.bucket.clone(), self.metrics.clone());
+        self.capture_writes.spawn(async move {
+            let (bytes, captured) =
+                match tokio::task::spawn_blocking(move || (capture::encode(&captured), captured)).await {
+                    Ok(encoded) => encoded,
+                    Err(e) => return CaptureWrite::Stopped(e),
+                };
+            match capture::write_encoded(&bucket, model_ver, bytes).await {
+                Ok(key) => {
+                    tracing::debug!(%key, rows = captured.len(), "captured rows written");
+                    metrics.captured(model_ver, captured.len());
+                    CaptureWrite::Written
+                }
+                Err(e) => {
+                    tracing::error!(%model_ver, rows = captured.len(), error = %e, "cannot write captured rows; will retry");
+                    CaptureWrite::Unwritten(captured)
+                }
             }
-        };
-        match capture::write_encoded(&self.bucket, model_ver, bytes).await {
-            Ok(key) => {
-                tracing::debug!(%key, rows = captured.len(), "captured rows written");
-                self.metrics.captured(model_ver, captured.len());
-            }
-            // Kept for the next flush, up to the same bound as shadow records.
-            Err(e) => {
-                tracing::error!(%model_ver, rows = captured.len(), error = %e, "cannot write captured rows; will retry");
+        });
+    }
+
+    /// Waits for one capture write ([`Worker::settle_capture_write`]).
+    async fn reap_capture_write(&mut self) {
+        if let Some(done) = self.capture_writes.join_next().await {
+            self.settle_capture_write(done);
+        }
+    }
+
+    /// Rows the bucket refused are buffered again for the next flush, up to
+    /// the same bound as shadow records.
+    fn settle_capture_write(&mut self, done: Result<CaptureWrite, tokio::task::JoinError>) {
+        match done {
+            Ok(CaptureWrite::Written) => {}
+            Ok(CaptureWrite::Unwritten(captured)) => {
+                let model_ver = captured.model;
                 let buffer = self
                     .captures
                     .entry(model_ver)
                     .or_insert_with(|| CapturedRows::new(model_ver, captured.rows.attribute_names().into()));
+                if buffer.rows.attribute_names() != captured.rows.attribute_names() {
+                    // Another run's rows were buffered meanwhile: these cannot share their object.
+                    self.metrics.capture_dropped(model_ver, RecordDrop::Unwritten, captured.len());
+                    return;
+                }
                 let newer = std::mem::replace(buffer, captured);
                 buffer.append(newer);
                 if buffer.len() >= self.flush.rows.saturating_mul(4) {
@@ -469,6 +576,17 @@ impl Worker {
                     self.captures.remove(&model_ver);
                 }
             }
+            Ok(CaptureWrite::Stopped(e)) | Err(e) => {
+                tracing::error!(error = %e, "cannot encode captured rows");
+                self.cancelled |= e.is_cancelled();
+            }
+        }
+    }
+
+    /// Every capture write under way, finished.
+    async fn finish_capture_writes(&mut self) {
+        while !self.capture_writes.is_empty() {
+            self.reap_capture_write().await;
         }
     }
 
@@ -476,6 +594,10 @@ impl Worker {
         let primaries: Vec<ModelVer> = self.buffers.keys().copied().collect();
         for primary in primaries {
             self.flush_one(primary).await;
+        }
+        // Writes finished since the last flush put back what the bucket refused, retried here.
+        while let Some(done) = self.capture_writes.try_join_next() {
+            self.settle_capture_write(done);
         }
         let captured: Vec<ModelVer> = self.captures.keys().copied().collect();
         for model_ver in captured {

@@ -2,7 +2,8 @@
 //! do not change, every row of every request is recorded for both models once
 //! the service stops, and `crctl compare` scores the two on outcomes.
 //! Capture (CAPTURE_SAMPLE), which rides the same queue: every served row at
-//! 1, a share within binomial noise at 0.1, drops counted when the queue is full.
+//! 1 (a batch as its keys), a share within binomial noise at 0.1, drops
+//! counted when the queue is full.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use crs_platform::storage::layout::EVAL_KEY;
 use crs_proto::inference::ModelInferRequest;
 use crs_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use crs_proto::serve::serve_service_client::ServeServiceClient;
-use crs_proto::serve::{GetModelRequest, PredictBatchRequest, PredictRequest, PredictResponse};
+use crs_proto::serve::{GetModelRequest, PredictBatchRequest, PredictBatchResponse, PredictRequest, PredictResponse};
 use crs_testkit::{Stack, gunzip, parse_metrics, predict_request, scrape, wait_until_serving};
 use tonic::transport::Channel;
 
@@ -345,14 +346,16 @@ async fn capture_records_every_served_row_at_one_and_a_share_at_a_tenth() {
     let (serve, metrics_addr) = stack.start_serve_with_metrics(config.clone()).await;
     wait_until_serving(&serve).await;
     let answers = predict_and_infer(&serve, &requests).await;
+    let batch = served_batch(&serve).await;
     let metrics = parse_metrics(&scrape(metrics_addr).await.2);
     assert_eq!(
         metrics.value("crs_serve_capture_dropped_rows_total", &[("model", "v1"), ("reason", "queue_full")]),
         0.0
     );
     serve.stop().await.expect("clean stop");
+    batch_captured_as_its_keys(&stack, &batch, &v1_run).await;
     let (captured, ids) = captured_since(&stack, None, &requests, &v1_run).await;
-    assert_eq!(ids.len(), REQUESTS * ROWS, "every served row is captured once");
+    assert_eq!(ids.len(), REQUESTS * ROWS, "every served row is captured once (a batch's rows are not copied)");
     assert_eq!(captured, tally(&requests, answers.iter()), "each with the answer it was given");
     assert!(ids.iter().all(|id| id.len() == 16), "each with its request id");
     let objects = stack.bucket.list(&BucketKey::parse("capture/v1").expect("key")).await.expect("list");
@@ -372,6 +375,42 @@ async fn capture_records_every_served_row_at_one_and_a_share_at_a_tenth() {
     let served = tally(&requests, answers.iter());
     for (row, count) in &captured {
         assert!(served.get(row).is_some_and(|served| served >= count), "{row:?} was captured but not served so");
+    }
+}
+
+const BATCH_REQUEST_ID: &str = "batch-7,%a";
+
+/// A batch of the evaluation file, with a request id of its own.
+async fn served_batch(serve: &crs_testkit::Running<ServeServiceClient<Channel>>) -> PredictBatchResponse {
+    let batch = PredictBatchRequest {
+        input_key: EVAL_KEY.into(),
+        output_key: Some("data/predict/output/captured.csv.gz".into()),
+        ..Default::default()
+    };
+    let mut request = tonic::Request::new(batch);
+    request.metadata_mut().insert("x-request-id", BATCH_REQUEST_ID.parse().expect("ascii"));
+    serve.client.clone().predict_batch(request).await.expect("batch").into_inner()
+}
+
+/// The batch left one capture object naming its keys, model, run, rows,
+/// time and request id, and its input reads back as the rows it served.
+async fn batch_captured_as_its_keys(stack: &Stack, batch: &PredictBatchResponse, run: &str) {
+    let batches = capture::batches_since(&stack.bucket, v("v1"), None).await.expect("captured batches");
+    let [captured] = &batches[..] else { panic!("one captured batch: {batches:?}") };
+    assert_eq!(
+        (captured.input_key.as_str(), captured.output_key.as_str(), captured.run.as_str(), captured.rows),
+        (EVAL_KEY, batch.output_key.as_str(), run, batch.rows_read)
+    );
+    assert_eq!((captured.model, captured.request_id.as_str(), captured.share), (v("v1"), BATCH_REQUEST_ID, 1.0));
+    assert!(chrono::Utc::now() - captured.time < chrono::TimeDelta::minutes(5), "{captured:?}");
+    let names: Arc<[String]> = vec!["att1".to_owned(), "att2".to_owned()].into();
+    let rows = capture::batch_rows(&stack.bucket, captured, names.clone()).await.expect("read").expect("input kept");
+    let served = predict_request(&stack.get(EVAL_KEY).await.expect("eval file"));
+    assert_eq!(rows.len() as u64, batch.rows_read);
+    for (i, row) in served.rows.iter().enumerate() {
+        assert_eq!((rows.entity_id[i], rows.device[i].as_str()), (row.entity_id, row.device.as_str()), "row {i}");
+        let first_two: Vec<u32> = rows.attributes(i).iter().map(|&a| u32::from(a)).collect();
+        assert_eq!(first_two, row.attribute_values[..2], "row {i}");
     }
 }
 

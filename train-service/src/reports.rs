@@ -4,14 +4,14 @@
 
 use crs_domain::data::Observations;
 use crs_domain::diagnostics::{calibration, cumulative_gains, residuals_by_device};
-use crs_domain::lifecycle::DriftReport;
+use crs_domain::lifecycle::LiveDriftReport;
 use crs_domain::models::{ModelVer, TrainedModel};
 use crs_platform::failpoint::FailStep;
 use crs_platform::lifecycle::trends::{self, TrendPoint};
 use crs_platform::registry::catalog::Catalog;
 use crs_platform::registry::events::RunStage;
 use crs_platform::registry::runs::{RunMetadata, StageTiming};
-use crs_platform::reports::pages::{self, RunDiagnostics};
+use crs_platform::reports::pages::{self, CycleChecks, CycleEntry, RunDiagnostics};
 use crs_platform::storage::bucket::BucketKey;
 use crs_platform::storage::layout::{self, RunId};
 
@@ -56,7 +56,7 @@ pub struct CycleSummary<'a> {
     pub decision: &'a str,
     /// The whole record, shown as it is stored.
     pub record: serde_json::Value,
-    pub drift: Option<&'a DriftReport>,
+    pub checks: CycleChecks<'a>,
     pub timings: &'a [StageTiming],
 }
 
@@ -66,7 +66,7 @@ pub async fn cycle(catalog: &Catalog, cycle: CycleSummary<'_>) -> Option<BucketK
     let title = format!("Model {} cycle {}", cycle.model_ver, cycle.cycle_id);
     let trends = trend_series(catalog, cycle.model_ver).await;
     let html =
-        pages::cycle_report(&title, cycle.decision, &cycle.record, cycle.drift, cycle.timings, &trends, &versions());
+        pages::cycle_report(&title, cycle.decision, &cycle.record, cycle.checks, cycle.timings, &trends, &versions());
     let written = put(catalog, &key, html).await;
     catalog.fail_point().check(FailStep::CycleReportWritten);
     index(catalog, cycle.model_ver).await;
@@ -85,7 +85,13 @@ async fn index(catalog: &Catalog, model_ver: ModelVer) {
             let Ok(bytes) = bucket.get(&key).await else { continue };
             let Ok(record) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
             let field = |name: &str| record[name].as_str().unwrap_or_default().to_owned();
-            cycles.push((field("cycle_id"), field("decision")));
+            // Records are read loosely here: one in an older form still lists.
+            let live = serde_json::from_value::<LiveDriftReport>(record["live"].clone()).ok();
+            cycles.push(CycleEntry {
+                cycle_id: field("cycle_id"),
+                decision: field("decision"),
+                live: live.as_ref().map(Into::into),
+            });
         }
     }
     cycles.reverse();

@@ -335,11 +335,23 @@ async fn a_cycle_of_an_imported_version_checks_drift_and_asks_for_a_new_import()
         client.promote(promote).await.expect("promote");
     }
     let spec = SynthSpec { first_entity: 1, keywords: 200, attributes: ATTRIBUTES, seed: 3 };
+    let mut served = Vec::new();
     for (week, drifted) in [(1, false), (2, true)] {
         let mut csv = Vec::new();
         write_week(&spec, week, drifted, &mut csv).unwrap();
+        served.push(predict_request(&csv));
         stack.put(&format!("data/incoming/week{week}.csv"), csv).await;
     }
+    // What production serves is captured, for the live check.
+    let mut config = stack.serve_config();
+    config.capture_sample = 1.0;
+    let serve = stack.start_serve(config).await;
+    let mut serving = serve.client.clone();
+    let load = LoadModelRequest { model_ver: "xgb-c".into(), run: "production".into() };
+    serving.load_model(load).await.expect("load xgb-c");
+    let request = crs_proto::serve::PredictRequest { model_ver: "xgb-c".into(), ..served.remove(1) };
+    serving.predict(request).await.expect("predict");
+    serve.stop().await.expect("clean stop");
     let started = client.run_cycle(RunCycleRequest { model_ver: "xgb-c".into() }).await.expect("cycle").into_inner();
     let cycle = crs_testkit::wait_for_cycle(&mut client, started, std::time::Duration::from_secs(120)).await;
     assert_eq!(cycle.state(), CycleState::Succeeded, "{cycle:?}");
@@ -352,6 +364,17 @@ async fn a_cycle_of_an_imported_version_checks_drift_and_asks_for_a_new_import()
     );
     let record: serde_json::Value = serde_json::from_slice(&stack.get(&cycle.record_key).await.unwrap()).unwrap();
     assert!(record["drift"]["logloss"].as_f64().is_some(), "the drift check ran: {record:#}");
+    // Trained elsewhere: what it learnt from is not in the bucket, what it was evaluated on is.
+    let basis = "the file this imported run was evaluated on, data/train/eval.csv.gz";
+    assert_eq!(
+        (record["drift"]["basis"]["inputs"].as_str(), record["live"]["basis"].as_str()),
+        (Some(basis), Some(basis))
+    );
+    let report = String::from_utf8(stack.get(&cycle.report_key).await.unwrap()).unwrap();
+    let live = report.split("<h2 id=\"live\">Live traffic</h2>").nth(1).expect("a live section");
+    let rows = record["live"]["rows"].as_u64().unwrap();
+    assert!(live.contains(&format!("captured rows, compared with {basis}.")), "{live}");
+    assert!(live.contains(&format!(" on {rows} captured rows")), "{live}");
     assert!(cycle.run_id.is_empty(), "nothing trained: {cycle:?}");
     assert_eq!(runs(&mut client, "xgb-c").await.runs.len(), 1);
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crs_domain::data::synth::{SynthSpec, write_week};
 use crs_proto::serve::serve_service_client::ServeServiceClient;
-use crs_proto::serve::{GetModelRequest, PredictRequest};
+use crs_proto::serve::{GetModelRequest, PredictBatchRequest, PredictRequest};
 use crs_proto::train::train_service_client::TrainServiceClient;
 use crs_proto::train::{
     Cycle, CycleState, JobState, ListCyclesRequest, ListModelsRequest, ModelVersionRuns, RollbackRequest,
@@ -355,6 +355,20 @@ async fn serve_and_stop(stack: &Stack, production: &str, requests: &[PredictRequ
     serve.stop().await.expect("clean stop");
 }
 
+/// Starts serve-service capturing every row, runs a batch of `input` once
+/// production is in, and stops it.
+async fn serve_batch_and_stop(stack: &Stack, production: &str, input: &str) {
+    let mut config = stack.serve_config();
+    config.capture_sample = 1.0;
+    let serve = stack.start_serve(config).await;
+    wait_until_serving(&serve).await;
+    let mut client = serve.client.clone();
+    serving(&mut client, production).await;
+    let batch = PredictBatchRequest { input_key: input.into(), ..Default::default() };
+    client.predict_batch(batch).await.expect("batch");
+    serve.stop().await.expect("clean stop");
+}
+
 /// Live traffic (`CAPTURE_SAMPLE`): week 2's keywords served as they are, then
 /// labelled, then served with every device a tablet and every attribute
 /// flipped. The unshifted traffic is no drift and its answers joined with the
@@ -402,9 +416,71 @@ async fn live_drift_is_found_alerted_once_and_late_labels_score_as_directly() {
     assert!(live["reasons"][0].as_str().unwrap().starts_with("live device mix PSI "), "{stored:#}");
     let alert = stack.webhooks().wait_for_text(&["Model v1 entered drift: live device mix PSI"]).await;
     println!("{alert}");
+    live_section_shows(&stack, &found, live).await;
+    // A batch is captured as its input key; the live check reads its rows again.
+    stack.put("data/predict/input/week2.csv", week(2, false)).await;
+    serve_batch_and_stop(&stack, &production, "data/predict/input/week2.csv").await;
     let again = cycle(&mut client).await;
     cycle_webhook(&stack, &again).await;
-    assert_eq!(record(&stack, &again).await["live"]["level"], "drift");
+    let stored_again = record(&stack, &again).await;
+    assert_eq!(stored_again["live"]["level"], "drift");
+    let with_batch = live["rows"].as_u64().unwrap() + served.rows.len() as u64;
+    assert_eq!(stored_again["live"]["rows"].as_u64(), Some(with_batch), "the batch's rows count as captured");
     assert_eq!(alerts(), 1, "once per change of state: {:?}", stack.webhooks().texts());
     assert_eq!(again.production_run_id, production);
+}
+
+/// The cycle report's live section and the index's row of `cycle` show the
+/// numbers of its record's `live`, beside the thresholds they were judged by.
+async fn live_section_shows(stack: &Stack, cycle: &Cycle, live: &serde_json::Value) {
+    let report = String::from_utf8(stack.get(&cycle.report_key).await.expect("the cycle's report")).unwrap();
+    let section = report.split("<h2 id=\"live\">Live traffic</h2>").nth(1).expect("a live section");
+    let section = section.split("<h2>").next().unwrap();
+    let number = |value: &serde_json::Value| format!("{:.5}", value.as_f64().unwrap());
+    let rows = live["rows"].as_u64().unwrap();
+    let opening =
+        format!("<p>Live level <b>drift</b> on {rows} captured rows, compared with weeks [1] of the ingested rows");
+    assert!(section.starts_with(&opening), "{section}");
+    let cells = |measure: &str, value: String, watch: &str, limit: &str| {
+        format!("<tr><td>{measure}</td><td>{value}</td><td>{watch}</td><td>{limit}</td></tr>")
+    };
+    let shift = &live["shift"];
+    let mix = shift["device_mix"].as_array().unwrap();
+    let tablet = mix.iter().find(|d| d["device"] == "Tablet").expect("a tablet share");
+    let expected = [
+        cells("device mix PSI", number(&shift["device_psi"]), "0.10000", "0.25000"),
+        cells("predicted rate PSI", number(&live["prediction_psi"]), "0.10000", "0.25000"),
+        cells(
+            &format!("{} PSI", shift["attribute_psi"][0]["attribute"].as_str().unwrap()),
+            number(&shift["attribute_psi"][0]["psi"]),
+            "0.10000",
+            "0.25000",
+        ),
+        cells("unseen keyword share", number(&shift["unseen_keyword_share"]), "-", "0.50000"),
+        format!("<tr><td>Tablet</td><td>{}</td><td>{}</td></tr>", number(&tablet["reference"]), number(&tablet["new"])),
+    ];
+    for row in expected {
+        assert!(section.contains(&row), "{row} is not in {section}");
+    }
+    let reason = live["reasons"][0].as_str().unwrap();
+    assert!(section.contains(&format!("<p>{reason}</p>")), "{section}");
+    let labelled = &live["labelled"];
+    let late = format!(
+        "<p>Late labels: {} labelled rows ({:.0} clicks) of weeks [2] joined with production's captured answers: \
+         log-loss {} against {} at promotion (drift above an increase of 1); calibration {}",
+        labelled["rows"],
+        labelled["clicks"].as_f64().unwrap(),
+        number(&labelled["logloss"]),
+        number(&labelled["reference_logloss"]),
+        number(&labelled["calibration"])
+    );
+    assert!(section.contains(&late), "{late} is not in {section}");
+    let index = String::from_utf8(stack.get("reports/v1/index.html").await.expect("the index")).unwrap();
+    let largest = [&shift["device_psi"], &live["prediction_psi"], &shift["attribute_psi"][0]["psi"]]
+        .map(|v| v.as_f64().unwrap())
+        .into_iter()
+        .fold(0.0, f64::max);
+    let row = format!("{0}</a></td><td>drift</td><td>{largest:.5}</td><td>{rows}</td>", cycle.cycle_id);
+    assert!(index.contains(&row), "{row} is not in {index}");
+    assert!(index.contains("shift of what production served"), "the live chart: {index}");
 }

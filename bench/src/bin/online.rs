@@ -18,7 +18,10 @@
 //!    the shadow scored and dropped meanwhile;
 //! 4. the cost of capture: rows per second of `--rows`-row `Predict` and
 //!    `ModelInfer` calls at `--shadow-concurrency` against serve-services with
-//!    `CAPTURE_SAMPLE` 0, 0.1 and 1, and the share of the sampled rows dropped.
+//!    `CAPTURE_SAMPLE` 0, 0.1 and 1 (the median of `--capture-repeats` rounds,
+//!    the levels in turn), and the share of the sampled rows dropped; then the
+//!    same calls paced (open loop, [`crs_bench::load::paced`]) at half the
+//!    saturated rate of capture off just measured, with the rows dropped there.
 //!
 //! The `ModelInfer` load generator ([`crs_bench::v2`]) speaks plain V2 to any
 //! server: `--v2-addr` (gRPC; default: this serve-service) and `--v2-http`
@@ -47,7 +50,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::Parser;
-use crs_bench::load::{Caller, latencies, throughput, warm_up};
+use crs_bench::load::{Caller, latencies, paced, throughput, warm_up};
 use crs_bench::v2::{InputSpec, Protocol, Target};
 use crs_bench::{connect, pct, request_rows, train, wait_until_serving};
 use crs_platform::storage::bucket::Bucket;
@@ -86,9 +89,12 @@ struct Args {
     /// Model version trained and run as the shadow of --model-ver in the shadow measurement.
     #[arg(long, default_value = "v0")]
     shadow_model: String,
-    /// Callers in the shadow measurement.
+    /// Callers in the shadow and capture measurements (the capture's paced load has four times as many).
     #[arg(long, default_value_t = 8)]
     shadow_concurrency: usize,
+    /// Rounds of the capture measurement (each level in turn per round); its table gives the medians.
+    #[arg(long, default_value_t = 3)]
+    capture_repeats: usize,
     /// V2 (Open Inference Protocol) gRPC server for the ModelInfer measurements; default: this serve-service.
     #[arg(long)]
     v2_addr: Option<String>,
@@ -360,63 +366,13 @@ fn main() -> anyhow::Result<()> {
         );
 
         // The same load against the servers that capture a share of the rows.
-        println!();
-        println!(
-            "capture cost: {}-row requests at concurrency {concurrency}, {:.1} s each; alone = CAPTURE_SAMPLE 0",
-            args.rows, args.seconds
-        );
-        println!(
-            "{:<12}{:>9}{:>10}{:>12}{:>10}{:>12}{:>12}{:>16}",
-            "call", "capture", "requests", "rows/s", "of 0", "p50 us", "p99 us", "sampled dropped"
-        );
-        for call in ["Predict", "ModelInfer"] {
-            let mut alone = None;
-            let servers = std::iter::once((0.0, serve_addr.clone(), None)).chain(
-                capturing.iter().map(|(share, (running, metrics))| (*share, running.addr.to_string(), Some(*metrics))),
-            );
-            for (share, addr, metrics_addr) in servers {
-                let mut channels = Vec::new();
-                for _ in 0..args.connections.max(1) {
-                    channels.push(connect(&addr).await?);
-                }
-                wait_until_serving(&channels[0], Duration::from_secs(10)).await?;
-                let dropped = |text: &str| {
-                    let labels = [("model", args.model_ver.as_str()), ("reason", "queue_full")];
-                    parse_metrics(text).value("crs_serve_capture_dropped_rows_total", &labels)
-                };
-                let before = match metrics_addr {
-                    Some(addr) => dropped(&scrape(addr).await.2),
-                    None => 0.0,
-                };
-                let measured = if call == "Predict" {
-                    let callers = (0..concurrency)
-                        .map(|i| PredictCaller {
-                            client: ServeServiceClient::new(channels[i % channels.len()].clone()),
-                            request: batch.clone(),
-                        })
-                        .collect();
-                    throughput(duration, callers).await?
-                } else {
-                    let mut target = args.v2_target(Protocol::Grpc, &addr);
-                    target.probe().await?;
-                    throughput(duration, v2_callers(&target, args.rows, concurrency, &channels).await?).await?
-                };
-                let after = match metrics_addr {
-                    Some(addr) => dropped(&scrape(addr).await.2),
-                    None => 0.0,
-                };
-                let rate = measured.per_second(args.rows);
-                let of_alone = 100.0 * rate / *alone.get_or_insert(rate);
-                let sampled = (measured.requests * args.rows as u64) as f64 * share;
-                let dropped_share = if sampled > 0.0 { 100.0 * (after - before) / sampled } else { 0.0 };
-                println!(
-                    "{call:<12}{share:>9}{:>10}{rate:>12.0}{of_alone:>9.1}%{:>12.0}{:>12.0}{dropped_share:>15.2}%",
-                    measured.requests,
-                    pct(&measured.latencies, 50.0),
-                    pct(&measured.latencies, 99.0)
-                );
-            }
-        }
+        let mut levels = vec![CaptureLevel { share: 0.0, addr: serve_addr.clone(), metrics: None }];
+        levels.extend(capturing.iter().map(|(share, (running, metrics))| CaptureLevel {
+            share: *share,
+            addr: running.addr.to_string(),
+            metrics: Some(*metrics),
+        }));
+        capture_cost(&args, &levels, &batch).await?;
         anyhow::Ok(())
     })?;
     // Stopped as SIGTERM would: the shadowed server writes its records before the bucket goes.
@@ -429,6 +385,142 @@ fn main() -> anyhow::Result<()> {
     })?;
     drop((trainer, stack));
     drop(services);
+    Ok(())
+}
+
+/// A serve-service capturing `share` of the rows it serves.
+struct CaptureLevel {
+    share: f64,
+    addr: String,
+    /// Its metrics listener (none for the server that does not capture).
+    metrics: Option<std::net::SocketAddr>,
+}
+
+impl CaptureLevel {
+    /// Captured rows it has dropped so far, for any reason.
+    async fn dropped(&self, model_ver: &str) -> f64 {
+        let Some(addr) = self.metrics else { return 0.0 };
+        let metrics = parse_metrics(&scrape(addr).await.2);
+        ["queue_full", "unwritten", "failed"]
+            .iter()
+            .map(|reason| {
+                metrics.value("crs_serve_capture_dropped_rows_total", &[("model", model_ver), ("reason", reason)])
+            })
+            .sum()
+    }
+}
+
+/// Closed-loop load of `request`'s rows by `call` against `level` from
+/// `concurrency` callers, or paced at `per_second` requests (open loop);
+/// with the captured rows dropped meanwhile.
+async fn capture_load(
+    args: &Args,
+    call: &str,
+    level: &CaptureLevel,
+    request: &PredictRequest,
+    concurrency: usize,
+    per_second: Option<f64>,
+) -> anyhow::Result<(crs_bench::load::Throughput, f64)> {
+    let mut channels = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        channels.push(connect(&level.addr).await?);
+    }
+    wait_until_serving(&channels[0], Duration::from_secs(10)).await?;
+    let duration = Duration::from_secs_f64(args.seconds);
+    let before = level.dropped(&args.model_ver).await;
+    let measured = if call == "Predict" {
+        let callers: Vec<PredictCaller> = (0..concurrency)
+            .map(|i| PredictCaller {
+                client: ServeServiceClient::new(channels[i % channels.len()].clone()),
+                request: request.clone(),
+            })
+            .collect();
+        match per_second {
+            None => throughput(duration, callers).await?,
+            Some(rate) => paced(duration, rate, callers).await?,
+        }
+    } else {
+        let mut target = args.v2_target(Protocol::Grpc, &level.addr);
+        target.probe().await?;
+        let callers = v2_callers(&target, request.rows.len(), concurrency, &channels).await?;
+        match per_second {
+            None => throughput(duration, callers).await?,
+            Some(rate) => paced(duration, rate, callers).await?,
+        }
+    };
+    Ok((measured, level.dropped(&args.model_ver).await - before))
+}
+
+/// Section 4: throughput at each capture level, `--capture-repeats` rounds
+/// of the levels in turn (medians), then each level paced at half the
+/// median saturated rate of capture off, with the share of the sampled rows
+/// dropped.
+async fn capture_cost(args: &Args, levels: &[CaptureLevel], request: &PredictRequest) -> anyhow::Result<()> {
+    let (concurrency, rows) = (args.shadow_concurrency, request.rows.len());
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        pct(&values, 50.0)
+    };
+    let dropped_share = |dropped: f64, sampled: f64| if sampled > 0.0 { 100.0 * dropped / sampled } else { 0.0 };
+    println!();
+    println!(
+        "capture cost: {rows}-row requests at concurrency {concurrency}, {:.1} s each, {} rounds of the levels in turn (medians)",
+        args.seconds, args.capture_repeats
+    );
+    println!(
+        "{:<12}{:>9}{:>12}{:>10}{:>12}{:>12}{:>16}",
+        "call", "capture", "rows/s", "of 0", "p50 us", "p99 us", "sampled dropped"
+    );
+    for call in ["Predict", "ModelInfer"] {
+        let mut rates = vec![Vec::new(); levels.len()];
+        let mut p50s = vec![Vec::new(); levels.len()];
+        let mut p99s = vec![Vec::new(); levels.len()];
+        let mut drops = vec![(0.0, 0.0); levels.len()];
+        for _ in 0..args.capture_repeats.max(1) {
+            for (i, level) in levels.iter().enumerate() {
+                let (measured, dropped) = capture_load(args, call, level, request, concurrency, None).await?;
+                rates[i].push(measured.per_second(rows));
+                p50s[i].push(pct(&measured.latencies, 50.0));
+                p99s[i].push(pct(&measured.latencies, 99.0));
+                drops[i].0 += dropped;
+                drops[i].1 += (measured.requests * rows as u64) as f64 * level.share;
+            }
+        }
+        let off = median(rates[0].clone());
+        for (i, level) in levels.iter().enumerate() {
+            let rate = median(rates[i].clone());
+            println!(
+                "{call:<12}{:>9}{rate:>12.0}{:>9.1}%{:>12.0}{:>12.0}{:>15.3}%",
+                level.share,
+                100.0 * rate / off,
+                median(p50s[i].clone()),
+                median(p99s[i].clone()),
+                dropped_share(drops[i].0, drops[i].1)
+            );
+        }
+        // Open loop at half the saturated rate: enough callers that one is always free.
+        let target = off / 2.0;
+        println!(
+            "{call} paced at {target:.0} rows/s (half of capture off's saturated rate), {} callers:",
+            4 * concurrency
+        );
+        for level in levels {
+            let per_second = target / rows as f64;
+            let (measured, dropped) =
+                capture_load(args, call, level, request, 4 * concurrency, Some(per_second)).await?;
+            let sampled = (measured.requests * rows as u64) as f64 * level.share;
+            println!(
+                "{:<12}{:>9}{:>12.0}{:>10}{:>12.0}{:>12.0}{:>15.3}%  ({dropped:.0} of {sampled:.0} sampled rows dropped)",
+                "  paced",
+                level.share,
+                measured.per_second(rows),
+                "",
+                pct(&measured.latencies, 50.0),
+                pct(&measured.latencies, 99.0),
+                dropped_share(dropped, sampled)
+            );
+        }
+    }
     Ok(())
 }
 

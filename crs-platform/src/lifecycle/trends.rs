@@ -95,6 +95,13 @@ pub struct LiveNumbers {
     pub calibration: Option<f64>,
 }
 
+impl LiveNumbers {
+    /// The largest of its PSIs: device mix, attributes, predicted rates.
+    pub fn largest_psi(&self) -> f64 {
+        self.device_psi.max(self.max_attribute_psi).max(self.prediction_psi)
+    }
+}
+
 impl From<&LiveDriftReport> for LiveNumbers {
     fn from(report: &LiveDriftReport) -> Self {
         LiveNumbers {

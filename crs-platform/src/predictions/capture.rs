@@ -7,13 +7,21 @@
 //! An object holds rows of one model version that read the same attributes:
 //! `time,model,run,request_id,entity_id,device,cr,<attribute>...`. Request ids
 //! are printable ASCII; `%` and `,` in them are written `%25` and `%2C`.
+//!
+//! A batch (`PredictBatch`) is captured as its input key, not as a copy of its
+//! rows: its own object (`<id>.batch.csv.gz` beside the rows' objects, kept and
+//! deleted with them) of one line
+//! `time,model,run,request_id,input_key,output_key,rows,share`. A live check
+//! reads the input again ([`batch_rows`]), the `share` of its rows.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use crs_domain::data::{Device, KeywordRows};
+use crs_domain::data::{Attributes, DataError, Device, KeywordRows, TableKind, TableReader};
 use crs_domain::models::ModelVer;
+use crs_domain::rng::unit_hash;
+use tokio_util::io::SyncIoBridge;
 
 use super::records;
 use crate::error::{Classify, ErrorKind};
@@ -78,21 +86,54 @@ impl CapturedRows {
     }
 }
 
+/// A batch a model version served with capture on, kept as its keys.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CapturedBatch {
+    pub time: DateTime<Utc>,
+    pub model: ModelVer,
+    pub run: RunId,
+    pub request_id: String,
+    pub input_key: String,
+    pub output_key: String,
+    /// Data rows the batch read.
+    pub rows: u64,
+    /// `CAPTURE_SAMPLE` when it was served: the share of its rows a live
+    /// check reads, so that a batch weighs as the same rows served online.
+    pub share: f64,
+}
+
+/// The columns of a batch's capture object.
+pub const BATCH_COLUMNS: [&str; 8] = ["time", "model", "run", "request_id", "input_key", "output_key", "rows", "share"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("{key}: line {line}: {problem}")]
     Format { key: String, line: usize, problem: String },
+    /// The input of a captured batch cannot be read again.
+    #[error(transparent)]
+    Input(#[from] DataError),
+    #[error("reading {key} stopped: {problem}")]
+    Reading { key: String, problem: String },
 }
 
 impl Classify for CaptureError {
     fn kind(&self) -> ErrorKind {
         match self {
             CaptureError::Storage(e) => e.kind(),
-            CaptureError::Format { .. } => ErrorKind::Internal,
+            CaptureError::Format { .. } | CaptureError::Input(_) | CaptureError::Reading { .. } => ErrorKind::Internal,
         }
     }
+}
+
+/// A request id or key as one CSV field.
+fn field(text: &str) -> String {
+    text.replace('%', "%25").replace(',', "%2C")
+}
+
+fn unfield(text: &str) -> String {
+    text.replace("%2C", ",").replace("%25", "%")
 }
 
 fn header(attribute_names: &[String]) -> String {
@@ -107,7 +148,7 @@ pub fn encode(captured: &CapturedRows) -> Bytes {
     let capacity = captured.len() * (48 + 2 * names.len()) + 64;
     records::gzip_csv(&header(names), capacity, |out| {
         for i in 0..captured.len() {
-            let id = captured.request_id[i].replace('%', "%25").replace(',', "%2C");
+            let id = field(&captured.request_id[i]);
             write!(
                 out,
                 "{},{},{},{id},{},{},{}",
@@ -172,26 +213,132 @@ pub fn decode(key: &str, model: ModelVer, bytes: &[u8]) -> Result<CapturedRows, 
         captured.rows.push_checked(entity_id, device, &values).map_err(|e| bad(line_no, e.to_string()))?;
         captured.time.push(time.with_timezone(&Utc));
         captured.run.push(run);
-        captured.request_id.push(id.replace("%2C", ",").replace("%25", "%"));
+        captured.request_id.push(unfield(id));
         captured.cr.push(cr);
     }
     Ok(captured)
 }
 
-/// Every object captured for `model` on or after the UTC date of `since`
-/// (all of them for `None`), in key order, each with only its rows at or
-/// after `since`.
+/// Writes the capture object of a batch and returns its key.
+pub async fn write_batch(bucket: &Bucket, batch: &CapturedBatch) -> Result<BucketKey, StorageError> {
+    let bytes = records::gzip_csv(&BATCH_COLUMNS.join(","), 256, |out| {
+        writeln!(
+            out,
+            "{},{},{},{},{},{},{},{}",
+            batch.time.to_rfc3339_opts(SecondsFormat::Micros, true),
+            batch.model,
+            batch.run,
+            field(&batch.request_id),
+            field(&batch.input_key),
+            field(&batch.output_key),
+            batch.rows,
+            batch.share
+        )
+    });
+    records::add(bucket, |date, id| layout::captured_batch(batch.model, date, id), bytes).await
+}
+
+/// Parses a batch's capture object.
+pub fn decode_batch(key: &str, model: ModelVer, bytes: &[u8]) -> Result<CapturedBatch, CaptureError> {
+    let bad = |line: usize, problem: String| CaptureError::Format { key: key.to_owned(), line, problem };
+    let text = records::gunzip_text(bytes).map_err(|problem| bad(0, problem))?;
+    let mut lines = text.lines();
+    if lines.next() != Some(BATCH_COLUMNS.join(",").as_str()) {
+        return Err(bad(1, format!("the header is not {}", BATCH_COLUMNS.join(","))));
+    }
+    let line = lines.next().unwrap_or_default();
+    let fields: Vec<&str> = line.split(',').collect();
+    let [time, _model, run, id, input, output, rows, share] = &fields[..] else {
+        return Err(bad(2, format!("expected {} fields, found {}", BATCH_COLUMNS.len(), fields.len())));
+    };
+    Ok(CapturedBatch {
+        time: DateTime::parse_from_rfc3339(time).map_err(|_| bad(2, format!("time {time:?}")))?.with_timezone(&Utc),
+        model,
+        run: RunId::parse(run).map_err(|_| bad(2, format!("run {run:?}")))?,
+        request_id: unfield(id),
+        input_key: unfield(input),
+        output_key: unfield(output),
+        rows: rows.parse().map_err(|_| bad(2, format!("rows {rows:?}")))?,
+        share: share.parse().map_err(|_| bad(2, format!("share {share:?}")))?,
+    })
+}
+
+/// The capture objects of `model` from the UTC date of `since` on (all of
+/// them for `None`), in key order.
+async fn keys_since(
+    bucket: &Bucket,
+    model: ModelVer,
+    since: Option<DateTime<Utc>>,
+) -> Result<Vec<BucketKey>, StorageError> {
+    let first_day: Option<NaiveDate> = since.map(|t| t.date_naive());
+    let mut keys = bucket.list(&layout::capture_prefix(model)).await?;
+    keys.retain(|key| first_day.is_none_or(|day| layout::record_date(key).is_none_or(|date| date >= day)));
+    Ok(keys)
+}
+
+/// Every batch captured for `model` at or after `since` (all for `None`), oldest first.
+pub async fn batches_since(
+    bucket: &Bucket,
+    model: ModelVer,
+    since: Option<DateTime<Utc>>,
+) -> Result<Vec<CapturedBatch>, CaptureError> {
+    let mut batches = Vec::new();
+    for key in keys_since(bucket, model, since).await?.into_iter().filter(layout::is_captured_batch) {
+        let Some(bytes) = bucket.get_if_exists(&key).await? else { continue };
+        let batch = decode_batch(key.as_str(), model, &bytes)?;
+        if since.is_none_or(|since| batch.time >= since) {
+            batches.push(batch);
+        }
+    }
+    Ok(batches)
+}
+
+/// The `share` of the rows of a captured batch's input (drawn by row, the
+/// same rows every time), with the attributes `names`; `None` when the input
+/// is gone (a batch's input need not be kept).
+pub async fn batch_rows(
+    bucket: &Bucket,
+    batch: &CapturedBatch,
+    names: Arc<[String]>,
+) -> Result<Option<KeywordRows>, CaptureError> {
+    let key = BucketKey::parse(&batch.input_key).map_err(StorageError::from)?;
+    let download = match bucket.reader(&key).await {
+        Ok(download) => download,
+        Err(StorageError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let (share, seed) = (batch.share, batch.time.timestamp_micros() as u64);
+    let name = batch.input_key.clone();
+    let reading = tokio::task::spawn_blocking(move || -> Result<KeywordRows, CaptureError> {
+        let attributes = Attributes::Only(names.clone());
+        let mut reader = TableReader::open(&name, SyncIoBridge::new(download), TableKind::PredictionInput, attributes)?;
+        let (mut sampled, mut first) = (KeywordRows::new(names.clone()), 0_u64);
+        while let Some(rows) = reader.next_rows()? {
+            let picked: Vec<usize> =
+                (0..rows.len()).filter(|&i| share >= 1.0 || unit_hash(first + i as u64, seed) < share).collect();
+            first += rows.len() as u64;
+            let Some(picked) = rows.project(Some(&picked), names.clone()) else {
+                return Err(CaptureError::Reading { key: name, problem: "the model's attributes are missing".into() });
+            };
+            sampled.append(&picked);
+        }
+        Ok(sampled)
+    });
+    let key = batch.input_key.clone();
+    let rows = reading.await.map_err(|e| CaptureError::Reading { key, problem: e.to_string() })??;
+    Ok(Some(rows))
+}
+
+/// Every object of rows captured for `model` on or after the UTC date of
+/// `since` (all of them for `None`), in key order, each with only its rows at
+/// or after `since`. Batches are left out: [`batches_since`] reads them.
 pub async fn read_since(
     bucket: &Bucket,
     model: ModelVer,
     since: Option<DateTime<Utc>>,
 ) -> Result<Vec<CapturedRows>, CaptureError> {
-    let first_day: Option<NaiveDate> = since.map(|t| t.date_naive());
     let mut objects = Vec::new();
-    for key in bucket.list(&layout::capture_prefix(model)).await? {
-        if first_day.is_some_and(|day| layout::record_date(&key).is_some_and(|date| date < day)) {
-            continue;
-        }
+    for key in keys_since(bucket, model, since).await?.into_iter().filter(|key| !layout::is_captured_batch(key)) {
         let Some(bytes) = bucket.get_if_exists(&key).await? else { continue };
         let captured = decode(key.as_str(), model, &bytes)?;
         let captured = match since {

@@ -5,9 +5,9 @@
 use std::fmt::Write as _;
 
 use crs_domain::diagnostics::{CalibrationBin, DeviceResiduals};
-use crs_domain::lifecycle::DriftReport;
+use crs_domain::lifecycle::{DriftReport, LiveDriftReport};
 
-use crate::lifecycle::trends::TrendPoint;
+use crate::lifecycle::trends::{LiveNumbers, TrendPoint};
 use crate::registry::catalog::RunEntry;
 use crate::registry::events::RunStage;
 use crate::registry::runs::{RunMetadata, StageTiming};
@@ -118,12 +118,19 @@ pub fn run_report(run: &RunMetadata, diagnostics: &RunDiagnostics) -> String {
     page_end(html)
 }
 
+/// What a cycle found: on the new weeks, and on what production served.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CycleChecks<'a> {
+    pub drift: Option<&'a DriftReport>,
+    pub live: Option<&'a LiveDriftReport>,
+}
+
 /// A cycle's report from its record.
 pub fn cycle_report(
     title: &str,
     decision: &str,
     record: &serde_json::Value,
-    drift: Option<&DriftReport>,
+    checks: CycleChecks<'_>,
     stage_seconds: &[StageTiming],
     trends: &[TrendPoint],
     versions: &[(String, String)],
@@ -132,7 +139,7 @@ pub fn cycle_report(
     let _ = write!(html, "<p><b>{}</b></p>", escape(decision));
     trend_charts(&mut html, trends);
     html.push_str("<h2>Drift</h2>");
-    match drift {
+    match checks.drift {
         None => html.push_str("<p>No drift check: nothing new to score the production run on.</p>"),
         Some(d) => {
             let _ = write!(
@@ -156,6 +163,7 @@ pub fn cycle_report(
             table(&mut html, &["measure", "value"], rows.into_iter());
         }
     }
+    live_section(&mut html, checks.live);
     html.push_str("<h2>Stage timings</h2>");
     timings(&mut html, stage_seconds);
     html.push_str("<h2>Record</h2><pre>");
@@ -163,6 +171,71 @@ pub fn cycle_report(
     html.push_str("</pre><h2>Versions</h2>");
     table(&mut html, &["component", "version"], versions.iter().map(|(n, v)| vec![n.clone(), v.clone()]));
     page_end(html)
+}
+
+/// The live check (`live` in the record): what production served since it
+/// was promoted, against what it learnt from, each number beside the
+/// thresholds it was judged by.
+fn live_section(html: &mut String, live: Option<&LiveDriftReport>) {
+    html.push_str("<h2 id=\"live\">Live traffic</h2>");
+    let Some(live) = live else {
+        return html.push_str("<p>No live check: nothing production served was captured (CAPTURE_SAMPLE).</p>");
+    };
+    let judged = live.thresholds.as_ref().map(|t| live.rows >= t.min_live_rows);
+    let _ = write!(
+        html,
+        "<p>Live level <b>{}</b> on {} captured rows, compared with {}{}.</p>",
+        live.level.as_str(),
+        live.rows,
+        escape(&live.basis),
+        match (judged, &live.thresholds) {
+            (Some(false), Some(t)) =>
+                format!(" (fewer than min_live_rows {}: the shift is reported, not judged)", t.min_live_rows),
+            _ => String::new(),
+        }
+    );
+    for reason in &live.reasons {
+        let _ = write!(html, "<p>{}</p>", escape(reason));
+    }
+    let unknown = || "-".to_owned();
+    let (watch, limit) = live.thresholds.as_ref().map_or((unknown(), unknown()), |t| (f(t.watch_psi), f(t.max_psi)));
+    let psi_row = |name: String, value: f64| vec![escape(&name), f(value), watch.clone(), limit.clone()];
+    let mut rows = vec![
+        psi_row("device mix PSI".to_owned(), live.shift.device_psi),
+        psi_row("predicted rate PSI".to_owned(), live.prediction_psi),
+    ];
+    rows.extend(live.shift.attribute_psi.iter().take(10).map(|a| psi_row(format!("{} PSI", a.attribute), a.psi)));
+    rows.push(vec![
+        "unseen keyword share".to_owned(),
+        f(live.shift.unseen_keyword_share),
+        unknown(),
+        live.thresholds.as_ref().map_or_else(unknown, |t| f(t.max_unseen_keyword_share)),
+    ]);
+    table(html, &["measure", "live", "watch from", "drift above"], rows.into_iter());
+    table(
+        html,
+        &["device", "learnt from", "live"],
+        live.shift.device_mix.iter().map(|d| vec![d.device.to_string(), f(d.reference), f(d.new)]),
+    );
+    match &live.labelled {
+        None => html.push_str("<p>No late labels: no labelled row ingested since the promotion was captured.</p>"),
+        Some(l) => {
+            let limit = live.thresholds.as_ref().map(|t| t.max_logloss_increase);
+            let _ = write!(
+                html,
+                "<p>Late labels: {} labelled rows ({:.0} clicks) of weeks {:?} joined with production's captured \
+                 answers: log-loss {} against {} at promotion{}; calibration {} (predicted over observed \
+                 conversions).</p>",
+                l.rows,
+                l.clicks,
+                l.weeks,
+                f(l.logloss),
+                l.reference_logloss.map_or("unknown".to_owned(), f),
+                limit.map_or(String::new(), |m| format!(" (drift above an increase of {m})")),
+                f(l.calibration)
+            );
+        }
+    }
 }
 
 /// The version's trends across cycles (see `crate::lifecycle::trends`):
@@ -211,11 +284,38 @@ fn trend_charts(html: &mut String, trends: &[TrendPoint]) {
             ],
         ));
     }
+    let live: Vec<(f64, &LiveNumbers)> =
+        trends.iter().enumerate().filter_map(|(i, p)| p.live.as_ref().map(|l| (i as f64, l))).collect();
+    if !live.is_empty() {
+        let high = live.iter().fold(0.0_f64, |h, (_, l)| h.max(l.largest_psi())).max(0.3);
+        let series = |psi: fn(&LiveNumbers) -> f64| live.iter().map(|(i, l)| (*i, psi(l))).collect();
+        html.push_str(&line_chart(
+            "shift of what production served, found by each cycle's live check",
+            "cycle",
+            "PSI",
+            x,
+            (0.0, high * 1.1),
+            &[
+                ("device mix PSI", series(|l| l.device_psi)),
+                ("largest attribute PSI", series(|l| l.max_attribute_psi)),
+                ("predicted rate PSI", series(|l| l.prediction_psi)),
+            ],
+        ));
+    }
+}
+
+/// A cycle as the index lists it.
+#[derive(Clone, Debug)]
+pub struct CycleEntry {
+    pub cycle_id: String,
+    pub decision: String,
+    /// Its live check, when anything was captured.
+    pub live: Option<LiveNumbers>,
 }
 
 /// Every run with its stage, the trend of the headline metric, and the
 /// version's trends across cycles.
-pub fn index(model_ver: &str, runs: &[RunEntry], cycles: &[(String, String)], trends: &[TrendPoint]) -> String {
+pub fn index(model_ver: &str, runs: &[RunEntry], cycles: &[CycleEntry], trends: &[TrendPoint]) -> String {
     let mut html = page_start(&format!("Model {model_ver}: runs and cycles"));
     trend_charts(&mut html, trends);
     let trend: Vec<(f64, f64)> =
@@ -250,8 +350,17 @@ pub fn index(model_ver: &str, runs: &[RunEntry], cycles: &[(String, String)], tr
     html.push_str("<h2>Cycles</h2>");
     table(
         &mut html,
-        &["cycle", "decision"],
-        cycles.iter().map(|(id, decision)| vec![format!("<a href=\"cycles/{id}.html\">{id}</a>"), escape(decision)]),
+        &["cycle", "live", "largest live PSI", "captured rows", "decision"],
+        cycles.iter().map(|c| {
+            let live = |cell: fn(&LiveNumbers) -> String| c.live.as_ref().map_or("-".to_owned(), cell);
+            vec![
+                format!("<a href=\"cycles/{0}.html\">{0}</a>", escape(&c.cycle_id)),
+                live(|l| l.level.as_str().to_owned()),
+                live(|l| f(l.largest_psi())),
+                live(|l| l.rows.to_string()),
+                escape(&c.decision),
+            ]
+        }),
     );
     page_end(html)
 }

@@ -27,6 +27,7 @@
 //! reports/<model_ver>/...                                             HTML reports of runs and cycles
 //! shadow/<primary>/<date>/<id>.csv.gz                                 a primary's and its shadows' predictions
 //! capture/<model_ver>/<date>/<id>.csv.gz                              a sample of served rows and their answers (CAPTURE_SAMPLE)
+//! capture/<model_ver>/<date>/<id>.batch.csv.gz                        a batch served with capture on, as its input key
 //! trends/<model_ver>/<cycle_id>.json                                  one cycle's numbers, kept longer than its record
 //! ```
 //!
@@ -89,6 +90,8 @@ const HISTORY_ROOT: &str = "history";
 const LEASES_ROOT: &str = "leases";
 const SHADOW_ROOT: &str = "shadow";
 const CAPTURE_ROOT: &str = "capture";
+/// The name ending of a batch's capture object (a `.csv.gz` record object too).
+const CAPTURED_BATCH: &str = ".batch.csv.gz";
 const TRENDS_ROOT: &str = "trends";
 const JOBS_ROOT: &str = "jobs";
 const CYCLES_ROOT: &str = "cycles";
@@ -209,6 +212,17 @@ pub fn capture_prefix(model_ver: ModelVer) -> BucketKey {
 /// One flushed batch of captured rows, by the UTC date it was written on.
 pub fn capture_batch(model_ver: ModelVer, date: NaiveDate, id: &RunId) -> BucketKey {
     dated_record(&capture_prefix(model_ver), date, id)
+}
+
+/// The capture object of one batch served (kept as its input key), dated as
+/// captured rows are and beside them.
+pub fn captured_batch(model_ver: ModelVer, date: NaiveDate, id: &RunId) -> BucketKey {
+    key(&[capture_prefix(model_ver).as_str(), &date.format("%Y-%m-%d").to_string(), &format!("{id}{CAPTURED_BATCH}")])
+}
+
+/// Whether `key` is the capture object of a batch ([`captured_batch`]).
+pub fn is_captured_batch(key: &BucketKey) -> bool {
+    key.as_str().ends_with(CAPTURED_BATCH)
 }
 
 /// `trends/<model_ver>/`: one trend point per cycle.
@@ -616,6 +630,12 @@ mod tests {
         assert_eq!(shadow_batch(v1, day, &run).as_str(), "shadow/v1/2026-11-22/20261122T101500123Z-3fa9c2.csv.gz");
         let captured = capture_batch(v1, day, &run);
         assert_eq!(captured.as_str(), "capture/v1/2026-11-22/20261122T101500123Z-3fa9c2.csv.gz");
+        let batch = captured_batch(v1, day, &run);
+        assert_eq!(batch.as_str(), "capture/v1/2026-11-22/20261122T101500123Z-3fa9c2.batch.csv.gz");
+        assert_eq!(
+            (record_date(&batch), is_captured_batch(&batch), is_captured_batch(&captured)),
+            (Some(day), true, false)
+        );
         assert_eq!((record_date(&captured), record_date(&cycle_record(v1, &run))), (Some(day), None));
         assert_eq!(trend_point(v1, &run).as_str(), "trends/v1/20261122T101500123Z-3fa9c2.json");
         let prefix = OutputPrefix::parse(DEFAULT_OUTPUT_PREFIX).unwrap();

@@ -25,6 +25,7 @@ use crs_platform::predictions::batch::{BatchOptions, predict_batch};
 use crs_platform::predictions::capture::{self, CapturedRows};
 use crs_platform::registry::catalog::Catalog;
 use crs_platform::registry::runs::{RunMetadata, StageTiming};
+use crs_platform::reports::pages::CycleChecks;
 use crs_platform::storage::bucket::BucketKey;
 use crs_platform::storage::layout::{self, OutputPrefix, RunId};
 use futures::StreamExt;
@@ -357,7 +358,7 @@ impl CycleRunner {
         // Production's log-loss when the gate promoted it; none for a run promoted by hand.
         let reference_logloss = history.production_event().and_then(|e| e.numbers.as_ref()).map(|n| n.logloss);
         let Some(data) = ingested_data(self.catalog.bucket()).await? else { return Ok(None) };
-        let training = self.training_file(&loaded.metadata).await?;
+        let training = self.learnt_file(&loaded.metadata).await?;
         let trained = loaded.metadata.weeks.as_ref().map(|w| w.train.clone()).unwrap_or_default();
         let logloss_on = EvalSource::parse(&loaded.metadata.eval_source);
         let thresholds = config.drift.clone();
@@ -380,15 +381,20 @@ impl CycleRunner {
         .map_err(|e| CycleError::Crashed(e.to_string()))?
     }
 
-    /// The file a run was trained on, when it was not trained on the ingested
-    /// rows (`crctl train`) and the file is still there, with its key.
-    async fn training_file(&self, metadata: &RunMetadata) -> Result<Option<(String, Vec<u8>)>, CycleError> {
-        let key = &metadata.train_data.key;
-        if key == layout::INGESTED_NAME {
-            return Ok(None);
-        }
+    /// The file standing for what a run learnt from, when that is not the
+    /// ingested rows and the file is still there: the one `crctl train`
+    /// trained it on, or for an imported run (trained elsewhere, on rows the
+    /// bucket never had; its `train_data` only fitted the baselines) the one
+    /// it was evaluated on.
+    async fn learnt_file(&self, metadata: &RunMetadata) -> Result<Option<LearntFile>, CycleError> {
+        let (key, basis) = match (&metadata.imported, &metadata.eval_data) {
+            (Some(_), Some(eval)) => (&eval.key, format!("the file this imported run was evaluated on, {}", eval.key)),
+            _ if metadata.train_data.key == layout::INGESTED_NAME => return Ok(None),
+            _ => (&metadata.train_data.key, format!("the file it was trained on, {}", metadata.train_data.key)),
+        };
         let parsed = BucketKey::parse(key).map_err(crs_platform::storage::bucket::StorageError::from)?;
-        Ok(self.catalog.bucket().get_if_exists(&parsed).await?.map(|bytes| (key.clone(), bytes.to_vec())))
+        let bytes = self.catalog.bucket().get_if_exists(&parsed).await?;
+        Ok(bytes.map(|bytes| LearntFile { key: key.clone(), bytes: bytes.to_vec(), basis }))
     }
 
     /// Compares what production served since it was promoted (the rows
@@ -416,11 +422,25 @@ impl CycleRunner {
                 live.append(capture::select(&object, &own));
             }
         }
-        if live.is_empty() {
+        // Batches were captured as their input keys: their rows are read again,
+        // the share capture drew online, and answered by the same run again.
+        let mut batches = Vec::new();
+        for batch in capture::batches_since(bucket, model_ver, since).await? {
+            if batch.run != *production {
+                continue;
+            }
+            // An input replaced since by a file that cannot be read is not what was served.
+            match capture::batch_rows(bucket, &batch, names.clone()).await {
+                Ok(Some(rows)) => batches.push((batch, rows)),
+                Ok(None) => tracing::warn!(input = %batch.input_key, "a captured batch's input is gone: left out"),
+                Err(e) => tracing::warn!(input = %batch.input_key, error = %e, "a captured batch is left out"),
+            }
+        }
+        if live.is_empty() && batches.iter().all(|(_, rows)| rows.is_empty()) {
             return Ok(None);
         }
         let data = ingested_data(bucket).await?;
-        let training = self.training_file(&loaded.metadata).await?;
+        let training = self.learnt_file(&loaded.metadata).await?;
         let trained = loaded.metadata.weeks.as_ref().map(|w| w.train.clone()).unwrap_or_default();
         // Labels carry a week, captures a time: the labelled rows are those ingested since the promotion.
         let ledger = crs_platform::lifecycle::ingest::ledger(bucket).await?;
@@ -436,6 +456,10 @@ impl CycleRunner {
                 None => None,
             };
             let Some((reference, basis)) = learnt_from(table.as_mut(), &trained, training)? else { return Ok(None) };
+            for (batch, rows) in batches {
+                let cr = loaded.model.predict(&rows)?;
+                live.extend(batch.time, &batch.run, &batch.request_id, &rows, &cr);
+            }
             let reference_rates = loaded.model.predict(&reference.rows)?;
             let prediction_psi = rate_psi(&reference_rates, &live.cr);
             let shift = row_shift(&reference.rows, &live.rows);
@@ -565,7 +589,7 @@ impl CycleRunner {
             cycle_id: &record.cycle_id,
             decision: &record.decision,
             record: serde_json::to_value(&*record).unwrap_or_default(),
-            drift: record.drift.as_ref(),
+            checks: CycleChecks { drift: record.drift.as_ref(), live: record.live.as_ref() },
             timings: &record.timings,
         };
         record.report_key = reports::cycle(&self.catalog, summary).await.map(|k| k.to_string());
@@ -707,19 +731,27 @@ fn in_drift(record: &CycleRecord) -> bool {
         || record.live.as_ref().is_some_and(|l| l.level == DriftLevel::Drift)
 }
 
-/// The rows production learnt from, and what they are in words: the file it
-/// was trained on (`training`), when it was not trained on ingested rows and
-/// the file is still there; else its weeks of the ingested rows; else (a run
+/// A file in the bucket standing for what a run learnt from ([`CycleRunner::learnt_file`]).
+struct LearntFile {
+    key: String,
+    bytes: Vec<u8>,
+    /// What it is, in words.
+    basis: String,
+}
+
+/// The rows production learnt from, and what they are in words: the file
+/// standing for them (`training`, see [`CycleRunner::learnt_file`]) when
+/// there is one; else its weeks of the ingested rows; else (a run
 /// from before weeks were recorded, or whose file is gone) the oldest
 /// ingested week stands in. `None` with neither file nor ingested rows.
 fn learnt_from(
     table: Option<&mut TrainingTable>,
     trained: &[i64],
-    training: Option<(String, Vec<u8>)>,
+    training: Option<LearntFile>,
 ) -> Result<Option<(Observations, String)>, CycleError> {
-    if let Some((key, bytes)) = training {
-        let reference = TrainingTable::read(&key, Cursor::new(bytes))?.observations()?;
-        return Ok(Some((reference, format!("the file it was trained on, {key}"))));
+    if let Some(file) = training {
+        let reference = TrainingTable::read(&file.key, Cursor::new(file.bytes))?.observations()?;
+        return Ok(Some((reference, file.basis)));
     }
     let Some(table) = table else { return Ok(None) };
     let weeks = table.weeks()?;
