@@ -494,8 +494,16 @@ impl Worker {
             Sampled::Rows(picked) => Some(picked.as_slice()),
         };
         let model_ver = job.primary.model_ver();
-        let names: Arc<[String]> = job.primary.run.model.required_attributes().into();
-        let Some(rows) = job.rows.project(indices, names.clone()) else {
+        let model_names = job.primary.run.model.required_attributes();
+        // An object holds rows that read the same attributes: another run may read others.
+        if self.captures.get(&model_ver).is_some_and(|c| c.rows.attribute_names() != model_names) {
+            self.flush_capture(model_ver).await;
+            self.captures.remove(&model_ver);
+        }
+        // The buffer's names are shared by every row projected into it: a
+        // request costs no copy of them (a model may read hundreds).
+        let buffer = self.captures.entry(model_ver).or_insert_with(|| CapturedRows::new(model_ver, model_names.into()));
+        let Some(rows) = job.rows.project(indices, buffer.rows.shared_attribute_names().clone()) else {
             // The model answered, so it had its attributes: this cannot happen, but must not panic.
             self.metrics.capture_dropped(model_ver, RecordDrop::Failed, job.capture.count(job.rows.len()));
             return;
@@ -504,12 +512,6 @@ impl Worker {
             None => job.cr.clone(),
             Some(picked) => picked.iter().map(|&i| job.cr[i]).collect(),
         };
-        // An object holds rows that read the same attributes: another run may read others.
-        if self.captures.get(&model_ver).is_some_and(|c| c.rows.attribute_names() != &names[..]) {
-            self.flush_capture(model_ver).await;
-            self.captures.remove(&model_ver);
-        }
-        let buffer = self.captures.entry(model_ver).or_insert_with(|| CapturedRows::new(model_ver, names));
         buffer.extend(job.time, job.primary.run_id(), &job.request_id, &rows, &cr);
         if buffer.len() >= self.flush.rows {
             self.flush_capture(model_ver).await;
@@ -521,7 +523,8 @@ impl Worker {
     /// written; waits only when [`CAPTURE_WRITES`] writes are under way already.
     async fn flush_capture(&mut self, model_ver: ModelVer) {
         let Some(buffer) = self.captures.get_mut(&model_ver).filter(|rows| !rows.is_empty()) else { return };
-        let captured = std::mem::replace(buffer, CapturedRows::new(model_ver, buffer.rows.attribute_names().into()));
+        let captured =
+            std::mem::replace(buffer, CapturedRows::new(model_ver, buffer.rows.shared_attribute_names().clone()));
         while self.capture_writes.len() >= CAPTURE_WRITES {
             self.reap_capture_write().await;
         }

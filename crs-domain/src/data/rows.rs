@@ -88,6 +88,11 @@ impl KeywordRows {
         &self.attribute_names
     }
 
+    /// The attribute names as held, to build rows with the same ones without copying them.
+    pub fn shared_attribute_names(&self) -> &Arc<[String]> {
+        &self.attribute_names
+    }
+
     /// The attribute values of one row, in [`Self::attribute_names`] order.
     pub fn attributes(&self, row: usize) -> &[u8] {
         let width = self.attribute_names.len();
@@ -105,8 +110,14 @@ impl KeywordRows {
     /// The rows at `indices` (all for `None`) with only the attributes `names`,
     /// in that order; `None` if these rows lack one of them.
     pub fn project(&self, indices: Option<&[usize]>, names: Arc<[String]>) -> Option<KeywordRows> {
-        let columns: Vec<usize> =
-            names.iter().map(|name| self.attribute_names.iter().position(|n| n == name)).collect::<Option<_>>()?;
+        // Usually the model's own names in its order: then no lookup at all.
+        let columns: Vec<usize> = if self.attribute_names[..] == names[..] {
+            (0..names.len()).collect()
+        } else {
+            let at: std::collections::HashMap<&str, usize> =
+                self.attribute_names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+            names.iter().map(|name| at.get(name.as_str()).copied()).collect::<Option<_>>()?
+        };
         let all: Vec<usize>;
         let indices = match indices {
             Some(indices) => indices,
@@ -194,6 +205,20 @@ mod tests {
         assert_eq!(err.to_string(), "attribute 'att3' must be 0 or 1, found 2");
         assert_eq!(rows.len(), 1);
         assert_eq!(rows.attributes(0), &[0, 1, 0]);
+    }
+
+    #[test]
+    fn project_picks_rows_and_reorders_or_drops_attributes_by_name() {
+        let mut rows = KeywordRows::new(names(3));
+        rows.push_valid(1, Device::Computer, [1, 0, 0]);
+        rows.push_valid(2, Device::Tablet, [0, 1, 1]);
+        let same = rows.project(Some(&[1]), names(3)).unwrap();
+        assert_eq!((same.entity_id.as_slice(), same.attributes(0)), (&[2][..], &[0, 1, 1][..]));
+        let other: Arc<[String]> = vec!["att3".to_owned(), "att1".to_owned()].into();
+        let reordered = rows.project(None, other.clone()).unwrap();
+        assert_eq!(reordered.attribute_names(), &other[..]);
+        assert_eq!((reordered.attributes(0), reordered.attributes(1)), (&[0, 1][..], &[1, 0][..]));
+        assert!(rows.project(None, vec!["att9".to_owned()].into()).is_none());
     }
 
     #[test]
