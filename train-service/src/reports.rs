@@ -100,7 +100,7 @@ async fn index(catalog: &Catalog, model_ver: ModelVer) {
 }
 
 /// The version's trend points, or none (logged) when they cannot be read.
-async fn trend_series(catalog: &Catalog, model_ver: ModelVer) -> Vec<TrendPoint> {
+pub(crate) async fn trend_series(catalog: &Catalog, model_ver: ModelVer) -> Vec<TrendPoint> {
     trends::series(catalog.bucket(), model_ver)
         .await
         .inspect_err(|e| tracing::warn!(%model_ver, error = %e, "reports without trends: cannot read them"))

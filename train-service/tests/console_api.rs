@@ -341,9 +341,19 @@ async fn every_endpoint_with_real_runs_a_cycle_a_rejection_a_promotion_and_a_rol
     assert!(html.contains(&first) && html.contains(&second), "{html}");
     let (status, html) = client.page("/models/v1").await;
     assert_eq!(status, StatusCode::OK);
-    for text in
-        [&first, &second, "production", "candidate", "bob", "alice", "alerts", &cycle_id, "do not compare", "<svg"]
-    {
+    for text in [
+        &first,
+        &second,
+        "production",
+        "candidate",
+        "bob",
+        "alice",
+        "alerts",
+        &cycle_id,
+        "do not compare",
+        "<svg",
+        "id=\"trends\"",
+    ] {
         assert!(html.contains(text), "the version page lacks {text}");
     }
     assert!(!html.contains("<script>"), "no inline script");

@@ -241,7 +241,7 @@ fn live_section(html: &mut String, live: Option<&LiveDriftReport>) {
 /// The version's trends across cycles (see `crate::lifecycle::trends`):
 /// production's log-loss on the reference set (points on the file as it is
 /// now only: a changed file starts a new series), and the input shift found.
-fn trend_charts(html: &mut String, trends: &[TrendPoint]) {
+pub fn trend_charts(html: &mut String, trends: &[TrendPoint]) {
     let newest = trends.iter().rev().find_map(|p| p.reference.as_ref()).map(|r| r.sha256.clone());
     let on_reference: Vec<(f64, f64, f64)> = trends
         .iter()

@@ -220,6 +220,15 @@ pub(super) async fn version(State(console): State<Console>, Path(ver): Path<Stri
     out.push_str("<h2>Metrics across runs</h2>");
     chart_svg(&mut out, &chart);
 
+    // The same charts as the report index: points that outlive the cycles' retention.
+    let trends = crate::reports::trend_series(&console.catalog, model_ver).await;
+    let _ = write!(
+        out,
+        "<h2 id=\"trends\">Trends across cycles</h2><p class=\"note\">{} cycles with a trend point, oldest first.</p>",
+        trends.len()
+    );
+    crs_platform::reports::pages::trend_charts(&mut out, &trends);
+
     out.push_str("<h2>Runs</h2>");
     filter_form(&mut out, &filter, &params);
     let sort_link = |sort: RunSort, text: &str| {
