@@ -12,7 +12,7 @@ use crs_proto::train::{
     Cycle, CycleState, JobState, ListCyclesRequest, ListModelsRequest, ModelVersionRuns, RollbackRequest,
     RunCycleRequest, StartTrainingRequest,
 };
-use crs_testkit::{Backend, Setup, Stack, predict_request, train_to_end, wait_for_cycle, wait_until_serving};
+use crs_testkit::{Backend, Running, Setup, Stack, predict_request, train_to_end, wait_for_cycle, wait_until_serving};
 use tonic::transport::Channel;
 
 const SPEC: SynthSpec = SynthSpec { first_entity: 1, keywords: 400, attributes: 20, seed: 9 };
@@ -340,30 +340,33 @@ async fn a_draft_is_never_gated_nor_served_by_default() {
     serving(&mut serve_client, &production.run_id).await;
 }
 
-/// Starts serve-service capturing every row, sends `requests` once production
-/// is in, and stops it (which writes what it captured).
-async fn serve_and_stop(stack: &Stack, production: &str, requests: &[PredictRequest]) {
+/// serve-service capturing every row, once it serves `production`.
+async fn capturing(
+    stack: &Stack,
+    production: &str,
+) -> (Running<ServeServiceClient<Channel>>, ServeServiceClient<Channel>) {
     let mut config = stack.serve_config();
     config.capture_sample = 1.0;
     let serve = stack.start_serve(config).await;
     wait_until_serving(&serve).await;
     let mut client = serve.client.clone();
     serving(&mut client, production).await;
+    (serve, client)
+}
+
+/// Sends `requests` to a capturing serve-service and stops it (which writes
+/// what it captured).
+async fn serve_and_stop(stack: &Stack, production: &str, requests: &[PredictRequest]) {
+    let (serve, mut client) = capturing(stack, production).await;
     for request in requests {
         client.predict(request.clone()).await.expect("predict");
     }
     serve.stop().await.expect("clean stop");
 }
 
-/// Starts serve-service capturing every row, runs a batch of `input` once
-/// production is in, and stops it.
+/// Runs a batch of `input` on a capturing serve-service and stops it.
 async fn serve_batch_and_stop(stack: &Stack, production: &str, input: &str) {
-    let mut config = stack.serve_config();
-    config.capture_sample = 1.0;
-    let serve = stack.start_serve(config).await;
-    wait_until_serving(&serve).await;
-    let mut client = serve.client.clone();
-    serving(&mut client, production).await;
+    let (serve, mut client) = capturing(stack, production).await;
     let batch = PredictBatchRequest { input_key: input.into(), ..Default::default() };
     client.predict_batch(batch).await.expect("batch");
     serve.stop().await.expect("clean stop");
