@@ -68,20 +68,30 @@ impl Cycles {
         let lease_name = lease_name(model_ver);
         let cycle_id = RunId::generate(Utc::now());
         let bucket = self.runner.catalog.bucket();
-        let lease = match Lease::acquire(bucket, &lease_name, cycle_id.as_str(), self.runner.lease_ttl).await {
-            Ok(lease) => lease,
-            Err(LeaseError::Busy { holder, .. }) => {
-                let running = RunId::parse(&holder)?;
-                return match self.get(model_ver, &running).await {
-                    Ok(record) => Ok(Start::AlreadyRunning(record)),
-                    // Its record is not written yet: say which cycle it is.
-                    Err(ApiError::UnknownCycle(_)) => {
-                        Ok(Start::AlreadyRunning(CycleRecord::new(running, model_ver, by)))
-                    }
-                    Err(e) => Err(e),
-                };
+        // A cycle's record says it ended a moment before its lease is released:
+        // a caller who saw it end and starts the next must get a new cycle.
+        let mut ended_waits = 0;
+        let lease = loop {
+            match Lease::acquire(bucket, &lease_name, cycle_id.as_str(), self.runner.lease_ttl).await {
+                Ok(lease) => break lease,
+                Err(LeaseError::Busy { holder, .. }) => {
+                    let running = RunId::parse(&holder)?;
+                    return match self.get(model_ver, &running).await {
+                        Ok(record) if record.state != CycleState::Running && ended_waits < 100 => {
+                            ended_waits += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                        Ok(record) => Ok(Start::AlreadyRunning(record)),
+                        // Its record is not written yet: say which cycle it is.
+                        Err(ApiError::UnknownCycle(_)) => {
+                            Ok(Start::AlreadyRunning(CycleRecord::new(running, model_ver, by)))
+                        }
+                        Err(e) => Err(e),
+                    };
+                }
+                Err(e) => return Err(ApiError::Lease(e)),
             }
-            Err(e) => return Err(ApiError::Lease(e)),
         };
         let record = CycleRecord::new(cycle_id, model_ver, by);
         record.save(bucket).await?;
