@@ -73,15 +73,31 @@ pub struct Lease {
 
 /// The newest record of lease `name`, if it was ever taken.
 pub async fn current(bucket: &Bucket, name: &str) -> Result<Option<LeaseRecord>, LeaseError> {
-    let keys = bucket.list(&lease_prefix(name)).await?;
-    let Some(key) = keys.into_iter().filter(|k| sequence_number(k).is_some()).max_by_key(sequence_number) else {
-        return Ok(None);
-    };
-    let bytes = bucket.get(&key).await?;
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| LeaseError::Malformed { key: key.to_string(), message: e.to_string() })
+    let mut pruned = 0;
+    loop {
+        let keys = bucket.list(&lease_prefix(name)).await?;
+        let Some(key) = keys.into_iter().filter(|k| sequence_number(k).is_some()).max_by_key(sequence_number) else {
+            return Ok(None);
+        };
+        let bytes = match bucket.get(&key).await {
+            Ok(bytes) => bytes,
+            // A release between our listing and our read pruned the record we
+            // picked, after writing a newer one: list again to find that one.
+            Err(StorageError::NotFound { .. }) if pruned < MAX_PRUNED_READS => {
+                pruned += 1;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        return serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| LeaseError::Malformed { key: key.to_string(), message: e.to_string() });
+    }
 }
+
+/// How many times [`current`] lists again after a release pruned the record it
+/// picked; each retry needs another whole take-and-release in between.
+const MAX_PRUNED_READS: usize = 16;
 
 impl Lease {
     /// Takes lease `name` for `holder` unless someone holds it now.
@@ -203,6 +219,37 @@ mod tests {
         assert!(matches!(err, LeaseError::Lost { seq: 13, .. }), "{err}");
         let newest = current(&bucket, "cycle-v1").await.unwrap().unwrap();
         assert_eq!((newest.seq, newest.holder.as_str(), newest.released), (13, "next", true));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn reading_the_lease_while_others_take_and_release_it_never_fails() {
+        // Files, on several threads: the reads and the releases really interleave.
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::open(dir.path().to_str().unwrap()).unwrap();
+        let churn = {
+            let bucket = bucket.clone();
+            tokio::spawn(async move {
+                for i in 0..400 {
+                    let lease = Lease::acquire(&bucket, "cycle-v1", &format!("cycle {i}"), TTL).await.unwrap();
+                    lease.release().await.unwrap();
+                }
+            })
+        };
+        let readers = (0..3).map(|_| {
+            let bucket = bucket.clone();
+            let done = churn.abort_handle();
+            tokio::spawn(async move {
+                let mut reads = 0;
+                while !done.is_finished() {
+                    current(&bucket, "cycle-v1").await.unwrap();
+                    reads += 1;
+                }
+                reads
+            })
+        });
+        let reads: Vec<usize> = futures::future::try_join_all(readers).await.unwrap();
+        churn.await.unwrap();
+        assert!(reads.iter().all(|&n| n > 10), "the reads ran alongside the releases: {reads:?}");
     }
 
     #[tokio::test]
