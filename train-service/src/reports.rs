@@ -81,8 +81,8 @@ async fn index(catalog: &Catalog, model_ver: ModelVer) {
     let mut cycles = Vec::new();
     let bucket = catalog.bucket();
     if let Ok(keys) = bucket.list(&layout::cycles(model_ver)).await {
-        for key in keys {
-            let Ok(bytes) = bucket.get(&key).await else { continue };
+        let records = bucket.get_each_if_exists(&keys).await.unwrap_or_default();
+        for bytes in records.into_iter().flatten() {
             let Ok(record) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
             let field = |name: &str| record[name].as_str().unwrap_or_default().to_owned();
             // Records are read loosely here: one in an older form still lists.
@@ -99,9 +99,14 @@ async fn index(catalog: &Catalog, model_ver: ModelVer) {
     put(catalog, &layout::report_index(model_ver), pages::index(model_ver.name(), &runs, &cycles, &trends)).await;
 }
 
-/// The version's trend points, or none (logged) when they cannot be read.
+/// How many of the newest trend points the charts plot: a year of daily
+/// cycles. `crctl monitor` reads them all.
+pub(crate) const CHARTED_TREND_POINTS: usize = 366;
+
+/// The version's newest [`CHARTED_TREND_POINTS`] trend points, or none
+/// (logged) when they cannot be read.
 pub(crate) async fn trend_series(catalog: &Catalog, model_ver: ModelVer) -> Vec<TrendPoint> {
-    trends::series(catalog.bucket(), model_ver)
+    trends::newest(catalog.bucket(), model_ver, CHARTED_TREND_POINTS)
         .await
         .inspect_err(|e| tracing::warn!(%model_ver, error = %e, "reports without trends: cannot read them"))
         .unwrap_or_default()

@@ -148,9 +148,21 @@ impl TrendPoint {
 /// Every kept trend point of `model_ver`, oldest first. A point that cannot be
 /// read is skipped (and logged): one bad object must not hide the series.
 pub async fn series(bucket: &Bucket, model_ver: ModelVer) -> Result<Vec<TrendPoint>, TrendError> {
+    newest(bucket, model_ver, usize::MAX).await
+}
+
+/// The newest `count` trend points of `model_ver`, oldest first: a year of
+/// hourly cycles keeps thousands, and a chart or the previous point needs
+/// only the last few. Only those points are read.
+pub async fn newest(bucket: &Bucket, model_ver: ModelVer, count: usize) -> Result<Vec<TrendPoint>, TrendError> {
+    let mut keys: Vec<BucketKey> =
+        bucket.list(&layout::trends(model_ver)).await?.into_iter().filter(|key| layout::id_of(key).is_some()).collect();
+    // A point's key is its cycle id, which starts with the cycle's start time.
+    keys.sort();
+    let keys = &keys[keys.len().saturating_sub(count)..];
     let mut points = Vec::new();
-    for key in bucket.list(&layout::trends(model_ver)).await? {
-        let Some(bytes) = bucket.get_if_exists(&key).await? else { continue };
+    for (key, bytes) in keys.iter().zip(bucket.get_each_if_exists(keys).await?) {
+        let Some(bytes) = bytes else { continue };
         match serde_json::from_slice::<TrendPoint>(&bytes) {
             Ok(point) => points.push(point),
             Err(e) => tracing::warn!(%key, error = %e, "skipping an unreadable trend point"),
@@ -195,7 +207,16 @@ mod tests {
         first.save(&bucket).await.unwrap();
         let bad = layout::trend_point(v1, &RunId::parse("20261203T000000000Z-cccccc").unwrap());
         bucket.put(&bad, "{").await.unwrap();
-        assert_eq!(series(&bucket, v1).await.unwrap(), vec![first, second]);
+        assert_eq!(series(&bucket, v1).await.unwrap(), vec![first.clone(), second.clone()]);
         assert!(series(&bucket, ModelVer::parse("v0").unwrap()).await.unwrap().is_empty());
+
+        // The newest few: only those are read, so the unreadable newest one
+        // leaves fewer, never older ones in its place.
+        assert_eq!(newest(&bucket, v1, 2).await.unwrap(), vec![second.clone()]);
+        let third = point("20261204T000000000Z-dddddd", 0.22);
+        third.save(&bucket).await.unwrap();
+        assert_eq!(newest(&bucket, v1, 3).await.unwrap(), vec![second, third.clone()]);
+        assert_eq!(newest(&bucket, v1, 1).await.unwrap(), vec![third]);
+        assert!(newest(&bucket, v1, 0).await.unwrap().is_empty());
     }
 }

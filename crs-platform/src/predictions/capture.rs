@@ -355,9 +355,11 @@ pub async fn read_since(
     model: ModelVer,
     since: Option<DateTime<Utc>>,
 ) -> Result<Vec<CapturedRows>, CaptureError> {
+    let keys: Vec<BucketKey> =
+        keys_since(bucket, model, since).await?.into_iter().filter(|key| !layout::is_captured_batch(key)).collect();
     let mut objects = Vec::new();
-    for key in keys_since(bucket, model, since).await?.into_iter().filter(|key| !layout::is_captured_batch(key)) {
-        let Some(bytes) = bucket.get_if_exists(&key).await? else { continue };
+    for (key, bytes) in keys.iter().zip(bucket.get_each_if_exists(&keys).await?) {
+        let Some(bytes) = bytes else { continue };
         let captured = decode(key.as_str(), model, &bytes)?;
         let captured = match since {
             Some(since) => {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
@@ -209,6 +209,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_RETRIES: usize = 3;
 const RETRY_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Reads in flight at once in [`Bucket::get_each_if_exists`].
+pub const READ_CONCURRENCY: usize = 16;
 
 /// An S3 client for `bucket` with `env`'s settings over our timeouts and retries.
 fn s3_store(bucket: &str, env: &S3Env) -> Result<AmazonS3, object_store::Error> {
@@ -383,6 +385,19 @@ impl Bucket {
             Err(StorageError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Like [`Bucket::get_if_exists`] for each of `keys`, in their order, with
+    /// up to [`READ_CONCURRENCY`] reads in flight: reading a folder of small
+    /// objects one after another on S3 costs a round trip each.
+    pub async fn get_each_if_exists(&self, keys: &[BucketKey]) -> Result<Vec<Option<Bytes>>, StorageError> {
+        // Owned keys and bucket: futures borrowing them are not `Send` for every
+        // lifetime, which callers spawned on the runtime need.
+        let reads = keys.iter().cloned().map(|key| {
+            let bucket = self.clone();
+            async move { bucket.get_if_exists(&key).await }
+        });
+        futures::stream::iter(reads).buffered(READ_CONCURRENCY).try_collect().await
     }
 
     /// An object's size and etag, without its bytes.
@@ -587,6 +602,19 @@ mod tests {
             assert!(err.starts_with("unsafe key"), "{key:?}: {err}");
         }
         assert_eq!(BucketKey::parse("data/train/train.csv.gz").unwrap().as_str(), "data/train/train.csv.gz");
+    }
+
+    #[tokio::test]
+    async fn many_reads_come_back_in_the_order_asked_with_missing_ones_as_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::open(&dir.path().to_string_lossy()).unwrap();
+        let keys: Vec<BucketKey> = (0..50).map(|i| BucketKey::parse(&format!("points/{i:03}.json")).unwrap()).collect();
+        for (i, key) in keys.iter().enumerate().filter(|(i, _)| i % 7 != 3) {
+            bucket.put(key, Bytes::from(i.to_string())).await.unwrap();
+        }
+        let read = bucket.get_each_if_exists(&keys).await.unwrap();
+        let expected: Vec<Option<Bytes>> = (0..50).map(|i| (i % 7 != 3).then(|| Bytes::from(i.to_string()))).collect();
+        assert_eq!(read, expected);
     }
 
     #[tokio::test]

@@ -224,8 +224,10 @@ pub(super) async fn version(State(console): State<Console>, Path(ver): Path<Stri
     let trends = crate::reports::trend_series(&console.catalog, model_ver).await;
     let _ = write!(
         out,
-        "<h2 id=\"trends\">Trends across cycles</h2><p class=\"note\">{} cycles with a trend point, oldest first.</p>",
-        trends.len()
+        "<h2 id=\"trends\">Trends across cycles</h2><p class=\"note\">The newest {} cycles with a trend point \
+         (at most {}), oldest first.</p>",
+        trends.len(),
+        crate::reports::CHARTED_TREND_POINTS
     );
     crs_platform::reports::pages::trend_charts(&mut out, &trends);
 

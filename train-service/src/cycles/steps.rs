@@ -614,7 +614,8 @@ impl CycleRunner {
             }),
             None => None,
         };
-        let previous = match trends::series(bucket, model_ver).await {
+        // The newest two: this cycle's own point may be there from a retried write.
+        let previous = match trends::newest(bucket, model_ver, 2).await {
             Ok(points) => points.into_iter().rfind(|p| p.cycle_id != record.cycle_id),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the previous trend point");
