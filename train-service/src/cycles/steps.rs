@@ -101,8 +101,6 @@ impl CycleRunner {
             outcome = self.steps(&mut record) => outcome,
             _ = lost_rx.wait_for(|lost| *lost) => Err(CycleError::Crashed("the cycle lease was lost".into())),
         };
-        // Tells the renewer the steps are over.
-        drop(lost_rx);
         match outcome {
             Ok(()) => record.state = CycleState::Succeeded,
             Err(CycleError::Cancelled(cancellation)) => {
@@ -121,14 +119,19 @@ impl CycleRunner {
         }
         record.finished_at = Some(Utc::now());
         record.production_run_id = self.catalog.production(record.model_ver).await.ok().flatten();
-        if let Err(e) = record.save(self.catalog.bucket()).await {
-            tracing::error!(cycle_id = %record.cycle_id, error = %e, "could not write the cycle's record");
-        }
         // A cycle that succeeded wrote its point before its report, which charts it.
         if record.state != CycleState::Succeeded {
             self.save_trend(&record, record.state).await;
         }
+        // Tells the renewer the work is over.
+        drop(lost_rx);
         let lease = renewer.await.ok().flatten();
+        // The record says the cycle ended only now, just before the lease goes:
+        // a caller who sees it end and starts the next one finds the lease free
+        // (or released a moment later, which `Cycles::begin` waits for).
+        if let Err(e) = record.save(self.catalog.bucket()).await {
+            tracing::error!(cycle_id = %record.cycle_id, error = %e, "could not write the cycle's record");
+        }
         if let Some(lease) = lease
             && let Err(e) = lease.release().await
         {
