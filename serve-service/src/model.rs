@@ -2,15 +2,17 @@
 //! each loaded at start or on request, swapped when its production alias (or
 //! LATEST) moves or `LoadModel` asks, never replaced by a run that fails to load.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use crs_domain::models::ModelVer;
 use crs_platform::notify::webhook::{Notice, Notifier, Outcome};
 use crs_platform::registry::catalog::Catalog;
 use crs_platform::registry::runs::{LoadError, LoadedRun, ModelStore};
+use crs_platform::registry::versions::{self, VersionError};
 use crs_platform::storage::bucket::{KeyError, StorageError};
 use crs_platform::storage::layout::RunId;
 use tokio::sync::watch;
@@ -293,6 +295,34 @@ pub struct ModelsSetup {
     pub max_memory_bytes: u64,
 }
 
+/// Names the bucket did not declare, and when: refusing one costs a listing
+/// of every declaration in the bucket, and a client retrying a wrong name must
+/// not cost that on every request. A version declared meanwhile is found once
+/// its name's entry expires.
+#[derive(Debug, Default)]
+struct Misses(Mutex<HashMap<String, Instant>>);
+
+impl Misses {
+    const TTL: Duration = Duration::from_secs(5);
+    /// Names are the callers' to choose: past this many, only fresh ones are kept.
+    const MAX: usize = 1024;
+
+    fn recent(&self, name: &str, now: Instant) -> bool {
+        let misses = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        misses.get(name).is_some_and(|&at| now.saturating_duration_since(at) < Self::TTL)
+    }
+
+    fn remember(&self, name: &str, now: Instant) {
+        let mut misses = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if misses.len() >= Self::MAX {
+            misses.retain(|_, &mut at| now.saturating_duration_since(at) < Self::TTL);
+        }
+        if misses.len() < Self::MAX {
+            misses.insert(name.to_owned(), now);
+        }
+    }
+}
+
 /// Every model version the service holds, one slot each. Versions configured at
 /// start keep their slot for good (an unload empties it); versions loaded on
 /// request get one while there is room.
@@ -307,6 +337,7 @@ pub struct Models {
     loading: tokio::sync::Mutex<()>,
     notifier: Notifier,
     metrics: Arc<ServeMetrics>,
+    misses: Misses,
 }
 
 impl Models {
@@ -329,6 +360,7 @@ impl Models {
             loading: tokio::sync::Mutex::new(()),
             notifier,
             metrics,
+            misses: Misses::default(),
         }
     }
 
@@ -337,14 +369,20 @@ impl Models {
     /// requests' version parsing takes it from then on. The one place
     /// serve-service resolves a name against the bucket: the gRPC, V2 and
     /// batch handlers call it before they parse a requested name. A name that
-    /// is neither known nor declared is left to that parsing to refuse.
+    /// is neither known nor declared is left to that parsing to refuse, and is
+    /// not looked up again for [`Misses::TTL`].
     pub async fn resolve(&self, name: &str) {
         let name = name.trim();
-        if name.is_empty() || ModelVer::parse(name).is_ok() {
+        if name.is_empty() || ModelVer::parse(name).is_ok() || self.misses.recent(name, Instant::now()) {
             return;
         }
-        if let Err(e) = crs_platform::registry::versions::resolve(self.store().bucket(), name).await {
-            tracing::debug!(model_ver = name, error = %e, "not a declared model version");
+        match versions::resolve(self.store().bucket(), name).await {
+            Ok(_) => {}
+            Err(e @ (VersionError::Unknown { .. } | VersionError::BadDeclaration { .. })) => {
+                tracing::debug!(model_ver = name, error = %e, "not a declared model version");
+                self.misses.remember(name, Instant::now());
+            }
+            Err(e) => tracing::warn!(model_ver = name, error = %e, "cannot read the bucket's model declarations"),
         }
     }
 
@@ -451,5 +489,30 @@ impl Models {
         for slot in self.slots() {
             slot.refresh().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_name_is_remembered_for_a_while_and_the_memory_is_bounded() {
+        let misses = Misses::default();
+        let start = Instant::now();
+        assert!(!misses.recent("xgb-new", start));
+        misses.remember("xgb-new", start);
+        assert!(misses.recent("xgb-new", start + Duration::from_secs(1)));
+        assert!(!misses.recent("xgb-other", start + Duration::from_secs(1)));
+        assert!(!misses.recent("xgb-new", start + Misses::TTL), "looked up again once the entry expires");
+
+        for i in 0..Misses::MAX * 2 {
+            misses.remember(&format!("name-{i}"), start);
+        }
+        assert_eq!(misses.0.lock().unwrap().len(), Misses::MAX, "full of fresh names: no more are kept");
+        let later = start + Misses::TTL;
+        misses.remember("late", later);
+        assert!(misses.recent("late", later), "expired names make room");
+        assert_eq!(misses.0.lock().unwrap().len(), 1);
     }
 }
