@@ -208,35 +208,37 @@ fn imported_xgb(args: &Args, data: &crs_domain::data::PreparedData) -> anyhow::R
 /// alone on the matrix built once beforehand; and, for v2, of its forest's
 /// margins alone on that matrix and of the row walk it replaced (see [`RowWalk`]).
 fn predict_micros(model: &TrainedModel, rows: &Observations) -> anyhow::Result<(Speed, Speed, Option<ForestSpeed>)> {
-    let whole = per_row_micros(|| Ok(model.predict(&rows.rows)?.len()))?;
     let features = model.features.transform(&rows.rows, model.required_attributes())?;
-    let alone = per_row_micros(|| Ok(model.model.predict(&features).len()))?;
+    let whole: Predict = Box::new(|| Ok(model.predict(&rows.rows)?.len()));
+    let alone: Predict = Box::new(|| Ok(model.model.predict(&features).len()));
     if model.model_ver.is_imported() {
         let imported: ImportedModel = serde_json::from_value(model.model.to_json())?;
         let forest = imported.forest();
-        let walked = per_row_micros(|| Ok(forest.margins(features.matrix.view()).len()))?;
+        let [whole, alone, forest] =
+            per_row_micros([whole, alone, Box::new(|| Ok(forest.margins(features.matrix.view()).len()))])?;
         // No row walk of its own: the imported model is predicted by the forest only.
-        return Ok((whole, alone, Some(ForestSpeed { forest: walked, walk: Speed { cpu: f64::NAN, wall: f64::NAN } })));
+        return Ok((whole, alone, Some(ForestSpeed { forest, walk: Speed { cpu: f64::NAN, wall: f64::NAN } })));
     }
-    let forest = match model.model_ver.name() {
-        "v2" => {
-            let booster: v2::Booster = serde_json::from_value(model.model.to_json())?;
-            let forest = booster.forest();
-            let values = features.matrix.as_slice().context("a standard-layout matrix")?;
-            let walk = RowWalk::new(booster.data());
-            let width = features.matrix.ncols();
-            anyhow::ensure!(
-                walk.margins(values, width) == forest.margins(features.matrix.view()),
-                "the forest and the row walk differ"
-            );
-            Some(ForestSpeed {
-                forest: per_row_micros(|| Ok(forest.margins(features.matrix.view()).len()))?,
-                walk: per_row_micros(|| Ok(walk.margins(values, width).len()))?,
-            })
-        }
-        _ => None,
-    };
-    Ok((whole, alone, forest))
+    if model.model_ver.name() != "v2" {
+        let [whole, alone] = per_row_micros([whole, alone])?;
+        return Ok((whole, alone, None));
+    }
+    let booster: v2::Booster = serde_json::from_value(model.model.to_json())?;
+    let forest = booster.forest();
+    let values = features.matrix.as_slice().context("a standard-layout matrix")?;
+    let walk = RowWalk::new(booster.data());
+    let width = features.matrix.ncols();
+    anyhow::ensure!(
+        walk.margins(values, width) == forest.margins(features.matrix.view()),
+        "the forest and the row walk differ"
+    );
+    let [whole, alone, forest, walk] = per_row_micros([
+        whole,
+        alone,
+        Box::new(|| Ok(forest.margins(features.matrix.view()).len())),
+        Box::new(|| Ok(walk.margins(values, width).len())),
+    ])?;
+    Ok((whole, alone, Some(ForestSpeed { forest, walk })))
 }
 
 /// Microseconds per row, medians of the samples: the predicting thread's CPU
@@ -262,25 +264,40 @@ fn thread_cpu_seconds() -> f64 {
     now.tv_sec as f64 + now.tv_nsec as f64 * 1e-9
 }
 
-/// [`Speed`] over 15 samples of `predict`, which returns the rows it predicted.
-/// Each sample repeats it for at least 20 ms of CPU time so that a fast model
-/// on a few thousand rows is not timed at the clock's resolution.
-fn per_row_micros(mut predict: impl FnMut() -> anyhow::Result<usize>) -> anyhow::Result<Speed> {
-    let started = thread_cpu_seconds();
-    let rows = predict()?.max(1);
-    let once = thread_cpu_seconds() - started;
-    let passes = ((0.02 / once.max(1e-9)).ceil() as usize).clamp(1, 10_000);
-    let (mut cpu, mut wall) = (Vec::new(), Vec::new());
-    for _ in 0..15 {
-        let (started, cpu_started) = (Instant::now(), thread_cpu_seconds());
-        for _ in 0..passes {
-            std::hint::black_box(predict()?);
-        }
-        let per_row = |seconds: f64| seconds * 1e6 / (passes * rows) as f64;
-        cpu.push(per_row(thread_cpu_seconds() - cpu_started));
-        wall.push(per_row(started.elapsed().as_secs_f64()));
+/// One way of predicting the rows to time; returns the rows it predicted.
+type Predict<'a> = Box<dyn FnMut() -> anyhow::Result<usize> + 'a>;
+
+/// Samples per measurement.
+const SAMPLES: usize = 21;
+
+/// [`Speed`] of each of `predicts` over [`SAMPLES`] samples, taken in turns
+/// (one sample of each, then the next round): a disturbance of a second or so
+/// on a shared machine then moves a few samples of every measurement, which
+/// the medians shrug off, instead of all the samples of one. Each sample
+/// repeats a predict for at least 20 ms of CPU time so that a fast model on a
+/// few thousand rows is not timed at the clock's resolution.
+fn per_row_micros<const N: usize>(mut predicts: [Predict<'_>; N]) -> anyhow::Result<[Speed; N]> {
+    let mut plans = Vec::with_capacity(N);
+    for predict in &mut predicts {
+        let started = thread_cpu_seconds();
+        let rows = predict()?.max(1);
+        let once = thread_cpu_seconds() - started;
+        plans.push((rows, ((0.02 / once.max(1e-9)).ceil() as usize).clamp(1, 10_000)));
     }
-    Ok(Speed { cpu: median(&cpu), wall: median(&wall) })
+    let (mut cpu, mut wall) = (vec![Vec::with_capacity(SAMPLES); N], vec![Vec::with_capacity(SAMPLES); N]);
+    for _ in 0..SAMPLES {
+        for (i, predict) in predicts.iter_mut().enumerate() {
+            let (rows, passes) = plans[i];
+            let (started, cpu_started) = (Instant::now(), thread_cpu_seconds());
+            for _ in 0..passes {
+                std::hint::black_box(predict()?);
+            }
+            let per_row = |seconds: f64| seconds * 1e6 / (passes * rows) as f64;
+            cpu[i].push(per_row(thread_cpu_seconds() - cpu_started));
+            wall[i].push(per_row(started.elapsed().as_secs_f64()));
+        }
+    }
+    Ok(std::array::from_fn(|i| Speed { cpu: median(&cpu[i]), wall: median(&wall[i]) }))
 }
 
 /// v2's prediction before the block forest, kept as the bench's baseline: each
