@@ -81,8 +81,8 @@ async fn index(catalog: &Catalog, model_ver: ModelVer) {
     let mut cycles = Vec::new();
     let bucket = catalog.bucket();
     if let Ok(keys) = bucket.list(&layout::cycles(model_ver)).await {
-        let records = bucket.get_each_if_exists(&keys).await.unwrap_or_default();
-        for bytes in records.into_iter().flatten() {
+        // A record that cannot be read is left out of the list, not the whole list.
+        for bytes in bucket.get_each_if_exists(&keys).await.into_iter().filter_map(|read| read.ok().flatten()) {
             let Ok(record) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
             let field = |name: &str| record[name].as_str().unwrap_or_default().to_owned();
             // Records are read loosely here: one in an older form still lists.

@@ -161,8 +161,8 @@ pub async fn newest(bucket: &Bucket, model_ver: ModelVer, count: usize) -> Resul
     keys.sort();
     let keys = &keys[keys.len().saturating_sub(count)..];
     let mut points = Vec::new();
-    for (key, bytes) in keys.iter().zip(bucket.get_each_if_exists(keys).await?) {
-        let Some(bytes) = bytes else { continue };
+    for (key, bytes) in keys.iter().zip(bucket.get_each_if_exists(keys).await) {
+        let Some(bytes) = bytes? else { continue };
         match serde_json::from_slice::<TrendPoint>(&bytes) {
             Ok(point) => points.push(point),
             Err(e) => tracing::warn!(%key, error = %e, "skipping an unreadable trend point"),

@@ -358,8 +358,8 @@ pub async fn read_since(
     let keys: Vec<BucketKey> =
         keys_since(bucket, model, since).await?.into_iter().filter(|key| !layout::is_captured_batch(key)).collect();
     let mut objects = Vec::new();
-    for (key, bytes) in keys.iter().zip(bucket.get_each_if_exists(&keys).await?) {
-        let Some(bytes) = bytes else { continue };
+    for (key, bytes) in keys.iter().zip(bucket.get_each_if_exists(&keys).await) {
+        let Some(bytes) = bytes? else { continue };
         let captured = decode(key.as_str(), model, &bytes)?;
         let captured = match since {
             Some(since) => {

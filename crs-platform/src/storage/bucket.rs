@@ -387,17 +387,18 @@ impl Bucket {
         }
     }
 
-    /// Like [`Bucket::get_if_exists`] for each of `keys`, in their order, with
-    /// up to [`READ_CONCURRENCY`] reads in flight: reading a folder of small
-    /// objects one after another on S3 costs a round trip each.
-    pub async fn get_each_if_exists(&self, keys: &[BucketKey]) -> Result<Vec<Option<Bytes>>, StorageError> {
+    /// [`Bucket::get_if_exists`] of each of `keys`, in their order, with up to
+    /// [`READ_CONCURRENCY`] reads in flight: reading a folder of small objects
+    /// one after another on S3 costs a round trip each. Each read keeps its own
+    /// outcome, so a caller can skip an object it cannot read or stop at it.
+    pub async fn get_each_if_exists(&self, keys: &[BucketKey]) -> Vec<Result<Option<Bytes>, StorageError>> {
         // Owned keys and bucket: futures borrowing them are not `Send` for every
         // lifetime, which callers spawned on the runtime need.
         let reads = keys.iter().cloned().map(|key| {
             let bucket = self.clone();
             async move { bucket.get_if_exists(&key).await }
         });
-        futures::stream::iter(reads).buffered(READ_CONCURRENCY).try_collect().await
+        futures::stream::iter(reads).buffered(READ_CONCURRENCY).collect().await
     }
 
     /// An object's size and etag, without its bytes.
@@ -612,7 +613,8 @@ mod tests {
         for (i, key) in keys.iter().enumerate().filter(|(i, _)| i % 7 != 3) {
             bucket.put(key, Bytes::from(i.to_string())).await.unwrap();
         }
-        let read = bucket.get_each_if_exists(&keys).await.unwrap();
+        let read: Vec<Option<Bytes>> =
+            bucket.get_each_if_exists(&keys).await.into_iter().collect::<Result<_, _>>().unwrap();
         let expected: Vec<Option<Bytes>> = (0..50).map(|i| (i % 7 != 3).then(|| Bytes::from(i.to_string()))).collect();
         assert_eq!(read, expected);
     }

@@ -617,7 +617,7 @@ impl CycleRunner {
             }),
             None => None,
         };
-        // The newest two: this cycle's own point may be there from a retried write.
+        // The newest two: the previous point even were this cycle's own written already.
         let previous = match trends::newest(bucket, model_ver, 2).await {
             Ok(points) => points.into_iter().rfind(|p| p.cycle_id != record.cycle_id),
             Err(e) => {
